@@ -1,0 +1,105 @@
+"""Fields shared by every config; dataset files (imagenet.py, cifar.py, digits.py) override them.
+
+A config file's `get_config(arg)` takes an optional "key=value,..." string
+(big_vision style), e.g. `configs/imagenet.py:model=se_resnet50,r=8`.
+"""
+
+import ml_collections
+
+
+def se_config():
+  """The SE spec (se_flax.layers.se.SESpec) as config fields; names match the spec."""
+  se = ml_collections.ConfigDict()
+  se.reduction = 16          # r, paper Table 10
+  se.rounding = 'floor'      # 'floor' (C // r, paper) or 'multiple8' (timm)
+  se.min_width = 1           # lower bound on the reduced width
+  se.squeeze = 'avg'         # Table 11 / 16: avg max avgmax gem meanstd gather none
+  se.gather_extent = 0       # for squeeze=gather: 2, 4, 8 or 0 (global)
+  se.excite = 'fc'           # fc ese eca
+  se.gate = 'sigmoid'        # Table 12: sigmoid hard_sigmoid tanh relu
+  se.integration = 'standard'  # Table 14: standard pre post identity
+  se.position = 'last'       # Table 15: 'last' (after the last conv+BN) or '3x3'
+  se.stages = (0, 1, 2, 3)   # Table 13: indices of the stages that carry SE blocks
+  se.bias = True             # biases in the excitation layers
+  return se
+
+
+def get_base_config():
+  config = ml_collections.ConfigDict()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'se_resnet50'
+  config.model.dtype = 'float32'        # compute dtype: float32 or bfloat16
+  config.model.stride_in_1x1 = None     # None: the preset's default
+  config.model.bn_momentum = 0.9
+  config.model.bn_epsilon = 1e-5
+  config.model.zero_init_residual = True
+  config.model.se = se_config()
+
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = 'imagenet2012'
+  config.dataset.data_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.manual_dir = ml_collections.config_dict.placeholder(str)
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'validation'
+  config.dataset.image_size = 224
+  config.dataset.eval_resize = 256
+  config.dataset.shuffle_buffer = 16_384
+  config.dataset.cache = False
+  config.dataset.prefetch = 2
+
+  config.batch_size = 1024             # global
+  config.eval_batch_size = 1024        # global
+  config.bn_group_size = 0             # 0: global (synchronised) BN; k: groups of k examples
+  config.seed = 0
+  config.num_epochs = 100.0
+  config.num_train_steps = -1          # overrides num_epochs when positive
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.decay_bn_and_bias = True
+
+  config.learning_rate = 0.6           # at batch 1024; scaled linearly with batch_size
+  config.lr_reference_batch = 1024
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = 'step'        # step or cosine
+  config.schedule.warmup_epochs = 0.0
+  config.schedule.step_epochs = 30.0   # step: divide by step_factor every step_epochs
+  config.schedule.step_factor = 0.1
+  config.label_smoothing = 0.0
+
+  config.log_every_steps = 100
+  config.eval_every_steps = -1         # -1: once per epoch
+  config.checkpoint_every_steps = 1000
+  config.keep_checkpoints = 3
+  config.keep_best = True
+  config.nan_policy = 'stop'           # stop or skip
+  config.profile_steps = ()            # (start, stop) writes a profiler trace
+  config.init_from = ml_collections.config_dict.placeholder(str)
+  return config
+
+
+def parse_arg(arg, **defaults):
+  """Parses "key=value,key2=value2" into a dict over `defaults`, converting by their types."""
+  out = dict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(','):
+    if not item:
+      continue
+    if '=' not in item:
+      raise ValueError(f'config argument {item!r} is not key=value; known keys: {sorted(defaults)}')
+    key, value = item.split('=', 1)
+    if key not in defaults:
+      raise ValueError(f'config argument {key!r} is unknown; known keys: {sorted(defaults)}')
+    kind = type(defaults[key])
+    if kind is bool:
+      out[key] = value.lower() in ('1', 'true', 'yes')
+    elif defaults[key] is None:
+      out[key] = value
+    else:
+      out[key] = kind(value)
+  return out
