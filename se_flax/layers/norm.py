@@ -1,0 +1,66 @@
+"""Batch normalisation with global or per-group statistics.
+
+Under `jax.jit` over a batch sharded on the `data` axis, the batch mean is a
+mean over the global batch, i.e. synchronised BN. The paper trained with
+per-GPU statistics (Caffe, 8 GPUs, section 6.1); `group_size` reproduces that by
+normalising each group of `group_size` consecutive examples with its own
+statistics. Variables match `flax.linen.BatchNorm` (`scale`, `bias`; `mean`,
+`var` in `batch_stats`) so checkpoints and converters see one layout.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last; statistics always in float32."""
+  use_running_average: bool = False
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  group_size: int = 0          # 0: statistics over the whole batch
+  dtype: Any = jnp.float32     # output dtype
+  scale_init: Any = nn.initializers.ones
+
+  @nn.compact
+  def __call__(self, x):
+    features = x.shape[-1]
+    scale = self.param('scale', self.scale_init, (features,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', lambda: jnp.zeros((features,), jnp.float32))
+    ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((features,), jnp.float32))
+
+    x32 = x.astype(jnp.float32)
+    if self.use_running_average:
+      mean, var = ra_mean.value, ra_var.value
+      y = (x32 - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+      return y.astype(self.dtype)
+
+    batch = x.shape[0]
+    groups = 1
+    if self.group_size and self.group_size < batch:
+      if batch % self.group_size:
+        raise ValueError(
+            f'config.bn_group_size={self.group_size} does not divide the batch of {batch}; '
+            'use a divisor of the global batch size, or 0 for whole-batch statistics')
+      groups = batch // self.group_size
+    xg = x32.reshape((groups, batch // groups) + x.shape[1:])
+    axes = tuple(range(1, xg.ndim - 1))
+    mean = jnp.mean(xg, axis=axes, keepdims=True)
+    # Two-pass variance: E[(x - mean)^2] stays accurate where E[x^2] - mean^2 cancels.
+    var = jnp.mean(jnp.square(xg - mean), axis=axes, keepdims=True)
+
+    if not self.is_initializing():
+      # The running statistics average the groups, as per-device BN with averaged stats does;
+      # the variance is stored unbiased, as Caffe and PyTorch do, so imported statistics mean the same.
+      n = xg.size // (groups * features)
+      unbiased = var * (n / max(n - 1, 1))
+      m = self.momentum
+      ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=range(xg.ndim - 1))
+      ra_var.value = m * ra_var.value + (1 - m) * jnp.mean(unbiased, axis=range(xg.ndim - 1))
+
+    y = (xg - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    return y.reshape(x.shape).astype(self.dtype)
+

@@ -1,0 +1,128 @@
+"""The Squeeze-and-Excitation block and the one spec that describes it.
+
+SEBlock computes scale(U, gate(excite(squeeze(U)))) (paper section 3, Eq. 4).
+Every ablation axis of the paper is a field of `SESpec`; the backbones read
+`integration`, `position` and `stages` to decide where the block goes, and
+`SEBlock` reads the rest.
+"""
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from se_flax.layers import excite as excite_lib
+from se_flax.layers import squeeze as squeeze_lib
+
+ROUNDINGS = ('floor', 'multiple8')
+INTEGRATIONS = ('standard', 'pre', 'post', 'identity')   # Table 14, Fig. 5
+POSITIONS = ('last', '3x3')                               # Table 15
+GATHER_EXTENTS = (0, 2, 4, 8)
+
+
+def _allowed(field, value, allowed):
+  if value not in allowed:
+    raise ValueError(f'config.model.se.{field}={value!r} is not allowed; choose one of {list(allowed)}')
+
+
+@dataclasses.dataclass(frozen=True)
+class SESpec:
+  """One SE block design. Defaults are the paper's SE-ResNet (r=16, avg, fc, sigmoid, standard)."""
+  reduction: int = 16            # r, Table 10
+  rounding: str = 'floor'        # 'floor': C // r (paper, Caffe models); 'multiple8': timm's width
+  min_width: int = 1             # lower bound on the reduced width
+  squeeze: str = 'avg'           # Table 11, Table 16
+  gather_extent: int = 0         # squeeze='gather' only: 2, 4, 8, or 0 for global
+  excite: str = 'fc'
+  gate: str = 'sigmoid'          # Table 12
+  integration: str = 'standard'  # Table 14
+  position: str = 'last'         # Table 15
+  stages: Optional[tuple] = None  # Table 13: stage indices with SE blocks; None = all
+  bias: bool = True              # biases in the excitation (the paper's ablations drop them)
+
+  def __post_init__(self):
+    if isinstance(self.stages, list):
+      object.__setattr__(self, 'stages', tuple(self.stages))
+    if not isinstance(self.reduction, int) or isinstance(self.reduction, bool) or self.reduction <= 0:
+      raise ValueError(f'config.model.se.reduction={self.reduction!r} must be a positive integer '
+                       '(the paper sweeps 2, 4, 8, 16, 32)')
+    if not isinstance(self.min_width, int) or self.min_width < 1:
+      raise ValueError(f'config.model.se.min_width={self.min_width!r} must be an integer >= 1')
+    _allowed('rounding', self.rounding, ROUNDINGS)
+    _allowed('squeeze', self.squeeze, squeeze_lib.SQUEEZES)
+    _allowed('excite', self.excite, excite_lib.EXCITATIONS)
+    _allowed('gate', self.gate, excite_lib.GATES)
+    _allowed('integration', self.integration, INTEGRATIONS)
+    _allowed('position', self.position, POSITIONS)
+    _allowed('gather_extent', self.gather_extent, GATHER_EXTENTS)
+    if self.gather_extent and self.squeeze != 'gather':
+      raise ValueError(f'config.model.se.gather_extent={self.gather_extent} only applies to '
+                       f"squeeze='gather', not squeeze={self.squeeze!r}; set it to 0")
+    if self.position != 'last' and self.integration != 'standard':
+      raise ValueError(f'config.model.se.position={self.position!r} needs integration=\'standard\' '
+                       f'(Table 15 moves the standard block), got integration={self.integration!r}')
+    width = squeeze_lib.SQUEEZES[self.squeeze].width_factor
+    if self.excite in ('eca', 'identity') and width != 1:
+      raise ValueError(f'config.model.se.excite={self.excite!r} maps each channel to itself and cannot '
+                       f'take squeeze={self.squeeze!r}, which emits {width} descriptors per channel')
+    if self.stages is not None:
+      if not all(isinstance(s, int) and s >= 0 for s in self.stages):
+        raise ValueError(f'config.model.se.stages={self.stages!r} must be a tuple of stage indices '
+                         '(0-based) or None for all stages')
+
+  def reduced_width(self, channels: int) -> int:
+    """Width of the excitation's bottleneck for a block of `channels` channels."""
+    if self.reduction > channels:
+      raise ValueError(f'config.model.se.reduction={self.reduction} exceeds the {channels} channels of '
+                       f'an SE block; allowed: 1..{channels}')
+    if self.rounding == 'floor':
+      width = channels // self.reduction
+    else:
+      # timm's make_divisible(C / r, 8): nearest multiple of 8, at least 8.
+      width = max(8, int(channels / self.reduction + 4) // 8 * 8)
+    return max(self.min_width, width)
+
+  def check_stages(self, num_stages: int):
+    if self.stages is not None and any(s >= num_stages for s in self.stages):
+      raise ValueError(f'config.model.se.stages={self.stages!r} names a stage this backbone lacks; '
+                       f'allowed indices: 0..{num_stages - 1}')
+
+  def in_stage(self, stage: int) -> bool:
+    return self.stages is None or stage in self.stages
+
+  @classmethod
+  def from_config(cls, cfg) -> 'SESpec':
+    """Builds a spec from a mapping (e.g. `config.model.se`); unknown keys are an error."""
+    data = dict(cfg)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+      raise ValueError(f'config.model.se has unknown fields {unknown}; known: {sorted(names)}')
+    return cls(**data)
+
+
+class SEBlock(nn.Module):
+  """scale(U, s) with s = gate(excite(squeeze(U))); sows s as intermediates['gate']."""
+  spec: SESpec
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    spec = self.spec
+    channels = x.shape[-1]
+    reduced = spec.reduced_width(channels)
+    z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, self)
+    logits = excite_lib.EXCITATIONS[spec.excite](z.astype(self.dtype), channels, reduced, spec, self)
+    s = excite_lib.GATES[spec.gate](logits.astype(jnp.float32))
+    # Stored only when the caller makes 'intermediates' mutable (the excitation analysis does).
+    self.sow('intermediates', 'gate', s)
+    return x * upsample_nearest(s, x.shape).astype(x.dtype)
+
+
+def upsample_nearest(s, shape):
+  """Broadcasts an (N, h, w, C) gate to (N, H, W, C): each cell covers an H/h x W/w patch."""
+  h, w = s.shape[1:3]
+  if (h, w) in ((1, 1), tuple(shape[1:3])):
+    return s
+  return jnp.repeat(jnp.repeat(s, shape[1] // h, axis=1), shape[2] // w, axis=2)

@@ -1,0 +1,112 @@
+"""Model names -> constructors. Each plain backbone has an `se_` twin.
+
+`create_model('se_resnet50', 1000, se=SESpec(reduction=8))` builds any preset;
+overrides replace the preset's attributes and are checked by name.
+"""
+
+import dataclasses
+import functools
+from typing import Any, Mapping, Optional, Union
+
+import jax.numpy as jnp
+
+from se_flax.layers.se import SESpec
+from se_flax.models.cifar import CifarResNet
+from se_flax.models.resnet import ResNet
+
+_IMAGENET = {
+    'resnet18': dict(stage_sizes=(2, 2, 2, 2), block='basic'),
+    'resnet34': dict(stage_sizes=(3, 4, 6, 3), block='basic'),
+    # The paper's ResNets are the Caffe models: stride on the first 1x1 conv (3.86 GFLOPs).
+    'resnet50': dict(stage_sizes=(3, 4, 6, 3), block='bottleneck', stride_in_1x1=True),
+    'resnet101': dict(stage_sizes=(3, 4, 23, 3), block='bottleneck', stride_in_1x1=True),
+    'resnet152': dict(stage_sizes=(3, 8, 36, 3), block='bottleneck', stride_in_1x1=True),
+    'resnext50_32x4d': dict(stage_sizes=(3, 4, 6, 3), block='bottleneck', groups=32, base_width=4),
+    'resnext101_32x4d': dict(stage_sizes=(3, 4, 23, 3), block='bottleneck', groups=32, base_width=4),
+    # Paper Appendix. `senet154` carries SE blocks; `senet154_plain` is the same network without.
+    'senet154_plain': dict(stage_sizes=(3, 8, 36, 3), block='bottleneck', groups=64, base_width=4,
+                           stem='deep', stem_pool='ceil', first_width_factor=0.5,
+                           downsample_kernel=3, dropout=0.2),
+}
+
+_CIFAR = {
+    'cifar_resnet20': dict(depth=20, kind='basic'),
+    'cifar_resnet32': dict(depth=32, kind='basic'),
+    'cifar_resnet44': dict(depth=44, kind='basic'),
+    'cifar_resnet56': dict(depth=56, kind='basic'),
+    'cifar_resnet110': dict(depth=110, kind='basic'),
+    'preact_resnet164': dict(depth=164, kind='preact_bottleneck'),
+    'wrn16_8': dict(depth=16, kind='wide', widen=8),
+}
+
+
+def _presets():
+  table = {}
+  for family, cls in ((_IMAGENET, ResNet), (_CIFAR, CifarResNet)):
+    for name, kwargs in family.items():
+      table[name] = (cls, kwargs, False)
+      se_name = 'senet154' if name == 'senet154_plain' else f'se_{name}'
+      table[se_name] = (cls, kwargs, True)
+  return table
+
+
+PRESETS = _presets()
+CIFAR_MODELS = tuple(n for n, (cls, _, _) in PRESETS.items() if cls is CifarResNet)
+
+
+def list_models():
+  return sorted(PRESETS)
+
+
+def has_se(name: str) -> bool:
+  return _lookup(name)[2]
+
+
+def _lookup(name):
+  if name not in PRESETS:
+    raise ValueError(f'config.model.name={name!r} is unknown; known models: {list_models()}')
+  return PRESETS[name]
+
+
+def create_model(name: str, num_classes: int,
+                 se: Optional[Union[SESpec, Mapping[str, Any]]] = None, **overrides):
+  """Builds preset `name` with `num_classes` outputs.
+
+  Args:
+    name: a name from `list_models()`.
+    num_classes: classifier width.
+    se: the SE spec for an SE preset (an `SESpec` or a mapping of its fields);
+      defaults to `SESpec()`, the paper's block. Ignored by plain presets,
+      whose twins differ only by the SE blocks.
+    **overrides: attributes of the backbone class (dtype, bn_momentum,
+      bn_epsilon, bn_group_size, zero_init_residual, stride_in_1x1, ...).
+  """
+  cls, kwargs, with_se = _lookup(name)
+  if not isinstance(num_classes, int) or num_classes < 1:
+    raise ValueError(f'num_classes={num_classes!r} must be a positive integer')
+  fields = {f.name for f in dataclasses.fields(cls)} - {'parent', 'name', 'num_classes', 'se'}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise ValueError(f'model options {unknown} do not apply to {name!r}; allowed: {sorted(fields)}')
+  args = dict(kwargs)
+  args.update({k: v for k, v in overrides.items() if v is not None})
+  if 'dtype' in args:
+    args['dtype'] = _dtype(args['dtype'])
+  if with_se:
+    args['se'] = se if isinstance(se, SESpec) else SESpec.from_config(se or {})
+  return cls(num_classes=num_classes, **args)
+
+
+def _dtype(value):
+  allowed = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+  if isinstance(value, str):
+    if value not in allowed:
+      raise ValueError(f'config.model.dtype={value!r} is not allowed; choose one of {list(allowed)}')
+    return allowed[value]
+  return value
+
+
+def builder(name: str):
+  """`functools.partial` of the backbone class for `name`, for code that wants the class itself."""
+  cls, kwargs, _ = _lookup(name)
+  return functools.partial(cls, **kwargs)

@@ -1,0 +1,149 @@
+"""Distributed start-up, the device mesh, and global arrays from per-process batches.
+
+One code path for one CPU, eight GPUs and a TPU pod: `jax.jit` with explicit
+`NamedSharding`s over a `Mesh`. The mesh is two-dimensional, `('data',
+'model')`, with the model axis of size 1 today, so that tensor parallelism can
+be added later by resizing the mesh instead of rewriting every sharding; all
+shardings here name only the `data` axis and are replicated over `model`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Optional, Sequence
+
+from absl import logging
+import jax
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+DATA_AXIS = 'data'
+MODEL_AXIS = 'model'
+
+# A peer that stops sending heartbeats for this long is declared dead, and the
+# survivors fail instead of hanging forever in their next collective.
+HEARTBEAT_TIMEOUT_SECONDS = 100
+# How long a process waits for all peers to join at start-up.
+INITIALIZATION_TIMEOUT_SECONDS = 300
+
+
+def _env_int(name: str) -> Optional[int]:
+  value = os.environ.get(name)
+  try:
+    return int(value) if value else None
+  except ValueError:
+    return None
+
+
+def multi_process_environment() -> Optional[str]:
+  """Names the scheduler that launched several processes, or None.
+
+  Only environments that imply more than one process count: a one-task SLURM
+  allocation or a single-host TPU VM runs fine without `jax.distributed`, and
+  initialising it there would wait for peers that never come.
+  """
+  if os.environ.get('JAX_COORDINATOR_ADDRESS'):
+    return 'JAX_COORDINATOR_ADDRESS'
+  if (_env_int('SLURM_NTASKS') or 1) > 1 or (_env_int('SLURM_STEP_NUM_TASKS') or 1) > 1:
+    return 'SLURM'
+  if os.environ.get('MEGASCALE_COORDINATOR_ADDRESS'):
+    return 'TPU multislice'
+  for name in ('TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES'):
+    if ',' in os.environ.get(name, ''):
+      return f'TPU pod ({name})'
+  if (_env_int('CLOUD_TPU_TASK_ID') or 0) > 0 or (_env_int('TPU_WORKER_ID') or 0) > 0:
+    return 'TPU pod (worker id)'
+  return None
+
+
+def maybe_initialize_distributed(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+    *,
+    heartbeat_timeout_seconds: int = HEARTBEAT_TIMEOUT_SECONDS,
+    initialization_timeout: int = INITIALIZATION_TIMEOUT_SECONDS,
+) -> bool:
+  """Initialises `jax.distributed` when flags or the environment ask for it.
+
+  Must run before any other jax call touches the devices. Safe to call twice.
+
+  Args:
+    coordinator_address: host:port of process 0; when given, initialisation
+      always happens (with `num_processes` and `process_id`).
+    num_processes: total number of processes, with `coordinator_address`.
+    process_id: this process's index, with `coordinator_address`.
+    heartbeat_timeout_seconds: after this many seconds without a heartbeat a
+      peer counts as lost and the others fail rather than hang.
+    initialization_timeout: seconds to wait for every peer at start-up.
+
+  Returns:
+    True if `jax.distributed` is initialised when this returns.
+  """
+  if jax.distributed.is_initialized():
+    return True
+  source = 'flags' if coordinator_address else multi_process_environment()
+  if source is None:
+    return False
+  logging.info('Initialising jax.distributed (detected from %s).', source)
+  jax.distributed.initialize(
+      coordinator_address=coordinator_address,
+      num_processes=num_processes,
+      process_id=process_id,
+      initialization_timeout=initialization_timeout,
+      heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+  )
+  logging.info('jax.distributed: process %d of %d, %d local / %d global devices.',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  return True
+
+
+def create_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A `(n, 1)` mesh with axes `('data', 'model')` over `devices` (default: all)."""
+  if devices is None:
+    # mesh_utils orders devices by their physical topology (ICI rings on TPU).
+    grid = mesh_utils.create_device_mesh((jax.device_count(), 1))
+  else:
+    grid = np.asarray(devices, dtype=object).reshape(-1, 1)
+  return Mesh(grid, (DATA_AXIS, MODEL_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """Every device holds the whole array (parameters, optimizer state, metrics)."""
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """The leading (batch) dimension is split over the `data` axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+  return mesh.shape[DATA_AXIS]
+
+
+def check_batch_divisible(global_batch_size: int, mesh: Mesh,
+                          field: str = 'config.batch_size') -> None:
+  """Raises ValueError unless the global batch splits evenly over devices and processes."""
+  devices = data_parallel_size(mesh)
+  processes = jax.process_count()
+  if global_batch_size <= 0 or global_batch_size % devices or global_batch_size % processes:
+    raise ValueError(
+        f'{field}={global_batch_size} must be a positive multiple of the number '
+        f'of data-parallel devices ({devices}) and of the number of processes '
+        f'({processes}); for example {field}={devices * max(1, global_batch_size // devices)}.')
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Turns this process's slice of the batch into global arrays sharded over `data`.
+
+  Each process passes the rows it read (its `tfds.split_for_jax_process`
+  slice); the global batch is their concatenation in process order.
+  """
+  sharding = batch_sharding(mesh)
+  return {
+      key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+      for key, value in local_batch.items()
+  }

@@ -1,0 +1,182 @@
+"""train_step and eval_step: pure functions of (state, batch), and their jitted forms.
+
+Metrics come back as sums and counts, never means, so the host can add them
+over steps and over a padded evaluation set and get exact totals
+(`se_flax.train.metrics.MetricAccumulator` turns them into rates).
+
+BatchNorm needs nothing here to be synchronised: under `jax.jit` the batch is
+one global array sharded over `data`, so the mean over its batch axis is the
+global batch's mean and XLA inserts the cross-device reduction. Per-group
+statistics (`config.bn_group_size`) are the model's business.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+import ml_collections
+import optax
+
+from se_flax.train import parallel
+from se_flax.train.state import TrainState
+
+NAN_POLICIES = ('stop', 'skip')
+Metrics = dict[str, jax.Array]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy in float32, with label smoothing.
+
+  The smoothed target puts `1 - label_smoothing + label_smoothing / K` on the
+  label and `label_smoothing / K` on every other class (Szegedy et al. 2016).
+  """
+  logits = logits.astype(jnp.float32)
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32),
+                                label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
+  """Per-example 1.0/0.0 for top-1 and top-5 hits.
+
+  With fewer than five classes the top-5 set holds every class, so every
+  example is a top-5 hit and the top-5 error is exactly 0.
+  """
+  logits = logits.astype(jnp.float32)
+  top1 = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  k = min(5, num_classes)
+  _, top_idx = jax.lax.top_k(logits, k)
+  top5 = jnp.any(top_idx == labels[:, None], axis=-1).astype(jnp.float32)
+  return top1, top5
+
+
+def _all_finite(tree: Any) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.array(True)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
+               apply_fn: Callable[..., Any], schedule_fn: Callable[[Any], jax.Array],
+               num_classes: int, label_smoothing: float = 0.0,
+               nan_policy: str = 'stop') -> tuple[TrainState, Metrics]:
+  """One SGD update on `batch` (`image`, `label`).
+
+  Args:
+    state: the current state.
+    batch: global arrays; `image` (B, H, W, C), `label` int (B,).
+    apply_fn: the model's `apply`.
+    schedule_fn: step -> learning rate, only to report the rate in use.
+    num_classes: K, for one-hot targets and top-5.
+    label_smoothing: epsilon of label smoothing.
+    nan_policy: what a non-finite loss or gradient does. `stop`: the state
+      comes back unchanged (step not advanced) with `finite == 0` and the
+      caller stops. `skip`: params, batch_stats and opt_state stay, the step
+      advances, and `skipped == 1`; that step's loss and error sums are zeroed
+      so the running means stay finite.
+
+  Returns:
+    `(new_state, metrics)`; metrics are float32 scalars: `loss_sum`,
+    `top1_correct`, `top5_correct`, `count` (examples), `grad_norm_sum`,
+    `steps` (1), `learning_rate`, `finite` (1/0), `skipped` (1/0).
+  """
+  if nan_policy not in NAN_POLICIES:
+    raise ValueError(f'config.nan_policy={nan_policy!r} is unknown; allowed: {NAN_POLICIES}')
+  images, labels = batch['image'], batch['label']
+  dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    logits, new_model_state = apply_fn(
+        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
+        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    per_example = cross_entropy(logits, labels, num_classes, label_smoothing)
+    return per_example.mean(), (logits, new_model_state, per_example)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  (loss, (logits, new_model_state, per_example)), grads = grad_fn(state.params)
+  grad_norm = optax.global_norm(grads)
+  new_state = state.apply_gradients(
+      grads=grads, batch_stats=new_model_state.get('batch_stats', state.batch_stats))
+  # The statistics can overflow even when the loss did not (a huge activation).
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_state.batch_stats)
+
+  if nan_policy == 'stop':
+    keep = state
+  else:
+    keep = state.replace(step=state.step + 1)
+  new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, keep)
+
+  top1, top5 = topk_correct(logits, labels, num_classes)
+  metrics = {
+      'loss_sum': per_example.sum(),
+      'top1_correct': top1.sum(),
+      'top5_correct': top5.sum(),
+      'count': jnp.asarray(labels.shape[0], jnp.float32),
+      'grad_norm_sum': grad_norm,
+      'steps': jnp.ones((), jnp.float32),
+  }
+  if nan_policy == 'skip':
+    metrics = {k: jnp.where(finite, v, 0.0) for k, v in metrics.items()}
+    metrics['skipped'] = 1.0 - finite.astype(jnp.float32)
+  else:
+    metrics['skipped'] = jnp.zeros((), jnp.float32)
+  metrics['learning_rate'] = schedule_fn(state.step)
+  metrics['finite'] = finite.astype(jnp.float32)
+  return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+
+
+def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
+              apply_fn: Callable[..., Any], num_classes: int) -> Metrics:
+  """Sums over the real (mask == 1) examples of `batch` (`image`, `label`, `mask`).
+
+  Returns:
+    `loss_sum` (unsmoothed cross-entropy), `top1_correct`, `top5_correct` and
+    `count` = sum of the mask, so totals over a padded split equal the
+    split's own counts.
+  """
+  logits = apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
+                    batch['image'], train=False)
+  labels = batch['label']
+  mask = batch['mask'].astype(jnp.float32) if 'mask' in batch else jnp.ones(labels.shape, jnp.float32)
+  loss = cross_entropy(logits, labels, num_classes)
+  top1, top5 = topk_correct(logits, labels, num_classes)
+  # where(), not a product: padded rows may hold anything, even NaN.
+  real = mask > 0
+  return {
+      'loss_sum': jnp.where(real, loss, 0.0).sum(),
+      'top1_correct': jnp.where(real, top1, 0.0).sum(),
+      'top5_correct': jnp.where(real, top5, 0.0).sum(),
+      'count': mask.sum(),
+  }
+
+
+def make_train_step(model: Any, config: ml_collections.ConfigDict, mesh: Mesh,
+                    schedule_fn: Callable[[Any], jax.Array], num_classes: int):
+  """`train_step` jitted for `mesh`: state replicated and donated, batch split over `data`.
+
+  Returns:
+    `step(state, batch) -> (state, metrics)`; the input state's buffers are
+    donated, so the caller must use the returned state.
+  """
+  fn = functools.partial(
+      train_step, apply_fn=model.apply, schedule_fn=schedule_fn, num_classes=num_classes,
+      label_smoothing=config.label_smoothing, nan_policy=config.nan_policy)
+  if config.nan_policy not in NAN_POLICIES:
+    raise ValueError(f'config.nan_policy={config.nan_policy!r} is unknown; '
+                     f'allowed: {NAN_POLICIES}')
+  rep = parallel.replicated(mesh)
+  return jax.jit(fn, in_shardings=(rep, parallel.batch_sharding(mesh)),
+                 out_shardings=(rep, rep), donate_argnums=0)
+
+
+def make_eval_step(model: Any, mesh: Mesh, num_classes: int):
+  """`eval_step` jitted for `mesh`: `step(state, batch) -> metrics` (state not donated)."""
+  fn = functools.partial(eval_step, apply_fn=model.apply, num_classes=num_classes)
+  rep = parallel.replicated(mesh)
+  return jax.jit(fn, in_shardings=(rep, parallel.batch_sharding(mesh)), out_shardings=rep)
