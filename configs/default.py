@@ -19,7 +19,7 @@ def se_config():
   se.gate = 'sigmoid'        # Table 12: sigmoid hard_sigmoid tanh relu
   se.integration = 'standard'  # Table 14: standard pre post identity
   se.position = 'last'       # Table 15: 'last' (after the last conv+BN) or '3x3'
-  se.stages = (0, 1, 2, 3)   # Table 13: indices of the stages that carry SE blocks
+  se.stages = ml_collections.config_dict.placeholder(tuple)  # Table 13: stage indices; None = all
   se.bias = True             # biases in the excitation layers
   return se
 
@@ -69,6 +69,7 @@ def get_base_config():
   config.schedule.warmup_epochs = 0.0
   config.schedule.step_epochs = 30.0   # step: divide by step_factor every step_epochs
   config.schedule.step_factor = 0.1
+  config.schedule.boundaries_epochs = ()  # step: decay at these epochs instead, if given
   config.label_smoothing = 0.0
 
   config.log_every_steps = 100

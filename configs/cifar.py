@@ -1,0 +1,40 @@
+"""CIFAR-10/100 (paper Tables 4 and 5).
+
+The ResNet paper's CIFAR schedule (He et al. 2016, section 4.2): SGD momentum
+0.9, batch 128, lr 0.1, divided by 10 at 50% and 75% of training (epochs 82
+and 123 of 164 here, i.e. 32k/48k of 64k iterations), weight decay 1e-4;
+augmentation is a 4-pixel zero pad, a random 32x32 crop and a horizontal flip.
+
+Arguments: `configs/cifar.py:model=se_cifar_resnet110,dataset=cifar100`.
+"""
+
+from configs import default
+
+
+def get_config(arg=None):
+  args = default.parse_arg(arg, model='se_cifar_resnet110', dataset='cifar10', r=16,
+                           batch=128, epochs=164.0, dtype='float32')
+  config = default.get_base_config()
+  config.model.name = args['model']
+  config.model.dtype = args['dtype']
+  config.model.se.reduction = args['r']
+
+  config.dataset.name = args['dataset']
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'test'
+  config.dataset.image_size = 32
+  config.dataset.eval_resize = 32
+  config.dataset.shuffle_buffer = 50_000
+  config.dataset.cache = True
+
+  config.batch_size = args['batch']
+  config.eval_batch_size = 1000
+  config.num_epochs = args['epochs']
+  config.learning_rate = 0.1
+  config.lr_reference_batch = 128
+  config.schedule.name = 'step'
+  config.schedule.boundaries_epochs = (args['epochs'] * 0.5, args['epochs'] * 0.75)
+  config.schedule.step_factor = 0.1
+  config.log_every_steps = 100
+  config.checkpoint_every_steps = 2000
+  return config

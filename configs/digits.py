@@ -1,0 +1,42 @@
+"""The embedded default: scikit-learn's 8x8 handwritten digits through tfds.
+
+1797 real images (1437 train / 360 test), no download, so `make demo` trains
+an SE network from scratch on any machine in a few minutes of CPU. The model
+is the CIFAR SE-ResNet-20 on 8x8x1 inputs (stages at 8x8, 4x4 and 2x2).
+
+Arguments: `configs/digits.py:model=cifar_resnet20,r=4,epochs=10`.
+"""
+
+from configs import default
+
+
+def get_config(arg=None):
+  args = default.parse_arg(arg, model='se_cifar_resnet20', r=4, batch=128, epochs=30.0,
+                           dtype='float32')
+  config = default.get_base_config()
+  config.model.name = args['model']
+  config.model.dtype = args['dtype']
+  # 16-channel first stage: r=16 would leave a single hidden unit.
+  config.model.se.reduction = args['r']
+
+  config.dataset.name = 'digits'
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'test'
+  config.dataset.image_size = 8
+  config.dataset.eval_resize = 8
+  config.dataset.shuffle_buffer = 2048
+  config.dataset.cache = True
+
+  config.batch_size = args['batch']
+  config.eval_batch_size = 360
+  config.num_epochs = args['epochs']
+  config.learning_rate = 0.1
+  config.lr_reference_batch = 128
+  config.optimizer.weight_decay = 5e-4
+  config.optimizer.nesterov = True
+  config.schedule.name = 'cosine'
+  config.schedule.warmup_epochs = 1.0
+  config.log_every_steps = 20
+  config.eval_every_steps = -1
+  config.checkpoint_every_steps = 100
+  return config
