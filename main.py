@@ -7,6 +7,7 @@
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/digits.py:r=8.')
@@ -26,6 +27,9 @@ flags.mark_flags_as_required(['config'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    # Library INFO chatter (checkpoint threads, compilation) hides the progress lines.
+    logging.set_verbosity(logging.WARNING)
   from se_flax import cli  # pylint: disable=g-import-not-at-top
   return cli.run(mode=_MODE.value, config=_CONFIG.value, workdir=_WORKDIR.value, step=_STEP.value,
                  coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,

@@ -11,7 +11,7 @@ from configs import default
 
 
 def get_config(arg=None):
-  args = default.parse_arg(arg, model='se_cifar_resnet20', r=4, batch=128, epochs=30.0,
+  args = default.parse_arg(arg, model='se_cifar_resnet20', r=4, batch=128, epochs=40.0,
                            dtype='float32')
   config = default.get_base_config()
   config.model.name = args['model']
@@ -37,6 +37,6 @@ def get_config(arg=None):
   config.schedule.name = 'cosine'
   config.schedule.warmup_epochs = 1.0
   config.log_every_steps = 20
-  config.eval_every_steps = -1
-  config.checkpoint_every_steps = 100
+  config.eval_every_steps = 110       # every 10 epochs
+  config.checkpoint_every_steps = 110
   return config

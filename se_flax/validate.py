@@ -45,12 +45,35 @@ def model_overrides(config):
 
 
 def build_model(config, num_classes):
-  """The configured model; raises ConfigError for options the backbone does not take."""
+  """The configured model; raises ConfigError for options the backbone does not take.
+
+  With `config.init_from` (imported weights), the architecture comes from the
+  weights' model.json (layout, SE spec, depth), so weights never load into a
+  network of another layout; the config still sets dtype and BN behaviour.
+  """
   try:
+    if config.get('init_from'):
+      return _pretrained_model(config, num_classes)
     return registry.create_model(config.model.name, num_classes, se=se_spec(config),
                                  **model_overrides(config))
   except ValueError as e:
     raise ConfigError(str(e)) from e
+
+
+def _pretrained_model(config, num_classes):
+  from se_flax.convert import writer  # pylint: disable=g-import-not-at-top
+  meta = writer.read_meta(config.init_from)
+  if meta['model'] != config.model.name:
+    raise ConfigError(f'config.model.name={config.model.name!r}, but config.init_from='
+                      f'{config.init_from!r} holds {meta["model"]!r} weights; set '
+                      f'config.model.name={meta["model"]!r}')
+  arch = dict(meta.get('overrides', {}))
+  se = arch.pop('se', None)
+  if isinstance(arch.get('stage_sizes'), list):
+    arch['stage_sizes'] = tuple(arch['stage_sizes'])
+  for key in ('dtype', 'bn_momentum', 'bn_group_size'):
+    arch[key] = model_overrides(config)[key]
+  return registry.create_model(meta['model'], num_classes, se=se, **arch)
 
 
 def validate(config, num_devices=None, num_processes=None, image_shape=None, num_classes=None):

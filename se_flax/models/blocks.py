@@ -67,6 +67,8 @@ class BasicBlock(nn.Module):
   se: Optional[SESpec] = None
   shortcut_type: str = 'B'     # 'B': 1x1 projection; 'A': subsample + zero channel padding
   zero_init: bool = True
+  # The Caffe-ported SE-ResNet-18/34 (timm's legacy SEResNetBlock) apply a ReLU after bn2, before SE.
+  act_before_se: bool = False
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -77,7 +79,8 @@ class BasicBlock(nn.Module):
       if se_3x3 is not None:
         h = SEBlock(se_3x3, dtype=self.dtype, name='se')(h)
       h = conv_padded(self.conv, self.planes, 3, name='conv2')(h)
-      return self.norm(name='bn2', scale_init=_last_scale(self.zero_init))(h)
+      h = self.norm(name='bn2', scale_init=_last_scale(self.zero_init))(h)
+      return self.act(h) if self.act_before_se else h
 
     def shortcut(h):
       return projection(self, h, self.planes, self.strides, self.shortcut_type)

@@ -37,6 +37,8 @@ class ResNet(nn.Module):
     first_width_factor: width of the first 1x1 conv over the 3x3 width (0.5 for SENet-154).
     downsample_kernel: kernel of the projection convs after stage 1 (3 for SENet-154).
     dropout: dropout rate before the classifier.
+    basic_act_before_se: basic units apply their activation after the last BN,
+      before SE and the add (the Caffe-ported SE-ResNet-18/34).
   """
   stage_sizes: Sequence[int]
   block: str
@@ -50,6 +52,7 @@ class ResNet(nn.Module):
   first_width_factor: float = 1.0
   downsample_kernel: int = 1
   dropout: float = 0.0
+  basic_act_before_se: bool = False
   dtype: Any = jnp.float32
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
@@ -89,7 +92,8 @@ class ResNet(nn.Module):
         name = f'layer{i + 1}_{j}'
         if self.block == 'basic':
           x = BasicBlock(planes, strides, conv, norm, self.act, se=se,
-                         zero_init=self.zero_init_residual, dtype=self.dtype, name=name)(x)
+                         zero_init=self.zero_init_residual, act_before_se=self.basic_act_before_se,
+                         dtype=self.dtype, name=name)(x)
         else:
           width = int(planes * self.base_width / 64) * self.groups
           x = Bottleneck(planes, strides, conv, norm, self.act, width=width,

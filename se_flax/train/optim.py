@@ -52,7 +52,12 @@ def _validate(config: ml_collections.ConfigDict, steps_per_epoch: int, total_ste
   if sched.name == 'step':
     if not 0 < sched.step_factor <= 1:
       raise ValueError(f'config.schedule.step_factor={sched.step_factor} must be in (0, 1]')
-    if not sched.step_epochs > 0:
+    boundaries = tuple(sched.get('boundaries_epochs') or ())
+    if boundaries:
+      if any(not b > 0 for b in boundaries) or list(boundaries) != sorted(set(boundaries)):
+        raise ValueError(f'config.schedule.boundaries_epochs={boundaries} must be positive '
+                         'and strictly increasing')
+    elif not sched.step_epochs > 0:
       raise ValueError(f'config.schedule.step_epochs={sched.step_epochs} must be > 0')
   if not sched.warmup_epochs >= 0:
     raise ValueError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
@@ -71,8 +76,10 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   the first update already moves the weights and the rate reaches `base` on the
   last warm-up step. `step`: `base * step_factor ** floor(s / step_len)` with
   `step_len = round(step_epochs * steps_per_epoch)` counted from step 0 (the epochs
-  where the decay happens do not move with the warm-up). `cosine`: a half
-  cosine from `base` right after warm-up to 0 at `total_steps`.
+  where the decay happens do not move with the warm-up), or, when
+  `schedule.boundaries_epochs` is given, `base * step_factor ** k` after the
+  k-th boundary. `cosine`: a half cosine from `base` right after warm-up to 0
+  at `total_steps`.
   """
   _validate(config, steps_per_epoch, total_steps)
   sched = config.schedule
@@ -84,8 +91,14 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
       return jnp.ones_like(step, jnp.float32)
     return jnp.minimum(1.0, (step + 1.0) / warmup_steps)
 
-  if sched.name == 'step':
-    # Whole steps, so the boundary is exact even when steps_per_epoch is odd.
+  boundaries = tuple(sched.get('boundaries_epochs') or ())
+  if sched.name == 'step' and boundaries:
+    # Whole steps, so a boundary is exact even when steps_per_epoch is odd.
+    boundary_steps = jnp.array([round(b * steps_per_epoch) for b in boundaries], jnp.float32)
+
+    def decay(step):
+      return sched.step_factor ** jnp.sum(step >= boundary_steps)
+  elif sched.name == 'step':
     step_len = max(1, round(sched.step_epochs * steps_per_epoch))
 
     def decay(step):

@@ -72,8 +72,9 @@ def maybe_initialize_distributed(
   Args:
     coordinator_address: host:port of process 0; when given, initialisation
       always happens (with `num_processes` and `process_id`).
-    num_processes: total number of processes, with `coordinator_address`.
-    process_id: this process's index, with `coordinator_address`.
+    num_processes: total number of processes; default `$JAX_NUM_PROCESSES`,
+      else detected by jax (SLURM, TPU).
+    process_id: this process's index; default `$JAX_PROCESS_ID`, else detected.
     heartbeat_timeout_seconds: after this many seconds without a heartbeat a
       peer counts as lost and the others fail rather than hang.
     initialization_timeout: seconds to wait for every peer at start-up.
@@ -87,6 +88,10 @@ def maybe_initialize_distributed(
   if source is None:
     return False
   logging.info('Initialising jax.distributed (detected from %s).', source)
+  if num_processes is None:
+    num_processes = _env_int('JAX_NUM_PROCESSES')
+  if process_id is None:
+    process_id = _env_int('JAX_PROCESS_ID')
   jax.distributed.initialize(
       coordinator_address=coordinator_address,
       num_processes=num_processes,
@@ -103,8 +108,12 @@ def maybe_initialize_distributed(
 def create_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
   """A `(n, 1)` mesh with axes `('data', 'model')` over `devices` (default: all)."""
   if devices is None:
-    # mesh_utils orders devices by their physical topology (ICI rings on TPU).
-    grid = mesh_utils.create_device_mesh((jax.device_count(), 1))
+    try:
+      # Orders devices by their physical topology (ICI rings on TPU).
+      grid = mesh_utils.create_device_mesh((jax.device_count(), 1))
+    except (ValueError, NotImplementedError, AssertionError) as e:
+      logging.warning('create_device_mesh failed (%s); using jax.devices() order.', e)
+      grid = np.asarray(jax.devices(), dtype=object).reshape(-1, 1)
   else:
     grid = np.asarray(devices, dtype=object).reshape(-1, 1)
   return Mesh(grid, (DATA_AXIS, MODEL_AXIS))

@@ -55,6 +55,19 @@ def topk_correct(logits: jax.Array, labels: jax.Array, num_classes: int) -> tupl
   return top1, top5
 
 
+def _updates_applied(state: TrainState) -> jax.Array:
+  """The optimizer's own update count, which drives its schedule.
+
+  It equals `state.step` except after `skip`ped steps, which advance the step
+  but keep the old opt_state; reporting the rate from it reports the rate used.
+  """
+  try:
+    count = optax.tree_utils.tree_get(state.opt_state, 'count')
+  except KeyError:  # several counters (e.g. chained schedules): no single answer
+    count = None
+  return state.step if count is None else count
+
+
 def _all_finite(tree: Any) -> jax.Array:
   leaves = jax.tree.leaves(tree)
   if not leaves:
@@ -79,7 +92,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
       comes back unchanged (step not advanced) with `finite == 0` and the
       caller stops. `skip`: params, batch_stats and opt_state stay, the step
       advances, and `skipped == 1`; that step's loss and error sums are zeroed
-      so the running means stay finite.
+      so the running means stay finite. The schedule counts applied updates,
+      so each skipped step delays it by one.
 
   Returns:
     `(new_state, metrics)`; metrics are float32 scalars: `loss_sum`,
@@ -126,7 +140,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     metrics['skipped'] = 1.0 - finite.astype(jnp.float32)
   else:
     metrics['skipped'] = jnp.zeros((), jnp.float32)
-  metrics['learning_rate'] = schedule_fn(state.step)
+  metrics['learning_rate'] = schedule_fn(_updates_applied(state))
   metrics['finite'] = finite.astype(jnp.float32)
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
@@ -164,12 +178,12 @@ def make_train_step(model: Any, config: ml_collections.ConfigDict, mesh: Mesh,
     `step(state, batch) -> (state, metrics)`; the input state's buffers are
     donated, so the caller must use the returned state.
   """
-  fn = functools.partial(
-      train_step, apply_fn=model.apply, schedule_fn=schedule_fn, num_classes=num_classes,
-      label_smoothing=config.label_smoothing, nan_policy=config.nan_policy)
   if config.nan_policy not in NAN_POLICIES:
     raise ValueError(f'config.nan_policy={config.nan_policy!r} is unknown; '
                      f'allowed: {NAN_POLICIES}')
+  fn = functools.partial(
+      train_step, apply_fn=model.apply, schedule_fn=schedule_fn, num_classes=num_classes,
+      label_smoothing=config.label_smoothing, nan_policy=config.nan_policy)
   rep = parallel.replicated(mesh)
   return jax.jit(fn, in_shardings=(rep, parallel.batch_sharding(mesh)),
                  out_shardings=(rep, rep), donate_argnums=0)

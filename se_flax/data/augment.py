@@ -1,0 +1,203 @@
+"""Pure tf.image functions that turn one stored example into the model's input.
+
+Every random op is stateless: it takes an explicit `seed`, an int32/int64
+tensor of shape (2,), and returns the same result for the same seed on any
+machine, thread or call order. The pipeline derives that seed from
+(run seed, epoch, example index), which makes a training run a function of its
+config and seed (DESIGN.md, "Determinism").
+
+Images enter as uint8 (H, W, C) in 0..255 (or as JPEG bytes for ImageNet) and
+leave, after `normalize`, as float32.
+"""
+
+import tensorflow as tf
+
+# ImageNet RGB statistics (0..255 scale), the values torchvision, timm and the
+# flax ImageNet example use; the paper's Caffe models subtract the mean only
+# (Sec. 5.1), dividing by the std as well is the common re-implementation.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Per-channel mean and std over the 50,000 CIFAR training images (0..255 scale),
+# the published values (CIFAR-10: 0.4914 0.4822 0.4465 / 0.2470 0.2435 0.2616;
+# CIFAR-100: 0.5071 0.4865 0.4409 / 0.2673 0.2564 0.2762).
+CIFAR10_MEAN = (125.30691805, 122.95039414, 113.86538318)
+CIFAR10_STD = (62.99321928, 62.08870764, 66.70489964)
+CIFAR100_MEAN = (129.30416561, 124.06996270, 112.43405006)
+CIFAR100_STD = (68.17024290, 65.39180804, 70.41837019)
+# Mean and std of every pixel of the 1437 digits train images after the
+# 0..16 -> 0..255 scaling of se_flax.data.digits; tests/data recompute them
+# from scikit-learn's copy of the data.
+DIGITS_MEAN = (77.99459595,)
+DIGITS_STD = (95.98451841,)
+
+STATS = {
+    'imagenet2012': (IMAGENET_MEAN, IMAGENET_STD),
+    'cifar10': (CIFAR10_MEAN, CIFAR10_STD),
+    'cifar100': (CIFAR100_MEAN, CIFAR100_STD),
+    'digits': (DIGITS_MEAN, DIGITS_STD),
+}
+
+# Random-size crop of Szegedy et al. (2015), as the paper trains (Sec. 5.1).
+CROP_AREA_RANGE = (0.08, 1.0)
+CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+CROP_MAX_ATTEMPTS = 10
+# libjpeg's accurate integer IDCT, PIL's default: decoded pixels then equal those
+# of the PyTorch pipelines whose weights se_flax.convert imports (TF's default,
+# the fast IDCT, is off by up to ~10 levels on detailed images).
+JPEG_DCT_METHOD = 'INTEGER_ACCURATE'
+
+
+def split_seed(seed, num):
+  """Returns `num` independent (2,) seeds derived from `seed`."""
+  return tf.unstack(tf.random.experimental.stateless_split(seed, num=num, alg='philox'))
+
+
+def normalize(image, mean, std):
+  """(image - mean) / std per channel, as float32."""
+  image = tf.cast(image, tf.float32)
+  return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def resize(image, size):
+  """Resizes (H, W, C) to (size, size, C), bilinear with antialiasing when shrinking."""
+  return tf.image.resize(image, [size, size], method='bilinear', antialias=True)
+
+
+def random_flip(image, seed):
+  """Mirrors the image left-right with probability 1/2 (Sec. 5.1)."""
+  return tf.image.stateless_random_flip_left_right(image, seed)
+
+
+def pad_and_random_crop(image, seed, pad):
+  """Zero-pads `pad` pixels on every side, then crops the original size at random.
+
+  With pad=4 on 32x32 images this is the CIFAR augmentation the paper adopts
+  from He et al. (2016) (Sec. 5.1, Tables 4 and 5).
+  """
+  shape = tf.shape(image)
+  padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+  return tf.image.stateless_random_crop(padded, shape, seed)
+
+
+def _center_window(height, width, fraction):
+  """A centred square window [y, x, h, w] whose side is `fraction` of the short side."""
+  side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * fraction, tf.int32)
+  side = tf.maximum(side, 1)
+  return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side, side])
+
+
+def sample_crop_window(image_shape, seed, *, fallback_fraction=224 / 256,
+                       area_range=CROP_AREA_RANGE, aspect_range=CROP_ASPECT_RANGE,
+                       max_attempts=CROP_MAX_ATTEMPTS):
+  """Draws the random-size crop window [y, x, height, width] of an image of `image_shape`.
+
+  The window covers `area_range` of the image area with aspect ratio
+  (width / height) in `aspect_range` (Szegedy et al. 2015; paper Sec. 5.1).
+  When all `max_attempts` draws fail the sampler returns the whole image; that
+  case falls back to a centred square of `fallback_fraction` of the short side,
+  the evaluation crop.
+
+  Args:
+    image_shape: int tensor (3,), (height, width, channels).
+    seed: (2,) stateless seed.
+    fallback_fraction: side of the fallback square over the short side.
+    area_range: (min, max) fraction of the image area.
+    aspect_range: (min, max) width / height.
+    max_attempts: draws before falling back.
+
+  Returns:
+    int32 tensor (4,).
+  """
+  image_shape = tf.cast(image_shape, tf.int32)
+  height, width = image_shape[0], image_shape[1]
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      image_shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
+      min_object_covered=area_range[0], aspect_ratio_range=aspect_range,
+      area_range=area_range, max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], size[0], size[1]])
+  failed = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
+  return tf.cond(failed, lambda: _center_window(height, width, fallback_fraction),
+                 lambda: window)
+
+
+def inception_crop(image_bytes, seed, image_size, **window_kwargs):
+  """Decodes only a random-size crop window of a JPEG and resizes it to image_size.
+
+  Args:
+    image_bytes: scalar string tensor, a JPEG file.
+    seed: (2,) stateless seed.
+    image_size: side of the square output.
+    **window_kwargs: passed to `sample_crop_window`.
+
+  Returns:
+    float32 (image_size, image_size, 3), values in 0..255.
+  """
+  window = sample_crop_window(tf.image.extract_jpeg_shape(image_bytes), seed, **window_kwargs)
+  crop = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3,
+                                      dct_method=JPEG_DCT_METHOD)
+  return resize(crop, image_size)
+
+
+def resize_short_side(image, short_side):
+  """Scales (H, W, C) so that min(H, W) == short_side, keeping the aspect ratio."""
+  shape = tf.shape(image)
+  height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+  scale = short_side / tf.minimum(height, width)
+  # The short side is set exactly; rounding applies to the long side only.
+  new_height = tf.where(height <= width, short_side, tf.cast(tf.round(height * scale), tf.int32))
+  new_width = tf.where(height <= width, tf.cast(tf.round(width * scale), tf.int32), short_side)
+  return tf.image.resize(image, tf.stack([new_height, new_width]), method='bilinear',
+                         antialias=True)
+
+
+def center_crop(image, size):
+  """The centred (size, size) window of (H, W, C); offsets round down like numpy's (H - size) // 2."""
+  shape = tf.shape(image)
+  top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+def decode_resize_center_crop(image_bytes, image_size, eval_resize):
+  """ImageNet evaluation: short side to eval_resize, then the central image_size square.
+
+  The paper reports single-crop error on the 224x224 centre crop after
+  resizing the short side to 256 (Table 2).
+
+  Returns:
+    float32 (image_size, image_size, 3), values in 0..255.
+  """
+  image = tf.io.decode_jpeg(image_bytes, channels=3, dct_method=JPEG_DCT_METHOD)
+  image = resize_short_side(image, eval_resize)
+  return center_crop(image, image_size)
+
+
+def imagenet_train(image_bytes, seed, image_size, eval_resize):
+  """Random-size crop and flip of one ImageNet JPEG (Sec. 5.1)."""
+  crop_seed, flip_seed = split_seed(seed, 2)
+  image = inception_crop(image_bytes, crop_seed, image_size,
+                         fallback_fraction=image_size / eval_resize)
+  return random_flip(image, flip_seed)
+
+
+def cifar_train(image, seed, image_size):
+  """4-pixel zero pad, random 32x32 crop and flip (Sec. 5.1)."""
+  crop_seed, flip_seed = split_seed(seed, 2)
+  image = random_flip(pad_and_random_crop(image, crop_seed, 4), flip_seed)
+  return maybe_resize(image, image_size)
+
+
+def digits_train(image, seed, image_size):
+  """1-pixel pad and random 8x8 crop, the 8x8 analogue of the CIFAR crop.
+
+  No flip: digits are not mirror-symmetric (a mirrored 2 or 7 is not a digit).
+  """
+  image = pad_and_random_crop(image, seed, 1)
+  return maybe_resize(image, image_size)
+
+
+def maybe_resize(image, image_size):
+  """Resizes to image_size when it differs from the stored size, as float32."""
+  image = tf.cast(image, tf.float32)
+  if image.shape[0] == image_size and image.shape[1] == image_size:
+    return image
+  return resize(image, image_size)

@@ -1,0 +1,341 @@
+"""The input pipeline's public interface: data set facts, train batches, eval batches.
+
+Determinism. A training stream is a function of (config, seed, process
+index/count) alone:
+
+* every example carries a stable index, its position in the split's canonical
+  order (se_flax.data.sources);
+* epoch e is a permutation of the process's slice drawn from stateless RNG
+  keyed by (seed, e). Small data sets held decoded in memory
+  (config.dataset.cache) get a full uniform permutation. Streamed ones
+  (ImageNet) read their files in a permuted order, interleaved record by
+  record in a fixed round-robin, and permute each window of `shuffle_buffer`
+  consecutive records, which holds as many stored images in memory as a
+  tf.data shuffle buffer of that size would;
+* an example's augmentation draws from stateless RNG keyed by
+  (seed, epoch, example index) (DESIGN.md, "Determinism");
+* epochs are concatenated and cut into batches (drop_remainder), and every
+  map keeps its input order (`deterministic=True`), so thread timing and
+  parallelism change speed only. Nothing depends on TensorFlow's global seed.
+
+Resume. Batch k starts at position k * B_local of that stream, so
+`start_step=k` starts at epoch (k * B_local) // n, where n is the size of the
+process's slice, and skips the first (k * B_local) % n examples of that epoch
+before anything is decoded or augmented.
+
+Undecodable JPEGs (ImageNet). A JPEG that fails to decode is dropped after
+the decode-and-augment map by `Dataset.ignore_errors`; the same record fails at
+the same place every time, so the stream stays deterministic. Drops are
+counted from gaps in the stream positions and reported by
+`skipped_examples()` (and by the train iterator's `skipped`). A dropped
+example shifts the rest of the stream by one place, and only decoding reveals
+it, so resuming stays exact up to the first drop; after k drops before the
+resume point, the resumed stream runs k examples behind the uninterrupted one.
+Evaluation pads every process to the same number of batches whatever is
+dropped.
+"""
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from se_flax.data import augment
+from se_flax.data import sources
+
+KNOWN_DATASETS = sources.KNOWN_DATASETS
+_CHANNELS = {'digits': 1, 'cifar10': 3, 'cifar100': 3, 'imagenet2012': 3}
+# Distinct streams of the stateless RNG, folded into the run seed first.
+_SHUFFLE, _FILE_ORDER, _AUGMENT = 1, 2, 3
+_SKIPPED = {'train': 0, 'eval': 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model and the training loop need to know about a data set."""
+  name: str
+  num_classes: int
+  num_train: int          # examples in the train split
+  num_eval: int           # examples in the eval split
+  image_shape: tuple      # (H, W, C) the model sees
+
+
+def _check_fields(cfg):
+  """Checks the fields that need no data, so that mistakes surface before any I/O."""
+  sources.check_name(cfg.name)
+  if not isinstance(cfg.image_size, int) or cfg.image_size < 1:
+    raise ValueError(f'config.dataset.image_size={cfg.image_size!r} must be a positive int')
+  if cfg.name in sources.JPEG_DATASETS:
+    if not isinstance(cfg.eval_resize, int) or cfg.eval_resize < cfg.image_size:
+      raise ValueError(f'config.dataset.eval_resize={cfg.eval_resize!r} must be an int >= '
+                       f'config.dataset.image_size={cfg.image_size} (the centre crop is taken '
+                       'from the resized image)')
+    if cfg.cache:
+      raise ValueError(f'config.dataset.cache=True is not supported for {cfg.name}: decoded '
+                       'images differ in size and do not fit in memory; allowed for '
+                       f'{", ".join(sources.IN_MEMORY_DATASETS)}')
+  if not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
+    raise ValueError(f'config.dataset.shuffle_buffer={cfg.shuffle_buffer!r} must be an int >= 1')
+  if not isinstance(cfg.prefetch, int) or cfg.prefetch < 0:
+    raise ValueError(f'config.dataset.prefetch={cfg.prefetch!r} must be an int >= 0 '
+                     '(0: tuned by tf.data)')
+
+
+def _open(cfg):
+  _check_fields(cfg)
+  builder = sources.get_builder(cfg)
+  info = DatasetInfo(
+      name=cfg.name,
+      num_classes=builder.info.features['label'].num_classes,
+      num_train=sources.split_size(builder, cfg.train_split, 'train_split'),
+      num_eval=sources.split_size(builder, cfg.eval_split, 'eval_split'),
+      image_shape=(cfg.image_size, cfg.image_size, _CHANNELS[cfg.name]))
+  return info, builder
+
+
+def get_info(dataset_cfg) -> DatasetInfo:
+  """Checks `config.dataset` against the data on disk and returns the data set's facts.
+
+  Digits are prepared in `data_dir` when missing, ImageNet too when its two
+  tars are in `manual_dir`; anything else missing raises with what to do.
+
+  Raises:
+    ValueError: unknown name, bad field value, unknown or empty split.
+    FileNotFoundError: missing data_dir, data set not prepared.
+  """
+  return _open(dataset_cfg)[0]
+
+
+def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
+  """Global batches per pass over the train split (at least 1)."""
+  return max(1, info.num_train // global_batch_size)
+
+
+def skipped_examples(kind: str | None = None) -> int:
+  """Examples dropped as undecodable in this process: kind 'train', 'eval' or None (both)."""
+  return sum(_SKIPPED.values()) if kind is None else _SKIPPED[kind]
+
+
+def _process(process_index, process_count):
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} must be in [0, process_count='
+                     f'{process_count})')
+  return process_index, process_count
+
+
+def _local_batch(global_batch_size, process_count):
+  if global_batch_size < 1 or global_batch_size % process_count:
+    raise ValueError(f'global_batch_size={global_batch_size} must be a positive multiple of '
+                     f'the process count ({process_count})')
+  return global_batch_size // process_count
+
+
+def _key(seed, *data):
+  """A (2,) stateless seed for `data` (ints or int tensors) under the run seed."""
+  key = tf.constant([seed, 0], tf.int64)
+  for d in data:
+    key = tf.random.experimental.stateless_fold_in(key, tf.cast(d, tf.int64), alg='philox')
+  return key
+
+
+def _permutation(n, key):
+  """A uniformly random permutation of range(n), a function of `key` only."""
+  draws = tf.random.stateless_uniform([n], key, minval=None, maxval=None, dtype=tf.int64,
+                                      alg='philox')
+  return tf.argsort(draws, stable=True)
+
+
+def _options():
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = os.cpu_count() or 1
+  # Parallelism comes from mapping many examples at once, not from splitting one op.
+  options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+def _decode_stored(builder, cfg, image):
+  """uint8 (H, W, C) of a stored PNG (digits, CIFAR); ImageNet JPEGs are decoded with their crop."""
+  if image.dtype == tf.string and cfg.name not in sources.JPEG_DATASETS:
+    return builder.info.features['image'].decode_example(image)
+  return image
+
+
+def _train_image(builder, cfg, image, key):
+  image = _decode_stored(builder, cfg, image)
+  if cfg.name == 'imagenet2012':
+    image = augment.imagenet_train(image, key, cfg.image_size, cfg.eval_resize)
+  elif cfg.name == 'digits':
+    image = augment.digits_train(image, key, cfg.image_size)
+  else:
+    image = augment.cifar_train(image, key, cfg.image_size)
+  return _finish(cfg, image)
+
+
+def _eval_image(builder, cfg, image):
+  image = _decode_stored(builder, cfg, image)
+  if cfg.name == 'imagenet2012':
+    image = augment.decode_resize_center_crop(image, cfg.image_size, cfg.eval_resize)
+  else:
+    image = augment.maybe_resize(image, cfg.image_size)
+  return _finish(cfg, image)
+
+
+def _finish(cfg, image):
+  image = augment.normalize(image, *augment.STATS[cfg.name])
+  return tf.ensure_shape(image, (cfg.image_size, cfg.image_size, _CHANNELS[cfg.name]))
+
+
+def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
+  """The concatenated, per-epoch shuffled stream {'epoch', 'index', ...} from `first_epoch` on.
+
+  In-memory elements carry only the row, so that skipped ones cost nothing;
+  streamed ones carry the stored (undecoded) image.
+  """
+  if cfg.cache:
+    def epoch(e):
+      rows = _permutation(n, _key(seed, _SHUFFLE, e))
+      return tf.data.Dataset.from_tensor_slices(rows).map(
+          lambda row: {'epoch': e, 'index': row + offset, 'row': row})
+  else:
+    window = min(cfg.shuffle_buffer, n)
+    files = sources.num_files(builder, split)
+
+    def epoch(e):
+      order = _permutation(files, _key(seed, _FILE_ORDER, e))
+      records = sources.read(builder, split, decode_image=False, file_order=order)
+
+      def shuffle_window(w, batch):
+        perm = _permutation(tf.shape(batch['index'])[0], _key(seed, _SHUFFLE, e, w))
+        return tf.nest.map_structure(lambda t: tf.gather(t, perm), batch)
+
+      records = records.batch(window).enumerate().map(shuffle_window).unbatch()
+      return records.map(lambda x: {**x, 'epoch': e, 'index': x['index'] + offset})
+  return tf.data.Dataset.counter(first_epoch).flat_map(epoch)
+
+
+def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
+                  process_index: int | None = None,
+                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This process's slice of every training batch, forever, from batch `start_step` on.
+
+  Yields {'image': float32 (B_local, H, W, C) normalised, 'label': int32
+  (B_local,)} with B_local = global_batch_size // process_count. Each process
+  reads an equal, disjoint slice of the train split (the remainder of an uneven
+  division is dropped). See the module docstring for determinism and resume.
+  """
+  cfg = dataset_cfg
+  _, builder = _open(cfg)
+  index, count = _process(process_index, process_count)
+  batch = _local_batch(global_batch_size, count)
+  if start_step < 0:
+    raise ValueError(f'start_step={start_step} must be >= 0')
+  split = tfds.split_for_jax_process(cfg.train_split, process_index=index, process_count=count,
+                                     drop_remainder=True)
+  n = builder.info.splits[split].num_examples
+  if n == 0:
+    raise ValueError(f'config.dataset.train_split={cfg.train_split!r} has fewer examples than '
+                     f'processes ({count})')
+  start = start_step * batch
+  first_epoch, skip = divmod(start, n)
+  ds = _epochs(builder, cfg, split, n, index * n, seed, first_epoch).skip(skip)
+  if cfg.cache:
+    images, labels = (tf.constant(a) for a in sources.load_in_memory(builder, split))
+    stored = lambda x: (tf.gather(images, x['row']), tf.gather(labels, x['row']))
+  else:
+    stored = lambda x: (x['image'], x['label'])
+
+  def preprocess(x):
+    image, label = stored(x)
+    key = _key(seed, _AUGMENT, x['epoch'], x['index'])
+    return {'image': _train_image(builder, cfg, image, key), 'label': tf.cast(label, tf.int32)}
+
+  if cfg.name in sources.JPEG_DATASETS:
+    # Stream positions ride along; a gap between consecutive ones after
+    # ignore_errors is an example dropped as undecodable.
+    ds = ds.enumerate(start).map(lambda pos, x: {**preprocess(x), 'pos': pos},
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)
+
+    def count_skips(state, x):
+      expected, skipped = state
+      skipped += x['pos'] - expected
+      return (x['pos'] + 1, skipped), {'image': x['image'], 'label': x['label'],
+                                       'skipped': skipped}
+
+    ds = ds.scan((tf.constant(start, tf.int64), tf.constant(0, tf.int64)), count_skips)
+  else:
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(batch, drop_remainder=True).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
+  return _TrainIterator(ds.with_options(_options()))
+
+
+class _TrainIterator:
+  """Numpy batches of a training stream; `skipped` counts the examples it dropped."""
+
+  def __init__(self, ds):
+    self._it = ds.as_numpy_iterator()
+    self.skipped = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._it)
+    if 'skipped' in batch:
+      skipped = int(batch.pop('skipped')[-1])
+      _SKIPPED['train'] += skipped - self.skipped
+      self.skipped = skipped
+    return batch
+
+
+def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over the eval split: this process's slice, padded, in fixed order.
+
+  Yields {'image', 'label', 'mask'}; 'mask' is 1.0 for real examples and 0.0
+  for the zero padding of the last batches. Processes split the examples
+  evenly (the first ones get one more when the division is uneven) and all
+  yield the same number of batches, ceil(largest slice / B_local), so that a
+  multi-process evaluation step never waits on a process that has finished.
+  Every example is seen exactly once across processes.
+  """
+  cfg = dataset_cfg
+  _, builder = _open(cfg)
+  index, count = _process(process_index, process_count)
+  batch = _local_batch(global_batch_size, count)
+  splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
+  sizes = [builder.info.splits[s].num_examples for s in splits]
+  num_batches = max(-(-size // batch) for size in sizes)
+  if cfg.cache:
+    images, labels = sources.load_in_memory(builder, splits[index])
+    ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
+  else:
+    ds = sources.read(builder, splits[index], decode_image=False)
+
+  def preprocess(x):
+    return {'image': _eval_image(builder, cfg, x['image']),
+            'label': tf.cast(x['label'], tf.int32), 'mask': tf.constant(1.0, tf.float32)}
+
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if cfg.name in sources.JPEG_DATASETS:
+    ds = ds.ignore_errors(log_warning=True)
+  padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
+  ds = ds.take(num_batches * batch).batch(batch).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
+  return _eval_iterator(ds.with_options(_options()), sizes[index])
+
+
+def _eval_iterator(ds, num_local):
+  seen = 0
+  for batch in ds.as_numpy_iterator():
+    seen += int(batch['mask'].sum())
+    yield batch
+  _SKIPPED['eval'] += num_local - seen

@@ -1,0 +1,195 @@
+"""Where examples come from: tfds builders, the checks on them, and ordered readers.
+
+Records are read straight from the files tfds wrote, through the split's
+`file_instructions` (the low-level reading path tfds documents), so that every
+example gets a stable index: its position in the split's canonical order.
+That index, not the order in which threads deliver records, is what shuffling
+and augmentation are keyed on.
+"""
+
+from absl import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from se_flax.data import digits  # pylint: disable=unused-import  (registers the builder)
+
+KNOWN_DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet2012')
+# Data sets small enough to hold decoded in memory (config.dataset.cache).
+IN_MEMORY_DATASETS = ('digits', 'cifar10', 'cifar100')
+# Data sets stored as JPEG bytes and decoded (with the crop) in the pipeline.
+JPEG_DATASETS = ('imagenet2012',)
+IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+
+
+def field(name):
+  """The config path of a dataset field, as error messages name it."""
+  return f'config.dataset.{name}'
+
+
+def data_root(cfg):
+  """The tfds data directory the config points at (tfds's default when unset)."""
+  return os.path.expanduser(cfg.data_dir) if cfg.data_dir else tfds.core.constants.DATA_DIR
+
+
+def check_name(name):
+  if name not in KNOWN_DATASETS:
+    raise ValueError(f'{field("name")}={name!r} is not a known data set; '
+                     f'known: {", ".join(KNOWN_DATASETS)}')
+
+
+def get_builder(cfg):
+  """Returns the prepared tfds builder of `cfg.name`, preparing digits (and ImageNet from tars).
+
+  Raises:
+    ValueError: unknown name, or files in a format this reader does not read.
+    FileNotFoundError: `data_dir` missing, or the data set not prepared in it
+      and not preparable here.
+  """
+  check_name(cfg.name)
+  if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
+    raise FileNotFoundError(f'{field("data_dir")}={cfg.data_dir!r} does not exist or is not a '
+                            'directory; create it, or leave it unset for the tfds default '
+                            f'({tfds.core.constants.DATA_DIR})')
+  builder = tfds.builder(cfg.name, data_dir=data_root(cfg))
+  if not builder.is_prepared():
+    _prepare_or_explain(builder, cfg)
+  if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+    raise ValueError(f'{cfg.name} in {field("data_dir")}={data_root(cfg)!r} is stored as '
+                     f'{builder.info.file_format.value}; this pipeline reads tfrecord files '
+                     f'(`tfds build {cfg.name} --file_format=tfrecord`)')
+  return builder
+
+
+def _prepare_or_explain(builder, cfg):
+  root = data_root(cfg)
+  if cfg.name == 'digits':
+    logging.info('Preparing the digits data set in %s.', root)
+    builder.download_and_prepare()
+    return
+  if cfg.name in ('cifar10', 'cifar100'):
+    raise FileNotFoundError(
+        f'{field("name")}={cfg.name!r} is not prepared in {field("data_dir")}={root!r}: '
+        f'expected {builder.data_dir}/dataset_info.json and {cfg.name}-train.tfrecord-* / '
+        f'{cfg.name}-test.tfrecord-* files there. It cannot be downloaded here; on a machine '
+        f'with network run `tfds build {cfg.name} --data_dir=DIR` and copy '
+        f'DIR/{cfg.name}/{builder.version} to {builder.data_dir}')
+  manual_dir = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else os.path.join(
+      root, 'downloads', 'manual')
+  missing = [t for t in IMAGENET_TARS if not os.path.isfile(os.path.join(manual_dir, t))]
+  if missing:
+    where = (f'{field("manual_dir")}={cfg.manual_dir!r}' if cfg.manual_dir else
+             f'{manual_dir} (the default when {field("manual_dir")} is unset)')
+    raise FileNotFoundError(
+        f'imagenet2012 is not prepared in {field("data_dir")}={root!r} and {", ".join(missing)} '
+        f'is missing from {where}. Download ILSVRC2012_img_train.tar and '
+        'ILSVRC2012_img_val.tar from https://image-net.org (registration needed), put both in '
+        f'{manual_dir} (or point {field("manual_dir")} at their directory), and run again or '
+        f'`tfds build imagenet2012 --data_dir={root} --manual_dir={manual_dir}`')
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    raise FileNotFoundError(
+        f'imagenet2012 is not prepared in {field("data_dir")}={root!r}; prepare it once, before '
+        f'a multi-process run: `tfds build imagenet2012 --data_dir={root} '
+        f'--manual_dir={manual_dir}`')
+  logging.info('Preparing imagenet2012 in %s from %s; this reads the full archives.', root,
+               manual_dir)
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+def split_size(builder, split, field_name):
+  """Examples in `split`, checking that it exists and is not empty."""
+  available = ', '.join(sorted(builder.info.splits.keys()))
+  try:
+    size = builder.info.splits[split].num_examples
+  except (KeyError, ValueError, AssertionError) as e:
+    raise ValueError(f'{field(field_name)}={split!r} is not a split of {builder.name} ({e}); '
+                     f'its splits are: {available}') from None
+  if size == 0:
+    raise ValueError(f'{field(field_name)}={split!r} of {builder.name} has no examples; '
+                     f'its splits are: {available}')
+  return size
+
+
+def _instructions(builder, split):
+  """(filename, skip, take, first index) per file the split reads, in canonical order."""
+  rows = [fi for fi in builder.info.splits[split].file_instructions if fi.take > 0]
+  takes = np.array([fi.take for fi in rows], np.int64)
+  return {
+      'filename': tf.constant([os.fspath(fi.filename) for fi in rows], tf.string),
+      'skip': tf.constant([fi.skip for fi in rows], tf.int64),
+      'take': tf.constant(takes),
+      'start': tf.constant(np.cumsum(takes) - takes),
+  }
+
+
+def num_files(builder, split):
+  return len([fi for fi in builder.info.splits[split].file_instructions if fi.take > 0])
+
+
+def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
+  """Examples {'index', 'image', 'label'} of `split` as a deterministic tf.data stream.
+
+  Args:
+    builder: a prepared tfds builder.
+    split: a split, or a sub-split such as tfds.even_splits returns.
+    decode_image: False keeps the stored image bytes (JPEG, decoded later
+      together with the crop); True decodes to uint8.
+    file_order: optional int tensor, a permutation of the split's files; files
+      are read in this order instead of the canonical one.
+    cycle_length: files read at once; records are interleaved one by one in a
+      fixed round-robin, so the order depends only on `file_order`.
+
+  Returns:
+    A tf.data.Dataset; 'index' is the example's position in the split's
+    canonical order, whatever order the files are read in.
+  """
+  table = _instructions(builder, split)
+  files = tf.data.Dataset.from_tensor_slices(table)
+  if file_order is not None:
+    files = tf.data.Dataset.from_tensor_slices(file_order).map(
+        lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), table))
+
+  def records(row):
+    ds = tf.data.TFRecordDataset(row['filename']).skip(row['skip']).take(row['take'])
+    return ds.enumerate(row['start'])
+
+  ds = files.interleave(records, cycle_length=max(1, min(cycle_length, num_files(builder, split))),
+                        block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  features = builder.info.features
+  decoders = None if decode_image else {'image': tfds.decode.SkipDecoding()}
+
+  def parse(index, record):
+    example = features.deserialize_example(record, decoders=decoders)
+    return {'index': index, 'image': example['image'], 'label': example['label']}
+
+  return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+_IN_MEMORY = {}
+
+
+def load_in_memory(builder, split):
+  """(images uint8 (N, H, W, C), labels int64 (N,)) of `split`, in canonical order.
+
+  Decoded once per process and kept, so that every epoch and every evaluation
+  reuses the same arrays (config.dataset.cache).
+  """
+  key = (os.fspath(builder.data_dir), repr(split))
+  if key not in _IN_MEMORY:
+    ds = read(builder, split, decode_image=True)
+    arrays = {k: [] for k in ('index', 'image', 'label')}
+    for batch in ds.batch(4096).as_numpy_iterator():
+      for k in arrays:
+        arrays[k].append(batch[k])
+    if not arrays['index']:  # An empty process slice of a small eval split.
+      shape = builder.info.features['image'].shape
+      _IN_MEMORY[key] = (np.zeros((0, *shape), np.uint8), np.zeros((0,), np.int64))
+      return _IN_MEMORY[key]
+    arrays = {k: np.concatenate(v) for k, v in arrays.items()}
+    order = np.argsort(arrays['index'], kind='stable')
+    _IN_MEMORY[key] = (arrays['image'][order], arrays['label'][order].astype(np.int64))
+  return _IN_MEMORY[key]

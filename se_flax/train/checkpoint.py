@@ -1,0 +1,381 @@
+"""Checkpoints in WORKDIR/checkpoints: async Orbax saves, keep-N + best, safe resume, preemption.
+
+Layout, one directory per step (Orbax `CheckpointManager`, no step prefix):
+
+  WORKDIR/checkpoints/<step>/state/    the TrainState arrays (OCDBT / zarr)
+  WORKDIR/checkpoints/<step>/config/   the run config as JSON (`JsonSave`)
+  WORKDIR/checkpoints/<step>/metrics/  eval metrics, when given and keep_best
+  WORKDIR/checkpoints/<step>/_CHECKPOINT_METADATA, commit_success.txt
+
+Retention. Orbax's legacy options (`max_to_keep` with `best_fn`) rank *every*
+checkpoint by the metric, so the newest one is deleted as soon as its eval
+error is worse than the N best, and checkpoints saved without metrics (e.g.
+on preemption) are either kept forever or deleted at once. Resume needs the
+newest. So the preservation policy is explicit: the union of `LatestN(N)` (the
+N newest, whatever their metrics) and, with `keep_best`, `BestN(1)` over the
+checkpoints that carry a `top1_error`. `best_fn` is still set because Orbax
+writes the `metrics` item only when it is.
+
+Robustness. Orbax writes into `<step>.orbax-checkpoint-tmp-<t>` and renames
+when done, so a killed save leaves a tmp directory; it is reported (naming the
+step) and removed. A finished step directory can still be damaged later
+(truncated or deleted files). `restore()` then warns, moves the bad directory
+aside to `<step>.corrupt-<time>` (so the resumed run can write that step again)
+and falls back to the newest readable one; if checkpoints exist and none is
+readable it raises `CheckpointCorruptError`. A checkpoint whose tree or shapes
+differ from the target raises `CheckpointMismatchError` listing the paths.
+"""
+
+from __future__ import annotations
+
+import json
+import logging as std_logging
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from absl import logging
+from etils import epath
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_policy
+
+# Exit status of a run that saved a checkpoint because it was preempted; a
+# scheduler wrapper can requeue on it (SLURM: `--requeue`, or a loop on $?).
+PREEMPTED_EXIT_CODE = 42
+
+CHECKPOINT_DIR = 'checkpoints'
+BEST_METRIC = 'top1_error'
+_TMP_MARKER = '.orbax-checkpoint-tmp'
+_MAX_LISTED = 8
+
+
+class _PeriodicSaveFilter(std_logging.Filter):
+  """Drops Orbax's warning for saves without metrics: periodic and preemption saves have none by design."""
+
+  def filter(self, record):
+    return 'did not provide metrics' not in record.getMessage()
+
+
+logging.get_absl_logger().addFilter(_PeriodicSaveFilter())
+
+
+class CheckpointCorruptError(RuntimeError):
+  """Checkpoints exist but none of them can be read."""
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint's tree structure or shapes differ from the restore target."""
+
+
+def check_writable(directory: str | os.PathLike) -> None:
+  """Creates `directory` and writes a probe file in it, or raises with a clear message."""
+  path = epath.Path(directory)
+  probe = path / f'.write_test.{jax.process_index()}.{os.getpid()}'
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+  except OSError as e:
+    raise PermissionError(
+        f'workdir {str(path)!r} is not writable ({type(e).__name__}: {e}); '
+        'pass a --workdir this process can create files in') from e
+
+
+def _config_to_json(config: Any) -> dict[str, Any]:
+  if isinstance(config, ml_collections.ConfigDict):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(dict(config), default=str))
+
+
+def _best_metric(metrics: Optional[Mapping[str, Any]]) -> float:
+  value = (metrics or {}).get(BEST_METRIC)
+  value = float('inf') if value is None else float(value)
+  return float('inf') if np.isnan(value) else value
+
+
+def _key_name(key: Any) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Leaf path ('opt_state.1.0.trace.Dense_0.kernel', as Orbax names it) -> shape."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {'.'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
+          for path, leaf in leaves}
+
+
+def _describe_mismatch(stored: Mapping[str, tuple], wanted: Mapping[str, tuple]) -> list[str]:
+  problems = []
+  missing = sorted(set(wanted) - set(stored))
+  extra = sorted(set(stored) - set(wanted))
+  differ = sorted(k for k in set(stored) & set(wanted) if stored[k] != wanted[k])
+  if missing:
+    problems.append(f'{len(missing)} missing from the checkpoint: {missing[:_MAX_LISTED]}')
+  if extra:
+    problems.append(f'{len(extra)} in the checkpoint but not in the target: {extra[:_MAX_LISTED]}')
+  if differ:
+    shown = [f'{k}: checkpoint {stored[k]} vs target {wanted[k]}' for k in differ[:_MAX_LISTED]]
+    problems.append(f'{len(differ)} with different shapes: {shown}')
+  return problems
+
+
+class TrainCheckpointer:
+  """Saves and restores `TrainState`s in `WORKDIR/checkpoints`.
+
+  Every process must construct it and call `save`/`restore` together; Orbax
+  writes each process's shards and process 0 the metadata.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
+               keep_best: bool = True, async_save: bool = True):
+    if max_to_keep < 1:
+      raise ValueError(f'config.keep_checkpoints={max_to_keep} must be >= 1; '
+                       'resuming needs the newest checkpoint')
+    check_writable(workdir)
+    self.directory = epath.Path(workdir) / CHECKPOINT_DIR
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self.incomplete_steps = self._find_incomplete_steps()
+    if self.incomplete_steps:
+      logging.warning(
+          'Ignoring unfinished checkpoint(s) for step(s) %s in %s (a save was '
+          'interrupted); they are being removed.', self.incomplete_steps, self.directory)
+    policies = [ocp_policy.LatestN(n=max_to_keep)]
+    if keep_best:
+      policies.append(ocp_policy.BestN(
+          get_metric_fn=_best_metric, reverse=True, n=1,
+          keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        best_fn=_best_metric if keep_best else None,
+        best_mode='min',
+        preservation_policy=ocp_policy.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=True,
+        create=True,
+    )
+    registry = ocp.handlers.create_default_handler_registry(
+        state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler())
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          handler_registry=registry)
+
+  @classmethod
+  def from_config(cls, workdir: str | os.PathLike,
+                  config: ml_collections.ConfigDict) -> 'TrainCheckpointer':
+    return cls(workdir, max_to_keep=config.keep_checkpoints, keep_best=config.keep_best)
+
+  def _find_incomplete_steps(self) -> list[int]:
+    steps = []
+    for path in self.directory.iterdir():
+      name = path.name
+      if _TMP_MARKER in name and name.split('.', 1)[0].isdigit():
+        steps.append(int(name.split('.', 1)[0]))
+    return sorted(steps)
+
+  # Saving.
+
+  def save(self, step: int, state: Any, *, config: Any = None,
+           metrics: Optional[Mapping[str, float]] = None) -> bool:
+    """Starts an async save of `state` (and `config` as JSON) as `step`.
+
+    Args:
+      step: the step number, normally `int(state.step)`.
+      state: the TrainState.
+      config: the run config, stored beside the state for inspection.
+      metrics: this state's eval metrics (`top1_error` ranks the best); a
+        checkpoint saved without them is kept only while among the newest N.
+
+    Returns:
+      False if `step` is not newer than the latest checkpoint (nothing saved).
+    """
+    items = {'state': ocp.args.StandardSave(state)}
+    if config is not None:
+      items['config'] = ocp.args.JsonSave(_config_to_json(config))
+    if metrics is not None:
+      metrics = {k: float(v) for k, v in metrics.items()}
+    return self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics)
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  # Inspecting.
+
+  def all_steps(self) -> list[int]:
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> Optional[int]:
+    """The newest finished checkpoint's step (not checked for damage), or None."""
+    self._manager.reload()
+    return self._manager.latest_step()
+
+  def best_step(self) -> Optional[int]:
+    return self._manager.best_step()
+
+  def restore_config(self, step: int) -> dict[str, Any]:
+    restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+    return restored['config']
+
+  def check_structure(self, step: int, target: Any) -> None:
+    """Raises CheckpointMismatchError if `step`'s tree or shapes differ from `target`.
+
+    Raises other exceptions when the checkpoint's metadata cannot be read.
+    """
+    metadata = self._manager.item_metadata(step)['state']
+    if metadata is None:
+      raise FileNotFoundError(f'checkpoint step {step} has no readable state metadata')
+    tree = getattr(metadata, 'tree', metadata)
+    problems = _describe_mismatch(_flat_shapes(tree), _flat_shapes(target))
+    if problems:
+      raise CheckpointMismatchError(
+          f'checkpoint step {step} in {self.directory} does not match the state being '
+          'restored (a different model, optimizer or config?): ' + '; '.join(problems))
+
+  # Restoring.
+
+  def restore(self, step: Optional[int] = None, target: Any = None) -> Any:
+    """Restores a TrainState onto the shardings of `target`.
+
+    Args:
+      step: the step to restore; None means the newest readable checkpoint,
+        falling back past damaged ones.
+      target: the abstract state (`state.abstract_train_state(...)`) whose
+        shardings say where the arrays go; a checkpoint written on any mesh
+        restores onto it.
+
+    Returns:
+      The restored TrainState, or None if there are no checkpoints at all.
+
+    Raises:
+      CheckpointMismatchError: the checkpoint's tree or shapes differ.
+      CheckpointCorruptError: checkpoints exist but none can be read.
+
+    With several processes, all must see the same files (shared storage), so
+    that they agree on which checkpoint is damaged.
+    """
+    if target is None:
+      raise ValueError('restore() needs target=abstract_train_state(...) for the current mesh')
+    if self.incomplete_steps:
+      logging.warning('Checkpoint step(s) %s were never finished; restoring the newest '
+                      'finished checkpoint instead.', self.incomplete_steps)
+    available = self.all_steps()
+    if step is not None and step not in available:
+      raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; '
+                              f'available: {available}')
+    candidates = [step] if step is not None else available[::-1]
+    if not candidates:
+      return None
+    failures = []
+    for candidate in candidates:
+      try:
+        self.check_structure(candidate, target)
+        restored = self._manager.restore(
+            candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        state = restored['state']
+      except CheckpointMismatchError:
+        raise
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        # tensorstore raises bare Exception/ValueError and json a JSONDecodeError:
+        # any failure to read a structurally matching checkpoint is damage.
+        reason = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
+        failures.append((candidate, reason))
+        logging.warning('Checkpoint step %d in %s is unreadable (%s).', candidate,
+                        self.directory, reason)
+        if step is not None:
+          break
+        continue
+      if failures:
+        logging.warning('Restored checkpoint step %d after skipping damaged step(s) %s.',
+                        candidate, [s for s, _ in failures])
+        self._quarantine([s for s, _ in failures])
+      return state
+    raise CheckpointCorruptError(
+        f'no readable checkpoint in {self.directory}; tried steps '
+        + '; '.join(f'{s} ({r})' for s, r in failures)
+        + '. Move the directory aside to start afresh, or repair it.')
+
+  def _quarantine(self, steps: Sequence[int]) -> None:
+    """Renames damaged step directories so they stop counting as checkpoints."""
+    if jax.process_index() == 0:
+      stamp = time.strftime('%Y%m%d-%H%M%S')
+      for s in steps:
+        path = self.directory / str(s)
+        if path.exists():
+          aside = self.directory / f'{s}.corrupt-{stamp}'
+          logging.warning('Moving damaged checkpoint %s to %s.', path, aside)
+          path.rename(aside)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('se_flax_checkpoint_quarantine')
+    self._manager.reload()
+
+
+# Preemption.
+
+_preempted = threading.Event()
+
+
+def _on_signal(signum, frame):  # pylint: disable=unused-argument
+  logging.warning('Received signal %d: will checkpoint and exit with code %d.',
+                  signum, PREEMPTED_EXIT_CODE)
+  _preempted.set()
+
+
+def _sync_manager_active() -> bool:
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return (distributed.global_state.client is not None
+          and distributed.global_state.preemption_sync_manager is not None)
+
+
+def install_preemption_handler(signums: Sequence[int] = (signal.SIGTERM,)) -> Callable[[], None]:
+  """Turns SIGTERM into a flag that `preemption_requested` reports.
+
+  With several processes, jax's preemption sync manager (started by
+  `jax.distributed.initialize`) already listens for SIGTERM and agrees on a
+  step with all hosts; a Python handler would replace its handler, so none is
+  installed then and `preemption_requested` asks the sync manager.
+
+  Returns:
+    A function that puts the previous handlers back.
+  """
+  if _sync_manager_active():
+    logging.info('Preemption: using jax.distributed preemption sync points.')
+    return lambda: None
+  previous = {s: signal.signal(s, _on_signal) for s in signums}
+
+  def uninstall():
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+  return uninstall
+
+
+def preemption_requested(step: Optional[int] = None) -> bool:
+  """True once the run should checkpoint and exit with `PREEMPTED_EXIT_CODE`.
+
+  Call it on every step, on every process, with the same `step`: with several
+  processes the answer comes from `multihost_utils.reached_preemption_sync_point`,
+  which is True on all hosts at the same step.
+  """
+  if _preempted.is_set():
+    return True
+  if step is not None and _sync_manager_active():
+    try:
+      if multihost_utils.reached_preemption_sync_point(int(step)):
+        _preempted.set()
+    except RuntimeError as e:
+      logging.log_first_n(logging.WARNING, 'Preemption sync unavailable: %s', 1, e)
+  return _preempted.is_set()
+
+
+def clear_preemption_request() -> None:
+  _preempted.clear()

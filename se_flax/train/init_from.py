@@ -1,0 +1,54 @@
+"""Initialising a fresh TrainState from imported weights (`config.init_from`).
+
+The directory is what `python -m se_flax.convert` writes. Every parameter and
+BN statistic must match the model by path and shape, except the classifier
+(`fc`), which keeps its fresh initialisation when the number of classes
+differs: that is fine-tuning onto a new label set.
+"""
+
+from absl import logging
+import flax
+import jax
+import numpy as np
+
+from se_flax.train import parallel
+
+HEAD = 'fc'
+
+
+def _merge(fresh, loaded, collection, mismatched):
+  flat_fresh = flax.traverse_util.flatten_dict(flax.core.unfreeze(fresh), sep='/')
+  flat_loaded = flax.traverse_util.flatten_dict(flax.core.unfreeze(loaded), sep='/')
+  missing = sorted(set(flat_fresh) - set(flat_loaded))
+  extra = sorted(set(flat_loaded) - set(flat_fresh))
+  if missing or extra:
+    raise ValueError(f'config.init_from: {collection} do not match the model: missing {missing[:8]}, '
+                     f'unexpected {extra[:8]} (a different model or config.model options?)')
+  out = {}
+  for path, value in flat_fresh.items():
+    new = np.asarray(flat_loaded[path])
+    if new.shape != value.shape:
+      if path.split('/')[0] == HEAD:
+        mismatched.append(f'{path} {new.shape} -> {value.shape}')
+        out[path] = value
+        continue
+      raise ValueError(f'config.init_from: {collection}/{path} has shape {new.shape}, the model '
+                       f'needs {value.shape}')
+    out[path] = new.astype(value.dtype)
+  return flax.traverse_util.unflatten_dict(out, sep='/')
+
+
+def load_pretrained(state, directory, mesh):
+  """`state` with params and batch_stats replaced by those saved in `directory`."""
+  from se_flax.convert.writer import load_variables  # pylint: disable=g-import-not-at-top
+  variables, _ = load_variables(directory)
+  mismatched = []
+  params = _merge(state.params, variables['params'], 'params', mismatched)
+  stats = _merge(state.batch_stats, variables.get('batch_stats', {}), 'batch_stats', mismatched)
+  if mismatched:
+    logging.warning('config.init_from: re-initialised the classifier for the new class count: %s',
+                    mismatched)
+  rep = parallel.replicated(mesh)
+  params, stats = jax.device_put((params, stats), rep)
+  # The optimizer state is rebuilt for the loaded parameters (momentum starts at zero).
+  return state.replace(params=params, batch_stats=stats, opt_state=state.tx.init(params))

@@ -1,0 +1,221 @@
+"""Metric accumulation on host, metrics.jsonl + TensorBoard writers, progress lines.
+
+Steps return sums and counts (see `step.py`); `MetricAccumulator` adds them in
+float64 on the host, fetching from the devices once per log interval, so a
+padded evaluation set yields exactly the split's counts.
+
+`MetricWriter` writes on process 0 only. TensorBoard events are written with
+the `tensorboard` package's record writer and protos, not `tf.summary`: this
+package imports TensorFlow nowhere outside `se_flax/data`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import socket
+import time
+from typing import Any, Mapping, Optional
+
+from clu import parameter_overview as clu_overview
+from etils import epath
+import jax
+import numpy as np
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
+
+METRICS_FILE = 'metrics.jsonl'
+TENSORBOARD_DIR = 'tensorboard'
+
+# How each step metric combines over steps; everything else is summed.
+_LAST = ('learning_rate',)
+_MIN = ('finite',)
+
+
+class MetricAccumulator:
+  """Adds per-step metric dicts (device scalars) and reduces them once on demand."""
+
+  def __init__(self):
+    self._pending: list[Mapping[str, Any]] = []
+
+  def add(self, metrics: Mapping[str, Any]) -> None:
+    """Queues one step's metrics; no device-to-host transfer happens here."""
+    self._pending.append(metrics)
+
+  def __len__(self) -> int:
+    return len(self._pending)
+
+  def totals(self, reset: bool = True) -> dict[str, float]:
+    """The raw totals: sums, except `learning_rate` (last) and `finite` (min)."""
+    fetched = jax.device_get(self._pending)
+    if reset:
+      self._pending = []
+    out: dict[str, float] = {}
+    for metrics in fetched:
+      for key, value in metrics.items():
+        value = float(np.asarray(value, np.float64))
+        if key not in out or key in _LAST:
+          out[key] = value
+        elif key in _MIN:
+          out[key] = min(out[key], value)
+        else:
+          out[key] += value
+    return out
+
+  def summary(self, reset: bool = True) -> dict[str, float]:
+    """Means and error rates; see `summarize`."""
+    return summarize(self.totals(reset=reset))
+
+
+def summarize(totals: Mapping[str, float]) -> dict[str, float]:
+  """Turns totals into `loss`, `top1_error`, `top5_error`, `grad_norm`, ...
+
+  Counts (`count`, `top1_correct`, ...) are passed through so that callers
+  can check that an evaluation covered the whole split.
+  """
+  out = dict(totals)
+  count = totals.get('count', 0.0)
+  if count > 0:
+    if 'loss_sum' in totals:
+      out['loss'] = totals['loss_sum'] / count
+    for k in ('top1', 'top5'):
+      if f'{k}_correct' in totals:
+        out[f'{k}_error'] = 1.0 - totals[f'{k}_correct'] / count
+  if totals.get('steps', 0.0) > 0 and 'grad_norm_sum' in totals:
+    out['grad_norm'] = totals['grad_norm_sum'] / totals['steps']
+  for key in ('loss_sum', 'grad_norm_sum'):
+    out.pop(key, None)
+  return out
+
+
+def _read_lines(path: epath.Path) -> list[str]:
+  if not path.exists():
+    return []
+  return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricWriter:
+  """Writes WORKDIR/metrics.jsonl and TensorBoard events (process 0 only).
+
+  Each JSON line is `{"step": int, "split": "train"|"eval", <metric>: float}`.
+
+  Args:
+    workdir: the run directory.
+    resume_step: the step a resumed run restarts from. Lines with a larger step
+      (written after the checkpoint by the interrupted run) are dropped, and
+      TensorBoard is told to discard its events past it, so the resumed run's
+      logs equal an uninterrupted run's. None means a fresh run: an existing
+      metrics.jsonl is started over.
+    enabled: defaults to `jax.process_index() == 0`.
+  """
+
+  def __init__(self, workdir: str | os.PathLike, resume_step: Optional[int] = None,
+               enabled: Optional[bool] = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.path = epath.Path(workdir) / METRICS_FILE
+    self._events = None
+    self._jsonl = None
+    if not self.enabled:
+      return
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    kept = []
+    if resume_step is not None:
+      kept = [line for line in _read_lines(self.path)
+              if json.loads(line).get('step', 0) <= resume_step]
+    # Rewrite through a temporary file so a kill now cannot lose the kept lines.
+    tmp = self.path.parent / (METRICS_FILE + '.tmp')
+    tmp.write_text(''.join(line + '\n' for line in kept))
+    tmp.replace(self.path)
+    self._jsonl = self.path.open('a')
+    self._open_events(workdir, resume_step)
+
+  def _open_events(self, workdir, resume_step):
+    logdir = epath.Path(workdir) / TENSORBOARD_DIR
+    logdir.mkdir(parents=True, exist_ok=True)
+    name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
+    self._events = RecordWriter((logdir / name).open('wb'))
+    self._write_event(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
+    if resume_step is not None:
+      # TensorBoard drops earlier files' events at steps >= a SessionLog.START's step.
+      self._write_event(event_pb2.Event(
+          wall_time=time.time(), step=resume_step + 1,
+          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    self._events.flush()
+
+  def _write_event(self, event) -> None:
+    self._events.write(event.SerializeToString())
+
+  def write(self, step: int, split: str, values: Mapping[str, Any]) -> None:
+    """Appends one line and the matching TensorBoard scalars `<split>/<name>`."""
+    if not self.enabled:
+      return
+    values = {k: float(np.asarray(v)) for k, v in values.items()}
+    record = {'step': int(step), 'split': split, **values}
+    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.flush()
+    summary = summary_pb2.Summary(value=[
+        summary_pb2.Summary.Value(tag=f'{split}/{k}', simple_value=v)
+        for k, v in values.items()])
+    self._write_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+    self._events.flush()
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._jsonl.flush()
+      self._events.flush()
+
+  def close(self) -> None:
+    if self.enabled and self._jsonl is not None:
+      self._jsonl.close()
+      self._events.close()
+      self._jsonl = None
+
+
+def read_metrics(workdir: str | os.PathLike, split: Optional[str] = None) -> list[dict[str, Any]]:
+  """The records of WORKDIR/metrics.jsonl, optionally of one split."""
+  records = [json.loads(line) for line in _read_lines(epath.Path(workdir) / METRICS_FILE)]
+  return [r for r in records if split is None or r.get('split') == split]
+
+
+def parameter_overview(params: Any, include_stats: bool = False) -> str:
+  """A table of parameter names, shapes and sizes, with the total count."""
+  return clu_overview.get_parameter_overview(params, include_stats=include_stats)
+
+
+def format_duration(seconds: float) -> str:
+  if not math.isfinite(seconds) or seconds < 0:
+    return '?'
+  return str(datetime.timedelta(seconds=int(round(seconds))))
+
+
+class Throughput:
+  """Steps/s and images/s between successive `update` calls."""
+
+  def __init__(self, step: int, global_batch_size: int):
+    self.batch = global_batch_size
+    self._step, self._time = step, time.perf_counter()
+
+  def update(self, step: int) -> dict[str, float]:
+    now = time.perf_counter()
+    elapsed = max(now - self._time, 1e-9)
+    steps_per_sec = (step - self._step) / elapsed
+    self._step, self._time = step, now
+    return {'steps_per_sec': steps_per_sec, 'images_per_sec': steps_per_sec * self.batch}
+
+
+def format_progress(step: int, total_steps: int, values: Mapping[str, float]) -> str:
+  """One log line: step, loss, errors, learning rate, throughput and ETA."""
+  parts = [f'step {step}/{total_steps} ({100.0 * step / max(total_steps, 1):.1f}%)']
+  for key, fmt in (('loss', '{:.4f}'), ('top1_error', '{:.4f}'), ('top5_error', '{:.4f}'),
+                   ('learning_rate', '{:.4g}'), ('grad_norm', '{:.3g}')):
+    if key in values:
+      parts.append(f'{key} ' + fmt.format(values[key]))
+  steps_per_sec = values.get('steps_per_sec')
+  if steps_per_sec:
+    parts.append(f'{steps_per_sec:.2f} steps/s')
+    if 'images_per_sec' in values:
+      parts.append(f'{values["images_per_sec"]:.0f} img/s')
+    parts.append('ETA ' + format_duration((total_steps - step) / steps_per_sec))
+  return ' | '.join(parts)

@@ -1,0 +1,170 @@
+"""Augmentations against numpy/PIL computations of the same operation."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from sklearn import datasets
+
+from se_flax.data import augment
+from se_flax.data import digits
+from se_flax.data import pipeline
+
+SEEDS = [tf.constant([s, 7], tf.int64) for s in range(64)]
+
+
+def _image(height, width, channels, seed=0):
+  return np.random.RandomState(seed).randint(0, 256, (height, width, channels)).astype(np.uint8)
+
+
+def _jpeg(image):
+  buffer = io.BytesIO()
+  # 4:4:4 chroma: decoders then differ by IDCT rounding only, not by chroma upsampling.
+  Image.fromarray(image).save(buffer, format='JPEG', quality=95, subsampling=0)
+  return buffer.getvalue()
+
+
+def _windows(padded, height, width):
+  """Every (height, width) window of `padded`, keyed by its offset."""
+  return {(y, x): padded[y:y + height, x:x + width]
+          for y in range(padded.shape[0] - height + 1) for x in range(padded.shape[1] - width + 1)}
+
+
+def _match(out, candidates):
+  return [key for key, window in candidates.items() if np.array_equal(out, window)]
+
+
+def test_random_flip_is_identity_or_mirror():
+  image = _image(5, 7, 3)
+  flips = []
+  for seed in SEEDS:
+    out = augment.random_flip(tf.constant(image), seed).numpy()
+    assert np.array_equal(out, image) or np.array_equal(out, image[:, ::-1])
+    flips.append(np.array_equal(out, image[:, ::-1]))
+  assert 0.25 < np.mean(flips) < 0.75
+  np.testing.assert_array_equal(augment.random_flip(tf.constant(image), SEEDS[3]),
+                                augment.random_flip(tf.constant(image), SEEDS[3]))
+
+
+@pytest.mark.parametrize('pad', [1, 4])
+def test_pad_and_random_crop_is_a_window_of_the_zero_padded_image(pad):
+  image = _image(8, 8, 2) | 1  # No zeros inside, so the padding shows.
+  windows = _windows(np.pad(image, [(pad, pad), (pad, pad), (0, 0)]), 8, 8)
+  offsets = set()
+  for seed in SEEDS * 2 if pad == 1 else SEEDS:
+    out = augment.pad_and_random_crop(tf.constant(image), seed, pad).numpy()
+    found = _match(out, windows)
+    assert found, 'not a window of the padded image'
+    offsets.update(found)
+  if pad == 1:
+    assert offsets == set(windows)  # All 9 offsets occur.
+  else:
+    assert len(offsets) > 30  # Of 81.
+
+
+def test_digits_train_crops_and_never_mirrors():
+  image = np.zeros((8, 8, 1), np.uint8)
+  image[1:7, 1:3] = 200  # A left-heavy stroke: its mirror is another image.
+  windows = _windows(np.pad(image, [(1, 1), (1, 1), (0, 0)]), 8, 8)
+  mirrored = {k: v[:, ::-1] for k, v in windows.items()}
+  for seed in SEEDS:
+    out = augment.digits_train(tf.constant(image), seed, 8).numpy().astype(np.uint8)
+    assert _match(out, windows) and not _match(out, mirrored)
+
+
+def test_cifar_train_is_a_padded_window_or_its_mirror():
+  image = _image(32, 32, 3) | 1
+  windows = _windows(np.pad(image, [(4, 4), (4, 4), (0, 0)]), 32, 32)
+  mirrored = {k: v[:, ::-1] for k, v in windows.items()}
+  kinds = set()
+  for seed in SEEDS[:24]:
+    out = augment.cifar_train(tf.constant(image), seed, 32).numpy().astype(np.uint8)
+    if _match(out, windows):
+      kinds.add('plain')
+    else:
+      assert _match(out, mirrored)
+      kinds.add('mirror')
+  assert kinds == {'plain', 'mirror'}
+
+
+def test_crop_window_respects_area_and_aspect():
+  for height, width in ((300, 400), (500, 200)):
+    shape = tf.constant([height, width, 3])
+    for seed in SEEDS:
+      y, x, h, w = augment.sample_crop_window(shape, seed).numpy()
+      assert 0 <= y and y + h <= height and 0 <= x and x + w <= width
+      # Integer rounding of the sampled box loosens the bounds by a pixel or so.
+      assert 0.08 * 0.95 <= h * w / (height * width) <= 1.0
+      assert 3 / 4 * 0.95 <= w / h <= 4 / 3 * 1.05
+
+
+def test_crop_window_falls_back_to_the_centre_square():
+  # A square covering half of a 10x1000 strip cannot exist: every draw fails.
+  window = augment.sample_crop_window(tf.constant([10, 1000, 3]), SEEDS[0], area_range=(0.5, 1.0),
+                                      aspect_range=(1.0, 1.0), fallback_fraction=0.875)
+  assert window.numpy().tolist() == [1, 496, 8, 8]
+
+
+def test_inception_crop_decodes_the_sampled_window():
+  image = _image(60, 80, 3, seed=1)
+  data = _jpeg(image)
+  decoded = np.asarray(Image.open(io.BytesIO(data)).convert('RGB'))  # Independent decoder.
+  for seed in SEEDS[:8]:
+    y, x, h, w = augment.sample_crop_window(tf.constant([60, 80, 3]), seed).numpy()
+    out = augment.inception_crop(tf.constant(data), seed, 24).numpy()
+    assert out.shape == (24, 24, 3) and out.dtype == np.float32
+    expected = tf.image.resize(decoded[y:y + h, x:x + w].astype(np.float32), [24, 24],
+                               antialias=True).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_inception_crop_of_a_flat_image_is_flat():
+  data = _jpeg(np.full((50, 70, 3), (200, 40, 90), np.uint8))
+  out = augment.imagenet_train(tf.constant(data), SEEDS[0], 16, 20).numpy()
+  np.testing.assert_allclose(out.reshape(-1, 3).mean(0), (200, 40, 90), atol=3)
+
+
+@pytest.mark.parametrize('shape,expected', [((300, 400), (256, 341)), ((500, 200), (640, 256)),
+                                            ((256, 256), (256, 256)), ((100, 150), (256, 384))])
+def test_resize_short_side(shape, expected):
+  out = augment.resize_short_side(tf.zeros(shape + (3,), tf.uint8), 256)
+  assert tuple(out.shape[:2]) == expected
+
+
+def test_center_crop_matches_numpy():
+  image = _image(37, 50, 3)
+  out = augment.center_crop(tf.constant(image), 24).numpy()
+  np.testing.assert_array_equal(out, image[(37 - 24) // 2:][:24, (50 - 24) // 2:][:, :24])
+
+
+def test_eval_crop_is_center_of_resized_decoded_image():
+  image = _image(90, 120, 3, seed=2)
+  data = _jpeg(image)
+  decoded = np.asarray(Image.open(io.BytesIO(data)).convert('RGB')).astype(np.float32)
+  out = augment.decode_resize_center_crop(tf.constant(data), 56, 64).numpy()
+  resized = tf.image.resize(decoded, [64, 85], antialias=True).numpy()  # 120 * 64 / 90 = 85.3
+  np.testing.assert_allclose(out, resized[4:60, 14:70], atol=1e-3)
+
+
+def test_normalize_matches_numpy():
+  image = _image(4, 4, 3)
+  mean, std = (1.0, 2.0, 3.0), (4.0, 5.0, 6.0)
+  np.testing.assert_allclose(augment.normalize(tf.constant(image), mean, std).numpy(),
+                             (image - np.array(mean)) / np.array(std), rtol=1e-6)
+
+
+def test_digits_statistics_are_those_of_the_train_split():
+  data = datasets.load_digits()
+  train, _ = digits.split_indices(data.target)
+  pixels = np.floor(data.images[train] * 255 / 16 + 0.5)
+  np.testing.assert_allclose(augment.DIGITS_MEAN, [pixels.mean()], rtol=1e-7)
+  np.testing.assert_allclose(augment.DIGITS_STD, [pixels.std()], rtol=1e-7)
+
+
+def test_every_known_dataset_has_statistics():
+  assert set(augment.STATS) == set(pipeline.KNOWN_DATASETS)
+  np.testing.assert_allclose(augment.IMAGENET_MEAN, (123.675, 116.28, 103.53))
+  np.testing.assert_allclose(augment.CIFAR10_MEAN, np.array([0.4914, 0.4822, 0.4465]) * 255,
+                             atol=0.02)

@@ -1,0 +1,130 @@
+"""Metric accumulation, metrics.jsonl (with resume truncation), TensorBoard events, progress lines."""
+
+import os
+import struct
+
+import jax.numpy as jnp
+import pytest
+from tensorboard.compat.proto import event_pb2
+
+from se_flax.train import metrics as metrics_lib
+from tests.train.tiny import tiny_setup
+
+
+def test_accumulator_sums_exactly_and_reduces_once():
+  acc = metrics_lib.MetricAccumulator()
+  steps = [
+      {'loss_sum': 20.0, 'top1_correct': 3.0, 'top5_correct': 9.0, 'count': 16.0,
+       'grad_norm_sum': 1.0, 'steps': 1.0, 'learning_rate': 0.4, 'finite': 1.0, 'skipped': 0.0},
+      {'loss_sum': 12.0, 'top1_correct': 7.0, 'top5_correct': 14.0, 'count': 16.0,
+       'grad_norm_sum': 3.0, 'steps': 1.0, 'learning_rate': 0.3, 'finite': 1.0, 'skipped': 0.0},
+      {'loss_sum': 0.0, 'top1_correct': 0.0, 'top5_correct': 0.0, 'count': 0.0,
+       'grad_norm_sum': 0.0, 'steps': 0.0, 'learning_rate': 0.2, 'finite': 0.0, 'skipped': 1.0},
+  ]
+  for s in steps:
+    acc.add({k: jnp.float32(v) for k, v in s.items()})
+  assert len(acc) == 3
+  summary = acc.summary()
+  assert len(acc) == 0
+  assert summary['loss'] == pytest.approx(32.0 / 32)
+  assert summary['top1_error'] == pytest.approx(1 - 10 / 32)
+  assert summary['top5_error'] == pytest.approx(1 - 23 / 32)
+  assert summary['grad_norm'] == pytest.approx(2.0)
+  assert summary['learning_rate'] == pytest.approx(0.2)  # the latest
+  assert summary['finite'] == 0.0 and summary['skipped'] == 1.0 and summary['count'] == 32
+
+
+def test_accumulator_counts_a_large_split_exactly():
+  # 50,000 images in batches of 64 with a padded tail: float64 totals stay exact.
+  acc = metrics_lib.MetricAccumulator()
+  sizes = [64] * (50_000 // 64) + [50_000 % 64]
+  for n in sizes:
+    acc.add({'top1_correct': jnp.float32(n // 2), 'top5_correct': jnp.float32(n),
+             'count': jnp.float32(n), 'loss_sum': jnp.float32(0.1 * n)})
+  totals = acc.totals()
+  assert totals['count'] == 50_000
+  assert totals['top1_correct'] == sum(n // 2 for n in sizes)
+
+
+def read_events(logdir):
+  events = []
+  for name in sorted(os.listdir(logdir)):
+    with open(os.path.join(logdir, name), 'rb') as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack('<Q', data[offset:offset + 8])
+      events.append(event_pb2.Event.FromString(data[offset + 12:offset + 12 + length]))
+      offset += 12 + length + 4
+  return events
+
+
+def _log(writer, steps):
+  for step in steps:
+    writer.write(step, 'train', {'loss': 1.0 / step, 'learning_rate': 0.1,
+                                 'images_per_sec': 100.0, 'steps_per_sec': 2.0})
+    if step % 200 == 0:
+      writer.write(step, 'eval', {'top1_error': 0.5 - step / 10_000, 'top5_error': 0.2})
+
+
+def test_metrics_jsonl_and_tensorboard(tmp_path):
+  writer = metrics_lib.MetricWriter(tmp_path, enabled=True)
+  _log(writer, [100, 200])
+  writer.close()
+  records = metrics_lib.read_metrics(tmp_path)
+  assert [(r['step'], r['split']) for r in records] == [(100, 'train'), (200, 'train'),
+                                                        (200, 'eval')]
+  assert records[2] == {'step': 200, 'split': 'eval', 'top1_error': 0.48, 'top5_error': 0.2}
+  assert metrics_lib.read_metrics(tmp_path, 'eval') == [records[2]]
+  events = read_events(tmp_path / 'tensorboard')
+  assert events[0].file_version == 'brain.Event:2'
+  scalars = {(e.step, v.tag): v.simple_value for e in events for v in e.summary.value}
+  assert scalars[(200, 'eval/top1_error')] == pytest.approx(0.48)
+  assert scalars[(100, 'train/loss')] == pytest.approx(0.01)
+
+
+def test_resumed_run_log_equals_uninterrupted_one(tmp_path):
+  whole = tmp_path / 'whole'
+  writer = metrics_lib.MetricWriter(whole, enabled=True)
+  _log(writer, range(100, 1100, 100))
+  writer.close()
+
+  resumed = tmp_path / 'resumed'
+  writer = metrics_lib.MetricWriter(resumed, enabled=True)
+  _log(writer, range(100, 800, 100))  # killed after logging 700; last checkpoint at 400
+  writer.close()
+  writer = metrics_lib.MetricWriter(resumed, resume_step=400, enabled=True)
+  assert [r['step'] for r in metrics_lib.read_metrics(resumed)][-1] == 400
+  _log(writer, range(500, 1100, 100))
+  writer.close()
+  assert (resumed / 'metrics.jsonl').read_text() == (whole / 'metrics.jsonl').read_text()
+  # TensorBoard is told to drop the first run's events after step 400.
+  starts = [e.step for e in read_events(resumed / 'tensorboard')
+            if e.session_log.status == event_pb2.SessionLog.START]
+  assert starts == [401]
+
+
+def test_fresh_run_starts_the_log_over_and_other_processes_write_nothing(tmp_path):
+  writer = metrics_lib.MetricWriter(tmp_path, enabled=True)
+  _log(writer, [100])
+  writer.close()
+  writer = metrics_lib.MetricWriter(tmp_path, enabled=True)
+  writer.close()
+  assert metrics_lib.read_metrics(tmp_path) == []
+  silent = metrics_lib.MetricWriter(tmp_path / 'other', enabled=False)
+  _log(silent, [100])
+  silent.close()
+  assert not (tmp_path / 'other').exists()
+
+
+def test_progress_line_and_parameter_overview():
+  line = metrics_lib.format_progress(
+      1000, 5000, {'loss': 2.5, 'top1_error': 0.6, 'learning_rate': 0.1,
+                   'steps_per_sec': 4.0, 'images_per_sec': 1024.0})
+  assert line.startswith('step 1000/5000 (20.0%)')
+  assert 'loss 2.5000' in line and '4.00 steps/s' in line and '1024 img/s' in line
+  assert line.endswith('ETA 0:16:40')  # 4000 steps at 4 steps/s
+  overview = metrics_lib.parameter_overview(tiny_setup().state.params)
+  assert 'Dense_0/kernel' in overview and '(4, 10)' in overview
+  # conv 3*3*3*4+4, BN 4+4, dense 4*10+10
+  assert 'Total: 170' in overview.replace(',', '')

@@ -1,0 +1,129 @@
+"""The learning-rate schedule and SGD against the paper's recipe and hand-written SGD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from se_flax.train import optim
+from tests.train.tiny import IMAGE_SHAPE, TinyNet, make_config
+
+
+def paper_config(**overrides):
+  # Sec. 6: lr 0.6 at batch 1024, /10 every 30 epochs; here trained at batch 256.
+  fields = {'batch_size': 256, 'learning_rate': 0.6, 'lr_reference_batch': 1024}
+  return make_config(**{**fields, **overrides})
+
+
+def test_step_schedule_matches_paper_recipe():
+  steps_per_epoch = 5005  # ImageNet's 1,281,167 images at batch 256
+  total = 100 * steps_per_epoch
+  _, schedule = optim.create_optimizer(paper_config(), steps_per_epoch, total)
+  expected = {
+      0: 0.15,
+      30 * steps_per_epoch - 1: 0.15,
+      30 * steps_per_epoch: 0.015,
+      60 * steps_per_epoch - 1: 0.015,
+      60 * steps_per_epoch: 0.0015,
+      90 * steps_per_epoch: 0.00015,
+      total - 1: 0.00015,
+  }
+  for step, lr in expected.items():
+    np.testing.assert_allclose(float(schedule(step)), lr, rtol=1e-6, err_msg=f'step {step}')
+
+
+def test_step_schedule_at_explicit_boundaries():
+  # He et al. 2016 (CIFAR): 0.1 at batch 128, /10 at 50% and 75% of training.
+  config = make_config(**{'batch_size': 128, 'learning_rate': 0.1, 'lr_reference_batch': 128,
+                          'schedule.boundaries_epochs': (80.0, 120.0)})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=391, total_steps=160 * 391)
+  for step, lr in {0: 0.1, 31279: 0.1, 31280: 0.01, 46919: 0.01, 46920: 0.001,
+                   160 * 391 - 1: 0.001}.items():
+    np.testing.assert_allclose(float(schedule(step)), lr, rtol=1e-6, err_msg=f'step {step}')
+
+
+def test_linear_warmup_then_step_decay():
+  config = paper_config(**{'schedule.warmup_epochs': 5.0, 'schedule.step_epochs': 30.0})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=1000)
+  # (s + 1) / 50 of 0.15 during the 50 warm-up steps, then flat until epoch 30.
+  for step, lr in {0: 0.15 / 50, 24: 0.15 * 25 / 50, 49: 0.15, 50: 0.15, 299: 0.15,
+                   300: 0.015}.items():
+    np.testing.assert_allclose(float(schedule(step)), lr, rtol=1e-6, err_msg=f'step {step}')
+
+
+def test_cosine_schedule_with_warmup():
+  config = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 1.0})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=110)
+  # Warm-up over steps 0..9, then half a cosine over the 100 remaining steps.
+  np.testing.assert_allclose(float(schedule(9)), 0.15, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(10)), 0.15, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(60)), 0.075, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(35)), 0.15 * (1 + np.cos(np.pi / 4)) / 2, rtol=1e-5)
+  np.testing.assert_allclose(float(schedule(110)), 0.0, atol=1e-9)
+
+
+@pytest.mark.parametrize('field,value,message', [
+    ('schedule.name', 'linear', 'config.schedule.name'),
+    ('learning_rate', -0.1, 'config.learning_rate'),
+    ('schedule.step_factor', 0.0, 'config.schedule.step_factor'),
+    ('schedule.step_factor', 1.5, 'config.schedule.step_factor'),
+    ('schedule.warmup_epochs', 20.0, 'config.schedule.warmup_epochs'),
+    ('schedule.boundaries_epochs', (5.0, 3.0), 'config.schedule.boundaries_epochs'),
+    ('optimizer.name', 'adam', 'config.optimizer.name'),
+])
+def test_invalid_schedule_fields_are_named(field, value, message):
+  with pytest.raises(ValueError, match=message.replace('.', r'\.')):
+    optim.create_optimizer(paper_config(**{field: value}), steps_per_epoch=10, total_steps=100)
+
+
+def _tiny_params():
+  variables = TinyNet().init(jax.random.PRNGKey(0), jnp.zeros((1,) + IMAGE_SHAPE))
+  return variables['params']
+
+
+def test_weight_decay_mask_excludes_exactly_the_1d_params():
+  mask = optim.weight_decay_mask(_tiny_params())
+  flat = {'/'.join(k.key for k in path): v
+          for path, v in jax.tree_util.tree_flatten_with_path(mask)[0]}
+  assert flat == {
+      'BatchNorm_0/bias': False, 'BatchNorm_0/scale': False,
+      'Conv_0/bias': False, 'Conv_0/kernel': True,
+      'Dense_0/bias': False, 'Dense_0/kernel': True,
+  }
+
+
+@pytest.mark.parametrize('decay_bn_and_bias', [False, True])
+def test_coupled_weight_decay_on_zero_gradient(decay_bn_and_bias):
+  config = make_config(**{'optimizer.weight_decay': 0.01,
+                          'optimizer.decay_bn_and_bias': decay_bn_and_bias})
+  tx, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
+  params = _tiny_params()
+  grads = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  lr = float(schedule(0))
+  for (path, u), p in zip(jax.tree_util.tree_flatten_with_path(updates)[0],
+                          jax.tree.leaves(params)):
+    decayed = p.ndim > 1 or decay_bn_and_bias
+    expected = -lr * 0.01 * np.asarray(p) if decayed else np.zeros_like(p)
+    np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6, atol=1e-12,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.parametrize('nesterov', [False, True])
+def test_sgd_matches_hand_written_momentum(nesterov):
+  # PyTorch/Caffe SGD: g += wd * w; buf = m * buf + g; step = g + m * buf (nesterov) or buf.
+  config = make_config(**{'optimizer.weight_decay': 0.1, 'optimizer.nesterov': nesterov,
+                          'optimizer.decay_bn_and_bias': True, 'optimizer.momentum': 0.9})
+  tx, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
+  w = {'w': jnp.array([[1.0, -2.0], [0.5, 3.0]])}
+  opt_state = tx.init(w)
+  w_np, buf = np.array(w['w']), np.zeros((2, 2))
+  rng = np.random.RandomState(0)
+  for step in range(4):
+    g = rng.normal(size=(2, 2)).astype(np.float32)
+    updates, opt_state = tx.update({'w': jnp.asarray(g)}, opt_state, w)
+    w = jax.tree.map(lambda a, b: a + b, w, updates)
+    d = g + 0.1 * w_np
+    buf = 0.9 * buf + d
+    w_np = w_np - float(schedule(step)) * (d + 0.9 * buf if nesterov else buf)
+    np.testing.assert_allclose(np.asarray(w['w']), w_np, rtol=1e-5)
