@@ -80,6 +80,11 @@ def get_base_config():
   config.nan_policy = 'stop'           # stop or skip
   config.profile_steps = ()            # (start, stop) writes a profiler trace
   config.init_from = ml_collections.config_dict.placeholder(str)
+
+  # --mode=analyze: excitation statistics (paper section 7.2, Figs. 6 and 7).
+  config.analysis = ml_collections.ConfigDict()
+  config.analysis.classes = (0, 1, 2, 3)   # classes drawn as separate lines
+  config.analysis.num_images = 2048        # images of the eval split to run (all if fewer)
   return config
 
 

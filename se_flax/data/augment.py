@@ -151,7 +151,7 @@ def resize_short_side(image, short_side):
 
 
 def center_crop(image, size):
-  """The centred (size, size) window of (H, W, C); offsets round down like numpy's (H - size) // 2."""
+  """The centred (size, size) window of (H, W, C), offsets (H - size) // 2 and (W - size) // 2."""
   shape = tf.shape(image)
   top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
   return image[top:top + size, left:left + size]

@@ -7,9 +7,9 @@ That index, not the order in which threads deliver records, is what shuffling
 and augmentation are keyed on.
 """
 
-from absl import logging
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -73,8 +73,8 @@ def _prepare_or_explain(builder, cfg):
     raise FileNotFoundError(
         f'{field("name")}={cfg.name!r} is not prepared in {field("data_dir")}={root!r}: '
         f'expected {builder.data_dir}/dataset_info.json and {cfg.name}-train.tfrecord-* / '
-        f'{cfg.name}-test.tfrecord-* files there. It cannot be downloaded here; on a machine '
-        f'with network run `tfds build {cfg.name} --data_dir=DIR` and copy '
+        f'{cfg.name}-test.tfrecord-* files there. This pipeline does not download; on a '
+        f'machine with network access run `tfds build {cfg.name} --data_dir=DIR` and copy '
         f'DIR/{cfg.name}/{builder.version} to {builder.data_dir}')
   manual_dir = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else os.path.join(
       root, 'downloads', 'manual')

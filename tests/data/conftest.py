@@ -1,4 +1,4 @@
-"""Shared data directories: digits prepared once; tiny ImageNets and a tiny CIFAR-10 built by tfds."""
+"""Shared data: digits prepared once; tiny ImageNets and a tiny CIFAR-10 built by tfds itself."""
 
 import pytest
 
@@ -45,7 +45,7 @@ def corrupt_imagenet(tmp_path_factory):
 @pytest.fixture(scope='session')
 def cifar10(tmp_path_factory):
   """(arrays, data_dir): 20 train and 6 test random images prepared by tfds's cifar10 builder."""
-  root = tmp_path_factory.mktemp('tiny_cifar10')
+  root = tmp_path_factory.mktemp('cifar10_tiny')
   arrays = tiny_cifar.make_tiny_cifar10(str(root / 'extracted'))
   tiny_cifar.prepare_tiny_cifar10(root / 'data', str(root / 'extracted'))
   return arrays, str(root / 'data')

@@ -77,14 +77,17 @@ def bottleneck(x, v, *, mode=None, **kwargs):
                  lambda h: se(h, v['params']['se']), relu)
 
 
-def basic(x, v, *, stride=1, mode=None, se_3x3=False, shortcut_type='B', out_ch=None):
+def basic(x, v, *, stride=1, mode=None, se_3x3=False, shortcut_type='B', out_ch=None,
+          act_before_se=False):
   p, s = v['params'], v['batch_stats']
 
   def branch(h):
     h = relu(bn(conv(h, p['conv1'], stride), p['bn1'], s['bn1']))
     if se_3x3:
       h = se(h, p['se'])
-    return bn(conv(h, p['conv2']), p['bn2'], s['bn2'])
+    h = bn(conv(h, p['conv2']), p['bn2'], s['bn2'])
+    # The Caffe SE-ResNet-18/34 (timm's legacy SEResNetBlock) apply a ReLU here as well.
+    return relu(h) if act_before_se else h
 
   def shortcut(h):
     if 'downsample_conv' in p:

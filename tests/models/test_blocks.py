@@ -74,9 +74,9 @@ def test_bottleneck_where_the_stride_goes_changes_the_output():
   assert np.abs(diff).max() > 1e-2
 
 
-def basic(se, strides=1, planes=16, shortcut_type='B'):
+def basic(se, strides=1, planes=16, shortcut_type='B', **kwargs):
   return blocks.BasicBlock(planes, strides, CONV, NORM, nn.relu, se=se, zero_init=False,
-                           shortcut_type=shortcut_type)
+                           shortcut_type=shortcut_type, **kwargs)
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -88,6 +88,14 @@ def test_basic_integration_modes(mode):
 def test_basic_se_after_the_first_conv():
   x = inputs((2, 6, 6, 16))
   check(basic(spec_for('standard', '3x3')), x, lambda x, v: ref.basic(x, v, se_3x3=True))
+
+
+@pytest.mark.parametrize('mode', [None, 'standard', 'identity'])
+@pytest.mark.parametrize('strides', [1, 2])
+def test_basic_with_activation_before_se(mode, strides):
+  x = inputs((2, 8, 8, 16))
+  unit = basic(spec_for(mode), strides=strides, act_before_se=True)
+  check(unit, x, lambda x, v: ref.basic(x, v, stride=strides, mode=mode, act_before_se=True))
 
 
 @pytest.mark.parametrize('mode', MODES)

@@ -1,0 +1,62 @@
+"""Figures of the excitation analysis, in the style of the paper's Figs. 6 and 7."""
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only; no display is assumed
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+
+def _by_stage(blocks):
+  stages = {}
+  for name in blocks:
+    stages.setdefault(name.split('_')[0] if name.startswith('layer') else 'other', []).append(name)
+  return stages
+
+
+def class_means_per_stage(means, labels, out_dir):
+  """One PNG per stage: per block, mean gate per channel for each class and for all (Fig. 6)."""
+  paths = []
+  for stage, blocks in _by_stage(means).items():
+    cols = min(3, len(blocks))
+    rows = math.ceil(len(blocks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, block in zip(axes.flat, blocks):
+      m = means[block]
+      channels = np.arange(m.shape[1])
+      for i, label in enumerate(labels):
+        ax.plot(channels, m[i], lw=0.8, label=label)
+      ax.plot(channels, m[-1], lw=1.2, color='black', ls='--', label='all')
+      ax.set_title(block, fontsize=9)
+      ax.set_xlabel('channel index', fontsize=8)
+      ax.set_ylabel('mean activation', fontsize=8)
+      ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(blocks):]:
+      ax.axis('off')
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f'Excitation per channel, {stage.replace("layer", "stage ")}', fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(out_dir, f'{stage.replace("layer", "stage")}.png')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    paths.append(path)
+  return paths
+
+
+def distribution(samples, path):
+  """Violin plot of the gate values of every block (how saturated each block is; Fig. 7)."""
+  blocks = list(samples)
+  data = [np.concatenate(samples[b], axis=0).ravel() for b in blocks]
+  fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(blocks)), 3.6))
+  ax.violinplot(data, showmeans=True, showextrema=False, widths=0.8)
+  ax.set_xticks(range(1, len(blocks) + 1))
+  ax.set_xticklabels(blocks, rotation=70, fontsize=7)
+  ax.set_ylabel('gate value')
+  ax.set_title('Distribution of excitation per SE block', fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
