@@ -74,7 +74,8 @@ def _prepare_or_explain(builder, cfg):
         f'{field("name")}={cfg.name!r} is not prepared in {field("data_dir")}={root!r}: '
         f'expected {builder.data_dir}/dataset_info.json and {cfg.name}-train.tfrecord-* / '
         f'{cfg.name}-test.tfrecord-* files there. This pipeline does not download; on a '
-        f'machine with network access run `tfds build {cfg.name} --data_dir=DIR` and copy '
+        f'machine with network access run `python -m se_flax.data.prepare --dataset={cfg.name} '
+        f'--data_dir=DIR` and copy '
         f'DIR/{cfg.name}/{builder.version} to {builder.data_dir}')
   manual_dir = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else os.path.join(
       root, 'downloads', 'manual')
@@ -87,13 +88,14 @@ def _prepare_or_explain(builder, cfg):
         f'is missing from {where}. Download ILSVRC2012_img_train.tar and '
         'ILSVRC2012_img_val.tar from https://image-net.org (registration needed), put both in '
         f'{manual_dir} (or point {field("manual_dir")} at their directory), and run again or '
-        f'`tfds build imagenet2012 --data_dir={root} --manual_dir={manual_dir}`')
+        f'`python -m se_flax.data.prepare --dataset=imagenet2012 --data_dir={root} '
+        f'--manual_dir={manual_dir}`')
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() > 1:
     raise FileNotFoundError(
         f'imagenet2012 is not prepared in {field("data_dir")}={root!r}; prepare it once, before '
-        f'a multi-process run: `tfds build imagenet2012 --data_dir={root} '
-        f'--manual_dir={manual_dir}`')
+        f'a multi-process run: `python -m se_flax.data.prepare --dataset=imagenet2012 '
+        f'--data_dir={root} --manual_dir={manual_dir}`')
   logging.info('Preparing imagenet2012 in %s from %s; this reads the full archives.', root,
                manual_dir)
   builder.download_and_prepare(

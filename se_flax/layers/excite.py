@@ -6,7 +6,9 @@ Table 12 compares ReLU and tanh). The layers act on the last axis only, so on a
 spatial descriptor (gather, NoSqueeze) they are exactly 1x1 convolutions.
 
 An excitation is `fn(z, channels, reduced, spec, module) -> logits` with
-`logits.shape[-1] == channels`; a gate is `fn(logits) -> scales`.
+`logits.shape[-1] == channels`, registered with `reduces=True` when it uses
+the reduced width (then `reduced` is C // r, rounded as the spec says; else
+None, and r is not checked); a gate is `fn(logits) -> scales`.
 """
 
 import math
@@ -17,12 +19,15 @@ import jax
 import jax.numpy as jnp
 
 EXCITATIONS: dict[str, Callable] = {}
+REDUCING: set[str] = set()   # excitations whose width depends on r
 GATES: dict[str, Callable] = {}
 
 
-def register(name):
+def register(name, reduces=False):
   def wrap(fn):
     EXCITATIONS[name] = fn
+    if reduces:
+      REDUCING.add(name)
     return fn
   return wrap
 
@@ -33,7 +38,7 @@ def _dense(module, features, name, use_bias):
                   kernel_init=nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform'))
 
 
-@register('fc')
+@register('fc', reduces=True)
 def fc(z, channels, reduced, spec, module):
   """The paper's excitation: FC(C -> reduced), ReLU, FC(reduced -> C) (Eq. 3)."""
   h = _dense(module, reduced, 'fc1', spec.bias)(z)

@@ -111,7 +111,7 @@ class SEBlock(nn.Module):
   def __call__(self, x):
     spec = self.spec
     channels = x.shape[-1]
-    reduced = spec.reduced_width(channels)
+    reduced = spec.reduced_width(channels) if spec.excite in excite_lib.REDUCING else None
     z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, self)
     logits = excite_lib.EXCITATIONS[spec.excite](z.astype(self.dtype), channels, reduced, spec, self)
     s = excite_lib.GATES[spec.gate](logits.astype(jnp.float32))

@@ -8,6 +8,7 @@ counts measure. Pooling, normalisation and activations are not counted.
 
 import dataclasses
 import jax
+from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
@@ -30,7 +31,7 @@ def _macs_of_jaxpr(jaxpr) -> int:
       lhs = eqn.invars[0].aval
       contraction = int(np.prod([lhs.shape[d] for d in lhs_contract]))
       total += int(np.prod(out.shape)) * contraction
-    for sub in jax.core.jaxprs_in_params(eqn.params):
+    for sub in jax_core.jaxprs_in_params(eqn.params):
       total += _macs_of_jaxpr(sub)
   return total
 

@@ -161,3 +161,14 @@ def test_reduction_equal_to_channels_is_allowed_and_larger_raises():
     SESpec(reduction=64).reduced_width(32)
   with pytest.raises(ValueError, match='reduction'):
     init(SESpec(reduction=64), feature_map())
+
+
+def test_reduction_is_ignored_by_excitations_without_a_bottleneck():
+  # eca/ese/identity never use C // r, so an r larger than C must not be an error for them.
+  x = jnp.ones((1, 4, 4, 8), jnp.float32)
+  for excite in ('eca', 'ese', 'identity'):
+    block = SEBlock(SESpec(reduction=32, excite=excite))
+    variables = block.init(jax.random.PRNGKey(0), x)
+    assert block.apply(variables, x).shape == x.shape
+  with pytest.raises(ValueError, match='reduction=32 exceeds the 8 channels'):
+    SEBlock(SESpec(reduction=32, excite='fc')).init(jax.random.PRNGKey(0), x)

@@ -96,9 +96,9 @@ CIFAR = {
     'cifar_resnet44': (0.66, 2),
     'cifar_resnet56': (0.85, 2),
     'cifar_resnet110': (1.7, 1),
-    # He et al. 2016b, Table 3.
+    # He et al. 2016b (identity mappings), CIFAR results.
     'preact_resnet164': (1.7, 1),
-    # Zagoruyko & Komodakis 2016, Table 1 (WRN-16-8).
+    # Zagoruyko & Komodakis 2016 (WRN-16-8).
     'wrn16_8': (11.0, 1),
 }
 
@@ -142,7 +142,11 @@ def test_every_preset_is_covered():
 # SENet paper ablations on SE-ResNet-50 -----------------------------------------------------------
 
 def paper_millions(params):
-  """The paper's tables print millions rounded up to one decimal (25,557,032 -> 25.6M)."""
+  """Millions rounded up to one decimal, as the paper's Tables 10, 13 and 15 print them.
+
+  Every count in those tables is the exact count rounded up: SE_3x3's 25,718,228 is printed
+  25.8M, r=4's 35,635,688 35.7M. Rounding to nearest would contradict four of the entries.
+  """
   return -(-params // 100_000) / 10
 
 
