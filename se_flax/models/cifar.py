@@ -7,16 +7,13 @@
   16k, 32k, 64k with k = 8, 1x1 projections where shapes change.
 """
 
-import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from se_flax.layers.norm import BatchNorm
 from se_flax.layers.se import SESpec
-from se_flax.models.blocks import BasicBlock, PreActBlock, conv_padded
-from se_flax.models.resnet import CONV_INIT
+from se_flax.models.blocks import BasicBlock, PreActBlock, conv_padded, layer_factories
 
 
 class CifarResNet(nn.Module):
@@ -50,10 +47,7 @@ class CifarResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=CONV_INIT)
-    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, group_size=self.bn_group_size,
-                             dtype=self.dtype)
+    conv, norm = layer_factories(self, train)
     if self.se is not None:
       self.se.check_stages(3)
     n = self.units_per_stage()

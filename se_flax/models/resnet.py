@@ -7,18 +7,13 @@ first 1x1 conv in each bottleneck is halved, three 3x3 stem convs instead of
 the 7x7, 3x3 stride-2 projection convs, and dropout 0.2 before the classifier.
 """
 
-import functools
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from se_flax.layers.norm import BatchNorm
 from se_flax.layers.se import SESpec
-from se_flax.models.blocks import BasicBlock, Bottleneck, conv_padded
-
-# He init (fan_out), as torchvision and timm initialise their convolutions.
-CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+from se_flax.models.blocks import BasicBlock, Bottleneck, conv_padded, layer_factories
 
 
 class ResNet(nn.Module):
@@ -62,10 +57,7 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=CONV_INIT)
-    norm = functools.partial(BatchNorm, use_running_average=not train, momentum=self.bn_momentum,
-                             epsilon=self.bn_epsilon, group_size=self.bn_group_size,
-                             dtype=self.dtype)
+    conv, norm = layer_factories(self, train)
     if self.se is not None:
       self.se.check_stages(len(self.stage_sizes))
     x = x.astype(self.dtype)
