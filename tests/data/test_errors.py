@@ -53,7 +53,7 @@ def test_unprepared_cifar_says_how_to_prepare(tmp_path):
     pipeline.get_info(dataset_config('cifar10', tmp_path, image_size=32, eval_split='test'))
   message = str(e.value)
   assert 'config.dataset.data_dir' in message and str(tmp_path) in message
-  assert 'tfds build cifar10' in message and 'cifar10-train.tfrecord' in message
+  assert 'se_flax.data.prepare --dataset=cifar10' in message and 'cifar10-train.tfrecord' in message
 
 
 def test_imagenet_without_manual_dir_names_the_tars(tmp_path):
