@@ -1,0 +1,119 @@
+"""DIR/manifest.json: what a sweep planned, how each run was started and how it ended.
+
+The manifest is rewritten whole (temporary file, then rename) on every
+change, so a crash of the sweep process never leaves it half-written, and
+a re-run of the same command can tell finished runs from interrupted ones.
+"""
+
+import datetime
+import json
+import threading
+from typing import Optional
+
+from etils import epath
+
+MANIFEST_FILE = 'manifest.json'
+STATUSES = ('pending', 'running', 'done', 'failed')
+
+
+def now() -> str:
+  return datetime.datetime.now().astimezone().isoformat(timespec='seconds')
+
+
+class ConfigChangedError(ValueError):
+  """A run already started in DIR with another config; results would mix two experiments."""
+
+
+def _diff(old, new, prefix=''):
+  keys = sorted(set(old) | set(new))
+  out = []
+  for k in keys:
+    a, b = old.get(k), new.get(k)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _diff(a, b, f'{prefix}{k}.')
+    elif a != b:
+      out.append(f'{prefix}{k}: {a!r} -> {b!r}')
+  return out
+
+
+class Manifest:
+  """Thread-safe view of DIR/manifest.json."""
+
+  def __init__(self, root):
+    self.root = epath.Path(root)
+    self.path = self.root / MANIFEST_FILE
+    self._lock = threading.Lock()
+    self.data = self.load(root) or {}
+
+  @staticmethod
+  def load(root) -> Optional[dict]:
+    path = epath.Path(root) / MANIFEST_FILE
+    try:
+      return json.loads(path.read_text())
+    except (FileNotFoundError, OSError):
+      return None
+
+  def start(self, plan, launcher: str, python: str, commands: dict, parallel: int = 1):
+    """Records the plan, keeping the status of runs the directory already holds.
+
+    Raises:
+      ConfigChangedError: a run that has started before has a different config now.
+    """
+    with self._lock:
+      old = {r['name']: r for r in self.data.get('runs', [])}
+      runs = []
+      for run in plan.runs:
+        config = run.config_json()
+        entry = old.get(run.name)
+        if entry and entry.get('status') != 'pending' and entry.get('config') != config:
+          changes = _diff(entry.get('config') or {}, config)
+          raise ConfigChangedError(
+              f'run {run.name!r} in {self.root} was started with another config ('
+              + '; '.join(changes[:5]) + '); use another --root, or delete '
+              f'{run.workdir} to start it over')
+        fresh = {'status': 'pending', 'exit_code': None, 'started': None, 'finished': None,
+                 'attempts': 0}
+        kept = {k: entry[k] for k in fresh if entry and k in entry}
+        runs.append({
+            'name': run.name, 'workdir': run.workdir, 'overrides': _jsonable(run.overrides),
+            'applied': _jsonable(run.applied), 'notes': run.notes, 'total_steps': run.total_steps,
+            'command': commands[run.name], 'config': config, **fresh, **kept})
+      self.data = {
+          'sweep': plan.sweep, 'sweep_file': plan.sweep_file, 'title': plan.title,
+          'tables': list(plan.tables), 'axis': plan.axis, 'dataset': plan.target,
+          'about': plan.about, 'launcher': launcher, 'python': python, 'parallel': parallel,
+          'created': self.data.get('created') or now(), 'updated': now(), 'runs': runs,
+          'dropped': [{'overrides': _jsonable(d.overrides), 'reason': d.reason} for d in plan.dropped],
+      }
+      self._write()
+
+  def run(self, name: str) -> dict:
+    with self._lock:
+      for entry in self.data.get('runs', []):
+        if entry['name'] == name:
+          return dict(entry)
+    raise KeyError(name)
+
+  def update(self, name: str, **fields):
+    """Sets fields of one run (status, exit_code, started, finished, ...) and writes the file."""
+    if 'status' in fields and fields['status'] not in STATUSES:
+      raise ValueError(f'status {fields["status"]!r} is not one of {STATUSES}')
+    with self._lock:
+      for entry in self.data['runs']:
+        if entry['name'] == name:
+          entry.update(fields)
+          break
+      else:
+        raise KeyError(name)
+      self.data['updated'] = now()
+      self._write()
+
+  def _write(self):
+    self.root.mkdir(parents=True, exist_ok=True)
+    tmp = self.root / (MANIFEST_FILE + '.tmp')
+    tmp.write_text(json.dumps(self.data, indent=1, sort_keys=False) + '\n')
+    tmp.replace(self.path)
+
+
+def _jsonable(overrides: dict) -> dict:
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
