@@ -121,8 +121,14 @@ class SEBlock(nn.Module):
 
 
 def upsample_nearest(s, shape):
-  """Broadcasts an (N, h, w, C) gate to (N, H, W, C): each cell covers an H/h x W/w patch."""
+  """Broadcasts an (N, h, w, C) gate to (N, H, W, C): each cell covers the patch it pooled.
+
+  Cells are ceil(H/h) x ceil(W/w) patches; the last row and column of cells
+  are cropped where the extent does not divide the map (see squeeze.gather).
+  """
   h, w = s.shape[1:3]
-  if (h, w) in ((1, 1), tuple(shape[1:3])):
+  height, width = shape[1:3]
+  if (h, w) in ((1, 1), (height, width)):
     return s
-  return jnp.repeat(jnp.repeat(s, shape[1] // h, axis=1), shape[2] // w, axis=2)
+  s = jnp.repeat(jnp.repeat(s, -(-height // h), axis=1), -(-width // w), axis=2)
+  return s[:, :height, :width]

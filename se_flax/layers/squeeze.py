@@ -78,18 +78,27 @@ def meanstd(x, spec, module):
 
 @register('gather')
 def gather(x, spec, module):
-  """Parameter-free gather: average pooling over `spec.gather_extent` x extent cells (0: global)."""
+  """Parameter-free gather: average pooling over `spec.gather_extent` x extent cells (0: global).
+
+  Where the extent does not divide the map (ImageNet's 7x7 last stage), the
+  cells at the bottom and right edges are partial and average only the
+  positions they hold, as ceil-mode pooling without padded zeros does.
+  """
   del module
   e = spec.gather_extent
   n, h, w, c = x.shape
   if e == 0:
     return _mean(x)
-  if h % e or w % e:
+  if e > min(h, w):
     raise ValueError(
         f'config.model.se.gather_extent={e} does not fit a {h}x{w} feature map: the extent must '
-        f'divide both sides; allowed here: {[k for k in (2, 4, 8) if h % k == 0 and w % k == 0]} or 0 (global)')
-  cells = x.astype(jnp.float32).reshape(n, h // e, e, w // e, e, c)
-  return jnp.mean(cells, axis=(2, 4))
+        f'not exceed its sides; allowed here: {[k for k in (2, 4, 8) if k <= min(h, w)]} or 0 (global)')
+  hc, wc = -(-h // e), -(-w // e)
+  pad = ((0, hc * e - h), (0, wc * e - w))
+  sums = jnp.pad(x.astype(jnp.float32), ((0, 0),) + pad + ((0, 0),))
+  sums = sums.reshape(n, hc, e, wc, e, c).sum(axis=(2, 4))
+  counts = jnp.pad(jnp.ones((h, w), jnp.float32), pad).reshape(hc, e, wc, e).sum(axis=(1, 3))
+  return sums / counts[None, :, :, None]
 
 
 @register('none')

@@ -58,6 +58,21 @@ def test_gather_gate_covers_its_cell():
                              rtol=1e-5, atol=1e-6)
 
 
+def test_gather_gate_on_a_map_the_extent_does_not_divide():
+  # 5x5 with extent 2: cells of rows/cols {0,1}, {2,3}, {4}; each gate scales its own cell.
+  x = feature_map(shape=(1, 5, 5, 16))
+  block, variables, p = init(SESpec(reduction=4, squeeze='gather', gather_extent=2), x)
+  x64 = x.astype(np.float64)
+  bounds = [(0, 2), (2, 4), (4, 5)]
+  expected = np.zeros_like(x64)
+  for r0, r1 in bounds:
+    for c0, c1 in bounds:
+      cell = x64[:, r0:r1, c0:c1]
+      s = sigmoid(fc_numpy(cell.mean(axis=(1, 2)), p))
+      expected[:, r0:r1, c0:c1] = cell * s[:, None, None, :]
+  np.testing.assert_allclose(np.asarray(block.apply(variables, x)), expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize('gate,fn', [('tanh', np.tanh), ('relu', lambda v: np.maximum(v, 0.0))])
 def test_other_gates_scale_by_their_own_function(gate, fn):
   x = feature_map()
