@@ -4,6 +4,8 @@ Each error names the config field, the value given and what is allowed, so a
 typo in a sweep costs seconds, not a queued job.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 
@@ -12,7 +14,15 @@ from se_flax.models import registry
 
 NAN_POLICIES = ('stop', 'skip')
 SCHEDULES = ('step', 'cosine')
+OPTIMIZERS = ('sgd',)
 DTYPES = ('float32', 'bfloat16', 'float16')
+# Class count and input channels per data set: enough to check a model
+# against its input before any data is read (or TensorFlow imported).
+DATASET_SHAPES = {'imagenet2012': (1000, 3), 'cifar10': (10, 3), 'cifar100': (100, 3),
+                  'digits': (10, 1)}
+# Model fields that may differ between a checkpoint and the run resuming it:
+# they change the arithmetic, the start or the BN averaging, not the network.
+RESUMABLE_MODEL_FIELDS = ('model.dtype', 'model.zero_init_residual', 'model.bn_momentum')
 
 
 class ConfigError(ValueError):
@@ -113,18 +123,25 @@ def validate(config, num_devices=None, num_processes=None, image_shape=None, num
                       f'divisor of config.batch_size={config.batch_size}, e.g. the per-device batch '
                       f'{config.batch_size // num_devices}')
 
+  if config.dataset.name not in DATASET_SHAPES:
+    raise ConfigError(f'config.dataset.name={config.dataset.name!r} is not a known data set; '
+                      f'known: {sorted(DATASET_SHAPES)}')
+  for field in ('train_split', 'eval_split'):
+    if not isinstance(config.dataset[field], str) or not config.dataset[field]:
+      raise ConfigError(f'config.dataset.{field}={config.dataset[field]!r} must name a split, '
+                        "e.g. 'train' or 'test[:50%]'")
+  _positive_int(config, 'dataset.image_size')
+
   if config.num_train_steps <= 0 and not config.num_epochs > 0:
     raise ConfigError(f'config.num_epochs={config.num_epochs} must be positive '
                       f'(or set config.num_train_steps > 0)')
   if not config.learning_rate > 0:
     raise ConfigError(f'config.learning_rate={config.learning_rate} must be positive')
-  if config.schedule.name not in SCHEDULES:
-    raise ConfigError(f'config.schedule.name={config.schedule.name!r} is not allowed; '
-                      f'choose one of {list(SCHEDULES)}')
+  if not config.lr_reference_batch > 0:
+    raise ConfigError(f'config.lr_reference_batch={config.lr_reference_batch} must be positive')
+  _check_optimizer(config)
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ConfigError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1)')
-  if config.optimizer.weight_decay < 0:
-    raise ConfigError(f'config.optimizer.weight_decay={config.optimizer.weight_decay} must be >= 0')
   if config.nan_policy not in NAN_POLICIES:
     raise ConfigError(f'config.nan_policy={config.nan_policy!r} is not allowed; '
                       f'choose one of {list(NAN_POLICIES)}')
@@ -138,9 +155,121 @@ def validate(config, num_devices=None, num_processes=None, image_shape=None, num
     raise ConfigError(f'config.profile_steps={steps} must be () or (start, stop) with 0 <= start < stop')
 
   if image_shape is not None:
-    model = build_model(config, num_classes or 10)
-    x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
-    try:
-      jax.eval_shape(lambda v: model.init(jax.random.PRNGKey(0), v, train=False), x)
-    except ValueError as e:
-      raise ConfigError(f'{e} (model {config.model.name} on {tuple(image_shape)} inputs)') from e
+    _check_model_input(config, tuple(image_shape), num_classes or 10)
+
+
+# Model/input pairs already traced: main.py checks before reading data, and the
+# loop checks again with the data set's own facts; a deep model traces in seconds.
+_CHECKED_INPUTS = set()
+
+
+def _check_model_input(config, image_shape, num_classes):
+  key = (json.dumps(config_as_json(config), sort_keys=True), image_shape, num_classes)
+  if key in _CHECKED_INPUTS:
+    return
+  model = build_model(config, num_classes)
+  x = jax.ShapeDtypeStruct((1,) + image_shape, jnp.float32)
+  try:
+    jax.eval_shape(lambda v: model.init(jax.random.PRNGKey(0), v, train=False), x)
+  except ValueError as e:
+    raise ConfigError(f'{e} (model {config.model.name} on {image_shape} inputs)') from e
+  _CHECKED_INPUTS.add(key)
+
+
+def _check_optimizer(config):
+  opt, sched = config.optimizer, config.schedule
+  if opt.name not in OPTIMIZERS:
+    raise ConfigError(f'config.optimizer.name={opt.name!r} is not allowed; choose one of '
+                      f'{list(OPTIMIZERS)}')
+  if not 0.0 <= opt.momentum < 1.0:
+    raise ConfigError(f'config.optimizer.momentum={opt.momentum} must be in [0, 1)')
+  if not opt.weight_decay >= 0:
+    raise ConfigError(f'config.optimizer.weight_decay={opt.weight_decay} must be >= 0')
+  if sched.name not in SCHEDULES:
+    raise ConfigError(f'config.schedule.name={sched.name!r} is not allowed; '
+                      f'choose one of {list(SCHEDULES)}')
+  if not sched.warmup_epochs >= 0:
+    raise ConfigError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
+  if sched.name == 'step':
+    if not 0 < sched.step_factor <= 1:
+      raise ConfigError(f'config.schedule.step_factor={sched.step_factor} must be in (0, 1]')
+    boundaries = tuple(sched.get('boundaries_epochs') or ())
+    if boundaries and (any(not b > 0 for b in boundaries)
+                       or list(boundaries) != sorted(set(boundaries))):
+      raise ConfigError(f'config.schedule.boundaries_epochs={boundaries} must be positive and '
+                        'strictly increasing')
+    if not boundaries and not sched.step_epochs > 0:
+      raise ConfigError(f'config.schedule.step_epochs={sched.step_epochs} must be positive')
+
+
+def expected_image_shape(config):
+  """(H, W, C) the model will see, from the config alone; None for an unknown data set."""
+  if config.dataset.name not in DATASET_SHAPES:
+    return None
+  return (config.dataset.image_size, config.dataset.image_size,
+          DATASET_SHAPES[config.dataset.name][1])
+
+
+def validate_before_data(config, num_devices=None, num_processes=None):
+  """Every check that needs no data on disk, including the model on its input shape.
+
+  Runs before TensorFlow is imported or a data set is opened, so a bad value
+  costs the time to start Python, not the time to prepare data.
+  """
+  validate(config, num_devices=num_devices, num_processes=num_processes)
+  validate(config, num_devices=num_devices, num_processes=num_processes,
+           image_shape=expected_image_shape(config),
+           num_classes=DATASET_SHAPES[config.dataset.name][0])
+
+
+# ---------------------------------------------------------------- configs of checkpoints
+
+def config_as_json(config):
+  """The config as the checkpoint stores it: JSON types (tuples become lists)."""
+  if hasattr(config, 'to_json_best_effort'):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(dict(config), default=str))
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, dict):
+      out.update(_flatten(value, path + '.'))
+    else:
+      out[path] = value
+  return out
+
+
+def config_differences(stored, current):
+  """[(field, stored value, current value)] for every field that differs, sorted by field.
+
+  A field present on one side only shows `<absent>` on the other.
+  """
+  absent = '<absent>'
+  a, b = _flatten(stored), _flatten(config_as_json(current))
+  return [(k, a.get(k, absent), b.get(k, absent))
+          for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent)]
+
+
+def architecture_differences(differences, stored=None, current=None):
+  """The `config_differences` that change the network the weights belong to.
+
+  Those are the `model.*` fields but RESUMABLE_MODEL_FIELDS, and `model.se.*`
+  only when either config names an SE model (a plain backbone ignores them).
+  """
+  names = [c['model']['name'] if isinstance(c, dict) else c.model.name
+           for c in (stored, current) if c is not None]
+  se_ignored = bool(names) and not any(n in registry.PRESETS and registry.has_se(n) for n in names)
+  return [d for d in differences
+          if d[0].startswith('model.') and d[0] not in RESUMABLE_MODEL_FIELDS
+          and not (se_ignored and d[0].startswith('model.se.'))]
+
+
+def format_differences(differences, limit=20):
+  lines = [f'  config.{k}: {v_old!r} in the checkpoint, {v_new!r} now'
+           for k, v_old, v_new in differences[:limit]]
+  if len(differences) > limit:
+    lines.append(f'  ... and {len(differences) - limit} more')
+  return '\n'.join(lines)

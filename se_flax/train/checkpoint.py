@@ -1,9 +1,11 @@
-"""Checkpoints in WORKDIR/checkpoints: async Orbax saves, keep-N + best, safe resume, preemption.
+"""Checkpoints in WORKDIR/checkpoints: async Orbax saves, keep-N + best, safe resume.
 
 Layout, one directory per step (Orbax `CheckpointManager`, no step prefix):
 
   WORKDIR/checkpoints/<step>/state/    the TrainState arrays (OCDBT / zarr)
   WORKDIR/checkpoints/<step>/config/   the run config as JSON (`JsonSave`)
+  WORKDIR/checkpoints/<step>/loop/     the loop's own state as JSON (e.g. the
+                                       unlogged part of the metric window)
   WORKDIR/checkpoints/<step>/metrics/  eval metrics, when given and keep_best
   WORKDIR/checkpoints/<step>/_CHECKPOINT_METADATA, commit_success.txt
 
@@ -28,13 +30,13 @@ differ from the target raises `CheckpointMismatchError` listing the paths.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging as std_logging
 import os
-import signal
-import threading
+import sys
 import time
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
 from etils import epath
@@ -45,9 +47,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_policy
 
-# Exit status of a run that saved a checkpoint because it was preempted; a
-# scheduler wrapper can requeue on it (SLURM: `--requeue`, or a loop on $?).
-PREEMPTED_EXIT_CODE = 42
+# Preemption lives beside the checkpoints it triggers; re-exported for callers.
+from se_flax.train.preemption import PREEMPTED_EXIT_CODE  # pylint: disable=unused-import
+from se_flax.train.preemption import clear_preemption_request  # pylint: disable=unused-import
+from se_flax.train.preemption import install_preemption_handler  # pylint: disable=unused-import
+from se_flax.train.preemption import preemption_requested  # pylint: disable=unused-import
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_METRIC = 'top1_error'
@@ -64,6 +68,33 @@ class _PeriodicSaveFilter(std_logging.Filter):
 
 logging.get_absl_logger().addFilter(_PeriodicSaveFilter())
 
+# Step directories found damaged (or whose save failed). Orbax reads and
+# writes a checkpoint's arrays concurrently, so one bad file fails many of
+# them; once the step has been named, the failures Orbax leaves unretrieved
+# (asyncio's "Task exception was never retrieved") are noise. So are
+# tensorstore's callbacks into an Orbax event loop that has already closed,
+# which only a failed read or write leaves behind.
+_DAMAGED: set[str] = set()
+
+
+class _DamageNoiseFilter(std_logging.Filter):
+
+  def filter(self, record):
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
+    return not any(path in text for path in _DAMAGED)
+
+
+def _quiet_unraisable(previous):
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+  return hook
+
+
+std_logging.getLogger('asyncio').addFilter(_DamageNoiseFilter())
+sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
+
 
 class CheckpointCorruptError(RuntimeError):
   """Checkpoints exist but none of them can be read."""
@@ -71,6 +102,20 @@ class CheckpointCorruptError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint's tree structure or shapes differ from the restore target."""
+
+  def __init__(self, message: str, step: Optional[int] = None):
+    super().__init__(message)
+    self.step = step
+
+
+class CheckpointWriteError(OSError):
+  """A save failed (disk full, permissions); the checkpoints already finished are untouched."""
+
+
+def _is_write_failure(e: Exception) -> bool:
+  # tensorstore reports file-system errors as ValueError('RESOURCE_EXHAUSTED: ...
+  # [os_error_code=28]'); Orbax's own files raise OSError.
+  return isinstance(e, OSError) or 'os_error_code' in str(e) or 'RESOURCE_EXHAUSTED' in str(e)
 
 
 def check_writable(directory: str | os.PathLike) -> None:
@@ -162,9 +207,11 @@ class TrainCheckpointer:
         create=True,
     )
     registry = ocp.handlers.create_default_handler_registry(
-        state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler())
+        state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
+        loop=ocp.JsonCheckpointHandler())
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           handler_registry=registry)
+    self._writing: Optional[int] = None   # the step of a save that may still be in flight
 
   @classmethod
   def from_config(cls, workdir: str | os.PathLike,
@@ -182,15 +229,19 @@ class TrainCheckpointer:
   # Saving.
 
   def save(self, step: int, state: Any, *, config: Any = None,
-           metrics: Optional[Mapping[str, float]] = None) -> bool:
+           metrics: Optional[Mapping[str, float]] = None,
+           loop_state: Optional[Mapping[str, Any]] = None) -> bool:
     """Starts an async save of `state` (and `config` as JSON) as `step`.
 
     Args:
       step: the step number, normally `int(state.step)`.
       state: the TrainState.
-      config: the run config, stored beside the state for inspection.
+      config: the run config, stored beside the state; a resumed run compares
+        it with its own.
       metrics: this state's eval metrics (`top1_error` ranks the best); a
         checkpoint saved without them is kept only while among the newest N.
+      loop_state: JSON-serialisable bookkeeping of the training loop that a
+        resumed run needs to continue exactly (see `restore_loop_state`).
 
     Returns:
       False if `step` is not newer than the latest checkpoint (nothing saved).
@@ -198,12 +249,38 @@ class TrainCheckpointer:
     items = {'state': ocp.args.StandardSave(state)}
     if config is not None:
       items['config'] = ocp.args.JsonSave(_config_to_json(config))
+    if loop_state is not None:
+      items['loop'] = ocp.args.JsonSave(dict(loop_state))
     if metrics is not None:
       metrics = {k: float(v) for k, v in metrics.items()}
-    return self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics)
+    # A failure of the previous (async) save surfaces here, or this one's.
+    with self._reporting_write_errors(int(step)):
+      saved = self._manager.save(int(step), args=ocp.args.Composite(**items), metrics=metrics)
+    if saved:
+      self._writing = int(step)
+    return saved
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    """Blocks until the last save is on disk; raises CheckpointWriteError if it failed."""
+    with self._reporting_write_errors():
+      self._manager.wait_until_finished()
+
+  @contextlib.contextmanager
+  def _reporting_write_errors(self, starting: Optional[int] = None):
+    try:
+      yield
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      if not _is_write_failure(e):
+        raise
+      step = self._writing if self._writing is not None else starting
+      self._writing = None
+      _DAMAGED.add(os.fspath(self.directory / f'{step}{_TMP_MARKER}'))
+      finished = [s for s in self._manager.all_steps() if s != step]
+      raise CheckpointWriteError(
+          f'could not write checkpoint step {step} in {self.directory}: '
+          f'{str(e).splitlines()[0][:400]}. The finished checkpoints '
+          f'{sorted(finished)[-_MAX_LISTED:]} are untouched; free space (or fix the '
+          'permissions) and re-run the same command to resume from the newest.') from e
 
   def close(self) -> None:
     self._manager.close()
@@ -226,6 +303,13 @@ class TrainCheckpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     return restored['config']
 
+  def restore_loop_state(self, step: int) -> dict[str, Any]:
+    """The `loop_state` saved with `step`, or {} for a checkpoint saved without one."""
+    if not (self.directory / str(step) / 'loop').exists():
+      return {}
+    restored = self._manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))
+    return dict(restored['loop'] or {})
+
   def check_structure(self, step: int, target: Any) -> None:
     """Raises CheckpointMismatchError if `step`'s tree or shapes differ from `target`.
 
@@ -239,7 +323,7 @@ class TrainCheckpointer:
     if problems:
       raise CheckpointMismatchError(
           f'checkpoint step {step} in {self.directory} does not match the state being '
-          'restored (a different model, optimizer or config?): ' + '; '.join(problems))
+          'restored (a different model, optimizer or config?): ' + '; '.join(problems), step)
 
   # Restoring.
 
@@ -289,6 +373,7 @@ class TrainCheckpointer:
         # any failure to read a structurally matching checkpoint is damage.
         reason = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
         failures.append((candidate, reason))
+        _DAMAGED.add(os.fspath(self.directory / str(candidate)))
         logging.warning('Checkpoint step %d in %s is unreadable (%s).', candidate,
                         self.directory, reason)
         if step is not None:
@@ -317,65 +402,3 @@ class TrainCheckpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('se_flax_checkpoint_quarantine')
     self._manager.reload()
-
-
-# Preemption.
-
-_preempted = threading.Event()
-
-
-def _on_signal(signum, frame):  # pylint: disable=unused-argument
-  logging.warning('Received signal %d: will checkpoint and exit with code %d.',
-                  signum, PREEMPTED_EXIT_CODE)
-  _preempted.set()
-
-
-def _sync_manager_active() -> bool:
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  return (distributed.global_state.client is not None
-          and distributed.global_state.preemption_sync_manager is not None)
-
-
-def install_preemption_handler(signums: Sequence[int] = (signal.SIGTERM,)) -> Callable[[], None]:
-  """Turns SIGTERM into a flag that `preemption_requested` reports.
-
-  With several processes, jax's preemption sync manager (started by
-  `jax.distributed.initialize`) already listens for SIGTERM and agrees on a
-  step with all hosts; a Python handler would replace its handler, so none is
-  installed then and `preemption_requested` asks the sync manager.
-
-  Returns:
-    A function that puts the previous handlers back.
-  """
-  if _sync_manager_active():
-    logging.info('Preemption: using jax.distributed preemption sync points.')
-    return lambda: None
-  previous = {s: signal.signal(s, _on_signal) for s in signums}
-
-  def uninstall():
-    for s, handler in previous.items():
-      signal.signal(s, handler)
-
-  return uninstall
-
-
-def preemption_requested(step: Optional[int] = None) -> bool:
-  """True once the run should checkpoint and exit with `PREEMPTED_EXIT_CODE`.
-
-  Call it on every step, on every process, with the same `step`: with several
-  processes the answer comes from `multihost_utils.reached_preemption_sync_point`,
-  which is True on all hosts at the same step.
-  """
-  if _preempted.is_set():
-    return True
-  if step is not None and _sync_manager_active():
-    try:
-      if multihost_utils.reached_preemption_sync_point(int(step)):
-        _preempted.set()
-    except RuntimeError as e:
-      logging.log_first_n(logging.WARNING, 'Preemption sync unavailable: %s', 1, e)
-  return _preempted.is_set()
-
-
-def clear_preemption_request() -> None:
-  _preempted.clear()

@@ -26,6 +26,10 @@ MODEL_AXIS = 'model'
 HEARTBEAT_TIMEOUT_SECONDS = 100
 # How long a process waits for all peers to join at start-up.
 INITIALIZATION_TIMEOUT_SECONDS = 300
+# Environment overrides of the two timeouts, for schedulers (and tests) that
+# want a lost host noticed sooner than the defaults allow.
+HEARTBEAT_TIMEOUT_ENV = 'SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS'
+INITIALIZATION_TIMEOUT_ENV = 'SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS'
 
 
 def _env_int(name: str) -> Optional[int]:
@@ -34,6 +38,19 @@ def _env_int(name: str) -> Optional[int]:
     return int(value) if value else None
   except ValueError:
     return None
+
+
+def _positive_env(name: str, default: int) -> int:
+  value = os.environ.get(name)
+  if not value:
+    return default
+  try:
+    seconds = int(value)
+  except ValueError:
+    seconds = 0
+  if seconds <= 0:
+    raise ValueError(f'${name}={value!r} must be a positive number of seconds')
+  return seconds
 
 
 def multi_process_environment() -> Optional[str]:
@@ -62,8 +79,8 @@ def maybe_initialize_distributed(
     num_processes: Optional[int] = None,
     process_id: Optional[int] = None,
     *,
-    heartbeat_timeout_seconds: int = HEARTBEAT_TIMEOUT_SECONDS,
-    initialization_timeout: int = INITIALIZATION_TIMEOUT_SECONDS,
+    heartbeat_timeout_seconds: Optional[int] = None,
+    initialization_timeout: Optional[int] = None,
 ) -> bool:
   """Initialises `jax.distributed` when flags or the environment ask for it.
 
@@ -76,8 +93,14 @@ def maybe_initialize_distributed(
       else detected by jax (SLURM, TPU).
     process_id: this process's index; default `$JAX_PROCESS_ID`, else detected.
     heartbeat_timeout_seconds: after this many seconds without a heartbeat a
-      peer counts as lost and the others fail rather than hang.
-    initialization_timeout: seconds to wait for every peer at start-up.
+      peer counts as lost and the others fail rather than hang; default
+      `$SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS`, else HEARTBEAT_TIMEOUT_SECONDS.
+      A process whose peer is killed outright usually fails sooner, at its
+      next collective (the peer's sockets close); the timeout bounds the wait
+      when a host vanishes without closing them.
+    initialization_timeout: seconds to wait for every peer at start-up;
+      default `$SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS`, else
+      INITIALIZATION_TIMEOUT_SECONDS.
 
   Returns:
     True if `jax.distributed` is initialised when this returns.
@@ -92,6 +115,11 @@ def maybe_initialize_distributed(
     num_processes = _env_int('JAX_NUM_PROCESSES')
   if process_id is None:
     process_id = _env_int('JAX_PROCESS_ID')
+  if heartbeat_timeout_seconds is None:
+    heartbeat_timeout_seconds = _positive_env(HEARTBEAT_TIMEOUT_ENV, HEARTBEAT_TIMEOUT_SECONDS)
+  if initialization_timeout is None:
+    initialization_timeout = _positive_env(INITIALIZATION_TIMEOUT_ENV,
+                                           INITIALIZATION_TIMEOUT_SECONDS)
   jax.distributed.initialize(
       coordinator_address=coordinator_address,
       num_processes=num_processes,
@@ -103,6 +131,20 @@ def maybe_initialize_distributed(
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
   return True
+
+
+# What jax, gloo and the coordination service say when a peer has gone.
+_LOST_PROCESS_MARKERS = ('Gloo', 'gloo', 'heartbeat', 'Connection reset', 'Connection closed',
+                         'Broken pipe', 'UNAVAILABLE', 'DEADLINE_EXCEEDED', 'Barrier failed',
+                         'coordination service')
+
+
+def is_lost_process_error(error: BaseException) -> bool:
+  """Whether `error`, raised in a multi-process run, means that another process is gone."""
+  if not jax.distributed.is_initialized() or jax.process_count() < 2:
+    return False
+  text = str(error)
+  return isinstance(error, Exception) and any(m in text for m in _LOST_PROCESS_MARKERS)
 
 
 def create_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:

@@ -1,0 +1,6 @@
+"""Fixtures of the fault-injection tests (tests/integration/fixtures.py), tiny ImageNets (tests/data)."""
+
+# pylint: disable=unused-import
+from tests.data.conftest import corrupt_imagenet
+from tests.integration.fixtures import digits_data, digits_run, jax_cache
+from tests.integration.fixtures import reference_run, shared_root
