@@ -19,6 +19,7 @@ import socket
 import time
 from typing import Any, Mapping, Optional
 
+from absl import logging
 from clu import parameter_overview as clu_overview
 from etils import epath
 import jax
@@ -91,9 +92,17 @@ def summarize(totals: Mapping[str, float]) -> dict[str, float]:
 
 
 def _read_lines(path: epath.Path) -> list[str]:
+  """The complete JSON lines of `path`; a torn last line (power loss, full disk) is dropped."""
   if not path.exists():
     return []
-  return [line for line in path.read_text().splitlines() if line.strip()]
+  lines = [line for line in path.read_text().splitlines() if line.strip()]
+  if lines:
+    try:
+      json.loads(lines[-1])
+    except json.JSONDecodeError:
+      logging.warning('Dropping an incomplete last line of %s: %r', path, lines[-1][:80])
+      lines = lines[:-1]
+  return lines
 
 
 class MetricWriter:

@@ -118,7 +118,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   new_state = state.apply_gradients(
       grads=grads, batch_stats=new_model_state.get('batch_stats', state.batch_stats))
   # The statistics can overflow even when the loss did not (a huge activation).
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_state.batch_stats)
+  # An update can overflow the parameters even from finite gradients (a huge learning rate).
+  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_state.batch_stats)
+            & _all_finite(new_state.params))
 
   if nan_policy == 'stop':
     keep = state

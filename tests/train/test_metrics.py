@@ -128,3 +128,14 @@ def test_progress_line_and_parameter_overview():
   assert 'Dense_0/kernel' in overview and '(4, 10)' in overview
   # conv 3*3*3*4+4, BN 4+4, dense 4*10+10
   assert 'Total: 170' in overview.replace(',', '')
+
+
+def test_torn_last_line_is_dropped_on_resume(tmp_path):
+  # A kill or a full disk can leave half a line; resuming must not trip over it.
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 5, "split": "train", "loss": 1.0}\n{"step": 10, "split": "tr')
+  writer = metrics_lib.MetricWriter(tmp_path, resume_step=10, enabled=True)
+  writer.write(15, 'train', {'loss': 0.5})
+  writer.close()
+  records = metrics_lib.read_metrics(tmp_path)
+  assert [(r['step'], r['loss']) for r in records] == [(5, 1.0), (15, 0.5)]
