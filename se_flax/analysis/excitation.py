@@ -24,8 +24,8 @@ import numpy as np
 
 from se_flax.analysis import gates as gates_lib
 from se_flax.analysis import plots
+from se_flax import validate
 from se_flax.data import pipeline
-from se_flax.train import checkpoint as ckpt_lib
 from se_flax.train import parallel
 
 
@@ -82,22 +82,11 @@ def write_outputs(stats, out_dir, class_names=None):
 
 def run(config, workdir, step=None) -> int:
   """Restores the checkpoint (latest or `step`) in `workdir` and analyses it."""
-  from se_flax.train.loop import Run  # pylint: disable=g-import-not-at-top
-  from se_flax.train.init_from import load_pretrained  # pylint: disable=g-import-not-at-top
-  r = Run(config, workdir)
-  checkpointer = ckpt_lib.TrainCheckpointer.from_config(workdir, config)
-  try:
-    state = checkpointer.restore(step=step, target=r.abstract_state())
-  finally:
-    checkpointer.close()
-  if state is None:
-    if not config.get('init_from'):
-      raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints to analyse; train first '
-                              '(or set config.init_from to imported weights)')
-    state = load_pretrained(r.fresh_state(), config.init_from, r.mesh)
+  from se_flax.train import loop  # pylint: disable=g-import-not-at-top
+  r, state = loop.trained_state(config, workdir, step)
   classes = [c for c in config.analysis.classes if 0 <= c < r.info.num_classes]
   if not classes:
-    raise ValueError(f'config.analysis.classes={tuple(config.analysis.classes)} names no class of '
+    raise validate.ConfigError(f'config.analysis.classes={tuple(config.analysis.classes)} names no class of '
                      f'{config.dataset.name} (0..{r.info.num_classes - 1})')
   stats = collect(r, state, classes, config.analysis.num_images)
   out_dir = os.path.join(workdir, 'analysis')

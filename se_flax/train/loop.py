@@ -382,8 +382,8 @@ def _report(run, params_count, start_step, step, eval_metrics, seconds):
   _say('\n'.join(['', 'Run summary'] + [f'  {k:<{width}}  {v}' for k, v in rows]))
 
 
-def evaluate_checkpoint(config, workdir, step=None) -> int:
-  """--mode=eval: top-1/top-5 error of a checkpoint (the latest, or `step`)."""
+def trained_state(config, workdir, step=None):
+  """(run, state) for inference: checkpoint `step` (default: the newest), else config.init_from."""
   run = Run(config, workdir)
   checkpointer = ckpt_lib.TrainCheckpointer.from_config(workdir, config)
   try:
@@ -395,6 +395,12 @@ def evaluate_checkpoint(config, workdir, step=None) -> int:
       raise FileNotFoundError(f'no checkpoint in {workdir}/checkpoints; train first, or set '
                               'config.init_from to imported weights')
     state = _as_config_error(load_pretrained, run.fresh_state(), config.init_from, run.mesh)
+  return run, state
+
+
+def evaluate_checkpoint(config, workdir, step=None) -> int:
+  """--mode=eval: top-1/top-5 error of a checkpoint (the latest, or `step`)."""
+  run, state = trained_state(config, workdir, step)
   eval_step = step_lib.make_eval_step(run.model, run.mesh, run.info.num_classes)
   m = evaluate(run, state, eval_step)
   line = (f'{config.model.name} step {int(state.step)} on {config.dataset.name}/'
