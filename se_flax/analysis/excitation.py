@@ -54,7 +54,8 @@ def write_outputs(stats, out_dir, class_names=None):
   os.makedirs(out_dir, exist_ok=True)
   rows = stats.block_table()
   if not rows:
-    raise ValueError('the model has no SE blocks to analyse (a plain backbone?)')
+    raise validate.ConfigError('config.model.name names a network without SE blocks; nothing to '
+                               'analyse (use an se_ model)')
   with open(os.path.join(out_dir, 'blocks.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()

@@ -41,7 +41,7 @@ def make_gate_fn(model):
   @jax.jit
   def fn(variables, images):
     _, state = model.apply(variables, images, train=False, mutable=['intermediates'])
-    return flatten_gates(state['intermediates'])
+    return flatten_gates(state.get('intermediates', {}))
 
   return fn
 

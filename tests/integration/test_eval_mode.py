@@ -39,3 +39,11 @@ def test_eval_of_a_missing_step_lists_the_available_ones(reference_run, digits_r
   code, out, err = digits_run('--mode=eval', '--step=5', workdir=workdir)
   assert code == 2, harness.describe(code, out, err)
   assert 'no checkpoint for step 5' in err and '10, 12' in err
+
+
+def test_analyze_of_a_plain_network_says_there_is_nothing_to_analyse(reference_run, digits_run,
+                                                                      tmp_path):
+  workdir = harness.copy_run(reference_run, tmp_path / 'run')
+  code, out, err = digits_run('--mode=analyze', workdir=workdir)
+  assert code == 2, harness.describe(code, out, err)
+  assert 'without SE blocks' in err
