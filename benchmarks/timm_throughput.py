@@ -1,19 +1,24 @@
 """Training-step speed of timm's models: the PyTorch side of `throughput.py --timm`.
 
-Runs under any interpreter that has torch and timm (jax is not needed; the
-two usually live in different environments) and prints one line
-`TIMM_JSON {...}` that throughput.py reads. The step is timm's usual recipe:
-SGD with momentum, cross-entropy, channels-last tensors, bf16 autocast on a
-GPU and float32 on a CPU. Models are timed in interleaved rounds, as on the
-jax side, so that a change in machine load hits every model alike.
+Run as a script, it needs torch and timm but not jax (the two usually live in
+different environments) and prints one line `TIMM_JSON {...}`. throughput.py
+starts it with `launch` and compares with `comparison_table`; those two need
+only the standard library.
+
+The step is timm's usual recipe: SGD with momentum, cross-entropy,
+channels-last tensors, bf16 autocast on a GPU and float32 on a CPU, eager
+unless `--compile`. Models are timed in interleaved rounds, as on the jax
+side, so that a change in machine load hits every model alike.
 
   .venv-torch/bin/python benchmarks/timm_throughput.py --models=seresnet50,resnet50 \
       --batch=8 --image_size=112 --steps=5 --rounds=3
 """
 
 import argparse
+import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -22,6 +27,71 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MARKER = 'TIMM_JSON '
+
+
+# ---------------------------------------------------------------- called by throughput.py
+
+def timm_name(name: str) -> str:
+  """timm's counterpart: se_resnet50 -> seresnet50, se_resnext50_32x4d -> seresnext50_32x4d."""
+  return 'legacy_senet154' if name == 'senet154' else name.replace('se_', 'se', 1)
+
+
+def default_torch_python():
+  """The current interpreter if it has torch and timm, else None."""
+  if importlib.util.find_spec('torch') and importlib.util.find_spec('timm'):
+    return sys.executable
+  return None
+
+
+def launch(args, models, batch):
+  """Runs this script under `args.torch_python`; returns its JSON, or None having said why."""
+  python = args.torch_python or default_torch_python()
+  if not python:
+    print('--timm: this interpreter lacks torch or timm; pass --torch_python=PATH', file=sys.stderr)
+    return None
+  cmd = [python, os.path.abspath(__file__), '--models=' + ','.join(timm_name(m) for m in models),
+         f'--batch={batch}', f'--image_size={args.image_size}', f'--steps={args.steps}',
+         f'--warmup={args.warmup}', f'--rounds={args.rounds}']
+  if args.timm_compile:
+    cmd.append('--compile')
+  print('running', ' '.join(cmd), flush=True)
+  proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+  for line in proc.stdout.splitlines():
+    if line.startswith(MARKER):
+      return json.loads(line[len(MARKER):])
+  print(f'timm run failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}', file=sys.stderr)
+  return None
+
+
+def _gb(nbytes):
+  return '-' if not nbytes else f'{nbytes / 2**30:.2f}'
+
+
+def comparison_table(benches, timm):
+  """Ours against timm's per model, per device; `timm` maps batch -> launch()'s result."""
+  rows = []
+  for b in benches:
+    res = timm.get(b.per_device_batch)
+    entry = res and res['models'].get(timm_name(b.name))
+    if not entry:
+      continue
+    ours = report.median_iqr(b.train_times)[0]
+    theirs, theirs_iqr = report.median_iqr(entry['times'])
+    ours_rate = b.per_device_batch / ours   # per device: timm runs on one
+    theirs_rate = b.per_device_batch / theirs
+    best_ratio = min(entry['times']) / min(b.train_times)
+    rows.append([b.name, timm_name(b.name),
+                 f'{b.macs / 1e9:.3f} / {entry["macs"] / 1e9:.3f}' if b.macs else '-',
+                 b.per_device_batch, f'{ours_rate:,.1f}', f'{theirs_rate:,.1f}',
+                 report.ms(theirs, theirs_iqr), report.ms(min(entry['times'])),
+                 _gb(entry.get('peak_bytes')), f'{ours_rate / theirs_rate:.2f}',
+                 f'{best_ratio:.2f}'])
+  return report.table(['model', 'timm model', 'GMACs/img ours / timm', 'batch', 'ours img/s/device',
+                       'timm img/s', 'timm ms/step (IQR)', 'timm best ms', 'timm peak GiB',
+                       'ours / timm (medians)', 'ours / timm (bests)'], rows)
+
+
+# ---------------------------------------------------------------- run as a script
 
 
 def _args(argv=None):

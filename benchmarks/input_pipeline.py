@@ -1,0 +1,248 @@
+"""Images/s per CPU core of the ImageNet training pipeline, beside bare JPEG decoding.
+
+The data are generated photographs-like JPEGs at ImageNet's usual sizes (long
+side 500: 500x375, 375x500, 500x333, 500x500), about 105 KB each at quality
+90 (ImageNet's training JPEGs average about 110 KB), written in the real
+ILSVRC2012 tar layout (tests/data/tiny_imagenet.py) and prepared by tfds's own
+imagenet2012 builder, so `se_flax.data.pipeline.train_batches` reads exactly
+what it reads on ImageNet: TFRecords of stored JPEG bytes.
+
+Each core count in `--cores` runs in its own process pinned to that many
+cores (the affinity is set before TensorFlow starts its threads) and times:
+
+* bare `tf.io.decode_jpeg` of the same stored bytes, held in memory, with
+  TensorFlow's default DCT and with the pipeline's accurate integer DCT;
+* `tf.image.decode_and_crop_jpeg` of the pipeline's random-size crop window
+  (what the pipeline decodes), then that plus resize, flip and normalisation
+  (`augment.imagenet_train`), still on bytes in memory;
+* the pipeline itself: `train_batches` (read, shuffle, decode-and-crop,
+  resize to 224, flip, normalise, batch), with the same tf.data options.
+
+  .venv/bin/python benchmarks/input_pipeline.py --cores=1,2 \
+      --out=benchmarks/results/input_pipeline_cpu.md
+"""
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+MARKER = 'PIPELINE_JSON '
+# (width, height) and how often each occurs: most ImageNet photos are 500 on the long side.
+SIZES = (((500, 375), 0.6), ((375, 500), 0.15), ((500, 333), 0.15), ((500, 500), 0.1))
+
+
+# ---------------------------------------------------------------- data
+
+def _photo_jpeg(rng, width, height):
+  """Smooth colour fields plus grain: compresses like a photograph (about 105 KB at 500x375)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  small = rng.uniform(0, 255, (height // 8, width // 8, 3)).astype(np.uint8)
+  base = np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC), np.float64)
+  pixels = np.clip(base + rng.normal(0, 16, base.shape), 0, 255).astype(np.uint8)
+  buffer = io.BytesIO()
+  Image.fromarray(pixels).save(buffer, format='JPEG', quality=90)
+  return buffer.getvalue()
+
+
+def make_photo_imagenet(manual_dir, num_classes, per_class, num_val=8, seed=0):
+  """Writes the two ILSVRC2012 tars of `num_classes` x `per_class` photo-sized JPEGs."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tests.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
+  os.makedirs(manual_dir, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  synsets = tfds.core.tfds_path('datasets/imagenet2012/labels.txt').read_text().split()
+  sizes, weights = zip(*SIZES)
+
+  def jpeg():
+    return _photo_jpeg(rng, *sizes[rng.choice(len(sizes), p=weights)])
+
+  inner = []
+  for synset in synsets[:num_classes]:
+    members = [(f'{synset}_{k + 1}.JPEG', jpeg()) for k in range(per_class)]
+    inner.append((f'{synset}.tar', tiny_imagenet._tar_bytes(members)))  # pylint: disable=protected-access
+  with open(os.path.join(manual_dir, tiny_imagenet.TRAIN_TAR), 'wb') as f:
+    f.write(tiny_imagenet._tar_bytes(inner))  # pylint: disable=protected-access
+  val = [(f'ILSVRC2012_val_{i + 1:08d}.JPEG', jpeg()) for i in range(num_val)]
+  with open(os.path.join(manual_dir, tiny_imagenet.VAL_TAR), 'wb') as f:
+    f.write(tiny_imagenet._tar_bytes(val))  # pylint: disable=protected-access
+
+
+def prepare(data_dir, num_classes, per_class):
+  """Generates and prepares the data set in `data_dir` unless it is already there."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tests.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
+  if tfds.builder('imagenet2012', data_dir=data_dir).is_prepared():
+    return
+  manual = os.path.join(data_dir, 'manual')
+  t0 = time.perf_counter()
+  make_photo_imagenet(manual, num_classes, per_class)
+  t1 = time.perf_counter()
+  tiny_imagenet.prepare_tiny_imagenet(data_dir, manual)
+  print(f'generated {num_classes * per_class} JPEGs in {t1 - t0:.0f} s, prepared with tfds in '
+        f'{time.perf_counter() - t1:.0f} s', flush=True)
+
+
+# ---------------------------------------------------------------- one core count
+
+def _options(tf):
+  # The pipeline's own tf.data options (se_flax.data.pipeline._options).
+  options = tf.data.Options()
+  options.deterministic = True
+  options.threading.private_threadpool_size = os.cpu_count() or 1
+  options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+def _rate(iterator, batch, warmup, batches):
+  for _ in range(warmup):
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  return batch * batches / (time.perf_counter() - start)
+
+
+def worker(args):
+  """Runs in a process pinned to `args.worker_cores` cores; prints one JSON line of rates."""
+  os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.worker_cores])
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+  from configs import default
+  from se_flax.data import augment, pipeline
+  # pylint: enable=g-import-not-at-top
+
+  builder = tfds.builder('imagenet2012', data_dir=args.data_dir)
+  stored = builder.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()})
+  jpegs = [x['image'] for x in stored.as_numpy_iterator()]
+  shapes = [tf.image.extract_jpeg_shape(j).numpy() for j in jpegs[:200]]
+  facts = {'images': len(jpegs), 'mean_kb': float(np.mean([len(j) for j in jpegs]) / 1024),
+           'mean_hw': [float(np.mean([s[0] for s in shapes])), float(np.mean([s[1] for s in shapes]))]}
+
+  def bare(fn):
+    ds = tf.data.Dataset.from_tensor_slices(tf.constant(jpegs)).enumerate().repeat()
+    # A strided max forces the whole decode but costs next to nothing itself.
+    ds = ds.map(lambda i, j: tf.reduce_max(fn(i, j)[::16, ::16]),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(args.batch).prefetch(tf.data.AUTOTUNE).with_options(_options(tf))
+    return _rate(iter(ds), args.batch, args.warmup, args.batches)
+
+  def crop(i, j):
+    window = augment.sample_crop_window(tf.image.extract_jpeg_shape(j),
+                                        tf.stack([tf.cast(i, tf.int32), 0]))
+    return tf.image.decode_and_crop_jpeg(j, window, channels=3, dct_method=augment.JPEG_DCT_METHOD)
+
+  def augmented(i, j):
+    seed = tf.stack([tf.cast(i, tf.int32), 0])
+    image = augment.imagenet_train(j, seed, 224, 256)
+    return augment.normalize(image, *augment.STATS['imagenet2012'])
+
+  def augmented_no_antialias(i, j):
+    # Same crop, flip and normalisation, but tf.image.resize without antialiasing: other pixels,
+    # shown only to size what antialiasing costs.
+    crop_seed, flip_seed = augment.split_seed(tf.stack([tf.cast(i, tf.int32), 0]), 2)
+    window = augment.sample_crop_window(tf.image.extract_jpeg_shape(j), crop_seed,
+                                        fallback_fraction=224 / 256)
+    image = tf.image.decode_and_crop_jpeg(j, window, channels=3,
+                                          dct_method=augment.JPEG_DCT_METHOD)
+    image = tf.image.resize(image, [224, 224], method='bilinear', antialias=False)
+    image = augment.random_flip(image, flip_seed)
+    return augment.normalize(image, *augment.STATS['imagenet2012'])
+
+  rates = {
+      'decode_jpeg (TF default DCT)': bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
+      'decode_jpeg (INTEGER_ACCURATE)': bare(
+          lambda i, j: tf.io.decode_jpeg(j, channels=3, dct_method=augment.JPEG_DCT_METHOD)),
+      'decode_and_crop_jpeg (random-size crop)': bare(crop),
+      '+ resize to 224, flip, normalise (augment.imagenet_train)': bare(augmented),
+      '  the same with resize antialias=False (other pixels; cost only)': bare(
+          augmented_no_antialias),
+  }
+  cfg = default.get_base_config().dataset
+  cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir
+  batches = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0, process_index=0,
+                                   process_count=1)
+  rates['pipeline.train_batches (224x224, full augmentation)'] = _rate(
+      batches, args.batch, args.warmup, args.batches)
+  print(MARKER + json.dumps({'cores': args.worker_cores, 'rates': rates, 'facts': facts}),
+        flush=True)
+
+
+# ---------------------------------------------------------------- main
+
+def _args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--cores', default='1,2', help='core counts to pin to, comma separated')
+  p.add_argument('--batch', type=int, default=128)
+  p.add_argument('--warmup', type=int, default=3, help='untimed batches per measurement')
+  p.add_argument('--batches', type=int, default=10, help='timed batches per measurement')
+  p.add_argument('--classes', type=int, default=8)
+  p.add_argument('--per_class', type=int, default=80)
+  p.add_argument('--data_dir', default=None,
+                 help='where to prepare (and later reuse) the data; default: a temporary dir')
+  p.add_argument('--feed_rates', default='1000,3000',
+                 help='training rates (img/s) to size the number of cores for')
+  p.add_argument('--out', default=None)
+  p.add_argument('--worker_cores', type=int, default=0, help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = _args(argv)
+  if args.worker_cores:
+    worker(args)
+    return
+  start = time.perf_counter()
+  with tempfile.TemporaryDirectory() as tmp:
+    data_dir = args.data_dir or tmp
+    prepare(data_dir, args.classes, args.per_class)
+    results = []
+    for cores in [int(c) for c in args.cores.split(',') if c]:
+      cmd = [sys.executable, os.path.abspath(__file__), f'--worker_cores={cores}',
+             f'--data_dir={data_dir}', f'--batch={args.batch}', f'--warmup={args.warmup}',
+             f'--batches={args.batches}']
+      print('running', ' '.join(cmd), flush=True)
+      out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
+      results += [json.loads(l[len(MARKER):]) for l in out.splitlines() if l.startswith(MARKER)]
+
+  facts = results[0]['facts']
+  rows, per_core = [], {}
+  for res in results:
+    base = res['rates']['decode_jpeg (TF default DCT)']
+    for what, rate in res['rates'].items():
+      rows.append([res['cores'], what, f'{rate:,.0f}', f'{rate / res["cores"]:,.0f}',
+                   f'{rate / base:.2f}'])
+    per_core[res['cores']] = res['rates']['pipeline.train_batches (224x224, full augmentation)'] / \
+        res['cores']
+  extra = [f'data: {facts["images"]} generated JPEGs, mean {facts["mean_kb"]:.0f} KB, mean size '
+           f'{facts["mean_hw"][0]:.0f}x{facts["mean_hw"][1]:.0f} (HxW), prepared by tfds imagenet2012',
+           f'global batch {args.batch}; {args.warmup} warm-up then {args.batches} timed batches '
+           'per measurement; each core count in its own process, pinned by sched_setaffinity']
+  text = report.header('ImageNet input pipeline', 'CPU only (the pipeline runs on the host)',
+                       ['tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'numpy', 'pillow'],
+                       extra)
+  text += '\n' + report.table(['cores', 'what', 'images/s', 'images/s per core',
+                               'vs bare decode_jpeg'], rows) + '\n'
+  best = per_core[max(per_core)]
+  needs = [f'{int(r):,} img/s: about {int(r) / best:.0f} cores'
+           for r in args.feed_rates.split(',') if r]
+  text += (f'\nAt {best:,.0f} images/s per core (pipeline, {max(per_core)} cores), feeding '
+           + '; '.join(needs) + '.\n')
+  text += f'\ntotal wall time {time.perf_counter() - start:.0f} s\n'
+  report.emit(text, args.out)
+
+
+if __name__ == '__main__':
+  main()
