@@ -49,6 +49,9 @@ from benchmarks import throughput
 STAGES = (('layer1', 3, 4, 256), ('layer2', 4, 8, 512), ('layer3', 6, 16, 1024),
           ('layer4', 3, 32, 2048))
 VARIANTS = ('current', 'sum_x_inv', 'pool_dtype', 'conv1x1')
+# Profiler events that wrap or wait for others (XLA:CPU's thunk executor, its thread pool):
+# counting them would count their contents twice.
+CONTAINER_EVENTS = ('ThunkExecutor', 'SlinkyThreadPool', 'PjRt')
 
 
 # ---------------------------------------------------------------- formulations
@@ -208,6 +211,8 @@ def _profile(jax, bench, steps):
         if line.name == 'python':
           continue
         for event in line.events:
+          if event.name.startswith(CONTAINER_EVENTS):
+            continue
           kind = re.sub(r'[.\d]+$', '', event.name)
           t, n = totals.get(kind, (0.0, 0))
           totals[kind] = (t + event.duration_ns * 1e-9 / steps, n + 1 / steps)
