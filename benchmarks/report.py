@@ -43,6 +43,11 @@ def load_average() -> str:
     return '?'
 
 
+# Taken when a benchmark script starts (it imports this module first), before it loads anything.
+_LOAD_AT_START = load_average()
+_STARTED = datetime.datetime.now().strftime('%Y-%m-%d %H:%M')
+
+
 def package_versions(names) -> str:
   parts = []
   for name in names:
@@ -68,12 +73,12 @@ def header(title: str, devices: str, packages, extra=()) -> str:
   """The lines above a table: what ran, where, with which versions, and how busy the machine was."""
   lines = [
       f'# {title}', '',
-      f'- date: {datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}',
+      f'- started: {_STARTED}',
       f'- machine: {cpu_model()}, {usable_cores()} usable cores '
       f'(os.cpu_count {os.cpu_count()}), {platform.system()} {platform.machine()}',
       f'- devices: {devices}',
       f'- python {platform.python_version()}; {package_versions(packages)}',
-      f'- load average (1/5/15 min) at start: {load_average()}',
+      f'- load average (1/5/15 min) at start: {_LOAD_AT_START}',
   ]
   lines += [f'- {line}' for line in extra]
   lines += ['- command (from the repo root):', '', '```', command_line(), '```', '']
