@@ -10,6 +10,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from se_flax import runtime
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/digits.py:r=8.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary', 'analyze'],
@@ -37,4 +39,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Before the flags are parsed: a config file imports jax, which sets its own
+  # TensorFlow log level unless one is set already.
+  runtime.setup()
   app.run(main)

@@ -121,10 +121,11 @@ def worker(args):
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from configs import default
-  from se_flax.data import augment, pipeline
+  from se_flax.data import augment, datasets, pipeline
   # pylint: enable=g-import-not-at-top
 
   builder = tfds.builder('imagenet2012', data_dir=args.data_dir)
+  imagenet = datasets.get('imagenet2012')
   stored = builder.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()})
   jpegs = [x['image'] for x in stored.as_numpy_iterator()]
   shapes = [tf.image.extract_jpeg_shape(j).numpy() for j in jpegs[:200]]
@@ -147,7 +148,7 @@ def worker(args):
   def augmented(i, j):
     seed = tf.stack([tf.cast(i, tf.int32), 0])
     image = augment.imagenet_train(j, seed, 224, 256)
-    return augment.normalize(image, *augment.STATS['imagenet2012'])
+    return augment.normalize(image, imagenet.mean, imagenet.std)
 
   def augmented_no_antialias(i, j):
     # Same crop, flip and normalisation, but tf.image.resize without antialiasing: other pixels,
@@ -159,7 +160,7 @@ def worker(args):
                                           dct_method=augment.JPEG_DCT_METHOD)
     image = tf.image.resize(image, [224, 224], method='bilinear', antialias=False)
     image = augment.random_flip(image, flip_seed)
-    return augment.normalize(image, *augment.STATS['imagenet2012'])
+    return augment.normalize(image, imagenet.mean, imagenet.std)
 
   rates = {
       'decode_jpeg (TF default DCT)': bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),

@@ -55,10 +55,11 @@ def bare_step_time(config, workdir, steps, warmup, num_batches=8):
   # pylint: disable=g-import-not-at-top
   import jax
   from se_flax.data import pipeline
-  from se_flax.train import loop, parallel
+  from se_flax.train import parallel
+  from se_flax.train import setup as setup_lib
   from se_flax.train import step as step_lib
   # pylint: enable=g-import-not-at-top
-  run = loop.Run(config, workdir)
+  run = setup_lib.setup(config, workdir)
   state = run.fresh_state()
   train_step = step_lib.make_train_step(run.model, config, run.mesh, run.schedule,
                                         run.info.num_classes)
@@ -127,6 +128,8 @@ def main(argv=None):
   start = time.perf_counter()
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
+  from se_flax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.setup()
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()

@@ -14,24 +14,8 @@ from configs import default
 def get_config(arg=None):
   args = default.parse_arg(arg, model='se_cifar_resnet110', dataset='cifar10', r=16,
                            batch=128, epochs=164.0, dtype='float32')
-  config = default.get_base_config()
-  config.model.name = args['model']
-  config.model.dtype = args['dtype']
-  config.model.se.reduction = args['r']
-
-  config.dataset.name = args['dataset']
-  config.dataset.train_split = 'train'
-  config.dataset.eval_split = 'test'
-  config.dataset.image_size = 32
-  config.dataset.eval_resize = 32
-  config.dataset.shuffle_buffer = 50_000
-  config.dataset.cache = True
-
-  config.batch_size = args['batch']
-  config.eval_batch_size = 1000
-  config.num_epochs = args['epochs']
-  config.learning_rate = 0.1
-  config.lr_reference_batch = 128
+  config = default.small_image_config(args, args['dataset'], shuffle_buffer=50_000,
+                                      eval_batch_size=1000)
   config.schedule.name = 'step'
   config.schedule.boundaries_epochs = (args['epochs'] * 0.5, args['epochs'] * 0.75)
   config.schedule.step_factor = 0.1

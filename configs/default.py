@@ -4,24 +4,51 @@ A config file's `get_config(arg)` takes an optional "key=value,..." string
 (big_vision style), e.g. `configs/imagenet.py:model=se_resnet50,r=8`.
 """
 
+import dataclasses
+
 import ml_collections
+
+from se_flax.data import datasets
+from se_flax.layers.se import SESpec
 
 
 def se_config():
-  """The SE spec (se_flax.layers.se.SESpec) as config fields; names match the spec."""
-  se = ml_collections.ConfigDict()
-  se.reduction = 16          # r, paper Table 10
-  se.rounding = 'floor'      # 'floor' (C // r, paper) or 'multiple8' (timm)
-  se.min_width = 1           # lower bound on the reduced width
-  se.squeeze = 'avg'         # Table 11 / 16: avg max avgmax gem meanstd gather none
-  se.gather_extent = 0       # for squeeze=gather: 2, 4, 8 or 0 (global)
-  se.excite = 'fc'           # fc ese eca
-  se.gate = 'sigmoid'        # Table 12: sigmoid hard_sigmoid tanh relu
-  se.integration = 'standard'  # Table 14: standard pre post identity
-  se.position = 'last'       # Table 15: 'last' (after the last conv+BN) or '3x3'
-  se.stages = ml_collections.config_dict.placeholder(tuple)  # Table 13: stage indices; None = all
-  se.bias = True             # biases in the excitation layers
-  return se
+  """config.model.se: one field per SESpec field, with the spec's defaults (the paper's block)."""
+  fields = {f.name: f.default for f in dataclasses.fields(SESpec)}
+  # A placeholder, so that stages may be a tuple of stage indices or None (all stages).
+  fields['stages'] = ml_collections.config_dict.placeholder(tuple)
+  return ml_collections.ConfigDict(fields)
+
+
+def small_image_config(args, dataset, shuffle_buffer, eval_batch_size):
+  """A data set held in memory, at its stored size, with the CIFAR ResNet's lr 0.1 at batch 128.
+
+  `args` (from parse_arg) gives model, dtype, r, batch and epochs.
+  """
+  config = get_base_config()
+  set_model(config, args)
+  spec = datasets.get(dataset)
+  config.dataset.name = dataset
+  config.dataset.train_split = spec.train_split
+  config.dataset.eval_split = spec.eval_split
+  config.dataset.image_size = spec.image_size
+  config.dataset.eval_resize = spec.image_size
+  config.dataset.shuffle_buffer = shuffle_buffer
+  config.dataset.cache = True
+
+  config.batch_size = args['batch']
+  config.eval_batch_size = eval_batch_size
+  config.num_epochs = args['epochs']
+  config.learning_rate = 0.1
+  config.lr_reference_batch = 128
+  return config
+
+
+def set_model(config, args):
+  """The model fields every config file takes as arguments: model, dtype and r."""
+  config.model.name = args['model']
+  config.model.dtype = args['dtype']
+  config.model.se.reduction = args['r']
 
 
 def get_base_config():
@@ -29,7 +56,7 @@ def get_base_config():
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'se_resnet50'
-  config.model.dtype = 'float32'        # compute dtype: float32 or bfloat16
+  config.model.dtype = 'float32'        # compute dtype: a name in se_flax.models.DTYPES
   config.model.stride_in_1x1 = None     # None: the preset's default
   config.model.bn_momentum = 0.9
   config.model.bn_epsilon = 1e-5
@@ -56,7 +83,7 @@ def get_base_config():
   config.num_train_steps = -1          # overrides num_epochs when positive
 
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'sgd'
+  config.optimizer.name = 'sgd'         # a name in se_flax.train.optim.OPTIMIZERS
   config.optimizer.momentum = 0.9
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 1e-4
@@ -65,7 +92,7 @@ def get_base_config():
   config.learning_rate = 0.6           # at batch 1024; scaled linearly with batch_size
   config.lr_reference_batch = 1024
   config.schedule = ml_collections.ConfigDict()
-  config.schedule.name = 'step'        # step or cosine
+  config.schedule.name = 'step'        # a name in se_flax.train.optim.SCHEDULES
   config.schedule.warmup_epochs = 0.0
   config.schedule.step_epochs = 30.0   # step: divide by step_factor every step_epochs
   config.schedule.step_factor = 0.1
@@ -77,7 +104,7 @@ def get_base_config():
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
   config.keep_best = True
-  config.nan_policy = 'stop'           # stop or skip
+  config.nan_policy = 'stop'           # a name in se_flax.train.step.NAN_POLICIES
   config.profile_steps = ()            # (start, stop) writes a profiler trace
   config.init_from = ml_collections.config_dict.placeholder(str)
 

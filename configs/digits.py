@@ -11,27 +11,10 @@ from configs import default
 
 
 def get_config(arg=None):
+  # r=4: at r=16 the 16-channel first stage would keep a single hidden unit.
   args = default.parse_arg(arg, model='se_cifar_resnet20', r=4, batch=128, epochs=40.0,
                            dtype='float32')
-  config = default.get_base_config()
-  config.model.name = args['model']
-  config.model.dtype = args['dtype']
-  # 16-channel first stage: r=16 would leave a single hidden unit.
-  config.model.se.reduction = args['r']
-
-  config.dataset.name = 'digits'
-  config.dataset.train_split = 'train'
-  config.dataset.eval_split = 'test'
-  config.dataset.image_size = 8
-  config.dataset.eval_resize = 8
-  config.dataset.shuffle_buffer = 2048
-  config.dataset.cache = True
-
-  config.batch_size = args['batch']
-  config.eval_batch_size = 360
-  config.num_epochs = args['epochs']
-  config.learning_rate = 0.1
-  config.lr_reference_batch = 128
+  config = default.small_image_config(args, 'digits', shuffle_buffer=2048, eval_batch_size=360)
   config.optimizer.weight_decay = 5e-4
   config.optimizer.nesterov = True
   config.schedule.name = 'cosine'

@@ -16,9 +16,7 @@ def get_config(arg=None):
                            schedule='step', warmup=0.0, smoothing=0.0, nesterov=False,
                            dtype='float32')
   config = default.get_base_config()
-  config.model.name = args['model']
-  config.model.dtype = args['dtype']
-  config.model.se.reduction = args['r']
+  default.set_model(config, args)
 
   config.dataset.name = 'imagenet2012'
   config.dataset.train_split = 'train'

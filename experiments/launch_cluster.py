@@ -19,7 +19,7 @@ import shlex
 import subprocess
 from typing import Callable, Optional
 
-from experiments.launch_local import PREEMPTED
+from se_flax import errors
 
 
 # ---------------------------------------------------------------- TPU VMs
@@ -97,7 +97,7 @@ def slurm_script(run, opts: SlurmOptions, sweep: str = '') -> str:
       '# others after its heartbeat timeout, and srun returns the largest exit code.',
       f'srun {shlex.join(run.command(opts.python))}',
       'rc=$?',
-      f'if [ "$rc" -eq {PREEMPTED} ]; then',
+      f'if [ "$rc" -eq {errors.EXIT_PREEMPTED} ]; then',
       '  # The loop checkpointed on SIGTERM (time limit or preemption): queue the job again.',
       '  echo "run preempted at $(date); requeueing job $SLURM_JOB_ID"',
       '  scontrol requeue "$SLURM_JOB_ID"',

@@ -22,8 +22,7 @@ from typing import Callable, Optional
 
 from experiments import runs as runs_lib
 from experiments.manifest import now
-
-PREEMPTED = 42            # se_flax.train.checkpoint.PREEMPTED_EXIT_CODE
+from se_flax import errors
 
 Runner = Callable[[list, str, str], int]   # (command, cwd, log path) -> exit code
 
@@ -99,11 +98,11 @@ def run_one(run: dict, manifest, command: list, runner: Runner, max_restarts: in
     t0 = time.time()
     code = runner(command, cwd, log_path)
     seconds = time.time() - t0
-    if code == PREEMPTED and _CHILDREN.stopping.is_set():
+    if code == errors.EXIT_PREEMPTED and _CHILDREN.stopping.is_set():
       manifest.update(name, status='pending', exit_code=code, finished=now())
       say(f'{name}: stopped by SIGTERM after {seconds:.0f} s; checkpoint saved, re-run to resume')
       return 'pending'
-    if code == PREEMPTED and restart < max_restarts:
+    if code == errors.EXIT_PREEMPTED and restart < max_restarts:
       say(f'{name}: preempted (exit {code}); restarting from its checkpoint')
       continue
     break

@@ -12,6 +12,8 @@ from typing import Optional
 
 from etils import epath
 
+from se_flax import config_lib
+
 MANIFEST_FILE = 'manifest.json'
 STATUSES = ('pending', 'running', 'done', 'failed')
 
@@ -22,18 +24,6 @@ def now() -> str:
 
 class ConfigChangedError(ValueError):
   """A run already started in DIR with another config; results would mix two experiments."""
-
-
-def _diff(old, new, prefix=''):
-  keys = sorted(set(old) | set(new))
-  out = []
-  for k in keys:
-    a, b = old.get(k), new.get(k)
-    if isinstance(a, dict) and isinstance(b, dict):
-      out += _diff(a, b, f'{prefix}{k}.')
-    elif a != b:
-      out.append(f'{prefix}{k}: {a!r} -> {b!r}')
-  return out
 
 
 class Manifest:
@@ -66,7 +56,8 @@ class Manifest:
         config = run.config_json()
         entry = old.get(run.name)
         if entry and entry.get('status') != 'pending' and entry.get('config') != config:
-          changes = _diff(entry.get('config') or {}, config)
+          changes = [f'{k}: {a!r} -> {b!r}'
+                     for k, a, b in config_lib.differences(entry.get('config') or {}, config)]
           raise ConfigChangedError(
               f'run {run.name!r} in {self.root} was started with another config ('
               + '; '.join(changes[:5]) + '); use another --root, or delete '

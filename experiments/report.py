@@ -23,6 +23,12 @@ from experiments import paper as paper_lib
 from experiments import plots
 from experiments import runs as runs_lib
 from experiments import targets
+from se_flax import check
+from se_flax import config_lib
+from se_flax.data import datasets
+from se_flax.errors import ConfigError
+from se_flax.models import summary
+from se_flax.train import init_from
 
 REPORT_FILE = 'report.md'
 
@@ -126,20 +132,16 @@ _COSTS = {}
 
 def model_cost(config: dict):
   """(parameters, MACs) of the run's model on its data set's input, traced without compiling."""
-  from se_flax import cli  # pylint: disable=g-import-not-at-top
-  from se_flax import validate  # pylint: disable=g-import-not-at-top
-  from se_flax.models import summary  # pylint: disable=g-import-not-at-top
-  name = config['dataset']['name']
-  if name not in cli.DATASET_SHAPES:
+  cfg = _config_dict(config)
+  try:
+    num_classes = datasets.get(cfg.dataset.name).num_classes
+    shape = check.input_shape(cfg)
+  except ConfigError:
     return None, None
-  num_classes, channels = cli.DATASET_SHAPES[name]
-  shape = (config['dataset']['image_size'], config['dataset']['image_size'], channels)
-  key = json.dumps([config['model'], shape, num_classes], sort_keys=True)
+  key = json.dumps([config['model'], config.get('init_from'), shape, num_classes], sort_keys=True)
   if key not in _COSTS:
     try:
-      cfg = _config_dict(config)
-      model = validate.build_model(cfg, num_classes)
-      cost = summary.summarize(model, shape)
+      cost = summary.summarize(init_from.model_for(cfg, num_classes), shape)
       _COSTS[key] = cost.params, cost.macs
     except (ValueError, KeyError, TypeError) as e:
       print(f'warning: no size for {config["model"].get("name")}: {e}', file=sys.stderr)
@@ -149,15 +151,8 @@ def model_cost(config: dict):
 
 def _varied(configs: list) -> list:
   """Per config, the flattened fields whose values differ across `configs`."""
-  def flat(d, prefix=''):
-    out = {}
-    for k, v in d.items():
-      if isinstance(v, dict):
-        out.update(flat(v, f'{prefix}{k}.'))
-      else:
-        out[f'{prefix}{k}'] = tuple(v) if isinstance(v, list) else v
-    return out
-  flats = [flat(c or {}) for c in configs]
+  flats = [{k: tuple(v) if isinstance(v, list) else v
+            for k, v in config_lib.flatten(c or {}).items()} for c in configs]
   keys = sorted({k for f in flats for k in f})
   differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
   return [{k: f.get(k) for k in differ} for f in flats]

@@ -18,6 +18,9 @@ from etils import epath
 from ml_collections import config_flags
 
 from experiments import targets
+from se_flax import check as check_lib
+from se_flax import config_lib
+from se_flax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METRICS_FILE = 'metrics.jsonl'
@@ -47,7 +50,7 @@ class Run:
     return [python or sys.executable, 'main.py', *self.args, f'--workdir={self.workdir}']
 
   def config_json(self) -> dict:
-    return json.loads(self.config.to_json_best_effort())
+    return config_lib.as_json(self.config)
 
 
 @dataclasses.dataclass
@@ -187,43 +190,26 @@ def parse_config(config_file: str, arg: str, extra: list):
 
 # ---------------------------------------------------------------- planning
 
-def _dataset_shape(config):
-  from se_flax import cli  # pylint: disable=g-import-not-at-top
-  name = config.dataset.name
-  if name not in cli.DATASET_SHAPES:
-    return None, None
-  num_classes, channels = cli.DATASET_SHAPES[name]
-  return (config.dataset.image_size, config.dataset.image_size, channels), num_classes
-
-
 _CHECKED = {}   # config JSON -> check() outcome: listing a sweep twice traces each model once
 
 
 def check(config, run: str) -> Optional[str]:
-  """Validates a run's config.
+  """Checks a run's config as main.py will (on one device).
 
   Raises SweepError (naming the run) for a config that is wrong anywhere; returns
-  the validator's message for one that is valid but does not fit this data
+  the message for one that is valid but whose model does not fit this data
   set's input (an SE width above a stage's channels, a missing stage, a gather
-  extent that does not divide a feature map), which the sweep drops.
+  extent above a feature map), which the sweep drops.
   """
-  from se_flax import validate  # pylint: disable=g-import-not-at-top
-  shape, num_classes = _dataset_shape(config)
-  try:
-    validate.validate(config, num_devices=1, num_processes=1)
-    validate.build_model(config, num_classes or 10)
-  except ValueError as e:
-    raise SweepError(f'run {run!r}: {e}') from e
-  if shape is None:
-    return None
-  key = config.to_json_best_effort(sort_keys=True)
+  key = json.dumps(config_lib.as_json(config), sort_keys=True)
   if key not in _CHECKED:
     try:
-      validate.validate(config, num_devices=1, num_processes=1, image_shape=shape,
-                        num_classes=num_classes)
+      check_lib.check_config(config, num_devices=1, num_processes=1)
       _CHECKED[key] = None
-    except ValueError as e:
+    except check_lib.ModelInputError as e:
       _CHECKED[key] = str(e)
+    except ConfigError as e:
+      raise SweepError(f'run {run!r}: {e}') from e
   return _CHECKED[key]
 
 

@@ -29,6 +29,8 @@ from experiments import launch_local
 from experiments import manifest as manifest_lib
 from experiments import runs as runs_lib
 from experiments import targets
+from se_flax import errors
+from se_flax import runtime
 
 LAUNCHERS = ('local', 'print', 'tpu', 'slurm')
 
@@ -186,9 +188,10 @@ def _execute(plan, selected, root, launcher, python, commands, parallel, runner,
       f'{counts["pending"]} pending, in {minutes} min {seconds} s; '
       f'report: python -m experiments.report {root}')
   if counts['pending']:
-    return launch_local.PREEMPTED
+    return errors.EXIT_PREEMPTED
   return 1 if counts['failed'] else 0
 
 
 if __name__ == '__main__':
+  runtime.setup()
   sys.exit(main())

@@ -18,10 +18,8 @@ import dataclasses
 import math
 from typing import Mapping, Optional
 
-from se_flax.models import registry
-
-# Training-set sizes, so that the sweep knows a run's last step without reading the data.
-TRAIN_SIZES = {'imagenet2012': 1_281_167, 'cifar10': 50_000, 'cifar100': 50_000, 'digits': 1437}
+from se_flax import models
+from se_flax.data import datasets
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +100,7 @@ def plain_twin(name: str) -> str:
   """The backbone without SE blocks for an SE preset name."""
   if name == 'senet154':
     return 'senet154_plain'
-  if name.startswith('se_') and name[3:] in registry.PRESETS:
+  if name.startswith('se_') and name[3:] in models.list_models():
     return name[3:]
   raise ValueError(f'{name!r} has no plain twin in the registry')
 
@@ -145,8 +143,9 @@ def total_steps(config) -> Optional[int]:
   """The step a finished run ends at (as se_flax.train.loop counts it), or None if unknown."""
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
-  size = TRAIN_SIZES.get(config.dataset.name)
-  if size is None:
+  if config.dataset.name not in datasets.DATASETS:
     return None
+  # The registry's train-split size: the sweep knows a run's last step without reading the data.
+  size = datasets.get(config.dataset.name).num_train
   per_epoch = max(1, size // config.batch_size)
   return max(1, int(math.ceil(config.num_epochs * per_epoch)))

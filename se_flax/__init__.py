@@ -1,7 +1,5 @@
-"""se_flax: Squeeze-and-Excitation networks in JAX and Flax."""
+"""se_flax: Squeeze-and-Excitation networks in JAX and Flax.
 
-import os
-
-# TensorFlow (the input pipeline, and some tools that import it) prints C++ start-up
-# notices (oneDNN, CPU features) at import; they are noise in a JAX program's log.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+Importing se_flax changes nothing in the process; a program that runs it calls
+`se_flax.runtime.setup()` once at start (main.py does).
+"""

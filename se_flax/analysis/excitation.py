@@ -24,8 +24,8 @@ import numpy as np
 
 from se_flax.analysis import gates as gates_lib
 from se_flax.analysis import plots
-from se_flax import validate
 from se_flax.data import pipeline
+from se_flax.errors import ConfigError
 from se_flax.train import parallel
 
 
@@ -54,8 +54,8 @@ def write_outputs(stats, out_dir, class_names=None):
   os.makedirs(out_dir, exist_ok=True)
   rows = stats.block_table()
   if not rows:
-    raise validate.ConfigError('config.model.name names a network without SE blocks; nothing to '
-                               'analyse (use an se_ model)')
+    raise ConfigError('config.model.name names a network without SE blocks; nothing to '
+                      'analyse (use an se_ model)')
   with open(os.path.join(out_dir, 'blocks.csv'), 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -87,8 +87,8 @@ def run(config, workdir, step=None) -> int:
   r, state = loop.trained_state(config, workdir, step)
   classes = [c for c in config.analysis.classes if 0 <= c < r.info.num_classes]
   if not classes:
-    raise validate.ConfigError(f'config.analysis.classes={tuple(config.analysis.classes)} names no class of '
-                     f'{config.dataset.name} (0..{r.info.num_classes - 1})')
+    raise ConfigError(f'config.analysis.classes={tuple(config.analysis.classes)} names no class of '
+                      f'{config.dataset.name} (0..{r.info.num_classes - 1})')
   stats = collect(r, state, classes, config.analysis.num_images)
   out_dir = os.path.join(workdir, 'analysis')
   text = write_outputs(stats, out_dir)

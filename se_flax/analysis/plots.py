@@ -3,10 +3,8 @@
 import math
 import os
 
-import matplotlib
-
-matplotlib.use('Agg')  # files only; no display is assumed
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+# Figures drawn without pyplot: files only, no display and no global backend to set.
+from matplotlib.figure import Figure
 import numpy as np
 
 
@@ -23,7 +21,8 @@ def class_means_per_stage(means, labels, out_dir):
   for stage, blocks in _by_stage(means).items():
     cols = min(3, len(blocks))
     rows = math.ceil(len(blocks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    fig = Figure(figsize=(4.2 * cols, 2.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, block in zip(axes.flat, blocks):
       m = means[block]
       channels = np.arange(m.shape[1])
@@ -41,7 +40,6 @@ def class_means_per_stage(means, labels, out_dir):
     fig.tight_layout()
     path = os.path.join(out_dir, f'{stage.replace("layer", "stage")}.png')
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     paths.append(path)
   return paths
 
@@ -50,7 +48,8 @@ def distribution(samples, path):
   """Violin plot of the gate values of every block (how saturated each block is; Fig. 7)."""
   blocks = list(samples)
   data = [np.concatenate(samples[b], axis=0).ravel() for b in blocks]
-  fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(blocks)), 3.6))
+  fig = Figure(figsize=(max(6, 0.45 * len(blocks)), 3.6))
+  ax = fig.subplots()
   ax.violinplot(data, showmeans=True, showextrema=False, widths=0.8)
   ax.set_xticks(range(1, len(blocks) + 1))
   ax.set_xticklabels(blocks, rotation=70, fontsize=7)
@@ -58,5 +57,4 @@ def distribution(samples, path):
   ax.set_title('Distribution of excitation per SE block', fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
   return path

@@ -4,38 +4,19 @@ Every random op is stateless: it takes an explicit `seed`, an int32/int64
 tensor of shape (2,), and returns the same result for the same seed on any
 machine, thread or call order. The pipeline derives that seed from
 (run seed, epoch, example index), which makes a training run a function of its
-config and seed (DESIGN.md, "Determinism").
+config and seed (docs/design.md, "Determinism").
 
 Images enter as uint8 (H, W, C) in 0..255 (or as JPEG bytes for ImageNet) and
-leave, after `normalize`, as float32.
+leave, after `normalize`, as float32. A data set names its augmentations
+(se_flax/data/datasets.py, `train_augment` / `eval_augment`); the pipeline looks
+them up in `TRAIN` and `EVAL` at the end of this module, whose functions share
+one signature:
+
+  TRAIN[name](image, seed, image_size, eval_resize)
+  EVAL[name](image, image_size, eval_resize)
 """
 
 import tensorflow as tf
-
-# ImageNet RGB statistics (0..255 scale), the values torchvision, timm and the
-# flax ImageNet example use; the paper's Caffe models subtract the mean only
-# (Sec. 5.1), dividing by the std as well is the common re-implementation.
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-# Per-channel mean and std over the 50,000 CIFAR training images (0..255 scale),
-# the published values (CIFAR-10: 0.4914 0.4822 0.4465 / 0.2470 0.2435 0.2616;
-# CIFAR-100: 0.5071 0.4865 0.4409 / 0.2673 0.2564 0.2762).
-CIFAR10_MEAN = (125.30691805, 122.95039414, 113.86538318)
-CIFAR10_STD = (62.99321928, 62.08870764, 66.70489964)
-CIFAR100_MEAN = (129.30416561, 124.06996270, 112.43405006)
-CIFAR100_STD = (68.17024290, 65.39180804, 70.41837019)
-# Mean and std of every pixel of the 1437 digits train images after the
-# 0..16 -> 0..255 scaling of se_flax.data.digits; tests/data recompute them
-# from scikit-learn's copy of the data.
-DIGITS_MEAN = (77.99459595,)
-DIGITS_STD = (95.98451841,)
-
-STATS = {
-    'imagenet2012': (IMAGENET_MEAN, IMAGENET_STD),
-    'cifar10': (CIFAR10_MEAN, CIFAR10_STD),
-    'cifar100': (CIFAR100_MEAN, CIFAR100_STD),
-    'digits': (DIGITS_MEAN, DIGITS_STD),
-}
 
 # Random-size crop of Szegedy et al. (2015), as the paper trains (Sec. 5.1).
 CROP_AREA_RANGE = (0.08, 1.0)
@@ -179,19 +160,27 @@ def imagenet_train(image_bytes, seed, image_size, eval_resize):
   return random_flip(image, flip_seed)
 
 
-def cifar_train(image, seed, image_size):
-  """4-pixel zero pad, random 32x32 crop and flip (Sec. 5.1)."""
+def pad_crop_flip(image, seed, image_size, eval_resize=None):
+  """4-pixel zero pad, random crop of the stored size and flip: CIFAR (Sec. 5.1)."""
+  del eval_resize  # No resize-then-crop: the images are stored at the model's size.
   crop_seed, flip_seed = split_seed(seed, 2)
   image = random_flip(pad_and_random_crop(image, crop_seed, 4), flip_seed)
   return maybe_resize(image, image_size)
 
 
-def digits_train(image, seed, image_size):
-  """1-pixel pad and random 8x8 crop, the 8x8 analogue of the CIFAR crop.
+def pad_crop(image, seed, image_size, eval_resize=None):
+  """1-pixel pad and random crop of the stored size, the 8x8 analogue of the CIFAR crop.
 
   No flip: digits are not mirror-symmetric (a mirrored 2 or 7 is not a digit).
   """
+  del eval_resize  # No resize-then-crop: the images are stored at the model's size.
   image = pad_and_random_crop(image, seed, 1)
+  return maybe_resize(image, image_size)
+
+
+def resize_if_needed(image, image_size, eval_resize=None):
+  """The whole stored image, resized only when image_size differs from its size."""
+  del eval_resize  # No resize-then-crop: the images are stored at the model's size.
   return maybe_resize(image, image_size)
 
 
@@ -201,3 +190,15 @@ def maybe_resize(image, image_size):
   if image.shape[0] == image_size and image.shape[1] == image_size:
     return image
   return resize(image, image_size)
+
+
+# The augmentations data sets name (datasets.DatasetSpec.train_augment / eval_augment).
+TRAIN = {
+    'inception_crop': imagenet_train,
+    'pad_crop_flip': pad_crop_flip,
+    'pad_crop': pad_crop,
+}
+EVAL = {
+    'resize_center_crop': decode_resize_center_crop,
+    'resize_if_needed': resize_if_needed,
+}

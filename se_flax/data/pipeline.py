@@ -13,7 +13,7 @@ index/count) alone:
   consecutive records, which holds as many stored images in memory as a
   tf.data shuffle buffer of that size would;
 * an example's augmentation draws from stateless RNG keyed by
-  (seed, epoch, example index) (DESIGN.md, "Determinism");
+  (seed, epoch, example index) (docs/design.md, "Determinism");
 * epochs are concatenated and cut into batches (drop_remainder), and every
   map keeps its input order (`deterministic=True`), so thread timing and
   parallelism change speed only. Nothing depends on TensorFlow's global seed.
@@ -44,10 +44,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from se_flax.data import augment
+from se_flax.data import datasets
 from se_flax.data import sources
+from se_flax.errors import ConfigError
 
-KNOWN_DATASETS = sources.KNOWN_DATASETS
-_CHANNELS = {'digits': 1, 'cifar10': 3, 'cifar100': 3, 'imagenet2012': 3}
 # Distinct streams of the stateless RNG, folded into the run seed first.
 _SHUFFLE, _FILE_ORDER, _AUGMENT = 1, 2, 3
 _SKIPPED = {'train': 0, 'eval': 0}
@@ -63,48 +63,30 @@ class DatasetInfo:
   image_shape: tuple      # (H, W, C) the model sees
 
 
-def _check_fields(cfg):
-  """Checks the fields that need no data, so that mistakes surface before any I/O."""
-  sources.check_name(cfg.name)
-  if not isinstance(cfg.image_size, int) or cfg.image_size < 1:
-    raise ValueError(f'config.dataset.image_size={cfg.image_size!r} must be a positive int')
-  if cfg.name in sources.JPEG_DATASETS:
-    if not isinstance(cfg.eval_resize, int) or cfg.eval_resize < cfg.image_size:
-      raise ValueError(f'config.dataset.eval_resize={cfg.eval_resize!r} must be an int >= '
-                       f'config.dataset.image_size={cfg.image_size} (the centre crop is taken '
-                       'from the resized image)')
-    if cfg.cache:
-      raise ValueError(f'config.dataset.cache=True is not supported for {cfg.name}: decoded '
-                       'images differ in size and do not fit in memory; allowed for '
-                       f'{", ".join(sources.IN_MEMORY_DATASETS)}')
-  if not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
-    raise ValueError(f'config.dataset.shuffle_buffer={cfg.shuffle_buffer!r} must be an int >= 1')
-  if not isinstance(cfg.prefetch, int) or cfg.prefetch < 0:
-    raise ValueError(f'config.dataset.prefetch={cfg.prefetch!r} must be an int >= 0 '
-                     '(0: tuned by tf.data)')
-
-
 def _open(cfg):
-  _check_fields(cfg)
+  """(info, builder, spec) of `cfg`, checking the fields before any I/O."""
+  spec = datasets.check_config(cfg)
   builder = sources.get_builder(cfg)
   info = DatasetInfo(
       name=cfg.name,
       num_classes=builder.info.features['label'].num_classes,
       num_train=sources.split_size(builder, cfg.train_split, 'train_split'),
       num_eval=sources.split_size(builder, cfg.eval_split, 'eval_split'),
-      image_shape=(cfg.image_size, cfg.image_size, _CHANNELS[cfg.name]))
-  return info, builder
+      image_shape=spec.input_shape(cfg.image_size))
+  return info, builder, spec
 
 
 def get_info(dataset_cfg) -> DatasetInfo:
   """Checks `config.dataset` against the data on disk and returns the data set's facts.
 
-  Digits are prepared in `data_dir` when missing, ImageNet too when its two
-  tars are in `manual_dir`; anything else missing raises with what to do.
+  A data set built here (digits) is prepared in `data_dir` when missing, one
+  built from files the user provides (ImageNet's tars) too when they are in
+  `manual_dir`; anything else missing raises with what to do.
 
   Raises:
-    ValueError: unknown name, bad field value, unknown or empty split.
-    FileNotFoundError: missing data_dir, data set not prepared.
+    ConfigError: unknown name, bad field value, unknown or empty split, files in
+      a format this pipeline does not read.
+    DataError: missing data_dir, data set not prepared.
   """
   return _open(dataset_cfg)[0]
 
@@ -132,8 +114,8 @@ def _process(process_index, process_count):
 
 def _local_batch(global_batch_size, process_count):
   if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(f'global_batch_size={global_batch_size} must be a positive multiple of '
-                     f'the process count ({process_count})')
+    raise ConfigError(f'global_batch_size={global_batch_size} must be a positive multiple of '
+                      f'the process count ({process_count})')
   return global_batch_size // process_count
 
 
@@ -161,36 +143,28 @@ def _options():
   return options
 
 
-def _decode_stored(builder, cfg, image):
-  """uint8 (H, W, C) of a stored PNG (digits, CIFAR); ImageNet JPEGs are decoded with their crop."""
-  if image.dtype == tf.string and cfg.name not in sources.JPEG_DATASETS:
+def _decode_stored(builder, spec, image):
+  """uint8 (H, W, C) of a stored PNG (digits, CIFAR); JPEGs are decoded with their crop."""
+  if image.dtype == tf.string and not spec.jpeg:
     return builder.info.features['image'].decode_example(image)
   return image
 
 
-def _train_image(builder, cfg, image, key):
-  image = _decode_stored(builder, cfg, image)
-  if cfg.name == 'imagenet2012':
-    image = augment.imagenet_train(image, key, cfg.image_size, cfg.eval_resize)
-  elif cfg.name == 'digits':
-    image = augment.digits_train(image, key, cfg.image_size)
-  else:
-    image = augment.cifar_train(image, key, cfg.image_size)
-  return _finish(cfg, image)
+def _train_image(builder, spec, cfg, image, key):
+  image = _decode_stored(builder, spec, image)
+  image = augment.TRAIN[spec.train_augment](image, key, cfg.image_size, cfg.eval_resize)
+  return _finish(spec, cfg, image)
 
 
-def _eval_image(builder, cfg, image):
-  image = _decode_stored(builder, cfg, image)
-  if cfg.name == 'imagenet2012':
-    image = augment.decode_resize_center_crop(image, cfg.image_size, cfg.eval_resize)
-  else:
-    image = augment.maybe_resize(image, cfg.image_size)
-  return _finish(cfg, image)
+def _eval_image(builder, spec, cfg, image):
+  image = _decode_stored(builder, spec, image)
+  image = augment.EVAL[spec.eval_augment](image, cfg.image_size, cfg.eval_resize)
+  return _finish(spec, cfg, image)
 
 
-def _finish(cfg, image):
-  image = augment.normalize(image, *augment.STATS[cfg.name])
-  return tf.ensure_shape(image, (cfg.image_size, cfg.image_size, _CHANNELS[cfg.name]))
+def _finish(spec, cfg, image):
+  image = augment.normalize(image, spec.mean, spec.std)
+  return tf.ensure_shape(image, spec.input_shape(cfg.image_size))
 
 
 def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
@@ -232,7 +206,7 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
   division is dropped). See the module docstring for determinism and resume.
   """
   cfg = dataset_cfg
-  _, builder = _open(cfg)
+  _, builder, spec = _open(cfg)
   index, count = _process(process_index, process_count)
   batch = _local_batch(global_batch_size, count)
   if start_step < 0:
@@ -241,8 +215,8 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
                                      drop_remainder=True)
   n = builder.info.splits[split].num_examples
   if n == 0:
-    raise ValueError(f'config.dataset.train_split={cfg.train_split!r} has fewer examples than '
-                     f'processes ({count})')
+    raise ConfigError(f'config.dataset.train_split={cfg.train_split!r} has fewer examples than '
+                      f'processes ({count})')
   start = start_step * batch
   first_epoch, skip = divmod(start, n)
   ds = _epochs(builder, cfg, split, n, index * n, seed, first_epoch).skip(skip)
@@ -255,9 +229,10 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
   def preprocess(x):
     image, label = stored(x)
     key = _key(seed, _AUGMENT, x['epoch'], x['index'])
-    return {'image': _train_image(builder, cfg, image, key), 'label': tf.cast(label, tf.int32)}
+    return {'image': _train_image(builder, spec, cfg, image, key),
+            'label': tf.cast(label, tf.int32)}
 
-  if cfg.name in sources.JPEG_DATASETS:
+  if spec.jpeg:
     # Stream positions ride along; a gap between consecutive ones after
     # ignore_errors is an example dropped as undecodable.
     ds = ds.enumerate(start).map(lambda pos, x: {**preprocess(x), 'pos': pos},
@@ -308,7 +283,7 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
   Every example is seen exactly once across processes.
   """
   cfg = dataset_cfg
-  _, builder = _open(cfg)
+  _, builder, spec = _open(cfg)
   index, count = _process(process_index, process_count)
   batch = _local_batch(global_batch_size, count)
   splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
@@ -321,11 +296,11 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
     ds = sources.read(builder, splits[index], decode_image=False)
 
   def preprocess(x):
-    return {'image': _eval_image(builder, cfg, x['image']),
+    return {'image': _eval_image(builder, spec, cfg, x['image']),
             'label': tf.cast(x['label'], tf.int32), 'mask': tf.constant(1.0, tf.float32)}
 
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  if cfg.name in sources.JPEG_DATASETS:
+  if spec.jpeg:
     ds = ds.ignore_errors(log_warning=True)
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())

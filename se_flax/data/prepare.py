@@ -13,38 +13,46 @@ import sys
 
 import tensorflow_datasets as tfds
 
-from se_flax.data import sources
+from se_flax import errors
+from se_flax.data import datasets
+from se_flax.data import digits  # pylint: disable=unused-import  (registers the builder)
+
+
+def _manual_dir_help():
+  return '; '.join(f'{spec.name}: the folder holding {" and ".join(spec.manual_files)}'
+                   for spec in datasets.DATASETS.values() if spec.preparation == 'manual')
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m se_flax.data.prepare', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--dataset', required=True, choices=sources.KNOWN_DATASETS)
+  parser.add_argument('--dataset', required=True, choices=datasets.NAMES)
   parser.add_argument('--data_dir', default=None, help='tfds data directory (default: tfds\'s)')
-  parser.add_argument('--manual_dir', default=None,
-                      help='imagenet2012: the folder holding ' + ' and '.join(sources.IMAGENET_TARS))
+  parser.add_argument('--manual_dir', default=None, help=_manual_dir_help())
   args = parser.parse_args(argv)
+  spec = datasets.get(args.dataset)
   data_dir = os.path.expanduser(args.data_dir) if args.data_dir else None
   if data_dir:
     os.makedirs(data_dir, exist_ok=True)
   builder = tfds.builder(args.dataset, data_dir=data_dir)
   if builder.is_prepared():
     print(f'{args.dataset} is already prepared in {builder.data_dir}')
-    return 0
+    return errors.EXIT_OK
   manual_dir = os.path.expanduser(args.manual_dir) if args.manual_dir else None
-  if args.dataset == 'imagenet2012':
+  if spec.preparation == 'manual':
     manual_dir = manual_dir or os.path.join(data_dir or tfds.core.constants.DATA_DIR,
                                             'downloads', 'manual')
-    missing = [t for t in sources.IMAGENET_TARS if not os.path.isfile(os.path.join(manual_dir, t))]
+    missing = [f for f in spec.manual_files if not os.path.isfile(os.path.join(manual_dir, f))]
     if missing:
-      print(f'error: {", ".join(missing)} not found in --manual_dir={manual_dir}; download both '
-            'ILSVRC2012 tars from https://image-net.org and put them there', file=sys.stderr)
-      return 2
+      print(f'error: {", ".join(missing)} not found in --manual_dir={manual_dir}; download '
+            f'{" and ".join(spec.manual_files)} from {spec.manual_source} and put them there',
+            file=sys.stderr)
+      return errors.EXIT_CONFIG_ERROR
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   for name, split in builder.info.splits.items():
     print(f'{args.dataset}/{name}: {split.num_examples} examples')
   print(f'prepared in {builder.data_dir}')
-  return 0
+  return errors.EXIT_OK
 
 
 if __name__ == '__main__':

@@ -14,14 +14,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from se_flax import data as data_lib
+from se_flax.data import datasets
 from se_flax.data import digits  # pylint: disable=unused-import  (registers the builder)
-
-KNOWN_DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet2012')
-# Data sets small enough to hold decoded in memory (config.dataset.cache).
-IN_MEMORY_DATASETS = ('digits', 'cifar10', 'cifar100')
-# Data sets stored as JPEG bytes and decoded (with the crop) in the pipeline.
-JPEG_DATASETS = ('imagenet2012',)
-IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
+from se_flax.errors import ConfigError
+from se_flax.errors import DataError
 
 
 def field(name):
@@ -34,72 +31,80 @@ def data_root(cfg):
   return os.path.expanduser(cfg.data_dir) if cfg.data_dir else tfds.core.constants.DATA_DIR
 
 
-def check_name(name):
-  if name not in KNOWN_DATASETS:
-    raise ValueError(f'{field("name")}={name!r} is not a known data set; '
-                     f'known: {", ".join(KNOWN_DATASETS)}')
-
-
 def get_builder(cfg):
-  """Returns the prepared tfds builder of `cfg.name`, preparing digits (and ImageNet from tars).
+  """Returns the prepared tfds builder of `cfg.name`, preparing it here when its spec allows.
 
   Raises:
-    ValueError: unknown name, or files in a format this reader does not read.
-    FileNotFoundError: `data_dir` missing, or the data set not prepared in it
-      and not preparable here.
+    ConfigError: unknown name, or files in a format this reader does not read.
+    DataError: `data_dir` missing, or the data set not prepared in it and not
+      preparable here.
   """
-  check_name(cfg.name)
+  # Before tfds starts TensorFlow's runtime: the accelerators belong to JAX alone.
+  data_lib.hide_gpus_from_tensorflow()
+  spec = datasets.get(cfg.name)
   if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
-    raise FileNotFoundError(f'{field("data_dir")}={cfg.data_dir!r} does not exist or is not a '
-                            'directory; create it, or leave it unset for the tfds default '
-                            f'({tfds.core.constants.DATA_DIR})')
+    raise DataError(f'{field("data_dir")}={cfg.data_dir!r} does not exist or is not a '
+                    'directory; create it, or leave it unset for the tfds default '
+                    f'({tfds.core.constants.DATA_DIR})')
   builder = tfds.builder(cfg.name, data_dir=data_root(cfg))
   if not builder.is_prepared():
-    _prepare_or_explain(builder, cfg)
+    _PREPARE[spec.preparation](builder, cfg, spec)
   if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
-    raise ValueError(f'{cfg.name} in {field("data_dir")}={data_root(cfg)!r} is stored as '
-                     f'{builder.info.file_format.value}; this pipeline reads tfrecord files '
-                     f'(`tfds build {cfg.name} --file_format=tfrecord`)')
+    raise ConfigError(f'{cfg.name} in {field("data_dir")}={data_root(cfg)!r} is stored as '
+                      f'{builder.info.file_format.value}; this pipeline reads tfrecord files '
+                      f'(`tfds build {cfg.name} --file_format=tfrecord`)')
   return builder
 
 
-def _prepare_or_explain(builder, cfg):
+def _prepare_with_builder(builder, cfg, spec):
+  """A data set whose builder needs nothing from outside (digits): prepared here."""
+  logging.info('Preparing the %s data set in %s.', spec.name, data_root(cfg))
+  builder.download_and_prepare()
+
+
+def _explain_download(builder, cfg, spec):
+  """A data set that needs the network: prepared elsewhere, then copied here."""
+  raise DataError(
+      f'{field("name")}={cfg.name!r} is not prepared in {field("data_dir")}={data_root(cfg)!r}: '
+      f'expected {builder.data_dir}/dataset_info.json and {cfg.name}-{spec.train_split}'
+      f'.tfrecord-* / {cfg.name}-{spec.eval_split}.tfrecord-* files there. This pipeline does '
+      f'not download; on a machine with network access run `python -m se_flax.data.prepare '
+      f'--dataset={cfg.name} --data_dir=DIR` and copy '
+      f'DIR/{cfg.name}/{builder.version} to {builder.data_dir}')
+
+
+def _prepare_from_manual_files(builder, cfg, spec):
+  """A data set built from files the user provides (ImageNet's tars) in manual_dir."""
   root = data_root(cfg)
-  if cfg.name == 'digits':
-    logging.info('Preparing the digits data set in %s.', root)
-    builder.download_and_prepare()
-    return
-  if cfg.name in ('cifar10', 'cifar100'):
-    raise FileNotFoundError(
-        f'{field("name")}={cfg.name!r} is not prepared in {field("data_dir")}={root!r}: '
-        f'expected {builder.data_dir}/dataset_info.json and {cfg.name}-train.tfrecord-* / '
-        f'{cfg.name}-test.tfrecord-* files there. This pipeline does not download; on a '
-        f'machine with network access run `python -m se_flax.data.prepare --dataset={cfg.name} '
-        f'--data_dir=DIR` and copy '
-        f'DIR/{cfg.name}/{builder.version} to {builder.data_dir}')
   manual_dir = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else os.path.join(
       root, 'downloads', 'manual')
-  missing = [t for t in IMAGENET_TARS if not os.path.isfile(os.path.join(manual_dir, t))]
+  missing = [f for f in spec.manual_files if not os.path.isfile(os.path.join(manual_dir, f))]
+  prepare = (f'`python -m se_flax.data.prepare --dataset={cfg.name} --data_dir={root} '
+             f'--manual_dir={manual_dir}`')
   if missing:
     where = (f'{field("manual_dir")}={cfg.manual_dir!r}' if cfg.manual_dir else
              f'{manual_dir} (the default when {field("manual_dir")} is unset)')
-    raise FileNotFoundError(
-        f'imagenet2012 is not prepared in {field("data_dir")}={root!r} and {", ".join(missing)} '
-        f'is missing from {where}. Download ILSVRC2012_img_train.tar and '
-        'ILSVRC2012_img_val.tar from https://image-net.org (registration needed), put both in '
-        f'{manual_dir} (or point {field("manual_dir")} at their directory), and run again or '
-        f'`python -m se_flax.data.prepare --dataset=imagenet2012 --data_dir={root} '
-        f'--manual_dir={manual_dir}`')
+    raise DataError(
+        f'{cfg.name} is not prepared in {field("data_dir")}={root!r} and {", ".join(missing)} '
+        f'is missing from {where}. Download {" and ".join(spec.manual_files)} from '
+        f'{spec.manual_source}, put both in {manual_dir} (or point {field("manual_dir")} at '
+        f'their directory), and run again or {prepare}')
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_count() > 1:
-    raise FileNotFoundError(
-        f'imagenet2012 is not prepared in {field("data_dir")}={root!r}; prepare it once, before '
-        f'a multi-process run: `python -m se_flax.data.prepare --dataset=imagenet2012 '
-        f'--data_dir={root} --manual_dir={manual_dir}`')
-  logging.info('Preparing imagenet2012 in %s from %s; this reads the full archives.', root,
+    raise DataError(f'{cfg.name} is not prepared in {field("data_dir")}={root!r}; prepare it '
+                    f'once, before a multi-process run: {prepare}')
+  logging.info('Preparing %s in %s from %s; this reads the full archives.', cfg.name, root,
                manual_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+# datasets.DatasetSpec.preparation -> what to do when the data set is not prepared.
+_PREPARE = {
+    'builder': _prepare_with_builder,
+    'download': _explain_download,
+    'manual': _prepare_from_manual_files,
+}
 
 
 def split_size(builder, split, field_name):
@@ -108,11 +113,11 @@ def split_size(builder, split, field_name):
   try:
     size = builder.info.splits[split].num_examples
   except (KeyError, ValueError, AssertionError) as e:
-    raise ValueError(f'{field(field_name)}={split!r} is not a split of {builder.name} ({e}); '
-                     f'its splits are: {available}') from None
+    raise ConfigError(f'{field(field_name)}={split!r} is not a split of {builder.name} ({e}); '
+                      f'its splits are: {available}') from None
   if size == 0:
-    raise ValueError(f'{field(field_name)}={split!r} of {builder.name} has no examples; '
-                     f'its splits are: {available}')
+    raise ConfigError(f'{field(field_name)}={split!r} of {builder.name} has no examples; '
+                      f'its splits are: {available}')
   return size
 
 

@@ -3,7 +3,9 @@
 SEBlock computes scale(U, gate(excite(squeeze(U)))) (paper section 3, Eq. 4).
 Every ablation axis of the paper is a field of `SESpec`; the backbones read
 `integration`, `position` and `stages` to decide where the block goes, and
-`SEBlock` reads the rest.
+`SEBlock` reads the rest. config.model.se has exactly these fields and
+defaults (configs/default.py builds it from the dataclass), and the checks
+below are the only rules for their values.
 """
 
 import dataclasses
@@ -18,7 +20,7 @@ from se_flax.layers import squeeze as squeeze_lib
 ROUNDINGS = ('floor', 'multiple8')
 INTEGRATIONS = ('standard', 'pre', 'post', 'identity')   # Table 14, Fig. 5
 POSITIONS = ('last', '3x3')                               # Table 15
-GATHER_EXTENTS = (0, 2, 4, 8)
+GATHER_EXTENTS = squeeze_lib.GATHER_EXTENTS
 
 
 def _allowed(field, value, allowed):

@@ -22,6 +22,8 @@ class SqueezeOp(NamedTuple):
 
 
 SQUEEZES: dict[str, SqueezeOp] = {}
+# Cell sides of squeeze='gather' (Table 16); 0 pools the whole map.
+GATHER_EXTENTS = (0, 2, 4, 8)
 
 
 def register(name, width_factor=1):
@@ -92,7 +94,7 @@ def gather(x, spec, module):
   if e > min(h, w):
     raise ValueError(
         f'config.model.se.gather_extent={e} does not fit a {h}x{w} feature map: the extent must '
-        f'not exceed its sides; allowed here: {[k for k in (2, 4, 8) if k <= min(h, w)]} or 0 (global)')
+        f'not exceed its sides; allowed here: {[k for k in GATHER_EXTENTS if 0 < k <= min(h, w)]} or 0 (global)')
   hc, wc = -(-h // e), -(-w // e)
   pad = ((0, hc * e - h), (0, wc * e - w))
   sums = jnp.pad(x.astype(jnp.float32), ((0, 0),) + pad + ((0, 0),))

@@ -13,27 +13,14 @@ the 3x3 convolution. Module names follow torchvision/timm (conv1, bn1, ...,
 se, downsample_*) so imported weights map one to one.
 """
 
-import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from se_flax.layers.norm import BatchNorm
 from se_flax.layers.se import SEBlock, SESpec
 
 ModuleDef = Any
-
-# He init (fan_out), as torchvision and timm initialise their convolutions.
-CONV_INIT = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def layer_factories(net, train):
-  """The conv and norm partials every unit of backbone `net` is built with."""
-  conv = functools.partial(nn.Conv, use_bias=False, dtype=net.dtype, kernel_init=CONV_INIT)
-  norm = functools.partial(BatchNorm, use_running_average=not train, momentum=net.bn_momentum,
-                           epsilon=net.bn_epsilon, group_size=net.bn_group_size, dtype=net.dtype)
-  return conv, norm
 
 
 def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optional[Callable]):

@@ -1,7 +1,11 @@
-"""Model names -> constructors. Each plain backbone has an `se_` twin.
+"""Model names -> constructors, and config.model -> the network.
+
+Each plain backbone has an `se_` twin.
 
 `create_model('se_resnet50', 1000, se=SESpec(reduction=8))` builds any preset;
 overrides replace the preset's attributes and are checked by name.
+`from_config(config.model, num_classes)` builds the configured network; it is
+the one place where config.model's fields become model attributes.
 """
 
 import dataclasses
@@ -10,9 +14,18 @@ from typing import Any, Mapping, Optional, Union
 
 import jax.numpy as jnp
 
+from se_flax.errors import ConfigError
 from se_flax.layers.se import SESpec
 from se_flax.models.cifar import CifarResNet
 from se_flax.models.resnet import ResNet
+
+# config.model.dtype -> the compute dtype.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+# Model fields that may differ between a checkpoint and the run resuming it:
+# they change the arithmetic, the start or the BN averaging, not the network.
+RESUMABLE_MODEL_FIELDS = ('model.dtype', 'model.zero_init_residual', 'model.bn_momentum')
+# Attributes the config sets even on imported weights, whose layout is their own.
+_RUN_ATTRIBUTES = ('dtype', 'bn_momentum')
 
 _IMAGENET = {
     'resnet18': dict(stage_sizes=(2, 2, 2, 2), block='basic'),
@@ -90,6 +103,8 @@ def create_model(name: str, num_classes: int,
     raise ValueError(f'model options {unknown} do not apply to {name!r}; allowed: {sorted(fields)}')
   args = dict(kwargs)
   args.update({k: v for k, v in overrides.items() if v is not None})
+  if isinstance(args.get('stage_sizes'), list):  # as model.json stores it
+    args['stage_sizes'] = tuple(args['stage_sizes'])
   if 'dtype' in args:
     args['dtype'] = _dtype(args['dtype'])
   if with_se:
@@ -98,11 +113,10 @@ def create_model(name: str, num_classes: int,
 
 
 def _dtype(value):
-  allowed = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
   if isinstance(value, str):
-    if value not in allowed:
-      raise ValueError(f'config.model.dtype={value!r} is not allowed; choose one of {list(allowed)}')
-    return allowed[value]
+    if value not in DTYPES:
+      raise ValueError(f'config.model.dtype={value!r} is not allowed; choose one of {list(DTYPES)}')
+    return DTYPES[value]
   return value
 
 
@@ -110,3 +124,62 @@ def builder(name: str):
   """`functools.partial` of the backbone class for `name`, for code that wants the class itself."""
   cls, kwargs, _ = _lookup(name)
   return functools.partial(cls, **kwargs)
+
+
+def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
+                architecture: Optional[Mapping[str, Any]] = None):
+  """The network `model_cfg` (config.model) describes, with `num_classes` outputs.
+
+  Args:
+    model_cfg: config.model: name, dtype, bn_momentum, bn_epsilon,
+      zero_init_residual, stride_in_1x1 (None: the preset's), se (read for SE
+      models only; a plain backbone ignores it).
+    num_classes: classifier width.
+    bn_group_size: config.bn_group_size.
+    architecture: the layout stored with imported weights (model.json's
+      'overrides', 'se' included). It replaces the config's layout fields, so
+      weights never load into a network of another layout; the config still
+      sets dtype, bn_momentum and bn_group_size.
+
+  Raises:
+    ConfigError: a value the model cannot take; the message names the field.
+  """
+  try:
+    with_se = has_se(model_cfg.name)
+    _check_bn(model_cfg)
+    if architecture is not None:
+      attrs = dict(architecture)
+    else:
+      attrs = dict(bn_epsilon=model_cfg.bn_epsilon, zero_init_residual=model_cfg.zero_init_residual)
+      if model_cfg.get('stride_in_1x1') is not None:
+        attrs['stride_in_1x1'] = model_cfg.stride_in_1x1
+      if with_se:
+        attrs['se'] = SESpec.from_config(model_cfg.se)
+    attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES}, bn_group_size=bn_group_size)
+    return create_model(model_cfg.name, num_classes, **attrs)
+  except ConfigError:
+    raise
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+
+
+def _check_bn(model_cfg):
+  if not 0.0 <= model_cfg.bn_momentum < 1.0:
+    raise ConfigError(f'config.model.bn_momentum={model_cfg.bn_momentum} must be in [0, 1)')
+  if not model_cfg.bn_epsilon > 0:
+    raise ConfigError(f'config.model.bn_epsilon={model_cfg.bn_epsilon} must be positive')
+
+
+def architecture_differences(differences, stored=None, current=None):
+  """The config differences (config_lib.differences) that change the network weights belong to.
+
+  Those are the `model.*` fields but RESUMABLE_MODEL_FIELDS, and `model.se.*`
+  only when either config names an SE model (a plain backbone ignores them).
+  `stored` and `current` are configs or their JSON.
+  """
+  names = [c['model']['name'] if isinstance(c, dict) else c.model.name
+           for c in (stored, current) if c is not None]
+  se_ignored = bool(names) and not any(n in PRESETS and has_se(n) for n in names)
+  return [d for d in differences
+          if d[0].startswith('model.') and d[0] not in RESUMABLE_MODEL_FIELDS
+          and not (se_ignored and d[0].startswith('model.se.'))]

@@ -7,23 +7,20 @@ first 1x1 conv in each bottleneck is halved, three 3x3 stem convs instead of
 the 7x7, 3x3 stride-2 projection convs, and dropout 0.2 before the classifier.
 """
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from se_flax.layers.se import SESpec
-from se_flax.models.blocks import BasicBlock, Bottleneck, conv_padded, layer_factories
+from se_flax.models.backbone import Backbone
+from se_flax.models.blocks import BasicBlock, Bottleneck, conv_padded
 
 
-class ResNet(nn.Module):
-  """Residual network with optional SE blocks.
+class ResNet(Backbone):
+  """Residual network with optional SE blocks (the shared fields are Backbone's).
 
   Attributes:
     stage_sizes: units per stage.
     block: 'basic' or 'bottleneck'.
-    num_classes: classifier outputs.
-    se: SE spec, or None for the plain network.
     groups, base_width: ResNeXt cardinality and width per group (32, 4 for 32x4d).
     stem: 'resnet' (7x7 conv, 64) or 'deep' (3x3 convs 64, 64, 128: SENet-154).
     stem_pool: 'pad1' (3x3/2 max-pool padded by 1, torchvision) or 'ceil'
@@ -37,8 +34,6 @@ class ResNet(nn.Module):
   """
   stage_sizes: Sequence[int]
   block: str
-  num_classes: int
-  se: Optional[SESpec] = None
   groups: int = 1
   base_width: int = 64
   stem: str = 'resnet'
@@ -48,18 +43,10 @@ class ResNet(nn.Module):
   downsample_kernel: int = 1
   dropout: float = 0.0
   basic_act_before_se: bool = False
-  dtype: Any = jnp.float32
-  bn_momentum: float = 0.9
-  bn_epsilon: float = 1e-5
-  bn_group_size: int = 0
-  zero_init_residual: bool = True
-  act: Callable = nn.relu
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = layer_factories(self, train)
-    if self.se is not None:
-      self.se.check_stages(len(self.stage_sizes))
+    conv, norm = self.layers(train)
     x = x.astype(self.dtype)
 
     if self.stem == 'deep':
@@ -76,25 +63,18 @@ class ResNet(nn.Module):
     else:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
-    for i, num_blocks in enumerate(self.stage_sizes):
-      planes = 64 * 2 ** i
-      se = self.se if self.se is not None and self.se.in_stage(i) else None
-      for j in range(num_blocks):
-        strides = 2 if i > 0 and j == 0 else 1
-        name = f'layer{i + 1}_{j}'
-        if self.block == 'basic':
-          x = BasicBlock(planes, strides, conv, norm, self.act, se=se,
-                         zero_init=self.zero_init_residual, act_before_se=self.basic_act_before_se,
-                         dtype=self.dtype, name=name)(x)
-        else:
-          width = int(planes * self.base_width / 64) * self.groups
-          x = Bottleneck(planes, strides, conv, norm, self.act, width=width,
-                         first_width=int(width * self.first_width_factor), groups=self.groups,
-                         stride_in_1x1=self.stride_in_1x1,
-                         downsample_kernel=self.downsample_kernel if i > 0 else 1,
-                         se=se, zero_init=self.zero_init_residual, dtype=self.dtype, name=name)(x)
+    def unit(h, stage, strides, se, name):
+      planes = 64 * 2 ** stage
+      if self.block == 'basic':
+        return BasicBlock(planes, strides, conv, norm, self.act, se=se,
+                          zero_init=self.zero_init_residual, act_before_se=self.basic_act_before_se,
+                          dtype=self.dtype, name=name)(h)
+      width = int(planes * self.base_width / 64) * self.groups
+      return Bottleneck(planes, strides, conv, norm, self.act, width=width,
+                        first_width=int(width * self.first_width_factor), groups=self.groups,
+                        stride_in_1x1=self.stride_in_1x1,
+                        downsample_kernel=self.downsample_kernel if stage > 0 else 1,
+                        se=se, zero_init=self.zero_init_residual, dtype=self.dtype, name=name)(h)
 
-    x = jnp.mean(x, axis=(1, 2), dtype=jnp.float32)
-    x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    # The classifier runs in float32: logits feed the float32 loss.
-    return nn.Dense(self.num_classes, dtype=jnp.float32, name='fc')(x)
+    x = self.stages(x, self.stage_sizes, unit)
+    return self.head(x, self.dropout, train)

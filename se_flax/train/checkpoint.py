@@ -24,17 +24,15 @@ step) and removed. A finished step directory can still be damaged later
 (truncated or deleted files). `restore()` then warns, moves the bad directory
 aside to `<step>.corrupt-<time>` (so the resumed run can write that step again)
 and falls back to the newest readable one; if checkpoints exist and none is
-readable it raises `CheckpointCorruptError`. A checkpoint whose tree or shapes
-differ from the target raises `CheckpointMismatchError` listing the paths.
+readable it raises `errors.CheckpointCorruptError`. A checkpoint whose tree or
+shapes differ from the target raises `CheckpointMismatchError` listing the
+paths. The log noise Orbax makes on such failures is quieted by orbax_quiet.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging as std_logging
 import os
-import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -47,57 +45,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_policy
 
-# Preemption lives beside the checkpoints it triggers; re-exported for callers.
-from se_flax.train.preemption import PREEMPTED_EXIT_CODE  # pylint: disable=unused-import
-from se_flax.train.preemption import clear_preemption_request  # pylint: disable=unused-import
-from se_flax.train.preemption import install_preemption_handler  # pylint: disable=unused-import
-from se_flax.train.preemption import preemption_requested  # pylint: disable=unused-import
+from se_flax import config_lib
+from se_flax import errors
+from se_flax.train import orbax_quiet
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_METRIC = 'top1_error'
 _TMP_MARKER = '.orbax-checkpoint-tmp'
 _MAX_LISTED = 8
-
-
-class _PeriodicSaveFilter(std_logging.Filter):
-  """Drops Orbax's warning for saves without metrics: periodic and preemption saves have none by design."""
-
-  def filter(self, record):
-    return 'did not provide metrics' not in record.getMessage()
-
-
-logging.get_absl_logger().addFilter(_PeriodicSaveFilter())
-
-# Step directories found damaged (or whose save failed). Orbax reads and
-# writes a checkpoint's arrays concurrently, so one bad file fails many of
-# them; once the step has been named, the failures Orbax leaves unretrieved
-# (asyncio's "Task exception was never retrieved") are noise. So are
-# tensorstore's callbacks into an Orbax event loop that has already closed,
-# which only a failed read or write leaves behind.
-_DAMAGED: set[str] = set()
-
-
-class _DamageNoiseFilter(std_logging.Filter):
-
-  def filter(self, record):
-    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
-    return not any(path in text for path in _DAMAGED)
-
-
-def _quiet_unraisable(previous):
-  def hook(unraisable):
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == 'Event loop is closed'):
-      previous(unraisable)
-  return hook
-
-
-std_logging.getLogger('asyncio').addFilter(_DamageNoiseFilter())
-sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
-
-
-class CheckpointCorruptError(RuntimeError):
-  """Checkpoints exist but none of them can be read."""
 
 
 class CheckpointMismatchError(ValueError):
@@ -108,34 +63,30 @@ class CheckpointMismatchError(ValueError):
     self.step = step
 
 
-class CheckpointWriteError(OSError):
-  """A save failed (disk full, permissions); the checkpoints already finished are untouched."""
+def check_writable(directory: str | os.PathLike) -> None:
+  """Creates `directory` and writes a probe file in it, or raises errors.CheckpointWriteError."""
+  path = epath.Path(directory)
+  probe = path / f'.write_test.{jax.process_index()}.{os.getpid()}'
+  with _unwritable_workdir(path):
+    path.mkdir(parents=True, exist_ok=True)
+    probe.write_text('ok')
+    probe.unlink()
+
+
+@contextlib.contextmanager
+def _unwritable_workdir(path: epath.Path):
+  try:
+    yield
+  except OSError as e:
+    raise errors.CheckpointWriteError(
+        f'workdir {str(path)!r} is not writable ({type(e).__name__}: {e}); '
+        'pass a --workdir this process can create files in') from e
 
 
 def _is_write_failure(e: Exception) -> bool:
   # tensorstore reports file-system errors as ValueError('RESOURCE_EXHAUSTED: ...
   # [os_error_code=28]'); Orbax's own files raise OSError.
   return isinstance(e, OSError) or 'os_error_code' in str(e) or 'RESOURCE_EXHAUSTED' in str(e)
-
-
-def check_writable(directory: str | os.PathLike) -> None:
-  """Creates `directory` and writes a probe file in it, or raises with a clear message."""
-  path = epath.Path(directory)
-  probe = path / f'.write_test.{jax.process_index()}.{os.getpid()}'
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    probe.write_text('ok')
-    probe.unlink()
-  except OSError as e:
-    raise PermissionError(
-        f'workdir {str(path)!r} is not writable ({type(e).__name__}: {e}); '
-        'pass a --workdir this process can create files in') from e
-
-
-def _config_to_json(config: Any) -> dict[str, Any]:
-  if isinstance(config, ml_collections.ConfigDict):
-    return json.loads(config.to_json_best_effort())
-  return json.loads(json.dumps(dict(config), default=str))
 
 
 def _best_metric(metrics: Optional[Mapping[str, Any]]) -> float:
@@ -183,11 +134,11 @@ class TrainCheckpointer:
   def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
                keep_best: bool = True, async_save: bool = True):
     if max_to_keep < 1:
-      raise ValueError(f'config.keep_checkpoints={max_to_keep} must be >= 1; '
-                       'resuming needs the newest checkpoint')
-    check_writable(workdir)
+      raise errors.ConfigError(f'config.keep_checkpoints={max_to_keep} must be >= 1; '
+                               'resuming needs the newest checkpoint')
     self.directory = epath.Path(workdir) / CHECKPOINT_DIR
-    self.directory.mkdir(parents=True, exist_ok=True)
+    with _unwritable_workdir(epath.Path(workdir)):
+      self.directory.mkdir(parents=True, exist_ok=True)
     self.incomplete_steps = self._find_incomplete_steps()
     if self.incomplete_steps:
       logging.warning(
@@ -248,7 +199,7 @@ class TrainCheckpointer:
     """
     items = {'state': ocp.args.StandardSave(state)}
     if config is not None:
-      items['config'] = ocp.args.JsonSave(_config_to_json(config))
+      items['config'] = ocp.args.JsonSave(config_lib.as_json(config))
     if loop_state is not None:
       items['loop'] = ocp.args.JsonSave(dict(loop_state))
     if metrics is not None:
@@ -261,7 +212,7 @@ class TrainCheckpointer:
     return saved
 
   def wait_until_finished(self) -> None:
-    """Blocks until the last save is on disk; raises CheckpointWriteError if it failed."""
+    """Blocks until the last save is on disk; raises errors.CheckpointWriteError if it failed."""
     with self._reporting_write_errors():
       self._manager.wait_until_finished()
 
@@ -274,9 +225,9 @@ class TrainCheckpointer:
         raise
       step = self._writing if self._writing is not None else starting
       self._writing = None
-      _DAMAGED.add(os.fspath(self.directory / f'{step}{_TMP_MARKER}'))
+      orbax_quiet.mark_damaged(os.fspath(self.directory / f'{step}{_TMP_MARKER}'))
       finished = [s for s in self._manager.all_steps() if s != step]
-      raise CheckpointWriteError(
+      raise errors.CheckpointWriteError(
           f'could not write checkpoint step {step} in {self.directory}: '
           f'{str(e).splitlines()[0][:400]}. The finished checkpoints '
           f'{sorted(finished)[-_MAX_LISTED:]} are untouched; free space (or fix the '
@@ -284,6 +235,16 @@ class TrainCheckpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+  def __enter__(self) -> 'TrainCheckpointer':
+    return self
+
+  def __exit__(self, *unused) -> None:
+    """Waits for the last save (raising if it failed), then closes."""
+    try:
+      self.wait_until_finished()
+    finally:
+      self.close()
 
   # Inspecting.
 
@@ -342,7 +303,8 @@ class TrainCheckpointer:
 
     Raises:
       CheckpointMismatchError: the checkpoint's tree or shapes differ.
-      CheckpointCorruptError: checkpoints exist but none can be read.
+      errors.CheckpointCorruptError: checkpoints exist but none can be read.
+      errors.DataError: there is no checkpoint `step`.
 
     With several processes, all must see the same files (shared storage), so
     that they agree on which checkpoint is damaged.
@@ -354,8 +316,8 @@ class TrainCheckpointer:
                       'finished checkpoint instead.', self.incomplete_steps)
     available = self.all_steps()
     if step is not None and step not in available:
-      raise FileNotFoundError(f'no checkpoint for step {step} in {self.directory}; '
-                              f'available: {available}')
+      raise errors.DataError(f'no checkpoint for step {step} in {self.directory}; '
+                             f'available: {available}')
     candidates = [step] if step is not None else available[::-1]
     if not candidates:
       return None
@@ -373,7 +335,7 @@ class TrainCheckpointer:
         # any failure to read a structurally matching checkpoint is damage.
         reason = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
         failures.append((candidate, reason))
-        _DAMAGED.add(os.fspath(self.directory / str(candidate)))
+        orbax_quiet.mark_damaged(os.fspath(self.directory / str(candidate)))
         logging.warning('Checkpoint step %d in %s is unreadable (%s).', candidate,
                         self.directory, reason)
         if step is not None:
@@ -384,7 +346,7 @@ class TrainCheckpointer:
                         candidate, [s for s, _ in failures])
         self._quarantine([s for s, _ in failures])
       return state
-    raise CheckpointCorruptError(
+    raise errors.CheckpointCorruptError(
         f'no readable checkpoint in {self.directory}; tried steps '
         + '; '.join(f'{s} ({r})' for s, r in failures)
         + '. Move the directory aside to start afresh, or repair it.')

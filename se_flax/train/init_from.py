@@ -1,9 +1,11 @@
-"""Initialising a fresh TrainState from imported weights (`config.init_from`).
+"""The model a run trains, and its start from imported weights (`config.init_from`).
 
-The directory is what `python -m se_flax.convert` writes. Every parameter and
-BN statistic must match the model by path and shape, except the classifier
-(`fc`), which keeps its fresh initialisation when the number of classes
-differs: that is fine-tuning onto a new label set.
+The directory is what `python -m se_flax.convert` writes: the variables and
+model.json, whose layout builds the model, so weights never load into a network
+of another layout. Every parameter and BN statistic must match the model by
+path and shape, except the classifier (`fc`), which keeps its fresh
+initialisation when the number of classes differs: that is fine-tuning onto a
+new label set.
 """
 
 from absl import logging
@@ -11,9 +13,34 @@ import flax
 import jax
 import numpy as np
 
+from se_flax import models
+from se_flax.errors import ConfigError
 from se_flax.train import parallel
 
 HEAD = 'fc'
+
+
+def model_for(config, num_classes: int):
+  """The network the run trains: the layout of `config.init_from` when set, else config.model's.
+
+  Raises:
+    ConfigError: a model config that cannot work, an init_from directory that is
+      not one, or weights of another model than config.model.name.
+  """
+  if not config.get('init_from'):
+    return models.from_config(config.model, num_classes, bn_group_size=config.bn_group_size)
+  # Imported lazily: reading weights needs Orbax, a fresh run does not.
+  from se_flax.convert import writer  # pylint: disable=g-import-not-at-top
+  try:
+    meta = writer.read_meta(config.init_from)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  if meta['model'] != config.model.name:
+    raise ConfigError(f'config.model.name={config.model.name!r}, but config.init_from='
+                      f'{config.init_from!r} holds {meta["model"]!r} weights; set '
+                      f'config.model.name={meta["model"]!r}')
+  return models.from_config(config.model, num_classes, bn_group_size=config.bn_group_size,
+                            architecture=meta.get('overrides', {}))
 
 
 def _merge(fresh, loaded, collection, mismatched):
@@ -22,8 +49,8 @@ def _merge(fresh, loaded, collection, mismatched):
   missing = sorted(set(flat_fresh) - set(flat_loaded))
   extra = sorted(set(flat_loaded) - set(flat_fresh))
   if missing or extra:
-    raise ValueError(f'config.init_from: {collection} do not match the model: missing {missing[:8]}, '
-                     f'unexpected {extra[:8]} (a different model or config.model options?)')
+    raise ConfigError(f'config.init_from: {collection} do not match the model: missing {missing[:8]}, '
+                      f'unexpected {extra[:8]} (a different model or config.model options?)')
   out = {}
   for path, value in flat_fresh.items():
     new = np.asarray(flat_loaded[path])
@@ -32,16 +59,24 @@ def _merge(fresh, loaded, collection, mismatched):
         mismatched.append(f'{path} {new.shape} -> {value.shape}')
         out[path] = value
         continue
-      raise ValueError(f'config.init_from: {collection}/{path} has shape {new.shape}, the model '
-                       f'needs {value.shape}')
+      raise ConfigError(f'config.init_from: {collection}/{path} has shape {new.shape}, the model '
+                        f'needs {value.shape}')
     out[path] = new.astype(value.dtype)
   return flax.traverse_util.unflatten_dict(out, sep='/')
 
 
 def load_pretrained(state, directory, mesh):
-  """`state` with params and batch_stats replaced by those saved in `directory`."""
+  """`state` with params and batch_stats replaced by those saved in `directory`.
+
+  Raises:
+    ConfigError: `directory` is not an imported-weights directory, or its
+      variables do not fit the model.
+  """
   from se_flax.convert.writer import load_variables  # pylint: disable=g-import-not-at-top
-  variables, _ = load_variables(directory)
+  try:
+    variables, _ = load_variables(directory)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
   mismatched = []
   params = _merge(state.params, variables['params'], 'params', mismatched)
   stats = _merge(state.batch_stats, variables.get('batch_stats', {}), 'batch_stats', mismatched)

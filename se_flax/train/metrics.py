@@ -1,8 +1,9 @@
-"""Metric accumulation on host, metrics.jsonl + TensorBoard writers, progress lines.
+"""Metric accumulation on host, the training window, metrics.jsonl + TensorBoard, progress lines.
 
 Steps return sums and counts (see `step.py`); `MetricAccumulator` adds them in
 float64 on the host, fetching from the devices once per log interval, so a
-padded evaluation set yields exactly the split's counts.
+padded evaluation set yields exactly the split's counts. `TrainWindow` is the
+loop's bookkeeping between log lines, continued exactly across restarts.
 
 `MetricWriter` writes on process 0 only. TensorBoard events are written with
 the `tensorboard` package's record writer and protos, not `tf.summary`: this
@@ -23,9 +24,12 @@ from absl import logging
 from clu import parameter_overview as clu_overview
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
+
+from se_flax import errors
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -89,6 +93,87 @@ def summarize(totals: Mapping[str, float]) -> dict[str, float]:
   for key in ('loss_sum', 'grad_norm_sum'):
     out.pop(key, None)
   return out
+
+
+class TrainWindow:
+  """The training metrics since the last log line, and the undecodable-image count, across restarts.
+
+  Exact resume (docs/design.md#exact-resume): a checkpoint stores `loop_state()`,
+  the float64 sums of the window since the last multiple of `log_every_steps`
+  and the count of undecodable training images so far. A resumed run starts
+  from them, so its next line adds the same numbers in the same order as an
+  uninterrupted run's.
+
+  Under nan_policy='stop' every step's `finite` flag is read, one step late so
+  that the device runs ahead (`add`), and at once before anything reads or
+  saves the state (`check_finite`).
+
+  Args:
+    loop_state: what `loop_state()` returned when the checkpoint resumed from
+      was saved; {} for a fresh run.
+    batches: the training batch iterator; its `skipped` counts this process's
+      undecodable images.
+    nan_policy: config.nan_policy.
+  """
+
+  def __init__(self, loop_state: Mapping[str, Any], batches: Any, nan_policy: str):
+    self._acc = MetricAccumulator()
+    if loop_state.get('metric_window'):
+      self._acc.add(loop_state['metric_window'])
+    self._batches = batches
+    self._stop_on_non_finite = nan_policy == 'stop'
+    self._undecodable_before = int(loop_state.get('undecodable_images', 0))
+    self._reported = self._undecodable_before
+    self._latest: Optional[tuple] = None   # (step, metrics) of the newest step
+
+  def add(self, step: int, metrics: Mapping[str, Any]) -> None:
+    """Queues a step's metrics, after checking the previous step's."""
+    self._acc.add(metrics)
+    self.check_finite()
+    self._latest = (step, metrics)
+
+  def check_finite(self) -> None:
+    """Raises errors.NonFiniteError if the newest step's update was not finite (nan_policy='stop')."""
+    if not self._stop_on_non_finite or self._latest is None:
+      return
+    step, metrics = self._latest
+    if float(metrics['finite']) < 1.0:
+      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      raise errors.NonFiniteError(
+          f'non-finite loss or gradients at step {step} (metrics {values}); the update was not '
+          'applied and nothing non-finite was checkpointed. Lower config.learning_rate, check '
+          "the data, or set config.nan_policy='skip' to skip such updates and count them.")
+
+  def undecodable_images(self) -> int:
+    """Training images dropped as undecodable since step 0, over all processes."""
+    local = int(getattr(self._batches, 'skipped', 0))
+    if jax.process_count() > 1:  # every process calls this at the same steps
+      local = int(np.sum(multihost_utils.process_allgather(np.int64(local))))
+    return self._undecodable_before + local
+
+  def summary(self, reset: bool) -> dict[str, float]:
+    """The window's means (see `summarize`); `reset` starts a new window."""
+    values = self._acc.summary(reset=reset)
+    values['undecodable_images'] = float(self.undecodable_images())
+    return values
+
+  def loop_state(self) -> dict[str, Any]:
+    """What a checkpoint stores so that a run resumed from it continues this window."""
+    return {'metric_window': self._acc.totals(reset=False),
+            'undecodable_images': self.undecodable_images()}
+
+  def warnings(self, values: Mapping[str, float]) -> list[str]:
+    """Warnings for the `summary` values: updates skipped, images newly found undecodable."""
+    out = []
+    if values.get('skipped'):
+      out.append(f'warning: skipped {int(values["skipped"])} update(s) with a non-finite loss or '
+                 "gradient in this log interval (config.nan_policy='skip')")
+    total = int(values['undecodable_images'])
+    new, self._reported = total - self._reported, total
+    if new:
+      out.append(f'warning: {new} undecodable training image(s) skipped since the last report '
+                 f'({total} in all)')
+    return out
 
 
 def _read_lines(path: epath.Path) -> list[str]:
@@ -180,6 +265,12 @@ class MetricWriter:
       self._jsonl.close()
       self._events.close()
       self._jsonl = None
+
+  def __enter__(self) -> 'MetricWriter':
+    return self
+
+  def __exit__(self, *unused) -> None:
+    self.close()
 
 
 def read_metrics(workdir: str | os.PathLike, split: Optional[str] = None) -> list[dict[str, Any]]:

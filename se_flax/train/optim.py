@@ -10,12 +10,14 @@ decoupled decay.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from se_flax.errors import ConfigError
 
 Schedule = Callable[[Any], jax.Array]
 
@@ -28,44 +30,55 @@ def base_learning_rate(config: ml_collections.ConfigDict) -> float:
   return config.learning_rate * config.batch_size / config.lr_reference_batch
 
 
-def _validate(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> None:
-  sched = config.schedule
-  if sched.name not in SCHEDULES:
-    raise ValueError(f'config.schedule.name={sched.name!r} is unknown; allowed: {SCHEDULES}')
-  if config.optimizer.name not in OPTIMIZERS:
-    raise ValueError(f'config.optimizer.name={config.optimizer.name!r} is unknown; '
-                     f'allowed: {OPTIMIZERS}')
-  if not config.learning_rate >= 0:
-    raise ValueError(f'config.learning_rate={config.learning_rate} must be >= 0')
+def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[int] = None,
+                 total_steps: Optional[int] = None) -> None:
+  """Raises ConfigError for an optimizer, schedule or learning-rate field that cannot work.
+
+  With the step counts, also for a warm-up longer than the run.
+  """
+  if not config.learning_rate > 0:
+    raise ConfigError(f'config.learning_rate={config.learning_rate} must be positive')
   if not config.lr_reference_batch > 0:
-    raise ValueError(f'config.lr_reference_batch={config.lr_reference_batch} must be > 0')
-  if not 0 <= config.optimizer.momentum < 1:
-    raise ValueError(f'config.optimizer.momentum={config.optimizer.momentum} must be in [0, 1)')
-  if not config.optimizer.weight_decay >= 0:
-    raise ValueError(f'config.optimizer.weight_decay={config.optimizer.weight_decay} '
-                     'must be >= 0')
-  if steps_per_epoch <= 0:
-    raise ValueError(f'steps_per_epoch={steps_per_epoch} must be > 0')
-  if total_steps <= 0:
-    raise ValueError(f'total_steps={total_steps} must be > 0 '
-                     '(config.num_epochs / config.num_train_steps)')
+    raise ConfigError(f'config.lr_reference_batch={config.lr_reference_batch} must be positive')
+  opt, sched = config.optimizer, config.schedule
+  _allowed('optimizer.name', opt.name, OPTIMIZERS)
+  if not 0.0 <= opt.momentum < 1.0:
+    raise ConfigError(f'config.optimizer.momentum={opt.momentum} must be in [0, 1)')
+  if not opt.weight_decay >= 0:
+    raise ConfigError(f'config.optimizer.weight_decay={opt.weight_decay} must be >= 0')
+  _allowed('schedule.name', sched.name, SCHEDULES)
+  if not sched.warmup_epochs >= 0:
+    raise ConfigError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
   if sched.name == 'step':
     if not 0 < sched.step_factor <= 1:
-      raise ValueError(f'config.schedule.step_factor={sched.step_factor} must be in (0, 1]')
+      raise ConfigError(f'config.schedule.step_factor={sched.step_factor} must be in (0, 1]')
     boundaries = tuple(sched.get('boundaries_epochs') or ())
-    if boundaries:
-      if any(not b > 0 for b in boundaries) or list(boundaries) != sorted(set(boundaries)):
-        raise ValueError(f'config.schedule.boundaries_epochs={boundaries} must be positive '
-                         'and strictly increasing')
-    elif not sched.step_epochs > 0:
-      raise ValueError(f'config.schedule.step_epochs={sched.step_epochs} must be > 0')
-  if not sched.warmup_epochs >= 0:
-    raise ValueError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
-  warmup_steps = round(sched.warmup_epochs * steps_per_epoch)
-  if warmup_steps > total_steps:
-    raise ValueError(
-        f'config.schedule.warmup_epochs={sched.warmup_epochs} ({warmup_steps} steps) is '
-        f'longer than training ({total_steps} steps = {total_steps / steps_per_epoch:g} epochs)')
+    if boundaries and (any(not b > 0 for b in boundaries)
+                       or list(boundaries) != sorted(set(boundaries))):
+      raise ConfigError(f'config.schedule.boundaries_epochs={boundaries} must be positive and '
+                        'strictly increasing')
+    if not boundaries and not sched.step_epochs > 0:
+      raise ConfigError(f'config.schedule.step_epochs={sched.step_epochs} must be positive')
+  if steps_per_epoch is not None or total_steps is not None:
+    _check_steps(sched, steps_per_epoch, total_steps)
+
+
+def _allowed(field, value, allowed):
+  if value not in allowed:
+    raise ConfigError(f'config.{field}={value!r} is not allowed; choose one of {list(allowed)}')
+
+
+def _check_steps(sched, steps_per_epoch, total_steps):
+  if steps_per_epoch is None or steps_per_epoch <= 0:
+    raise ConfigError(f'steps_per_epoch={steps_per_epoch} must be > 0')
+  if total_steps is None or total_steps <= 0:
+    raise ConfigError(f'total_steps={total_steps} must be > 0 '
+                      '(config.num_epochs / config.num_train_steps)')
+  epochs = total_steps / steps_per_epoch
+  if round(sched.warmup_epochs * steps_per_epoch) > total_steps:
+    raise ConfigError(
+        f'config.schedule.warmup_epochs={sched.warmup_epochs} is longer than the run '
+        f'({total_steps} steps = {epochs:g} epochs); allowed: 0 to {epochs:g}')
 
 
 def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -81,7 +94,7 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   k-th boundary. `cosine`: a half cosine from `base` right after warm-up to 0
   at `total_steps`.
   """
-  _validate(config, steps_per_epoch, total_steps)
+  check_config(config, steps_per_epoch, total_steps)
   sched = config.schedule
   base = base_learning_rate(config)
   warmup_steps = round(sched.warmup_epochs * steps_per_epoch)
@@ -134,6 +147,9 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
 
   Returns:
     `(tx, schedule)`; `schedule(step)` is the rate used by update number `step`.
+
+  Raises:
+    ConfigError: see `check_config`.
   """
   schedule = create_schedule(config, steps_per_epoch, total_steps)
   opt = config.optimizer

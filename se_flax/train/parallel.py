@@ -18,6 +18,8 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from se_flax import errors
+
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'
 
@@ -49,7 +51,7 @@ def _positive_env(name: str, default: int) -> int:
   except ValueError:
     seconds = 0
   if seconds <= 0:
-    raise ValueError(f'${name}={value!r} must be a positive number of seconds')
+    raise errors.ConfigError(f'${name}={value!r} must be a positive number of seconds')
   return seconds
 
 
@@ -104,6 +106,10 @@ def maybe_initialize_distributed(
 
   Returns:
     True if `jax.distributed` is initialised when this returns.
+
+  Raises:
+    errors.ConfigError: a timeout or process flag that cannot work.
+    errors.LostProcessError: a peer or the coordinator never answered.
   """
   if jax.distributed.is_initialized():
     return True
@@ -120,13 +126,22 @@ def maybe_initialize_distributed(
   if initialization_timeout is None:
     initialization_timeout = _positive_env(INITIALIZATION_TIMEOUT_ENV,
                                            INITIALIZATION_TIMEOUT_SECONDS)
-  jax.distributed.initialize(
-      coordinator_address=coordinator_address,
-      num_processes=num_processes,
-      process_id=process_id,
-      initialization_timeout=initialization_timeout,
-      heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-  )
+  try:
+    jax.distributed.initialize(
+        coordinator_address=coordinator_address,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=initialization_timeout,
+        heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+    )
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from e
+  except RuntimeError as e:
+    raise errors.LostProcessError(
+        f'could not start the multi-process run (coordinator '
+        f'{coordinator_address or "from the environment"}): {str(e).splitlines()[0][:300]}. '
+        'Start every process with the same --coordinator_address and --num_processes, each '
+        'with its own --process_id.') from e
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices.',
                jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
@@ -177,11 +192,11 @@ def data_parallel_size(mesh: Mesh) -> int:
 
 def check_batch_divisible(global_batch_size: int, mesh: Mesh,
                           field: str = 'config.batch_size') -> None:
-  """Raises ValueError unless the global batch splits evenly over devices and processes."""
+  """Raises errors.ConfigError unless the global batch splits evenly over devices and processes."""
   devices = data_parallel_size(mesh)
   processes = jax.process_count()
   if global_batch_size <= 0 or global_batch_size % devices or global_batch_size % processes:
-    raise ValueError(
+    raise errors.ConfigError(
         f'{field}={global_batch_size} must be a positive multiple of the number '
         f'of data-parallel devices ({devices}) and of the number of processes '
         f'({processes}); for example {field}={devices * max(1, global_batch_size // devices)}.')

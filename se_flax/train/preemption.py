@@ -1,7 +1,7 @@
 """Preemption: SIGTERM becomes a flag the training loop checks once per step.
 
 The loop then saves a checkpoint of the current step and exits with
-PREEMPTED_EXIT_CODE, so that a scheduler wrapper can requeue the job and the
+errors.EXIT_PREEMPTED, so that a scheduler wrapper can requeue the job and the
 same command resumes from that step (se_flax/train/loop.py).
 """
 
@@ -12,16 +12,14 @@ from typing import Callable, Optional, Sequence
 from absl import logging
 from jax.experimental import multihost_utils
 
-# Exit status of a run that saved a checkpoint because it was preempted; a
-# scheduler wrapper can requeue on it (SLURM: `--requeue`, or a loop on $?).
-PREEMPTED_EXIT_CODE = 42
+from se_flax import errors
 
 _preempted = threading.Event()
 
 
 def _on_signal(signum, frame):  # pylint: disable=unused-argument
   logging.warning('Received signal %d: will checkpoint and exit with code %d.',
-                  signum, PREEMPTED_EXIT_CODE)
+                  signum, errors.EXIT_PREEMPTED)
   _preempted.set()
 
 
@@ -55,7 +53,7 @@ def install_preemption_handler(signums: Sequence[int] = (signal.SIGTERM,)) -> Ca
 
 
 def preemption_requested(step: Optional[int] = None) -> bool:
-  """True once the run should checkpoint and exit with `PREEMPTED_EXIT_CODE`.
+  """True once the run should checkpoint and exit with `errors.EXIT_PREEMPTED`.
 
   Call it on every step, on every process, with the same `step`: with several
   processes the answer comes from `multihost_utils.reached_preemption_sync_point`,

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
+import numpy as np
 import optax
 
 from se_flax.train import parallel
@@ -106,3 +107,15 @@ def abstract_train_state(model: nn.Module, input_shape: Sequence[int],
   sharding = parallel.replicated(mesh)
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+
+
+def is_finite(state: TrainState) -> bool:
+  """Whether every float in params, batch_stats and opt_state is finite (this process's replica).
+
+  The guard before every save: no checkpoint holds a NaN or Inf (docs/failures.md).
+  """
+  for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state)):
+    if jnp.issubdtype(leaf.dtype, jnp.floating):
+      if not np.isfinite(np.asarray(leaf.addressable_data(0))).all():
+        return False
+  return True

@@ -21,11 +21,25 @@ from jax.sharding import Mesh
 import ml_collections
 import optax
 
+from se_flax.errors import ConfigError
 from se_flax.train import parallel
 from se_flax.train.state import TrainState
 
 NAN_POLICIES = ('stop', 'skip')
 Metrics = dict[str, jax.Array]
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError for a nan_policy or label_smoothing the train step cannot take."""
+  _check_nan_policy(config.nan_policy)
+  if not 0.0 <= config.label_smoothing < 1.0:
+    raise ConfigError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1)')
+
+
+def _check_nan_policy(nan_policy):
+  if nan_policy not in NAN_POLICIES:
+    raise ConfigError(f'config.nan_policy={nan_policy!r} is not allowed; '
+                      f'choose one of {list(NAN_POLICIES)}')
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
@@ -100,8 +114,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     `top1_correct`, `top5_correct`, `count` (examples), `grad_norm_sum`,
     `steps` (1), `learning_rate`, `finite` (1/0), `skipped` (1/0).
   """
-  if nan_policy not in NAN_POLICIES:
-    raise ValueError(f'config.nan_policy={nan_policy!r} is unknown; allowed: {NAN_POLICIES}')
+  _check_nan_policy(nan_policy)
   images, labels = batch['image'], batch['label']
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
@@ -179,10 +192,11 @@ def make_train_step(model: Any, config: ml_collections.ConfigDict, mesh: Mesh,
   Returns:
     `step(state, batch) -> (state, metrics)`; the input state's buffers are
     donated, so the caller must use the returned state.
+
+  Raises:
+    ConfigError: see `check_config`.
   """
-  if config.nan_policy not in NAN_POLICIES:
-    raise ValueError(f'config.nan_policy={config.nan_policy!r} is unknown; '
-                     f'allowed: {NAN_POLICIES}')
+  check_config(config)
   fn = functools.partial(
       train_step, apply_fn=model.apply, schedule_fn=schedule_fn, num_classes=num_classes,
       label_smoothing=config.label_smoothing, nan_policy=config.nan_policy)

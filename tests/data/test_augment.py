@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
-from sklearn import datasets
+from sklearn import datasets as sklearn_datasets
 
 from se_flax.data import augment
+from se_flax.data import datasets
 from se_flax.data import digits
-from se_flax.data import pipeline
 
 SEEDS = [tf.constant([s, 7], tf.int64) for s in range(64)]
 
@@ -64,23 +64,23 @@ def test_pad_and_random_crop_is_a_window_of_the_zero_padded_image(pad):
     assert len(offsets) > 30  # Of 81.
 
 
-def test_digits_train_crops_and_never_mirrors():
+def test_pad_crop_crops_and_never_mirrors():
   image = np.zeros((8, 8, 1), np.uint8)
   image[1:7, 1:3] = 200  # A left-heavy stroke: its mirror is another image.
   windows = _windows(np.pad(image, [(1, 1), (1, 1), (0, 0)]), 8, 8)
   mirrored = {k: v[:, ::-1] for k, v in windows.items()}
   for seed in SEEDS:
-    out = augment.digits_train(tf.constant(image), seed, 8).numpy().astype(np.uint8)
+    out = augment.pad_crop(tf.constant(image), seed, 8).numpy().astype(np.uint8)
     assert _match(out, windows) and not _match(out, mirrored)
 
 
-def test_cifar_train_is_a_padded_window_or_its_mirror():
+def test_pad_crop_flip_is_a_padded_window_or_its_mirror():
   image = _image(32, 32, 3) | 1
   windows = _windows(np.pad(image, [(4, 4), (4, 4), (0, 0)]), 32, 32)
   mirrored = {k: v[:, ::-1] for k, v in windows.items()}
   kinds = set()
   for seed in SEEDS[:24]:
-    out = augment.cifar_train(tf.constant(image), seed, 32).numpy().astype(np.uint8)
+    out = augment.pad_crop_flip(tf.constant(image), seed, 32).numpy().astype(np.uint8)
     if _match(out, windows):
       kinds.add('plain')
     else:
@@ -156,15 +156,51 @@ def test_normalize_matches_numpy():
 
 
 def test_digits_statistics_are_those_of_the_train_split():
-  data = datasets.load_digits()
+  data = sklearn_datasets.load_digits()
   train, _ = digits.split_indices(data.target)
   pixels = np.floor(data.images[train] * 255 / 16 + 0.5)
-  np.testing.assert_allclose(augment.DIGITS_MEAN, [pixels.mean()], rtol=1e-7)
-  np.testing.assert_allclose(augment.DIGITS_STD, [pixels.std()], rtol=1e-7)
+  np.testing.assert_allclose(datasets.DIGITS_MEAN, [pixels.mean()], rtol=1e-7)
+  np.testing.assert_allclose(datasets.DIGITS_STD, [pixels.std()], rtol=1e-7)
 
 
-def test_every_known_dataset_has_statistics():
-  assert set(augment.STATS) == set(pipeline.KNOWN_DATASETS)
-  np.testing.assert_allclose(augment.IMAGENET_MEAN, (123.675, 116.28, 103.53))
-  np.testing.assert_allclose(augment.CIFAR10_MEAN, np.array([0.4914, 0.4822, 0.4465]) * 255,
+def test_published_statistics():
+  np.testing.assert_allclose(datasets.IMAGENET_MEAN, (123.675, 116.28, 103.53))
+  np.testing.assert_allclose(datasets.CIFAR10_MEAN, np.array([0.4914, 0.4822, 0.4465]) * 255,
                              atol=0.02)
+
+
+def test_every_named_augmentation_exists_and_every_one_is_used():
+  specs = datasets.DATASETS.values()
+  assert {spec.train_augment for spec in specs} == set(augment.TRAIN)
+  assert {spec.eval_augment for spec in specs} == set(augment.EVAL)
+  for spec in specs:
+    assert len(spec.mean) == len(spec.std) == spec.channels
+
+
+def test_every_augmentation_gives_the_model_size_from_a_stored_image():
+  """Each table entry, called with the pipeline's uniform arguments, on its data set's images."""
+  for spec in datasets.DATASETS.values():
+    stored = _image(spec.image_size + 3, spec.image_size + 5, spec.channels)
+    if spec.jpeg:
+      stored = tf.constant(_jpeg(stored))
+    else:
+      stored = tf.constant(stored[:spec.image_size, :spec.image_size])
+    size, eval_resize = spec.image_size // 2, spec.image_size
+    train = augment.TRAIN[spec.train_augment](stored, SEEDS[0], size, eval_resize)
+    evaluated = augment.EVAL[spec.eval_augment](stored, size, eval_resize)
+    for out in (train, evaluated):
+      assert out.shape == spec.input_shape(size) and out.dtype == tf.float32, spec.name
+
+
+def test_table_entries_are_the_documented_functions():
+  # Refactoring into tables must not change a pixel: the entries are the functions tested above.
+  image = tf.constant(_image(32, 32, 3) | 1)
+  np.testing.assert_array_equal(augment.TRAIN['pad_crop_flip'](image, SEEDS[5], 32, 256),
+                                augment.pad_crop_flip(image, SEEDS[5], 32))
+  data = tf.constant(_jpeg(_image(60, 80, 3, seed=1)))
+  np.testing.assert_array_equal(augment.TRAIN['inception_crop'](data, SEEDS[2], 24, 28),
+                                augment.imagenet_train(data, SEEDS[2], 24, 28))
+  np.testing.assert_array_equal(augment.EVAL['resize_center_crop'](data, 24, 28),
+                                augment.decode_resize_center_crop(data, 24, 28))
+  np.testing.assert_array_equal(augment.EVAL['resize_if_needed'](image, 16, 256),
+                                augment.maybe_resize(image, 16))

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from se_flax.data import augment
+from se_flax.data import datasets
 from se_flax.data import pipeline
 from tests.data.dataset_configs import dataset_config
 
 
 def _pixels(images):
-  images = np.asarray(images, np.float64) * augment.CIFAR10_STD + augment.CIFAR10_MEAN
+  images = np.asarray(images, np.float64) * datasets.CIFAR10_STD + datasets.CIFAR10_MEAN
   return np.round(images).astype(np.uint8)
 
 

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from se_flax import errors
+from se_flax.data import datasets
 from se_flax.data import pipeline
 from tests.data import tiny_imagenet
 from tests.data.dataset_configs import dataset_config
@@ -14,7 +16,7 @@ def test_unknown_name_lists_known_datasets(digits_cfg):
     pipeline.get_info(digits_cfg(name='mnist'))
   message = str(e.value)
   assert 'config.dataset.name' in message and "'mnist'" in message
-  assert all(name in message for name in pipeline.KNOWN_DATASETS)
+  assert all(name in message for name in datasets.NAMES)
 
 
 def test_missing_data_dir(tmp_path):
@@ -87,3 +89,18 @@ def test_imagenet_is_prepared_from_the_tars_in_manual_dir(tmp_path):
   tiny_imagenet.make_tiny_imagenet(tmp_path / 'downloads' / 'manual', per_class=1, num_val=2)
   info = pipeline.get_info(dataset_config('imagenet2012', tmp_path))
   assert (info.num_train, info.num_eval, info.num_classes) == (3, 2, 1000)
+
+
+def test_failures_are_se_flax_errors_with_the_config_exit_code(tmp_path, digits_cfg):
+  """A bad value is a ConfigError, missing data a DataError: the command line exits 2 on both."""
+  cases = [(errors.ConfigError, dataset_config('mnist', tmp_path)),
+           (errors.ConfigError, digits_cfg(prefetch=-1)),
+           (errors.ConfigError, digits_cfg(train_split='validation')),
+           (errors.ConfigError, digits_cfg(eval_split='test[:0]')),
+           (errors.DataError, dataset_config('digits', tmp_path / 'nowhere')),
+           (errors.DataError, dataset_config('cifar10', tmp_path, image_size=32)),
+           (errors.DataError, dataset_config('imagenet2012', tmp_path))]
+  for kind, cfg in cases:
+    with pytest.raises(kind) as e:
+      pipeline.get_info(cfg)
+    assert e.value.exit_code == errors.EXIT_CONFIG_ERROR

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from se_flax.data import augment
+from se_flax.data import datasets
 from se_flax.data import pipeline
 from tests.data import tiny_imagenet
 from tests.data.dataset_configs import dataset_config
@@ -18,7 +18,7 @@ def _label_ids():
 
 
 def _pixels(images):
-  return np.asarray(images, np.float64) * augment.IMAGENET_STD + augment.IMAGENET_MEAN
+  return np.asarray(images, np.float64) * datasets.IMAGENET_STD + datasets.IMAGENET_MEAN
 
 
 def _counts(labels):

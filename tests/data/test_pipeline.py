@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from se_flax.data import augment
+from se_flax.data import datasets
 from se_flax.data import pipeline
 from tests.data.dataset_configs import dataset_config
 
@@ -29,7 +29,7 @@ def _assert_same(a, b):
 
 def _pixels(images):
   """Normalised digits back to uint8 0..255."""
-  mean, std = augment.DIGITS_MEAN[0], augment.DIGITS_STD[0]
+  mean, std = datasets.DIGITS_MEAN[0], datasets.DIGITS_STD[0]
   return np.round(np.asarray(images, np.float64) * std + mean).astype(np.uint8)
 
 

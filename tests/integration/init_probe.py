@@ -15,8 +15,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from se_flax import runtime
 from se_flax.train import checkpoint as ckpt_lib
 from se_flax.train import loop
+from se_flax.train import setup as setup_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
@@ -26,13 +28,11 @@ _OUT = flags.DEFINE_string('out', None, 'Where to write the initial variables.')
 
 def main(argv):
   del argv
+  runtime.setup()
   config, workdir = _CONFIG.value, _WORKDIR.value
-  run = loop.Run(config, workdir)
-  checkpointer = ckpt_lib.TrainCheckpointer.from_config(workdir, config)
-  try:
+  run = setup_lib.setup(config, workdir)
+  with ckpt_lib.TrainCheckpointer.from_config(workdir, config) as checkpointer:
     state = loop.restore_or_init(run, checkpointer)
-  finally:
-    checkpointer.close()
   leaves = jax.tree_util.tree_flatten_with_path(
       {'params': state.params, 'batch_stats': state.batch_stats})[0]
   np.savez(_OUT.value, **{'/'.join(str(k.key) for k in path): np.asarray(v.addressable_data(0))

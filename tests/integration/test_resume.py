@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from se_flax.train import checkpoint as ckpt_lib
+from se_flax import errors
 from tests.integration import harness
 
 
@@ -70,7 +70,7 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_there(reference_run, d
   finally:
     harness.stop(proc, signal.SIGTERM)
   code, out, err = harness.finish(proc)
-  assert code == ckpt_lib.PREEMPTED_EXIT_CODE, harness.describe(code, out, err)
+  assert code == errors.EXIT_PREEMPTED, harness.describe(code, out, err)
   saved = int(re.search(r'Preempted: saved checkpoint step (\d+)', out).group(1))
   assert signal_after <= saved < harness.STEPS
   assert harness.checkpoint_steps(workdir)[-1] == saved

@@ -20,12 +20,14 @@ def classes_of(name):
 
 @functools.lru_cache(maxsize=None)
 def traced(name, se=None, **overrides):
-  """(logits, variables) of `init_with_output` on one 32x32 image, as ShapeDtypeStructs.
+  """(logits, variables) of `init_with_output` on one image, as ShapeDtypeStructs.
 
-  Parameter shapes do not depend on the input size: every backbone ends in global pooling.
+  Parameter shapes do not depend on the input size: every backbone ends in global
+  pooling. 32x32, except for nets whose stem needs more (Inception-ResNet-v2: 75).
   """
   model = registry.create_model(name, classes_of(name), se=se, **overrides)
-  x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+  size = 32
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   return jax.eval_shape(lambda x: model.init_with_output(jax.random.PRNGKey(0), x), x)
 
 

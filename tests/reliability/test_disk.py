@@ -15,7 +15,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from se_flax import cli
+from se_flax import errors
 from se_flax.train import checkpoint as ckpt_lib
 from tests.integration import harness
 
@@ -46,7 +46,7 @@ def test_unwritable_workdir_fails_at_start(jax_cache, tmp_path, where):
       workdir = stack.enter_context(tmpfs(tmp_path / 'ro', '1m', read_only=True)) / 'run'
     code, out, err = harness.run(workdir, data_dir, cache_dir=jax_cache,
                                  log=tmp_path / 'main')
-  assert code == cli.EXIT_WRITE_ERROR, harness.describe(code, out, err)
+  assert code == errors.EXIT_WRITE_ERROR, harness.describe(code, out, err)
   assert f"workdir '{workdir}' is not writable" in err and 'pass a --workdir' in err
   assert not any(data_dir.iterdir())
 
@@ -59,7 +59,7 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(reference_run, digits_d
   with tmpfs(tmp_path / 'disk', f'{int(size * 1.5) // 4096 * 4096}') as disk:
     workdir = disk / 'run'
     code, out, err = harness.run(workdir, digits_data, cache_dir=jax_cache, log=tmp_path / 'full')
-    assert code == cli.EXIT_WRITE_ERROR, harness.describe(code, out, err)
+    assert code == errors.EXIT_WRITE_ERROR, harness.describe(code, out, err)
     assert 'No space left on device' in err
     assert 'error: could not write checkpoint step 6' in err and 'are untouched' in err
     assert harness.checkpoint_steps(workdir) == [3]
@@ -104,7 +104,7 @@ def test_failed_save_is_reported_with_its_step(tmp_path):
   checkpointer.wait_until_finished()
   checkpointer._manager = _FullDisk(checkpointer._manager)  # pylint: disable=protected-access
   checkpointer.save(2, state)
-  with pytest.raises(ckpt_lib.CheckpointWriteError) as info:
+  with pytest.raises(errors.CheckpointWriteError) as info:
     checkpointer.wait_until_finished()
   assert 'could not write checkpoint step 2' in str(info.value)
   assert 'No space left on device' in str(info.value) and '[1] are untouched' in str(info.value)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from se_flax import cli
+from se_flax import errors
 from tests.integration import harness
 from tests.integration.test_multihost import start_processes
 
@@ -38,6 +38,6 @@ def test_survivor_exits_with_an_error(digits_data, jax_cache, tmp_path, killed):
       p.wait()
   assert code != 0 and elapsed < BOUND_SECONDS, harness.describe(code, out, err)
   # Our message when the loss shows up in Python; jax's own when its runtime ends the process.
-  ours = code == cli.EXIT_LOST_PROCESS and 'error: lost contact with another process' in err
+  ours = code == errors.EXIT_LOST_PROCESS and 'error: lost contact with another process' in err
   assert ours or 'JAX distributed service detected fatal errors' in err, harness.describe(
       code, out, err)

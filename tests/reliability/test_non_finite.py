@@ -8,7 +8,8 @@ import types
 import jax.numpy as jnp
 import numpy as np
 
-from se_flax.train import loop
+from se_flax import errors
+from se_flax.train import state as state_lib
 from tests.integration import harness
 
 FLAGS = ('--config.learning_rate=1e30', '--config.num_train_steps=6', '--config.log_every_steps=2',
@@ -26,7 +27,7 @@ def assert_all_finite(workdir):
 
 def test_stop_names_the_step_and_its_metrics(digits_run, tmp_path):
   code, out, err = digits_run(*FLAGS)
-  assert code == loop.EXIT_NON_FINITE, harness.describe(code, out, err)
+  assert code == errors.EXIT_NON_FINITE, harness.describe(code, out, err)
   assert 'error: non-finite loss or gradients at step 2 (metrics {' in err
   assert "'finite': 0.0" in err and "config.nan_policy='skip'" in err
   # Step 1's update was finite (and checkpointed); step 2's was never applied.
@@ -49,7 +50,7 @@ def test_state_with_an_overflowed_update_is_never_saved():
   """The guard before every save: a NaN or Inf anywhere in params, statistics or momentum."""
   finite = dict(params={'w': jnp.ones(3)}, batch_stats={'mean': jnp.zeros(2)},
                 opt_state=({'w': jnp.zeros(3)}, jnp.int32(4)))
-  is_finite = loop._state_is_finite  # pylint: disable=protected-access
+  is_finite = state_lib.is_finite
   assert is_finite(types.SimpleNamespace(**finite))
   for field, bad in (('params', {'w': jnp.array([1.0, jnp.inf, 0.0])}),
                      ('batch_stats', {'mean': jnp.array([jnp.nan, 0.0])}),

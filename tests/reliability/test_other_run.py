@@ -3,7 +3,8 @@
 import pytest
 
 from configs import digits
-from se_flax import validate
+from se_flax import config_lib
+from se_flax import models
 from tests.integration import harness
 
 
@@ -36,18 +37,18 @@ def _digits(**changes):
 
 
 def test_config_differences():
-  stored = validate.config_as_json(_digits())
+  stored = config_lib.as_json(_digits())
   current = _digits(**{'model.se.reduction': 8, 'num_train_steps': 50, 'model.dtype': 'bfloat16'})
-  differences = validate.config_differences(stored, current)
+  differences = config_lib.differences(stored, current)
   assert differences == [('model.dtype', 'float32', 'bfloat16'), ('model.se.reduction', 4, 8),
                          ('num_train_steps', -1, 50)]
   # Longer training and another compute dtype resume; another SE block does not.
-  assert validate.architecture_differences(differences, stored, current) == [
+  assert models.architecture_differences(differences, stored, current) == [
       ('model.se.reduction', 4, 8)]
   # A plain backbone has no SE block for the SE fields to change.
-  plain = validate.config_as_json(_digits(**{'model.name': 'cifar_resnet20'}))
+  plain = config_lib.as_json(_digits(**{'model.name': 'cifar_resnet20'}))
   plain_current = _digits(**{'model.name': 'cifar_resnet20', 'model.se.reduction': 8})
-  assert validate.architecture_differences(
-      validate.config_differences(plain, plain_current), plain, plain_current) == []
-  text = validate.format_differences(differences)
+  assert models.architecture_differences(
+      config_lib.differences(plain, plain_current), plain, plain_current) == []
+  text = config_lib.format_differences(differences)
   assert "config.model.dtype: 'float32' in the checkpoint, 'bfloat16' now" in text

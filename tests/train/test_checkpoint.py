@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from se_flax import errors
 from se_flax.train import checkpoint as ckpt_lib
-from se_flax.train import parallel, state as state_lib
+from se_flax.train import parallel, preemption, state as state_lib
 from tests.train.tiny import IMAGE_SHAPE, TinyNet, make_batch, mesh_of, tiny_setup
 
 # Reading a damaged checkpoint's metadata fails in several of Orbax's concurrent
@@ -147,7 +148,7 @@ def test_all_checkpoints_damaged_raises(tmp_path, trained):
   for step in (1, 2):
     _damage(tmp_path / 'checkpoints' / str(step), 'truncate manifest')
   ckpt = ckpt_lib.TrainCheckpointer(tmp_path)
-  with pytest.raises(ckpt_lib.CheckpointCorruptError, match='tried steps 2 .*; 1 '):
+  with pytest.raises(errors.CheckpointCorruptError, match='tried steps 2 .*; 1 '):
     ckpt.restore(target=abstract(setup, setup.mesh))
   ckpt.close()
 
@@ -169,23 +170,24 @@ def test_shape_mismatch_is_a_clear_error(tmp_path, trained):
 def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('')
-  with pytest.raises(PermissionError, match='not writable'):
-    ckpt_lib.TrainCheckpointer(blocker / 'run')
+  for make in (ckpt_lib.check_writable, ckpt_lib.TrainCheckpointer):
+    with pytest.raises(errors.CheckpointWriteError, match='not writable'):
+      make(blocker / 'run')
 
 
 def test_sigterm_sets_the_preemption_flag():
-  ckpt_lib.clear_preemption_request()
+  preemption.clear_preemption_request()
   before = signal.getsignal(signal.SIGTERM)
-  uninstall = ckpt_lib.install_preemption_handler()
+  uninstall = preemption.install_preemption_handler()
   try:
-    assert not ckpt_lib.preemption_requested(step=5)
+    assert not preemption.preemption_requested(step=5)
     os.kill(os.getpid(), signal.SIGTERM)
-    assert ckpt_lib.preemption_requested(step=6)
+    assert preemption.preemption_requested(step=6)
   finally:
     uninstall()
-    ckpt_lib.clear_preemption_request()
+    preemption.clear_preemption_request()
   assert signal.getsignal(signal.SIGTERM) is before
-  assert ckpt_lib.PREEMPTED_EXIT_CODE == 42
+  assert errors.EXIT_PREEMPTED == 42
 
 
 def test_async_save_survives_donating_the_state_right_after(tmp_path):

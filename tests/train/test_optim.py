@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from se_flax.errors import ConfigError
 from se_flax.train import optim
 from tests.train.tiny import IMAGE_SHAPE, TinyNet, make_config
 
@@ -74,6 +75,19 @@ def test_cosine_schedule_with_warmup():
 def test_invalid_schedule_fields_are_named(field, value, message):
   with pytest.raises(ValueError, match=message.replace('.', r'\.')):
     optim.create_optimizer(paper_config(**{field: value}), steps_per_epoch=10, total_steps=100)
+
+
+def test_check_config_without_step_counts_checks_the_fields_only():
+  config = paper_config(**{'schedule.warmup_epochs': 20.0})
+  optim.check_config(config)
+  with pytest.raises(ConfigError) as info:
+    optim.check_config(config, steps_per_epoch=10, total_steps=100)
+  # The message main.py prints for a warm-up longer than the run.
+  assert str(info.value) == ('config.schedule.warmup_epochs=20.0 is longer than the run '
+                             '(100 steps = 10 epochs); allowed: 0 to 10')
+  with pytest.raises(ConfigError, match=r"config\.optimizer\.name='adam' is not allowed; "
+                                        r"choose one of \['sgd'\]"):
+    optim.check_config(paper_config(**{'optimizer.name': 'adam'}))
 
 
 def _tiny_params():

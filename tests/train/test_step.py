@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from se_flax.errors import ConfigError
 from se_flax.train import parallel, step as step_lib
 from tests.train.tiny import IMAGE_SHAPE, NUM_CLASSES, TinyNet, make_batch, make_config, tiny_setup
 
@@ -156,6 +157,18 @@ def test_unknown_nan_policy_is_named(mesh8):
   with pytest.raises(ValueError, match=r'config\.nan_policy'):
     step_lib.make_train_step(TinyNet(), make_config(nan_policy='ignore'), mesh8,
                              lambda s: 0.1, NUM_CLASSES)
+
+
+@pytest.mark.parametrize('field, value, message', [
+    ('nan_policy', 'ignore', "config.nan_policy='ignore' is not allowed; choose one of "
+                             "['stop', 'skip']"),
+    ('label_smoothing', 1.0, 'config.label_smoothing=1.0 must be in [0, 1)'),
+    ('label_smoothing', -0.1, 'config.label_smoothing=-0.1 must be in [0, 1)'),
+])
+def test_check_config_names_the_field(field, value, message):
+  with pytest.raises(ConfigError) as info:
+    step_lib.check_config(make_config(**{field: value}))
+  assert str(info.value) == message
 
 
 def test_dropout_masks_are_a_function_of_the_step(mesh8):

@@ -1,0 +1,128 @@
+"""The whole config, checked once per command before TensorFlow is imported or anything compiles.
+
+This module owns the run-level fields: batch sizes and how they split over
+devices and processes, BN groups, the run's length, cadences, checkpoints
+kept, profiling, split names. Every other field is checked where it is used:
+the data set by `datasets.get`, config.model by `models.from_config` (the SE
+fields by `SESpec`), the optimizer and schedule by `optim.check_config`, the
+NaN policy and label smoothing by `step.check_config`. Last, the model's
+initialisation is traced (not compiled) on the data set's input, so that an SE
+width or gather extent that does not fit a stage fails here too. Each message
+names the field, the value given and what is allowed, so a typo in a sweep
+costs seconds, not a queued job (docs/design.md).
+"""
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+
+from se_flax.data import datasets
+from se_flax.errors import ConfigError
+from se_flax.models import summary
+from se_flax.train import init_from
+from se_flax.train import optim
+from se_flax.train import step
+
+
+class ModelInputError(ConfigError):
+  """A valid model that cannot take the data set's input: a stage too narrow or too small."""
+
+
+def check_config(config, *, num_devices=None, num_processes=None) -> None:
+  """Raises ConfigError on the first value that cannot work.
+
+  `num_devices` and `num_processes` default to JAX's; the batch sizes must
+  split evenly over both.
+  """
+  model = _checked_model(config, num_devices, num_processes)
+  x = jax.ShapeDtypeStruct((1,) + input_shape(config), jnp.float32)
+  with _input_errors(config):
+    jax.eval_shape(lambda v: model.init(jax.random.PRNGKey(0), v, train=False), x)
+
+
+def input_shape(config) -> tuple:
+  """(H, W, C) of the images the model sees."""
+  return datasets.get(config.dataset.name).input_shape(config.dataset.image_size)
+
+
+def describe(config) -> str:
+  """The --mode=summary text: per-stage parameters, MACs and output shapes, and the SE spec.
+
+  Checks the config as `check_config` does on one device, tracing the model once.
+  """
+  model = _checked_model(config, 1, 1)
+  with _input_errors(config):
+    text = summary.summarize(model, input_shape(config), config.model.name).table()
+  if getattr(model, 'se', None) is not None:
+    text += f'\nSE: {model.se}'
+  return text
+
+
+def _checked_model(config, num_devices, num_processes):
+  """The model, once every field has passed; its input is not tried yet."""
+  num_devices = num_devices or jax.device_count()
+  num_processes = num_processes or jax.process_count()
+  _check_batches(config, num_devices, num_processes)
+  spec = datasets.get(config.dataset.name)
+  _check_dataset(config)
+  _check_run(config)
+  optim.check_config(config)
+  step.check_config(config)
+  return init_from.model_for(config, spec.num_classes)
+
+
+@contextlib.contextmanager
+def _input_errors(config):
+  """Turns the model's complaints about its input shape into ModelInputError."""
+  try:
+    yield
+  except ValueError as e:
+    raise ModelInputError(f'{e} (model {config.model.name} on {input_shape(config)} inputs)') from e
+
+
+def _positive_int(config, field):
+  value = config
+  for part in field.split('.'):
+    value = value[part]
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f'config.{field}={value!r} must be a positive integer')
+  return value
+
+
+def _check_batches(config, num_devices, num_processes):
+  for field in ('batch_size', 'eval_batch_size'):
+    value = _positive_int(config, field)
+    if value % num_devices:
+      raise ConfigError(
+          f'config.{field}={value} is not divisible by the {num_devices} devices; the global batch is '
+          f'split evenly across devices: use a multiple of {num_devices}')
+    if value % num_processes:
+      raise ConfigError(f'config.{field}={value} is not divisible by the {num_processes} processes')
+  group = config.bn_group_size
+  if not isinstance(group, int) or group < 0 or (group and config.batch_size % group):
+    raise ConfigError(f'config.bn_group_size={group!r} must be 0 (whole-batch statistics) or a '
+                      f'divisor of config.batch_size={config.batch_size}, e.g. the per-device batch '
+                      f'{config.batch_size // num_devices}')
+
+
+def _check_dataset(config):
+  for field in ('train_split', 'eval_split'):
+    if not isinstance(config.dataset[field], str) or not config.dataset[field]:
+      raise ConfigError(f'config.dataset.{field}={config.dataset[field]!r} must name a split, '
+                        "e.g. 'train' or 'test[:50%]'")
+  _positive_int(config, 'dataset.image_size')
+
+
+def _check_run(config):
+  if config.num_train_steps <= 0 and not config.num_epochs > 0:
+    raise ConfigError(f'config.num_epochs={config.num_epochs} must be positive '
+                      f'(or set config.num_train_steps > 0)')
+  for field in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    _positive_int(config, field)
+  if config.eval_every_steps != -1 and config.eval_every_steps <= 0:
+    raise ConfigError(f'config.eval_every_steps={config.eval_every_steps} must be positive, '
+                      'or -1 for once per epoch')
+  steps = tuple(config.profile_steps)
+  if steps and (len(steps) != 2 or not 0 <= steps[0] < steps[1]):
+    raise ConfigError(f'config.profile_steps={steps} must be () or (start, stop) with 0 <= start < stop')

@@ -1,0 +1,118 @@
+"""Every fact se_flax knows about a data set, in one entry per data set.
+
+Plain Python (no TensorFlow), so the upfront config check, the sweep planner
+and the report read these facts without starting the input pipeline. The
+pipeline looks the augmentations up by the names given here (se_flax/data/
+augment.py holds them); adding a data set is adding one entry below.
+"""
+
+import dataclasses
+from typing import Optional
+
+from se_flax.errors import ConfigError
+
+# ImageNet RGB statistics (0..255 scale), the values torchvision, timm and the
+# flax ImageNet example use; the paper's Caffe models subtract the mean only
+# (Sec. 5.1), dividing by the std as well is the common re-implementation.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Per-channel mean and std over the 50,000 CIFAR training images (0..255 scale),
+# the published values (CIFAR-10: 0.4914 0.4822 0.4465 / 0.2470 0.2435 0.2616;
+# CIFAR-100: 0.5071 0.4865 0.4409 / 0.2673 0.2564 0.2762).
+CIFAR10_MEAN = (125.30691805, 122.95039414, 113.86538318)
+CIFAR10_STD = (62.99321928, 62.08870764, 66.70489964)
+CIFAR100_MEAN = (129.30416561, 124.06996270, 112.43405006)
+CIFAR100_STD = (68.17024290, 65.39180804, 70.41837019)
+# Mean and std of every pixel of the 1437 digits train images after the
+# 0..16 -> 0..255 scaling of se_flax.data.digits; tests/data recompute them
+# from scikit-learn's copy of the data.
+DIGITS_MEAN = (77.99459595,)
+DIGITS_STD = (95.98451841,)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """One data set: its shape, its statistics, how it is stored and how it is augmented."""
+  name: str
+  num_classes: int
+  channels: int
+  num_train: int                # examples in the canonical train split
+  num_eval: int                 # examples in the canonical eval split
+  mean: tuple                   # per channel, 0..255 scale
+  std: tuple
+  image_size: int               # the stored (and default model) size
+  train_augment: str            # a name in augment.TRAIN
+  eval_augment: str             # a name in augment.EVAL
+  jpeg: bool = False            # stored as JPEG bytes, decoded together with the crop
+  in_memory: bool = True        # small enough to cache decoded (config.dataset.cache)
+  preparation: str = 'download'  # 'builder' (prepared here), 'manual' (tars), 'download'
+  manual_files: tuple = ()      # for preparation='manual': the files the user provides
+  manual_source: str = ''       # for preparation='manual': where the user gets them
+  train_split: str = 'train'
+  eval_split: str = 'test'
+
+  def input_shape(self, image_size: Optional[int] = None) -> tuple:
+    """(H, W, C) the model sees at `image_size` (default: the stored size)."""
+    size = image_size or self.image_size
+    return (size, size, self.channels)
+
+
+# Listed in the order error messages and `prepare --dataset` name them.
+_SPECS = (
+    DatasetSpec('digits', num_classes=10, channels=1, num_train=1437, num_eval=360,
+                mean=DIGITS_MEAN, std=DIGITS_STD, image_size=8, train_augment='pad_crop',
+                eval_augment='resize_if_needed', preparation='builder'),
+    DatasetSpec('cifar10', num_classes=10, channels=3, num_train=50_000, num_eval=10_000,
+                mean=CIFAR10_MEAN, std=CIFAR10_STD, image_size=32, train_augment='pad_crop_flip',
+                eval_augment='resize_if_needed'),
+    DatasetSpec('cifar100', num_classes=100, channels=3, num_train=50_000, num_eval=10_000,
+                mean=CIFAR100_MEAN, std=CIFAR100_STD, image_size=32,
+                train_augment='pad_crop_flip', eval_augment='resize_if_needed'),
+    DatasetSpec('imagenet2012', num_classes=1000, channels=3, num_train=1_281_167,
+                num_eval=50_000, mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=224,
+                train_augment='inception_crop', eval_augment='resize_center_crop', jpeg=True,
+                in_memory=False, preparation='manual',
+                manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
+                manual_source='https://image-net.org (registration needed)',
+                eval_split='validation'),
+)
+DATASETS = {spec.name: spec for spec in _SPECS}
+NAMES = tuple(DATASETS)
+
+
+def get(name: str) -> DatasetSpec:
+  """The spec of `name`; a ConfigError naming the known data sets otherwise."""
+  if name not in DATASETS:
+    raise ConfigError(f'config.dataset.name={name!r} is not a known data set; '
+                      f'known: {list(NAMES)}')
+  return DATASETS[name]
+
+
+def check_config(dataset_cfg) -> DatasetSpec:
+  """Checks the `config.dataset` fields that need no data; returns the data set's spec.
+
+  The upfront config check and the input pipeline both call this, so a bad
+  value fails before any I/O with the same message either way.
+
+  Raises:
+    ConfigError: unknown name, or a field value the data set cannot use.
+  """
+  cfg = dataset_cfg
+  spec = get(cfg.name)
+  if not isinstance(cfg.image_size, int) or cfg.image_size < 1:
+    raise ConfigError(f'config.dataset.image_size={cfg.image_size!r} must be a positive int')
+  if spec.jpeg and (not isinstance(cfg.eval_resize, int) or cfg.eval_resize < cfg.image_size):
+    raise ConfigError(f'config.dataset.eval_resize={cfg.eval_resize!r} must be an int >= '
+                      f'config.dataset.image_size={cfg.image_size} (the centre crop is taken '
+                      'from the resized image)')
+  if cfg.cache and not spec.in_memory:
+    in_memory = [s.name for s in _SPECS if s.in_memory]
+    raise ConfigError(f'config.dataset.cache=True is not supported for {cfg.name}: decoded '
+                      'images differ in size and do not fit in memory; allowed for '
+                      f'{", ".join(in_memory)}')
+  if not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
+    raise ConfigError(f'config.dataset.shuffle_buffer={cfg.shuffle_buffer!r} must be an int >= 1')
+  if not isinstance(cfg.prefetch, int) or cfg.prefetch < 0:
+    raise ConfigError(f'config.dataset.prefetch={cfg.prefetch!r} must be an int >= 0 '
+                      '(0: tuned by tf.data)')
+  return spec

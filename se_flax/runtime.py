@@ -1,0 +1,28 @@
+"""The process-wide settings se_flax wants, made by one explicit call instead of at import.
+
+`setup()` is called once at start by every program that runs se_flax: main.py,
+the experiment runners and tests/conftest.py. Calling it again does nothing.
+"""
+
+import os
+import sys
+
+_done = False
+
+
+def setup() -> None:
+  """Quiets TensorFlow's start-up notices and Orbax's noise."""
+  global _done
+  if _done:
+    return
+  _done = True
+  # TensorFlow (the input pipeline, and some tools that import it) prints C++
+  # start-up notices (oneDNN, CPU features) at import; noise in a JAX program's log.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from se_flax.train import orbax_quiet  # pylint: disable=g-import-not-at-top
+  if 'tensorflow' in sys.modules:
+    # Imported already (by a tool or a notebook): keep it off the accelerators
+    # before its runtime starts. Otherwise the pipeline does this when it opens data.
+    from se_flax import data  # pylint: disable=g-import-not-at-top
+    data.hide_gpus_from_tensorflow()
+  orbax_quiet.install()
