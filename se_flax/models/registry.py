@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from se_flax.errors import ConfigError
 from se_flax.layers.se import SESpec
 from se_flax.models.cifar import CifarResNet
+from se_flax.models import zoo
 from se_flax.models.resnet import ResNet
 
 # config.model.dtype -> the compute dtype.
@@ -60,6 +61,7 @@ def _presets():
       table[name] = (cls, kwargs, False)
       se_name = 'senet154' if name == 'senet154_plain' else f'se_{name}'
       table[se_name] = (cls, kwargs, True)
+  table.update(zoo.PRESETS)  # the paper's other backbones (Tables 2, 3)
   return table
 
 

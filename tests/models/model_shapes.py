@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from se_flax.models import registry
+from se_flax.models import zoo
 
 
 def classes_of(name):
@@ -26,7 +27,7 @@ def traced(name, se=None, **overrides):
   pooling. 32x32, except for nets whose stem needs more (Inception-ResNet-v2: 75).
   """
   model = registry.create_model(name, classes_of(name), se=se, **overrides)
-  size = 32
+  size = 32 if name not in zoo.PRESETS or zoo.INPUT_SIZES[name] < 299 else 75
   x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   return jax.eval_shape(lambda x: model.init_with_output(jax.random.PRNGKey(0), x), x)
 

@@ -8,6 +8,7 @@ import pytest
 
 from se_flax.layers.se import SESpec
 from se_flax.models import registry
+from se_flax.models import zoo
 from tests.models.model_shapes import count
 
 
@@ -134,8 +135,9 @@ def test_cifar_se_twins_add_one_block_per_unit(name):
 
 
 def test_every_preset_is_covered():
+  # The paper's other backbones are counted in test_backbones.py.
   covered = set(TIMM) | {'se_resnet34', 'senet154_plain'} | set(CIFAR) | {
-      f'se_{n}' for n in CIFAR_SE_LAYOUT}
+      f'se_{n}' for n in CIFAR_SE_LAYOUT} | set(zoo.PRESETS)
   assert covered == set(registry.list_models())
 
 

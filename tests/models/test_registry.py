@@ -21,7 +21,8 @@ def test_every_plain_model_has_an_se_twin():
   assert plain == {'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
                    'resnext50_32x4d', 'resnext101_32x4d', 'senet154_plain',
                    'cifar_resnet20', 'cifar_resnet32', 'cifar_resnet44', 'cifar_resnet56',
-                   'cifar_resnet110', 'preact_resnet164', 'wrn16_8'}
+                   'cifar_resnet110', 'preact_resnet164', 'wrn16_8', 'vgg16_bn', 'bn_inception',
+                   'inception_resnet_v2', 'mobilenet_v1', 'shufflenet_v1_g3'}
   twins = {'senet154' if n == 'senet154_plain' else f'se_{n}' for n in plain}
   assert names == plain | twins
   assert registry.list_models() == sorted(names)

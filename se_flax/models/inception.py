@@ -1,0 +1,294 @@
+"""BN-Inception and Inception-ResNet-v2 with their SE twins (paper section 3.3, Fig. 2, Table 2).
+
+Both networks are built from multi-branch modules described as data: a branch
+is a sequence of `Conv` and `Pool` steps, and a module concatenates its
+branches.
+
+- BN-Inception (Ioffe & Szegedy 2015), the layout of the Caffe model behind
+  the paper's official SE-BN-Inception: 10 Inception modules 3a-5b, of which
+  3c and 4e halve the resolution; convolutions without biases, as the 11.93M
+  parameters of the Caffe SE-BN-Inception imply (bias_term: false before BN +
+  Scale). SE treats the whole module as the transformation and gates its
+  concatenated output (Fig. 2), in all ten modules, widths C // 16 (16, 20,
+  36, 36, 36, 38, 38, 66, 64, 64).
+  Stages: 0 = 3a-3c, 1 = 4a-4e, 2 = 5a-5b; module `layer{s}_{j}` is the j-th
+  of stage s (layer1_2 = 3c, layer2_4 = 4e). Inputs: multiples of 32 (the
+  reductions need even maps).
+- Inception-ResNet-v2 (Szegedy et al. 2017) in timm's `inception_resnet_v2`
+  layout (55,843,464 parameters): stem, mixed_5b, 10 Block35 (scale 0.17),
+  mixed_6a, 20 Block17 (0.10), mixed_7a, 9 Block8 (0.20) and a last Block8
+  (scale 1, no ReLU), conv_7b. SE goes on each residual branch before the sum,
+  through `blocks.residual_sum`, so all four integrations of Table 14 apply;
+  the branch includes its residual scale, so the block gates scale * F(x) (the
+  excitation's first layer absorbs the constant). Stages: 0 = the Block35
+  units (35x35 at 299), 1 = Block17 (17x17), 2 = Block8 (8x8), named
+  `layer{s}_{j}`.
+
+Cost (summary.count_macs). BN-Inception: 2.033 GMACs at 224, the paper's 2.03;
+11,285,224 parameters, 11,931,622 with SE (about 11.93M). Inception-ResNet-v2:
+13.156 GMACs at 299, timm's published 13.18 (0.2% apart), not the paper's
+11.75. The gap is not a counting convention (our counter meets the paper's
+figures for VGG-16, BN-Inception and MobileNet within 0.3%): it is one step of
+grid size. The unpadded stem maps 299 pixels to 35/17/8 grids; the paper's
+figure is what this layout costs on 34/16/7 grids, which inputs of 291-298
+pixels give (11.69-11.73 GMACs). The preset follows timm's layout and count at
+299; tests assert both figures.
+"""
+
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from se_flax.errors import ConfigError
+from se_flax.layers.se import INTEGRATIONS, SEBlock, SESpec
+from se_flax.models.backbone import Backbone
+from se_flax.models.blocks import residual_sum
+from se_flax.models.vgg import check_input, check_se, stage_se
+
+
+class Conv(NamedTuple):
+  """conv -> BN -> act. `pad`: k // 2 on each side (Caffe, PyTorch); False: none (TF 'VALID')."""
+  features: int
+  kernel: tuple = (1, 1)
+  stride: int = 1
+  pad: bool = True
+
+
+class Pool(NamedTuple):
+  """A 3x3 pooling. mode 'same': padded by 1; 'valid': unpadded; 'ceil': Caffe's ceil mode."""
+  kind: str
+  stride: int = 1
+  mode: str = 'same'
+  count_include_pad: bool = True
+
+
+def pool3x3(x, step: Pool):
+  if step.mode == 'same':
+    pads = [(1, 1), (1, 1)]
+  elif step.mode == 'valid':
+    pads = [(0, 0), (0, 0)]
+  else:
+    # Ceil-mode pooling without padding == pooling padded at the end only, as far as needed.
+    pads = [(0, -(d - 3) % step.stride) for d in x.shape[1:3]]
+  strides = (step.stride, step.stride)
+  if step.kind == 'max':
+    return nn.max_pool(x, (3, 3), strides=strides, padding=pads)
+  return nn.avg_pool(x, (3, 3), strides=strides, padding=pads,
+                     count_include_pad=step.count_include_pad)
+
+
+class ConvBN(nn.Module):
+  """One `Conv` step (timm's BasicConv2d, Caffe's conv + BN + Scale + ReLU)."""
+  step: Conv
+  conv: Any
+  norm: Any
+  act: Callable
+  width: float = 1.0       # multiplies `step.features` (1 for the published nets)
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    s = self.step
+    pads = [(k // 2, k // 2) if s.pad else (0, 0) for k in s.kernel]
+    x = self.conv(scaled(s.features, self.width), s.kernel, strides=(s.stride, s.stride),
+                  padding=pads, use_bias=self.use_bias, name='conv')(x)
+    return self.act(self.norm(name='bn')(x))
+
+
+def scaled(features, width):
+  return max(1, int(round(features * width)))
+
+
+def run_branches(x, branches, make_conv):
+  """Concatenates the branches' outputs; submodules are `branch{b}_{k}` of the calling module."""
+  outs = []
+  for b, branch in enumerate(branches):
+    h = x
+    for k, step in enumerate(branch):
+      h = pool3x3(h, step) if isinstance(step, Pool) else make_conv(step, name=f'branch{b}_{k}')(h)
+    outs.append(h)
+  sizes = sorted({o.shape[1:3] for o in outs})
+  if len(sizes) > 1:
+    # Caffe's ceil-mode pool and the padded stride-2 convs only agree on even maps.
+    raise ConfigError(f'the branches of an Inception module give maps of sizes {sizes}, which do '
+                      'not concatenate: the input size does not fit this network (BN-Inception '
+                      'needs inputs whose maps are even at 3c and 4e, e.g. multiples of 32)')
+  return jnp.concatenate(outs, axis=-1)
+
+
+class InceptionModule(nn.Module):
+  """Branches side by side, then SE on the concatenation (paper Fig. 2, SE-Inception module)."""
+  branches: Sequence
+  make_conv: Any
+  se: Optional[SESpec] = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = run_branches(x, self.branches, self.make_conv)
+    if self.se is not None:
+      x = SEBlock(self.se, dtype=self.dtype, name='se')(x)
+    return x
+
+
+def _bn_inception_module(c1, c3r, c3, d3r, d3, pool, proj):
+  """An Inception module of the BN-Inception paper (Fig. 5 of Ioffe & Szegedy, Table 1)."""
+  return ((Conv(c1),),
+          (Conv(c3r), Conv(c3, (3, 3))),
+          (Conv(d3r), Conv(d3, (3, 3)), Conv(d3, (3, 3))),
+          (Pool(pool), Conv(proj)))
+
+
+def _bn_inception_reduction(c3r, c3, d3r, d3):
+  """3c and 4e: the 3x3 branches stride 2, the max-pool passes its input through (ceil mode)."""
+  return ((Conv(c3r), Conv(c3, (3, 3), 2)),
+          (Conv(d3r), Conv(d3, (3, 3)), Conv(d3, (3, 3), 2)),
+          (Pool('max', 2, 'ceil'),))
+
+
+BN_INCEPTION_STAGES = (
+    (_bn_inception_module(64, 64, 64, 64, 96, 'avg', 32),       # 3a -> 256
+     _bn_inception_module(64, 64, 96, 64, 96, 'avg', 64),       # 3b -> 320
+     _bn_inception_reduction(128, 160, 64, 96)),                # 3c -> 576
+    (_bn_inception_module(224, 64, 96, 96, 128, 'avg', 128),    # 4a -> 576
+     _bn_inception_module(192, 96, 128, 96, 128, 'avg', 128),   # 4b -> 576
+     _bn_inception_module(160, 128, 160, 128, 160, 'avg', 128),  # 4c -> 608
+     _bn_inception_module(96, 128, 192, 160, 192, 'avg', 128),  # 4d -> 608
+     _bn_inception_reduction(128, 192, 192, 256)),              # 4e -> 1056
+    (_bn_inception_module(352, 192, 320, 160, 224, 'avg', 128),  # 5a -> 1024
+     _bn_inception_module(352, 192, 320, 192, 224, 'max', 128)),  # 5b -> 1024
+)
+
+
+class BNInception(Backbone):
+  """BN-Inception (the shared fields are Backbone's; zero_init_residual has no unit to act on).
+
+  Attributes:
+    modules: the Inception modules of each stage, as branch descriptions.
+    width: multiplies every convolution's width (1 for the published net).
+    conv_bias: biases in the convolutions: none in the Caffe SE-BN-Inception,
+      kept by the PyTorch ports of BN-Inception (10,016 parameters more).
+    dropout: dropout rate before the classifier.
+  """
+  modules: Sequence = BN_INCEPTION_STAGES
+  width: float = 1.0
+  conv_bias: bool = False
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv, norm = self.layers(train)
+    check_se(self.se, 'BN-Inception', len(self.modules))
+    check_input(x, 'BN-Inception', 32)
+    make_conv = functools.partial(ConvBN, conv=conv, norm=norm, act=self.act, width=self.width,
+                                  use_bias=self.conv_bias)
+    x = x.astype(self.dtype)
+    x = make_conv(Conv(64, (7, 7), 2), name='conv1')(x)
+    x = pool3x3(x, Pool('max', 2, 'ceil'))
+    x = make_conv(Conv(64), name='conv2_reduce')(x)
+    x = make_conv(Conv(192, (3, 3)), name='conv2')(x)
+    x = pool3x3(x, Pool('max', 2, 'ceil'))
+    for i, stage in enumerate(self.modules):
+      for j, branches in enumerate(stage):
+        x = InceptionModule(branches, make_conv, se=stage_se(self.se, i), dtype=self.dtype,
+                            name=f'layer{i + 1}_{j}')(x)
+    return self.head(x, self.dropout, train)
+
+
+# Inception-ResNet-v2 (timm's layout; Szegedy et al. 2017, Figs. 16-18 with the v2 widths).
+BLOCK35 = ((Conv(32),),
+           (Conv(32), Conv(32, (3, 3))),
+           (Conv(32), Conv(48, (3, 3)), Conv(64, (3, 3))))
+BLOCK17 = ((Conv(192),),
+           (Conv(128), Conv(160, (1, 7)), Conv(192, (7, 1))))
+BLOCK8 = ((Conv(192),),
+          (Conv(192), Conv(224, (1, 3)), Conv(256, (3, 1))))
+MIXED_5B = ((Conv(96),),
+            (Conv(48), Conv(64, (5, 5))),
+            (Conv(64), Conv(96, (3, 3)), Conv(96, (3, 3))),
+            (Pool('avg', count_include_pad=False), Conv(64)))
+MIXED_6A = ((Conv(384, (3, 3), 2, pad=False),),
+            (Conv(256), Conv(256, (3, 3)), Conv(384, (3, 3), 2, pad=False)),
+            (Pool('max', 2, 'valid'),))
+MIXED_7A = ((Conv(256), Conv(384, (3, 3), 2, pad=False)),
+            (Conv(256), Conv(288, (3, 3), 2, pad=False)),
+            (Conv(256), Conv(288, (3, 3)), Conv(320, (3, 3), 2, pad=False)),
+            (Pool('max', 2, 'valid'),))
+IRV2_UNITS = ((BLOCK35, 0.17), (BLOCK17, 0.10), (BLOCK8, 0.20))
+
+
+class InceptionResidual(nn.Module):
+  """x + scale * up(concat(branches(x))), then act; SE placed by `residual_sum` (Table 14)."""
+  branches: Sequence
+  scale: float
+  make_conv: Any
+  conv: Any
+  act: Optional[Callable]
+  se: Optional[SESpec] = None
+  zero_init: bool = True
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    channels = x.shape[-1]
+
+    def branch(h, se_3x3):
+      del se_3x3  # check_se admits position 'last' only
+      h = run_branches(h, self.branches, self.make_conv)
+      # The up-projection has a bias and no BN; zero-initialised it starts the unit as the identity.
+      init = dict(kernel_init=nn.initializers.zeros) if self.zero_init else {}
+      h = self.conv(channels, (1, 1), use_bias=True, name='conv', **init)(h)
+      return h * self.scale
+
+    return residual_sum(self, x, branch, lambda h: h, self.se, self.act)
+
+
+class InceptionResNetV2(Backbone):
+  """Inception-ResNet-v2 for inputs of at least 75 pixels (the stem and reductions are unpadded).
+
+  The shared fields are Backbone's; zero_init_residual starts each residual
+  unit's up-projection at zero.
+
+  Attributes:
+    units: residual units per stage, (10, 20, 10); the last unit of the last
+      stage has scale 1 and no ReLU, as timm's `block8`.
+    width: multiplies every convolution's width (1 for the published net).
+    dropout: dropout rate before the classifier.
+  """
+  units: Sequence[int] = (10, 20, 10)
+  width: float = 1.0
+  dropout: float = 0.0
+  bn_epsilon: float = 1e-3      # timm's (TF's); config.model.bn_epsilon overrides it
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    conv, norm = self.layers(train)
+    check_se(self.se, 'Inception-ResNet-v2', len(self.units), integrations=INTEGRATIONS)
+    check_input(x, 'Inception-ResNet-v2', 75)
+    make_conv = functools.partial(ConvBN, conv=conv, norm=norm, act=self.act, width=self.width)
+    x = x.astype(self.dtype)
+    x = make_conv(Conv(32, (3, 3), 2, pad=False), name='conv2d_1a')(x)
+    x = make_conv(Conv(32, (3, 3), pad=False), name='conv2d_2a')(x)
+    x = make_conv(Conv(64, (3, 3)), name='conv2d_2b')(x)
+    x = pool3x3(x, Pool('max', 2, 'valid'))
+    x = make_conv(Conv(80), name='conv2d_3b')(x)
+    x = make_conv(Conv(192, (3, 3), pad=False), name='conv2d_4a')(x)
+    x = pool3x3(x, Pool('max', 2, 'valid'))
+    x = InceptionModule(MIXED_5B, make_conv, name='mixed_5b')(x)
+
+    reductions = (MIXED_6A, MIXED_7A, None)
+    for i, ((branches, scale), n) in enumerate(zip(IRV2_UNITS, self.units)):
+      for j in range(n):
+        last = i == len(self.units) - 1 and j == n - 1
+        x = InceptionResidual(branches, 1.0 if last else scale, make_conv, conv,
+                              None if last else self.act, se=stage_se(self.se, i),
+                              zero_init=self.zero_init_residual, dtype=self.dtype,
+                              name=f'layer{i + 1}_{j}')(x)
+      if reductions[i] is not None:
+        x = InceptionModule(reductions[i], make_conv, name=f'mixed_{6 + i}a')(x)
+
+    x = make_conv(Conv(1536), name='conv2d_7b')(x)
+    return self.head(x, self.dropout, train)
+
