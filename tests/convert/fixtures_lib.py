@@ -7,9 +7,11 @@ import pathlib
 import numpy as np
 
 from tests.convert import fixture_weights
+from tests.convert import timm_layouts
 
 FIXTURE_DIR = pathlib.Path(__file__).parent / 'fixtures'
 STATE_DICTS = 'timm_state_dicts.json'
+FULL = '.full'   # <timm name>.full.json: full-size fixtures
 
 
 @dataclasses.dataclass
@@ -21,7 +23,12 @@ class Fixture:
 
 
 def names():
-  return sorted(p.stem for p in FIXTURE_DIR.glob('*.json') if p.name != STATE_DICTS)
+  return sorted(p.stem for p in FIXTURE_DIR.glob('*.json')
+                if p.name != STATE_DICTS and not p.stem.endswith(FULL))
+
+
+def full_names():
+  return sorted(p.stem[:-len(FULL)] for p in FIXTURE_DIR.glob(f'*{FULL}.json'))
 
 
 def meta(name) -> dict:
@@ -35,6 +42,18 @@ def load(name) -> Fixture:
   assert fixture_weights.digest(state_dict) == meta_['digest'], f'{name}: seeded weights differ'
   images = np.load(FIXTURE_DIR / meta_['input']).transpose(0, 2, 3, 1)
   return Fixture(meta_, state_dict, images, np.load(FIXTURE_DIR / meta_['logits']))
+
+
+def load_full(timm_name) -> Fixture:
+  """The full-size fixture of `timm_name`: weights and input rebuilt from its seed."""
+  meta_ = json.loads((FIXTURE_DIR / f'{timm_name}{FULL}.json').read_text())
+  seed = meta_['seed']
+  state_dict = fixture_weights.state_dict(timm_layouts.layout(timm_name), seed,
+                                          damp_residuals=meta_['damp_residuals'])
+  assert fixture_weights.digest(state_dict) == meta_['digest'], f'{timm_name}: seeded weights differ'
+  images = fixture_weights.uniform('input', meta_['input_shape'], seed).astype(np.float32)
+  return Fixture(meta_, state_dict, images.transpose(0, 2, 3, 1),
+                 np.load(FIXTURE_DIR / meta_['logits']))
 
 
 def timm_state_dicts() -> dict:

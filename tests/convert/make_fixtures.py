@@ -15,6 +15,13 @@ writes
                         seed, digest and [key, shape] of every state-dict entry
     <name>.input.npy    the input batch, NCHW float32
     <name>.logits.npy   timm's float32 logits
+For every timm name in SUPPORTED it also runs the full-size network
+(`timm.create_model(name)`, the real stage layout) on one seeded input of
+FULL_INPUT_SHAPE and writes
+    <name>.full.json        timm name, seed, input shape, digest of the state dict
+    <name>.full.logits.npy  timm's float32 logits
+Neither weights nor inputs are stored: the tests rebuild both from the seed,
+the state dict's layout from timm_layouts.py (checked here against timm's).
 It also writes timm_state_dicts.json: the key lists and shapes of timm's
 full-size `seresnet50` and `legacy_senet154` (shapes only) and the parameter
 count of every timm name the converter supports. The output is a function of
@@ -34,6 +41,7 @@ from timm.models import senet as timm_senet
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import fixture_weights  # noqa: E402  (imported by path: numpy-only, shared with the tests)
+import timm_layouts  # noqa: E402  (imported by path: pure Python, shared with the tests)
 
 OUT = os.path.join(HERE, 'fixtures')
 UNITS = [1, 1, 1, 1]
@@ -73,6 +81,12 @@ FIXTURES = (
          input_shape=[2, 3, 64, 64], seed=7),
 )
 NUM_CLASSES = 10
+# Full-size fixtures: batch 1, small enough to keep the tests fast. Both stems (7x7/2, or three
+# 3x3 with the first /2) give a 32 x 25 map: its even side makes ceil-mode pooling pad (ceil and
+# floor differ) and shifts the windows against the padded pool, its odd side changes the padded
+# pool's output size (13) against ceil mode's (12). Stage 4 still sees 2 x 2 maps.
+FULL_INPUT_SHAPE = [1, 3, 64, 50]
+FULL_SEED = 100
 FULL_STATE_DICTS = ('seresnet50', 'legacy_senet154')
 SUPPORTED = (
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d',
@@ -107,6 +121,25 @@ def write_fixture(spec):
   _write_json(os.path.join(OUT, f'{name}.json'), meta)
   print(f'{name}: {sum(int(np.prod(s)) for _, s in layout):,} values, '
         f'logits {logits.shape}, |logits| max {np.abs(logits).max():.3f}')
+
+
+def write_full_fixture(name, seed):
+  model = timm.create_model(name, pretrained=False).eval()
+  layout = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+  if layout != timm_layouts.layout(name):
+    raise AssertionError(f'timm_layouts.layout({name!r}) differs from timm\'s state dict')
+  tensors = fixture_weights.state_dict(layout, seed, damp_residuals=True)
+  model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
+  x = fixture_weights.uniform('input', FULL_INPUT_SHAPE, seed).astype(np.float32)
+  with torch.no_grad():
+    logits = model(torch.from_numpy(x)).numpy()
+  np.save(os.path.join(OUT, f'{name}.full.logits.npy'), logits.astype(np.float32))
+  meta = dict(timm_name=name, seed=seed, input_shape=FULL_INPUT_SHAPE, damp_residuals=True,
+              num_classes=int(logits.shape[1]), logits=f'{name}.full.logits.npy',
+              digest=fixture_weights.digest(tensors), versions=_versions())
+  _write_json(os.path.join(OUT, f'{name}.full.json'), meta)
+  print(f'{name}.full: {sum(v.size for v in tensors.values()):,} values, '
+        f'|logits| max {np.abs(logits).max():.3f}, std {logits.std():.3f}')
 
 
 def write_state_dicts():
@@ -150,6 +183,8 @@ def main():
   os.makedirs(OUT, exist_ok=True)
   for spec in FIXTURES:
     write_fixture(spec)
+  for i, name in enumerate(SUPPORTED):
+    write_full_fixture(name, FULL_SEED + i)
   write_state_dicts()
 
 
