@@ -24,6 +24,10 @@ CONV = 'conv'                    # nn.Conv2d without bias
 BN = 'bn'                        # nn.BatchNorm2d
 LINEAR = 'linear'                # nn.Linear
 CONV1X1_DENSE = 'conv1x1_dense'  # a 1x1 nn.Conv2d on a pooled (N, C, 1, 1) map: our nn.Dense
+CONV_BIAS = 'conv_bias'          # nn.Conv2d with bias
+CONV7X7_DENSE = 'conv7x7_dense'  # a 7x7 nn.Conv2d on a 7x7 map: our nn.Dense on the flattened map
+
+_FLAT = 7  # the map side CONV7X7_DENSE covers (VGG's fc1 on its 7x7 pooled features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,15 @@ _KINDS = {
              _Leaf('params', 'bias', 'bias', _same, _same)),
     CONV1X1_DENSE: (_Leaf('params', 'kernel', 'weight', lambda w: w[:, :, 0, 0].T,
                           lambda s: (s[1], s[0], 1, 1)),
+                    _Leaf('params', 'bias', 'bias', _same, _same)),
+    CONV_BIAS: (_Leaf('params', 'kernel', 'weight', lambda w: w.transpose(2, 3, 1, 0),
+                      lambda s: (s[3], s[2], s[0], s[1])),
+                _Leaf('params', 'bias', 'bias', _same, _same)),
+    # PyTorch convolves (C, 7, 7) with one kernel per output; our Dense reads the map flattened
+    # as (H, W, C), so the kernel becomes (7, 7, C, O) before it is flattened the same way.
+    CONV7X7_DENSE: (_Leaf('params', 'kernel', 'weight',
+                          lambda w: w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]),
+                          lambda s: (s[1], s[0] // _FLAT ** 2, _FLAT, _FLAT)),
                     _Leaf('params', 'bias', 'bias', _same, _same)),
 }
 

@@ -1,6 +1,6 @@
 """timm model names -> our presets, the overrides that reproduce their layout, and tensor names.
 
-Two timm families are covered, each with its own module names:
+Four timm families are covered, each with its own module names:
 
 - `timm.models.resnet.ResNet` (resnet*, resnext*, seresnet*, seresnext*):
   torchvision names (`conv1`, `layer1.0.conv1`, `layer1.0.downsample.0`,
@@ -11,16 +11,27 @@ Two timm families are covered, each with its own module names:
   classifier `last_linear`; reduced width C // 16; ceil-mode max-pool without
   padding; dropout 0.2 before the classifier; stride on the first 1x1 conv in
   SE-ResNet bottlenecks but on the 3x3 in SE-ResNeXt and SENet-154 ones.
+- `timm.models.vgg.VGG` (vgg16_bn): `features.{i}` numbers convs, BNs, ReLUs
+  and max-pools alike; the classifier is a `ConvMlp` whose fc1 is a 7x7 conv
+  on the 7x7 pooled map (our Dense on the flattened (H, W, C) map, so its
+  kernel is permuted from (C, H, W)), fc2 a 1x1 conv, then `head.fc`.
+- `timm.models.inception_resnet_v2.InceptionResnetV2`: a one-step branch is
+  the BasicConv2d itself (`branch0.conv`), a longer one a Sequential whose
+  pools take indices too (`branch3.1.conv`); residual units `repeat`,
+  `repeat_1`, `repeat_2` and the last Block8 `block8`; BN epsilon 1e-3.
 
 Parameter counts of every entry equal timm's (tests/convert/test_mapping.py).
 """
 
 import dataclasses
+import re
 import types
 from typing import Any, Mapping, Optional
 
-from se_flax.convert.mapping import BN, CONV, CONV1X1_DENSE, LINEAR, Rule
+from se_flax.convert.mapping import BN, CONV, CONV1X1_DENSE, CONV7X7_DENSE, CONV_BIAS, LINEAR, Rule
 from se_flax.layers.se import SESpec
+from se_flax.models import inception
+from se_flax.models import vgg
 
 _UNIT = r'layer(\d+)_(\d+)'   # our unit `layer{i}_{j}` <-> PyTorch `layer{i}.{j}`
 
@@ -48,11 +59,72 @@ SENET_RULES = (
     Rule('fc', 'last_linear', LINEAR),
 )
 
+
+
+def _vgg_rules(widths):
+  # features.{i}: conv, BN, ReLU per conv, one max-pool per stage.
+  rules, index = [], 0
+  for s, stage in enumerate(widths):
+    for j in range(len(stage)):
+      rules += [Rule(f'layer{s + 1}_{j}/conv', f'features.{index}', CONV_BIAS),
+                Rule(f'layer{s + 1}_{j}/bn', f'features.{index + 1}', BN)]
+      index += 3
+    index += 1
+  return tuple(rules) + (Rule('fc1', 'pre_logits.fc1', CONV7X7_DENSE),
+                         Rule('fc2', 'pre_logits.fc2', CONV1X1_DENSE),
+                         Rule('fc', 'head.fc', LINEAR))
+
+
+VGG_RULES = _vgg_rules(vgg.VGG16_WIDTHS)
+
+
+def _irv2_source(module: str) -> str:
+  """timm's name for our module `module`; the last Block8 (scale 1, no ReLU) is `block8`."""
+  unit = re.fullmatch(r'layer(\d)_(\d+)', module)
+  if not unit:
+    return module
+  stage, j = int(unit.group(1)), int(unit.group(2))
+  units = inception.InceptionResNetV2.units
+  if (stage, j) == (len(units), units[-1] - 1):
+    return 'block8'
+  return f'{("repeat", "repeat_1", "repeat_2")[stage - 1]}.{j}'
+
+
+def _irv2_rules():
+  """One rule per module of timm's inception_resnet_v2 (its 10 / 20 / 10 units are fixed)."""
+  rules = []
+  for name in ('conv2d_1a', 'conv2d_2a', 'conv2d_2b', 'conv2d_3b', 'conv2d_4a', 'conv2d_7b'):
+    rules += [Rule(f'{name}/conv', f'{name}.conv', CONV), Rule(f'{name}/bn', f'{name}.bn', BN)]
+  modules = [('mixed_5b', inception.MIXED_5B), ('mixed_6a', inception.MIXED_6A),
+             ('mixed_7a', inception.MIXED_7A)]
+  for stage, (branches, _) in enumerate(inception.IRV2_UNITS, start=1):
+    modules += [(f'layer{stage}_{j}', branches)
+                for j in range(inception.InceptionResNetV2.units[stage - 1])]
+  for module, branches in modules:
+    source = _irv2_source(module)
+    for b, branch in enumerate(branches):
+      for k, step in enumerate(branch):
+        if not isinstance(step, inception.Conv):
+          continue
+        # A one-step branch is the BasicConv2d itself, a longer one a Sequential.
+        src = f'{source}.branch{b}' if len(branch) == 1 else f'{source}.branch{b}.{k}'
+        rules += [Rule(f'{module}/branch{b}_{k}/conv', f'{src}.conv', CONV),
+                  Rule(f'{module}/branch{b}_{k}/bn', f'{src}.bn', BN)]
+    if module.startswith('layer'):
+      rules.append(Rule(f'{module}/conv', f'{source}.conv2d', CONV_BIAS))
+  return tuple(rules) + (Rule('fc', 'classif', LINEAR),)
+
+
+IRV2_RULES = _irv2_rules()
+
 FAMILIES = {
     'resnet': RESNET_RULES,
     'senet': SENET_RULES,
+    'vgg': VGG_RULES,
+    'inception_resnet_v2': IRV2_RULES,
 }
-HEADS = {'resnet': 'fc.weight', 'senet': 'last_linear.weight'}
+HEADS = {'resnet': 'fc.weight', 'senet': 'last_linear.weight', 'vgg': 'head.fc.weight',
+         'inception_resnet_v2': 'classif.weight'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +196,10 @@ TIMM_MODELS = {
                                            {**_CAFFE, 'stride_in_1x1': False}, _CAFFE_SE),
     # Deep stem, ceil pool, halved first 1x1, 3x3 projections and dropout 0.2 are the preset's own.
     'legacy_senet154': TimmModel('senet154', 'senet', {**_CAFFE, 'stride_in_1x1': False}, _CAFFE_SE),
+    'vgg16_bn': TimmModel('vgg16_bn', 'vgg', _COMMON),
+    # TensorFlow's BN epsilon, stored so that config.model.bn_epsilon (1e-5) cannot replace it.
+    'inception_resnet_v2': TimmModel('inception_resnet_v2', 'inception_resnet_v2',
+                                     {'bn_epsilon': 1e-3}),
 }
 
 

@@ -64,9 +64,16 @@ class ModelSummary:
     return '\n'.join(lines)
 
 
+# Modules between stages that belong to the stage they lead into: Inception-ResNet-v2's
+# reductions open the 17x17 and 8x8 stages, its last 1x1 conv widens the features for the head.
+_LEADS_INTO = {'mixed_6a': 'layer2', 'mixed_7a': 'layer3', 'conv2d_7b': 'head'}
+
+
 def _stage_of(module_name: str) -> str:
   if module_name.startswith('layer'):
     return module_name.split('_')[0]
+  if module_name in _LEADS_INTO:
+    return _LEADS_INTO[module_name]
   return 'head' if module_name.startswith(('fc', 'bn_final')) else 'stem'
 
 

@@ -4,7 +4,7 @@ Needs torch and timm, which the project's own environment does not have:
 
     python3 -m venv .venv-torch
     .venv-torch/bin/pip install -r requirements-torch.txt
-    .venv-torch/bin/python tests/convert/make_fixtures.py
+    .venv-torch/bin/python tests/convert/make_fixtures.py [TIMM_NAME ...]
 
 For each entry of FIXTURES it builds the network with timm's own classes
 (`timm.models.resnet.ResNet`, `timm.models.senet.SENet`) at one unit per stage,
@@ -17,10 +17,11 @@ writes
     <name>.logits.npy   timm's float32 logits
 For every timm name in SUPPORTED it also runs the full-size network
 (`timm.create_model(name)`, the real stage layout) on one seeded input of
-FULL_INPUT_SHAPE and writes
+FULL_INPUT_SHAPE (or the name's FULL_INPUT_SHAPES entry) and writes
     <name>.full.json        timm name, seed, input shape, digest of the state dict
     <name>.full.logits.npy  timm's float32 logits
-Neither weights nor inputs are stored: the tests rebuild both from the seed,
+Given timm names as arguments, it writes only those full-size fixtures (and
+timm_state_dicts.json). Neither weights nor inputs are stored: the tests rebuild both from the seed,
 the state dict's layout from timm_layouts.py (checked here against timm's).
 It also writes timm_state_dicts.json: the key lists and shapes of timm's
 full-size `seresnet50` and `legacy_senet154` (shapes only) and the parameter
@@ -87,13 +88,16 @@ NUM_CLASSES = 10
 # pool's output size (13) against ceil mode's (12). Stage 4 still sees 2 x 2 maps.
 FULL_INPUT_SHAPE = [1, 3, 64, 50]
 FULL_SEED = 100
+# Inception-ResNet-v2's unpadded stem needs 75 pixels; 107 x 115 leaves 2 x 2 maps at Block8 and
+# an even side after the first stride-2 conv, as the test above checks of every full fixture.
+FULL_INPUT_SHAPES = {'inception_resnet_v2': [1, 3, 107, 115]}
 FULL_STATE_DICTS = ('seresnet50', 'legacy_senet154')
 SUPPORTED = (
     'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d',
     'resnext101_32x4d', 'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
     'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnet18', 'legacy_seresnet34',
     'legacy_seresnet50', 'legacy_seresnet101', 'legacy_seresnet152', 'legacy_seresnext50_32x4d',
-    'legacy_seresnext101_32x4d', 'legacy_senet154')
+    'legacy_seresnext101_32x4d', 'legacy_senet154', 'vgg16_bn', 'inception_resnet_v2')
 
 
 def build(spec):
@@ -130,11 +134,12 @@ def write_full_fixture(name, seed):
     raise AssertionError(f'timm_layouts.layout({name!r}) differs from timm\'s state dict')
   tensors = fixture_weights.state_dict(layout, seed, damp_residuals=True)
   model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()}, strict=True)
-  x = fixture_weights.uniform('input', FULL_INPUT_SHAPE, seed).astype(np.float32)
+  input_shape = FULL_INPUT_SHAPES.get(name, FULL_INPUT_SHAPE)
+  x = fixture_weights.uniform('input', input_shape, seed).astype(np.float32)
   with torch.no_grad():
     logits = model(torch.from_numpy(x)).numpy()
   np.save(os.path.join(OUT, f'{name}.full.logits.npy'), logits.astype(np.float32))
-  meta = dict(timm_name=name, seed=seed, input_shape=FULL_INPUT_SHAPE, damp_residuals=True,
+  meta = dict(timm_name=name, seed=seed, input_shape=input_shape, damp_residuals=True,
               num_classes=int(logits.shape[1]), logits=f'{name}.full.logits.npy',
               digest=fixture_weights.digest(tensors), versions=_versions())
   _write_json(os.path.join(OUT, f'{name}.full.json'), meta)
@@ -176,17 +181,20 @@ def _dumps(obj, indent=''):
   return json.dumps(obj)
 
 
-def main():
+def main(names=None):
+  """Writes every fixture, or with `names` (timm names) only those full-size fixtures."""
   torch.manual_seed(0)                  # only timm's own init draws from it; all values are reloaded
   torch.set_num_threads(1)              # one summation order: bitwise repeatable logits
   torch.use_deterministic_algorithms(True)
   os.makedirs(OUT, exist_ok=True)
-  for spec in FIXTURES:
-    write_fixture(spec)
+  if not names:
+    for spec in FIXTURES:
+      write_fixture(spec)
   for i, name in enumerate(SUPPORTED):
-    write_full_fixture(name, FULL_SEED + i)
+    if not names or name in names:
+      write_full_fixture(name, FULL_SEED + i)
   write_state_dicts()
 
 
 if __name__ == '__main__':
-  main()
+  main(sys.argv[1:])

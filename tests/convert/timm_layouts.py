@@ -1,7 +1,8 @@
 """The state-dict layout ([key, shape] in timm's order) of every full-size timm network we import.
 
 Written from timm's constructors (`timm.models.resnet.ResNet`,
-`timm.models.senet.SENet`), independently of the converter's plan, so that the
+`timm.models.senet.SENet`, `timm.models.vgg.VGG`,
+`timm.models.inception_resnet_v2.InceptionResnetV2`), independently of the converter's plan, so that the
 full-size parity fixtures need to store neither weights nor key lists:
 make_fixtures.py checks `layout(name)` against the state dict of
 `timm.create_model(name)`, and each fixture's digest covers the names and
@@ -54,6 +55,8 @@ ARCHITECTURES = {
     'legacy_seresnext101_32x4d': _senet(101, 'SEResNeXtBottleneck', groups=32),
     'legacy_senet154': _senet(152, 'SEBottleneck', groups=64, deep_stem=True,
                               downsample_kernel=3),
+    'vgg16_bn': dict(family='vgg'),
+    'inception_resnet_v2': dict(family='inception_resnet_v2'),
 }
 
 
@@ -95,9 +98,77 @@ def _convs(arch, planes, inplanes):
   return [(1, width, inplanes, 1), (3, width, width, groups), (1, planes * 4, width, 1)], planes * 4
 
 
+def _vgg16_bn():
+  # torchvision's cfg 'D': widths, 'M' for a max-pool; each conv is conv, BN, ReLU in `features`.
+  cfg = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M']
+  out, index, inp = [], 0, 3
+  for width in cfg:
+    if width == 'M':
+      index += 1
+      continue
+    out += _conv(f'features.{index}', width, inp, 3) + [[f'features.{index}.bias', [width]]]
+    out += _bn(f'features.{index + 1}', width)
+    index, inp = index + 3, width
+  for name, o, i, k in (('fc1', 4096, 512, 7), ('fc2', 4096, 4096, 1)):
+    out += _conv(f'pre_logits.{name}', o, i, k) + [[f'pre_logits.{name}.bias', [o]]]
+  return out + [['head.fc.weight', [NUM_CLASSES, 4096]], ['head.fc.bias', [NUM_CLASSES]]]
+
+
+def _basic_conv(prefix, out, inp, kernel):
+  kh, kw = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+  return [[f'{prefix}.conv.weight', [out, inp, kh, kw]]] + _bn(f'{prefix}.bn', out)
+
+
+def _branches(prefix, inp, branches):
+  """Branches as lists of (out, kernel) convs, or None for a pool (it takes an index too)."""
+  out = []
+  for b, steps in enumerate(branches):
+    c = inp
+    for k, step in enumerate(steps):
+      if step is None:
+        continue
+      key = f'{prefix}.branch{b}' if len(steps) == 1 else f'{prefix}.branch{b}.{k}'
+      out += _basic_conv(key, step[0], c, step[1])
+      c = step[0]
+  return out
+
+
+def _inception_resnet_v2():
+  out = []
+  for name, o, i, k in (('conv2d_1a', 32, 3, 3), ('conv2d_2a', 32, 32, 3), ('conv2d_2b', 64, 32, 3),
+                        ('conv2d_3b', 80, 64, 1), ('conv2d_4a', 192, 80, 3)):
+    out += _basic_conv(name, o, i, k)
+  out += _branches('mixed_5b', 192, [[(96, 1)], [(48, 1), (64, 5)], [(64, 1), (96, 3), (96, 3)],
+                                     [None, (64, 1)]])
+  block35 = [[(32, 1)], [(32, 1), (32, 3)], [(32, 1), (48, 3), (64, 3)]]
+  block17 = [[(192, 1)], [(128, 1), (160, (1, 7)), (192, (7, 1))]]
+  block8 = [[(192, 1)], [(192, 1), (224, (1, 3)), (256, (3, 1))]]
+
+  def unit(prefix, channels, branches):
+    mid = sum(steps[-1][0] for steps in branches)
+    return _branches(prefix, channels, branches) + _conv(f'{prefix}.conv2d', channels, mid, 1) + [
+        [f'{prefix}.conv2d.bias', [channels]]]
+
+  for j in range(10):
+    out += unit(f'repeat.{j}', 320, block35)
+  out += _branches('mixed_6a', 320, [[(384, 3)], [(256, 1), (256, 3), (384, 3)], [None]])
+  for j in range(20):
+    out += unit(f'repeat_1.{j}', 1088, block17)
+  out += _branches('mixed_7a', 1088, [[(256, 1), (384, 3)], [(256, 1), (288, 3)],
+                                      [(256, 1), (288, 3), (320, 3)], [None]])
+  for j in range(9):
+    out += unit(f'repeat_2.{j}', 2080, block8)
+  out += unit('block8', 2080, block8) + _basic_conv('conv2d_7b', 1536, 2080, 1)
+  return out + [['classif.weight', [NUM_CLASSES, 1536]], ['classif.bias', [NUM_CLASSES]]]
+
+
 def layout(name):
   """[[key, [shape]], ...] of timm's `name` state dict, in timm's order."""
   arch = ARCHITECTURES[name]
+  if arch['family'] == 'vgg':
+    return _vgg16_bn()
+  if arch['family'] == 'inception_resnet_v2':
+    return _inception_resnet_v2()
   senet = arch['family'] == 'senet'
   stem = 'layer0.' if senet else ''
   if arch.get('deep_stem'):

@@ -12,6 +12,10 @@ block goes does not depend on the width or the depth.
 import collections
 import dataclasses
 import functools
+import os
+import re
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -27,6 +31,8 @@ from se_flax.errors import ConfigError
 from se_flax.layers.se import SEBlock, SESpec
 from se_flax.models import inception, mobile, registry, summary, zoo
 from tests.layers.random_variables import random_variables
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _create(name, num_classes, se=None, **overrides):
@@ -422,3 +428,41 @@ def test_each_backbone_trains_on_digits_and_sows_its_gates(name):
     before, after = variables['params'][unit]['se'], params[unit]['se']
     assert any(np.any(np.asarray(a) != b) for a, b in zip(jax.tree.leaves(after),
                                                           jax.tree.leaves(before))), unit
+
+
+# Summary ----------------------------------------------------------------------------------------
+
+def test_summary_puts_inception_resnet_reductions_in_the_stage_they_open():
+  model = _create('se_inception_resnet_v2', 1000)
+  table = dict((stage, params) for stage, params, _ in summary.summarize(model, (299, 299, 3)).stages)
+  x = jnp.zeros((1, 299, 299, 3))
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))['params']
+  sizes = {name: summary.count_params(sub) for name, sub in params.items()}
+
+  def total(*prefixes):
+    return sum(n for name, n in sizes.items() if name.startswith(prefixes))
+
+  assert table == {'stem': total('conv2d_1a', 'conv2d_2', 'conv2d_3b', 'conv2d_4a', 'mixed_5b'),
+                   'layer1': total('layer1_'), 'layer2': total('layer2_', 'mixed_6a'),
+                   'layer3': total('layer3_', 'mixed_7a'), 'head': total('fc', 'conv2d_7b')}
+
+
+def _summary_mode(config_arg):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO)
+  proc = subprocess.run([sys.executable, 'main.py', '--mode=summary',
+                         f'--config=configs/imagenet.py:{config_arg}'],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+@pytest.mark.parametrize('name,arg', [('se_inception_resnet_v2', ''),
+                                      ('se_shufflenet_v1_g3', ',recipe=mobile')])
+def test_summary_mode_prints_the_presets_parameters_and_gmacs(name, arg):
+  text = _summary_mode(f'model={name}{arg}')
+  side = zoo.INPUT_SIZES[name]
+  assert f'model {name}, input ({side}, {side}, 3)' in text
+  params, macs, _ = cost(name)
+  assert re.search(rf'^total\s+{params:,}$', text, re.M)
+  assert f'GMACs (multiply-accumulates, one forward pass): {macs / 1e9:.3f}' in text
+  assert 'SE: SESpec(' in text
