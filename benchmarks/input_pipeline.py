@@ -12,11 +12,15 @@ cores (the affinity is set before TensorFlow starts its threads) and times:
 
 * bare `tf.io.decode_jpeg` of the same stored bytes, held in memory, with
   TensorFlow's default DCT and with the pipeline's accurate integer DCT;
-* `tf.image.decode_and_crop_jpeg` of the pipeline's random-size crop window
-  (what the pipeline decodes), then that plus resize, flip and normalisation
-  (`augment.imagenet_train`), still on bytes in memory;
-* the pipeline itself: `train_batches` (read, shuffle, decode-and-crop,
-  resize to 224, flip, normalise, batch), with the same tf.data options.
+* `tf.image.decode_and_crop_jpeg` of the random-size crop window at full
+  resolution, and the same window decoded at the libjpeg ratio the pipeline
+  uses (`augment.decode_window`: 1/2, 1/4 or 1/8 in the IDCT when the window
+  is at least that many times the output);
+* the full-resolution crop with antialiased resize, flip and normalisation
+  (the augmentation before the ratio decode), and `augment.imagenet_train`
+  (ratio decode, resize, flip, uint8), still on bytes in memory;
+* the pipeline itself: `train_batches` (read, shuffle, decode the crop,
+  resize to 224, flip, batch uint8), with the same tf.data options.
 
   .venv/bin/python benchmarks/input_pipeline.py --cores=1,2 \
       --out=benchmarks/results/input_pipeline_cpu.md
@@ -99,7 +103,7 @@ def _options(tf):
   # The pipeline's own tf.data options (se_flax.data.pipeline._options).
   options = tf.data.Options()
   options.deterministic = True
-  options.threading.private_threadpool_size = os.cpu_count() or 1
+  options.threading.private_threadpool_size = len(os.sched_getaffinity(0))
   options.threading.max_intra_op_parallelism = 1
   return options
 
@@ -145,31 +149,30 @@ def worker(args):
                                         tf.stack([tf.cast(i, tf.int32), 0]))
     return tf.image.decode_and_crop_jpeg(j, window, channels=3, dct_method=augment.JPEG_DCT_METHOD)
 
-  def augmented(i, j):
-    seed = tf.stack([tf.cast(i, tf.int32), 0])
-    image = augment.imagenet_train(j, seed, 224, 256)
-    return augment.normalize(image, imagenet.mean, imagenet.std)
+  def crop_at_ratio(i, j):
+    window = augment.sample_crop_window(tf.image.extract_jpeg_shape(j),
+                                        tf.stack([tf.cast(i, tf.int32), 0]))
+    return augment.decode_window(j, window, augment.jpeg_ratio(window, 224))
 
-  def augmented_no_antialias(i, j):
-    # Same crop, flip and normalisation, but tf.image.resize without antialiasing: other pixels,
-    # shown only to size what antialiasing costs.
+  def exact_augmented(i, j):
+    # The full-resolution crop, antialiased resize, flip, normalised on the host: the
+    # augmentation before the DCT-domain decode and uint8 output.
     crop_seed, flip_seed = augment.split_seed(tf.stack([tf.cast(i, tf.int32), 0]), 2)
-    window = augment.sample_crop_window(tf.image.extract_jpeg_shape(j), crop_seed,
-                                        fallback_fraction=224 / 256)
-    image = tf.image.decode_and_crop_jpeg(j, window, channels=3,
-                                          dct_method=augment.JPEG_DCT_METHOD)
-    image = tf.image.resize(image, [224, 224], method='bilinear', antialias=False)
+    image = augment.inception_crop(j, crop_seed, 224, fallback_fraction=224 / 256)
     image = augment.random_flip(image, flip_seed)
     return augment.normalize(image, imagenet.mean, imagenet.std)
+
+  def augmented(i, j):
+    return augment.imagenet_train(j, tf.stack([tf.cast(i, tf.int32), 0]), 224, 256)
 
   rates = {
       'decode_jpeg (TF default DCT)': bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
       'decode_jpeg (INTEGER_ACCURATE)': bare(
           lambda i, j: tf.io.decode_jpeg(j, channels=3, dct_method=augment.JPEG_DCT_METHOD)),
-      'decode_and_crop_jpeg (random-size crop)': bare(crop),
-      '+ resize to 224, flip, normalise (augment.imagenet_train)': bare(augmented),
-      '  the same with resize antialias=False (other pixels; cost only)': bare(
-          augmented_no_antialias),
+      'decode_and_crop_jpeg (random-size crop, full resolution)': bare(crop),
+      'the crop decoded at the libjpeg ratio (augment.decode_window)': bare(crop_at_ratio),
+      'full-resolution crop, antialiased resize, flip, normalise (float32)': bare(exact_augmented),
+      'augment.imagenet_train (ratio decode, resize, flip, uint8)': bare(augmented),
   }
   cfg = default.get_base_config().dataset
   cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir

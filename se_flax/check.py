@@ -1,7 +1,8 @@
 """The whole config, checked once per command before TensorFlow is imported or anything compiles.
 
 This module owns the run-level fields: batch sizes and how they split over
-devices and processes, BN groups, the run's length, cadences, checkpoints
+devices and processes, BN groups (which must not straddle devices), the
+run's length, cadences, checkpoints
 kept, profiling, split names. Every other field is checked where it is used:
 the data set by `datasets.get`, config.model by `models.from_config` (the SE
 fields by `SESpec`), the optimizer and schedule by `optim.check_config`, the
@@ -99,11 +100,26 @@ def _check_batches(config, num_devices, num_processes):
           f'split evenly across devices: use a multiple of {num_devices}')
     if value % num_processes:
       raise ConfigError(f'config.{field}={value} is not divisible by the {num_processes} processes')
-  group = config.bn_group_size
-  if not isinstance(group, int) or group < 0 or (group and config.batch_size % group):
+  _check_bn_groups(config.bn_group_size, config.batch_size, num_devices)
+
+
+def bn_group_sizes(batch_size: int, num_devices: int) -> list:
+  """The allowed config.bn_group_size values besides 0: the divisors of the per-device
+  batch (groups within a device) and its multiples that divide the batch (groups of whole
+  devices), so that no group's statistics need examples gathered from another device."""
+  per_device = batch_size // num_devices
+  within = [g for g in range(1, per_device + 1) if per_device % g == 0]
+  spanning = [g for g in range(2 * per_device, batch_size + 1, per_device) if batch_size % g == 0]
+  return within + spanning
+
+
+def _check_bn_groups(group, batch_size, num_devices):
+  allowed = bn_group_sizes(batch_size, num_devices)
+  if not isinstance(group, int) or isinstance(group, bool) or (group and group not in allowed):
     raise ConfigError(f'config.bn_group_size={group!r} must be 0 (whole-batch statistics) or a '
-                      f'divisor of config.batch_size={config.batch_size}, e.g. the per-device batch '
-                      f'{config.batch_size // num_devices}')
+                      f'divisor of config.batch_size={batch_size} that divides the per-device '
+                      f'batch {batch_size // num_devices} or is a multiple of it; allowed: '
+                      f'{[0] + allowed}')
 
 
 def _check_dataset(config):

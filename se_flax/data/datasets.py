@@ -50,6 +50,7 @@ class DatasetSpec:
   manual_source: str = ''       # for preparation='manual': where the user gets them
   train_split: str = 'train'
   eval_split: str = 'test'
+  synthetic: bool = False       # generated (se_flax/data/synthetic.py): no files, no TensorFlow
 
   def input_shape(self, image_size: Optional[int] = None) -> tuple:
     """(H, W, C) the model sees at `image_size` (default: the stored size)."""
@@ -75,9 +76,30 @@ _SPECS = (
                 manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
                 manual_source='https://image-net.org (registration needed)',
                 eval_split='validation'),
+    # Generated (se_flax/data/synthetic.py): ImageNet's classes, statistics and train split size,
+    # a fifth of its eval split; speed measurements and smoke runs of the whole program with
+    # no data on disk and no TensorFlow.
+    DatasetSpec('synthetic', num_classes=1000, channels=3, num_train=1_281_167, num_eval=10_000,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=224, train_augment='none',
+                eval_augment='none', preparation='none', synthetic=True),
 )
 DATASETS = {spec.name: spec for spec in _SPECS}
 NAMES = tuple(DATASETS)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What the model and the training loop need to know about a data set."""
+  name: str
+  num_classes: int
+  num_train: int          # examples in the train split
+  num_eval: int           # examples in the eval split
+  image_shape: tuple      # (H, W, C) the model sees
+
+
+def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
+  """Global batches per pass over the train split (at least 1)."""
+  return max(1, info.num_train // global_batch_size)
 
 
 def get(name: str) -> DatasetSpec:
@@ -112,6 +134,10 @@ def check_config(dataset_cfg) -> DatasetSpec:
                       f'{", ".join(in_memory)}')
   if not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
     raise ConfigError(f'config.dataset.shuffle_buffer={cfg.shuffle_buffer!r} must be an int >= 1')
+  area = cfg.get('crop_area_range')
+  if area is not None and not (len(area) == 2 and 0 < area[0] <= area[1] <= 1):
+    raise ConfigError(f'config.dataset.crop_area_range={tuple(area)!r} must be (min, max) '
+                      'fractions of the image area with 0 < min <= max <= 1, e.g. (0.08, 1.0)')
   if not isinstance(cfg.prefetch, int) or cfg.prefetch < 0:
     raise ConfigError(f'config.dataset.prefetch={cfg.prefetch!r} must be an int >= 0 '
                       '(0: tuned by tf.data)')

@@ -10,8 +10,8 @@ index/count) alone:
   (config.dataset.cache) get a full uniform permutation. Streamed ones
   (ImageNet) read their files in a permuted order, interleaved record by
   record in a fixed round-robin, and permute each window of `shuffle_buffer`
-  consecutive records, which holds as many stored images in memory as a
-  tf.data shuffle buffer of that size would;
+  consecutive records; the next window is read while one is decoded, so
+  stored images for two windows are held in memory;
 * an example's augmentation draws from stateless RNG keyed by
   (seed, epoch, example index) (docs/design.md, "Determinism");
 * epochs are concatenated and cut into batches (drop_remainder), and every
@@ -35,7 +35,6 @@ Evaluation pads every process to the same number of batches whatever is
 dropped.
 """
 
-import dataclasses
 import os
 from typing import Iterator
 
@@ -53,14 +52,9 @@ _SHUFFLE, _FILE_ORDER, _AUGMENT = 1, 2, 3
 _SKIPPED = {'train': 0, 'eval': 0}
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """What the model and the training loop need to know about a data set."""
-  name: str
-  num_classes: int
-  num_train: int          # examples in the train split
-  num_eval: int           # examples in the eval split
-  image_shape: tuple      # (H, W, C) the model sees
+# Plain-Python facts, defined with the registry so that the synthetic source shares them.
+DatasetInfo = datasets.DatasetInfo
+steps_per_epoch = datasets.steps_per_epoch
 
 
 def _open(cfg):
@@ -89,11 +83,6 @@ def get_info(dataset_cfg) -> DatasetInfo:
     DataError: missing data_dir, data set not prepared.
   """
   return _open(dataset_cfg)[0]
-
-
-def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
-  """Global batches per pass over the train split (at least 1)."""
-  return max(1, info.num_train // global_batch_size)
 
 
 def skipped_examples(kind: str | None = None) -> int:
@@ -137,7 +126,8 @@ def _permutation(n, key):
 def _options():
   options = tf.data.Options()
   options.deterministic = True
-  options.threading.private_threadpool_size = os.cpu_count() or 1
+  # The cores this process may run on (a scheduler's CPU set), not the machine's.
+  options.threading.private_threadpool_size = len(os.sched_getaffinity(0)) or 1
   # Parallelism comes from mapping many examples at once, not from splitting one op.
   options.threading.max_intra_op_parallelism = 1
   return options
@@ -151,18 +141,17 @@ def _decode_stored(builder, spec, image):
 
 
 def _train_image(builder, spec, cfg, image, key):
+  """uint8 pixels: the train step normalises them on the device."""
   image = _decode_stored(builder, spec, image)
-  image = augment.TRAIN[spec.train_augment](image, key, cfg.image_size, cfg.eval_resize)
-  return _finish(spec, cfg, image)
+  area_range = tuple(cfg.get('crop_area_range') or augment.CROP_AREA_RANGE)
+  image = augment.TRAIN[spec.train_augment](image, key, cfg.image_size, cfg.eval_resize, area_range)
+  return tf.ensure_shape(augment.to_pixels(image), spec.input_shape(cfg.image_size))
 
 
 def _eval_image(builder, spec, cfg, image):
+  """float32, normalised: ImageNet's antialiased resize gives values between integers."""
   image = _decode_stored(builder, spec, image)
   image = augment.EVAL[spec.eval_augment](image, cfg.image_size, cfg.eval_resize)
-  return _finish(spec, cfg, image)
-
-
-def _finish(spec, cfg, image):
   image = augment.normalize(image, spec.mean, spec.std)
   return tf.ensure_shape(image, spec.input_shape(cfg.image_size))
 
@@ -190,7 +179,8 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
         perm = _permutation(tf.shape(batch['index'])[0], _key(seed, _SHUFFLE, e, w))
         return tf.nest.map_structure(lambda t: tf.gather(t, perm), batch)
 
-      records = records.batch(window).enumerate().map(shuffle_window).unbatch()
+      # The next window is read while this one is decoded: two windows of stored images in memory.
+      records = records.batch(window).enumerate().map(shuffle_window).prefetch(1).unbatch()
       return records.map(lambda x: {**x, 'epoch': e, 'index': x['index'] + offset})
   return tf.data.Dataset.counter(first_epoch).flat_map(epoch)
 
@@ -200,8 +190,9 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """This process's slice of every training batch, forever, from batch `start_step` on.
 
-  Yields {'image': float32 (B_local, H, W, C) normalised, 'label': int32
-  (B_local,)} with B_local = global_batch_size // process_count. Each process
+  Yields {'image': uint8 (B_local, H, W, C) pixels, 'label': int32
+  (B_local,)}; the train step normalises the pixels on the device
+  (se_flax.train.step.model_input) with B_local = global_batch_size // process_count. Each process
   reads an equal, disjoint slice of the train split (the remainder of an uneven
   division is dropped). See the module docstring for determinism and resume.
   """
@@ -275,7 +266,7 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """One pass over the eval split: this process's slice, padded, in fixed order.
 
-  Yields {'image', 'label', 'mask'}; 'mask' is 1.0 for real examples and 0.0
+  Yields {'image' float32 normalised, 'label', 'mask'}; 'mask' is 1.0 for real examples and 0.0
   for the zero padding of the last batches. Processes split the examples
   evenly (the first ones get one more when the division is uneven) and all
   yield the same number of batches, ceil(largest slice / B_local), so that a

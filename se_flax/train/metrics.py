@@ -104,9 +104,11 @@ class TrainWindow:
   from them, so its next line adds the same numbers in the same order as an
   uninterrupted run's.
 
-  Under nan_policy='stop' every step's `finite` flag is read, one step late so
-  that the device runs ahead (`add`), and at once before anything reads or
-  saves the state (`check_finite`).
+  Under nan_policy='stop' every step's `finite` flag stays on the device until
+  `check_finite`, which the loop calls before anything reads or saves the
+  state (log, evaluation, checkpoint steps): one transfer for the whole
+  interval instead of a host sync per step, and the error still names the
+  first step whose update was not finite.
 
   Args:
     loop_state: what `loop_state()` returned when the checkpoint resumed from
@@ -124,20 +126,24 @@ class TrainWindow:
     self._stop_on_non_finite = nan_policy == 'stop'
     self._undecodable_before = int(loop_state.get('undecodable_images', 0))
     self._reported = self._undecodable_before
-    self._latest: Optional[tuple] = None   # (step, metrics) of the newest step
+    self._unchecked: list[tuple[int, Mapping[str, Any]]] = []  # (step, metrics) since the last check
 
   def add(self, step: int, metrics: Mapping[str, Any]) -> None:
-    """Queues a step's metrics, after checking the previous step's."""
+    """Queues a step's metrics; nothing is read from the device here."""
     self._acc.add(metrics)
-    self.check_finite()
-    self._latest = (step, metrics)
+    if self._stop_on_non_finite:
+      self._unchecked.append((step, metrics))
 
   def check_finite(self) -> None:
-    """Raises errors.NonFiniteError if the newest step's update was not finite (nan_policy='stop')."""
-    if not self._stop_on_non_finite or self._latest is None:
+    """Raises errors.NonFiniteError naming the first step since the last check whose update
+    was not finite (nan_policy='stop')."""
+    unchecked, self._unchecked = self._unchecked, []
+    if not unchecked:
       return
-    step, metrics = self._latest
-    if float(metrics['finite']) < 1.0:
+    flags = np.asarray(jax.device_get([m['finite'] for _, m in unchecked]), np.float64)
+    bad = np.flatnonzero(flags < 1.0)
+    if bad.size:
+      step, metrics = unchecked[int(bad[0])]
       values = {k: float(v) for k, v in jax.device_get(metrics).items()}
       raise errors.NonFiniteError(
           f'non-finite loss or gradients at step {step} (metrics {values}); the update was not '

@@ -9,8 +9,9 @@ shardings here name only the `data` axis and are replicated over `model`.
 
 from __future__ import annotations
 
+import collections
 import os
-from typing import Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
 from absl import logging
 import jax
@@ -213,3 +214,49 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
       key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
       for key, value in local_batch.items()
   }
+
+
+class DevicePrefetcher:
+  """Global batches of a per-process iterator, `size` of them already on their way to the devices.
+
+  `jax.make_array_from_process_local_data` starts an asynchronous transfer and
+  returns, so while step n runs the next batches are being copied: the step
+  never waits for the host-to-device link, only for the host pipeline. Order
+  and sharding are those of `global_batch`.
+
+  `skipped` is the underlying iterator's count of dropped examples as of the
+  newest batch handed out, not of the ones still queued, so a checkpoint at
+  step k records the drops of batches 1..k only (exact resume).
+  """
+
+  def __init__(self, iterator: Iterator[Mapping[str, np.ndarray]], mesh: Mesh, size: int = 2):
+    if size < 1:
+      raise ValueError(f'size={size} must be >= 1')
+    self._it, self._mesh, self._size = iterator, mesh, size
+    self._queue: collections.deque = collections.deque()
+    self.skipped = int(getattr(iterator, 'skipped', 0))
+
+  def __iter__(self) -> 'DevicePrefetcher':
+    return self
+
+  def _fill(self) -> None:
+    while len(self._queue) < self._size:
+      try:
+        local = next(self._it)
+      except StopIteration:
+        return
+      self._queue.append((global_batch(local, self._mesh), getattr(self._it, 'skipped', 0)))
+
+  def __next__(self) -> dict[str, jax.Array]:
+    self._fill()
+    if not self._queue:
+      raise StopIteration
+    batch, self.skipped = self._queue.popleft()
+    self._fill()  # the next transfers start before the caller's step is dispatched
+    return batch
+
+
+def prefetch_to_device(iterator: Iterator[Mapping[str, np.ndarray]], mesh: Mesh,
+                       size: int = 2) -> DevicePrefetcher:
+  """`iterator`'s batches as global arrays on `mesh`, `size` batches transferred ahead."""
+  return DevicePrefetcher(iterator, mesh, size)

@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 import ml_collections
 import optax
 
-from se_flax.data import pipeline
+from se_flax.data import feed
 from se_flax.train import init_from
 from se_flax.train import optim
 from se_flax.train import parallel
@@ -30,7 +30,7 @@ class Run:
   """Everything a run builds from its config before the first step."""
   config: ml_collections.ConfigDict
   workdir: str
-  info: pipeline.DatasetInfo
+  info: feed.DatasetInfo
   mesh: Mesh
   model: nn.Module
   steps_per_epoch: int
@@ -59,8 +59,8 @@ def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Reads the data set's facts (preparing it if needed) and builds the mesh, model and optimizer."""
-  info = pipeline.get_info(config.dataset)
-  steps_per_epoch = pipeline.steps_per_epoch(info, config.batch_size)
+  info = feed.get_info(config.dataset)
+  steps_per_epoch = feed.steps_per_epoch(info, config.batch_size)
   steps = total_steps(config, steps_per_epoch)
   tx, schedule = optim.create_optimizer(config, steps_per_epoch, steps)
   return Run(

@@ -4,6 +4,11 @@ Metrics come back as sums and counts, never means, so the host can add them
 over steps and over a padded evaluation set and get exact totals
 (`se_flax.train.metrics.MetricAccumulator` turns them into rates).
 
+Training images arrive as uint8 pixels, a quarter of float32's bytes over the
+host-to-device link; `model_input` normalises them inside the jitted step,
+with the data set's mean and std (se_flax/data/datasets.py) as constants.
+Float images are taken as already normalised (evaluation batches).
+
 BatchNorm needs nothing here to be synchronised: under `jax.jit` the batch is
 one global array sharded over `data`, so the mean over its batch axis is the
 global batch's mean and XLA inserts the cross-device reduction. Per-group
@@ -21,6 +26,7 @@ from jax.sharding import Mesh
 import ml_collections
 import optax
 
+from se_flax.data import datasets
 from se_flax.errors import ConfigError
 from se_flax.train import parallel
 from se_flax.train.state import TrainState
@@ -60,13 +66,34 @@ def topk_correct(logits: jax.Array, labels: jax.Array, num_classes: int) -> tupl
 
   With fewer than five classes the top-5 set holds every class, so every
   example is a top-5 hit and the top-5 error is exactly 0.
+
+  Computed from the label's rank (the classes ahead of it, ties going to the
+  lower index as in `argmax` and `lax.top_k`), a per-example reduction: a
+  `top_k` over a batch sharded on `data` is gathered whole onto every device
+  by some backends (CPU), an all-gather of the logits each step.
   """
   logits = logits.astype(jnp.float32)
-  top1 = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-  k = min(5, num_classes)
-  _, top_idx = jax.lax.top_k(logits, k)
-  top5 = jnp.any(top_idx == labels[:, None], axis=-1).astype(jnp.float32)
+  label_logit = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)
+  classes = jnp.arange(logits.shape[-1])
+  ahead = (logits > label_logit) | ((logits == label_logit) & (classes < labels[:, None]))
+  rank = ahead.sum(axis=-1)
+  top1 = (rank == 0).astype(jnp.float32)
+  top5 = (rank < min(5, num_classes)).astype(jnp.float32)
   return top1, top5
+
+
+def model_input(images: jax.Array, mean=None, std=None) -> jax.Array:
+  """The model's input: integer pixels normalised as (x - mean) / std in float32.
+
+  The same float32 arithmetic as the host normalisation it replaces
+  (se_flax.data.augment.normalize), so the values agree to float rounding.
+  Float images are returned as they are: they are already normalised.
+  """
+  if jnp.issubdtype(images.dtype, jnp.floating) or mean is None:
+    return images
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return (images.astype(jnp.float32) - mean) / std
 
 
 def _updates_applied(state: TrainState) -> jax.Array:
@@ -92,16 +119,18 @@ def _all_finite(tree: Any) -> jax.Array:
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
                apply_fn: Callable[..., Any], schedule_fn: Callable[[Any], jax.Array],
                num_classes: int, label_smoothing: float = 0.0,
-               nan_policy: str = 'stop') -> tuple[TrainState, Metrics]:
+               nan_policy: str = 'stop', mean=None, std=None) -> tuple[TrainState, Metrics]:
   """One SGD update on `batch` (`image`, `label`).
 
   Args:
     state: the current state.
-    batch: global arrays; `image` (B, H, W, C), `label` int (B,).
+    batch: global arrays; `image` (B, H, W, C) uint8 pixels or normalised
+      floats (see `model_input`), `label` int (B,).
     apply_fn: the model's `apply`.
     schedule_fn: step -> learning rate, only to report the rate in use.
     num_classes: K, for one-hot targets and top-5.
     label_smoothing: epsilon of label smoothing.
+    mean, std: per-channel pixel statistics (0..255) for uint8 images.
     nan_policy: what a non-finite loss or gradient does. `stop`: the state
       comes back unchanged (step not advanced) with `finite == 0` and the
       caller stops. `skip`: params, batch_stats and opt_state stay, the step
@@ -115,7 +144,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     `steps` (1), `learning_rate`, `finite` (1/0), `skipped` (1/0).
   """
   _check_nan_policy(nan_policy)
-  images, labels = batch['image'], batch['label']
+  images, labels = model_input(batch['image'], mean, std), batch['label']
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
@@ -197,9 +226,11 @@ def make_train_step(model: Any, config: ml_collections.ConfigDict, mesh: Mesh,
     ConfigError: see `check_config`.
   """
   check_config(config)
+  spec = datasets.get(config.dataset.name)
   fn = functools.partial(
       train_step, apply_fn=model.apply, schedule_fn=schedule_fn, num_classes=num_classes,
-      label_smoothing=config.label_smoothing, nan_policy=config.nan_policy)
+      label_smoothing=config.label_smoothing, nan_policy=config.nan_policy,
+      mean=spec.mean, std=spec.std)
   rep = parallel.replicated(mesh)
   return jax.jit(fn, in_shardings=(rep, parallel.batch_sharding(mesh)),
                  out_shardings=(rep, rep), donate_argnums=0)

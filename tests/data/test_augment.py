@@ -120,6 +120,46 @@ def test_inception_crop_decodes_the_sampled_window():
     np.testing.assert_allclose(out, expected, atol=1e-3)
 
 
+def test_fast_inception_crop_decodes_the_window_at_the_libjpeg_ratio():
+  image = _image(240, 320, 3, seed=3)
+  data = _jpeg(image)
+  for seed in SEEDS[:8]:
+    y, x, h, w = window = augment.sample_crop_window(tf.constant([240, 320, 3]), seed).numpy()
+    ratio = int(augment.jpeg_ratio(tf.constant(window), 24))
+    assert ratio in (1, 2, 4, 8) and min(h, w) >= ratio * 24
+    assert ratio == 8 or min(h, w) < 2 * ratio * 24
+    # Independent: decode the whole image at that ratio, cut the scaled window, resize.
+    small = tf.io.decode_jpeg(data, channels=3, ratio=ratio, dct_method='INTEGER_ACCURATE').numpy()
+    ys, xs, hs, ws = window // ratio
+    expected = tf.image.resize(small[ys:ys + hs, xs:xs + ws].astype(np.float32), [24, 24],
+                               antialias=False).numpy()
+    out = augment.fast_inception_crop(tf.constant(data), seed, 24).numpy()
+    assert out.shape == (24, 24, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_imagenet_train_is_the_fast_crop_rounded_and_maybe_mirrored():
+  data = tf.constant(_jpeg(_image(240, 320, 3, seed=4)))
+  mirrored = []
+  for seed in SEEDS[:8]:
+    out = augment.imagenet_train(data, seed, 24, 28).numpy()
+    assert out.dtype == np.uint8 and out.shape == (24, 24, 3)
+    crop_seed, _ = augment.split_seed(seed, 2)
+    raw = augment.fast_inception_crop(data, crop_seed, 24, fallback_fraction=24 / 28).numpy()
+    assert raw.min() >= 0 and raw.max() <= 255
+    ref = np.floor(raw + np.float32(0.5))  # halves round up
+    straight = np.abs(out - ref).max() == 0
+    mirror = np.abs(out - ref[:, ::-1]).max() == 0
+    assert straight or mirror
+    mirrored.append(mirror and not straight)
+  assert 0 < sum(mirrored) < len(mirrored)
+
+
+def test_to_pixels_rounds_and_clips():
+  out = augment.to_pixels(tf.constant([-3.0, 0.4, 0.6, 254.5, 300.0])).numpy()
+  assert out.dtype == np.uint8 and out.tolist() == [0, 0, 1, 254, 255]
+
+
 def test_inception_crop_of_a_flat_image_is_flat():
   data = _jpeg(np.full((50, 70, 3), (200, 40, 90), np.uint8))
   out = augment.imagenet_train(tf.constant(data), SEEDS[0], 16, 20).numpy()
@@ -170,7 +210,7 @@ def test_published_statistics():
 
 
 def test_every_named_augmentation_exists_and_every_one_is_used():
-  specs = datasets.DATASETS.values()
+  specs = [spec for spec in datasets.DATASETS.values() if not spec.synthetic]
   assert {spec.train_augment for spec in specs} == set(augment.TRAIN)
   assert {spec.eval_augment for spec in specs} == set(augment.EVAL)
   for spec in specs:
@@ -179,7 +219,7 @@ def test_every_named_augmentation_exists_and_every_one_is_used():
 
 def test_every_augmentation_gives_the_model_size_from_a_stored_image():
   """Each table entry, called with the pipeline's uniform arguments, on its data set's images."""
-  for spec in datasets.DATASETS.values():
+  for spec in (s for s in datasets.DATASETS.values() if not s.synthetic):
     stored = _image(spec.image_size + 3, spec.image_size + 5, spec.channels)
     if spec.jpeg:
       stored = tf.constant(_jpeg(stored))
@@ -188,8 +228,8 @@ def test_every_augmentation_gives_the_model_size_from_a_stored_image():
     size, eval_resize = spec.image_size // 2, spec.image_size
     train = augment.TRAIN[spec.train_augment](stored, SEEDS[0], size, eval_resize)
     evaluated = augment.EVAL[spec.eval_augment](stored, size, eval_resize)
-    for out in (train, evaluated):
-      assert out.shape == spec.input_shape(size) and out.dtype == tf.float32, spec.name
+    assert train.shape == spec.input_shape(size) and train.dtype == tf.uint8, spec.name
+    assert evaluated.shape == spec.input_shape(size) and evaluated.dtype == tf.float32, spec.name
 
 
 def test_table_entries_are_the_documented_functions():
@@ -204,3 +244,24 @@ def test_table_entries_are_the_documented_functions():
                                 augment.decode_resize_center_crop(data, 24, 28))
   np.testing.assert_array_equal(augment.EVAL['resize_if_needed'](image, 16, 256),
                                 augment.maybe_resize(image, 16))
+
+
+def test_imagenet_train_crops_within_the_configured_area_range():
+  # A whole-image range leaves no room for a random window: every seed sees the
+  # same crop up to the flip. The default range gives different windows.
+  data = tf.constant(_jpeg(_image(240, 320, 3, seed=6)))
+  whole = [augment.imagenet_train(data, seed, 24, 28, (1.0, 1.0)).numpy() for seed in SEEDS[:6]]
+  for out in whole[1:]:
+    assert (np.array_equal(out, whole[0]) or np.array_equal(out, whole[0][:, ::-1]))
+  default = [augment.imagenet_train(data, seed, 24, 28).numpy() for seed in SEEDS[:6]]
+  assert any(not (np.array_equal(out, default[0]) or np.array_equal(out, default[0][:, ::-1]))
+             for out in default[1:])
+
+
+@pytest.mark.parametrize('area', [(0.0, 1.0), (0.5, 0.25), (0.1, 1.5), (0.5,)])
+def test_crop_area_range_outside_0_1_is_a_config_error(area):
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  config = imagenet.get_config()
+  config.dataset.crop_area_range = area
+  with pytest.raises(datasets.ConfigError, match='config.dataset.crop_area_range'):
+    datasets.check_config(config.dataset)

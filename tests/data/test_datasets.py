@@ -87,6 +87,10 @@ def test_specs_are_consistent():
   assert datasets.NAMES == tuple(datasets.DATASETS)
   for name, spec in datasets.DATASETS.items():
     assert spec.name == name and datasets.get(name) is spec
+    assert spec.input_shape() == (spec.image_size, spec.image_size, spec.channels)
+    if spec.synthetic:  # generated: no files to prepare, nothing to augment
+      assert spec.preparation == 'none' and not spec.jpeg and not spec.manual_files
+      continue
     assert spec.preparation in sources._PREPARE  # pylint: disable=protected-access
     assert bool(spec.manual_files) == (spec.preparation == 'manual')
     assert spec.train_augment in augment.TRAIN and spec.eval_augment in augment.EVAL

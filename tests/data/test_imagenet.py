@@ -18,6 +18,8 @@ def _label_ids():
 
 
 def _pixels(images):
+  if images.dtype == np.uint8:  # train batches
+    return images.astype(np.float64)
   return np.asarray(images, np.float64) * datasets.IMAGENET_STD + datasets.IMAGENET_MEAN
 
 
@@ -46,7 +48,7 @@ def test_train_batches_at_224(imagenet):
   # Global batch 4: three batches are one epoch of the 12 train images.
   batches = _take(pipeline.train_batches(cfg, global_batch_size=4, seed=0), 6)
   for batch in batches:
-    assert batch['image'].shape == (4, 224, 224, 3) and batch['image'].dtype == np.float32
+    assert batch['image'].shape == (4, 224, 224, 3) and batch['image'].dtype == np.uint8
     assert batch['label'].dtype == np.int32
     for image, label in zip(_pixels(batch['image']), batch['label']):
       # Each synset's images scatter around its colour: image and label belong together.

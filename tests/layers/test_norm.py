@@ -142,6 +142,9 @@ def test_bfloat16_input_gives_float32_statistics():
   rng = np.random.default_rng(4)
   x = jnp.asarray(64.0 + rng.normal(size=(16, 8, 8, 3)), jnp.bfloat16)
   v = variables_for()
+  # A running mean that has tracked the data (as after the first steps): the shift the
+  # one-pass variance subtracts before squaring.
+  v['batch_stats']['mean'] = np.full(3, 63.7, np.float32)
   y, state = BatchNorm(momentum=0.0, dtype=jnp.bfloat16).apply(v, x, mutable=['batch_stats'])
   exact = np.asarray(x, np.float64)
   assert state['batch_stats']['mean'].dtype == jnp.float32
@@ -158,3 +161,28 @@ def test_output_dtype_defaults_to_float32_for_bfloat16_input():
   x = jnp.asarray(activations(), jnp.bfloat16)
   y, _ = BatchNorm().apply(variables_for(), x, mutable=['batch_stats'])
   assert y.dtype == jnp.float32
+
+
+def test_one_pass_variance_from_a_cold_running_mean_stays_close():
+  # Mean 64 against a spread of 1 with the running mean still at 0: E[d^2] - E[d]^2 loses about
+  # 64^2 * 2^-24 of absolute precision, well under a percent of the variance.
+  rng = np.random.default_rng(5)
+  x = (64.0 + rng.normal(size=(16, 8, 8, 3))).astype(np.float32)
+  v = variables_for()
+  v['batch_stats']['mean'] = np.zeros(3, np.float32)
+  _, state = BatchNorm(momentum=0.0).apply(v, x, mutable=['batch_stats'])
+  exact = np.asarray(x, np.float64)
+  np.testing.assert_allclose(state['batch_stats']['var'], exact.var(axis=(0, 1, 2), ddof=1),
+                             rtol=1e-3)
+
+
+def test_shifted_statistics_equal_the_two_pass_ones_far_from_zero():
+  # Large offsets, the running mean near them: as accurate as the two-pass variance.
+  rng = np.random.default_rng(6)
+  x = (1000.0 + rng.normal(size=(32, 4, 4, 3)) * [0.1, 1.0, 10.0]).astype(np.float32)
+  v = variables_for()
+  v['batch_stats']['mean'] = np.full(3, 1000.5, np.float32)
+  _, state = BatchNorm(momentum=0.0).apply(v, x, mutable=['batch_stats'])
+  exact = np.asarray(x, np.float64)
+  np.testing.assert_allclose(state['batch_stats']['var'], exact.var(axis=(0, 1, 2), ddof=1),
+                             rtol=1e-4)

@@ -95,3 +95,11 @@ def test_model_for_refuses_weights_of_another_model(tmp_path):
   config.init_from = str(tmp_path / 'nothing')
   with pytest.raises(ConfigError, match='is not an imported-weights directory'):
     init_from.model_for(config, 10)
+
+
+def test_float16_is_refused_with_a_pointer_to_bfloat16():
+  config = default.get_base_config()
+  config.model.name = 'se_cifar_resnet20'
+  config.model.dtype = 'float16'
+  with pytest.raises(ConfigError, match=r"float16.*loss scaling.*'bfloat16'"):
+    models.from_config(config.model, 10)

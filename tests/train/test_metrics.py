@@ -4,11 +4,14 @@ import os
 import struct
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from tensorboard.compat.proto import event_pb2
 
+from se_flax import errors
 from se_flax.train import metrics as metrics_lib
-from tests.train.tiny import tiny_setup
+from se_flax.train import parallel
+from tests.train.tiny import make_batch, tiny_setup
 
 
 def test_accumulator_sums_exactly_and_reduces_once():
@@ -139,3 +142,54 @@ def test_torn_last_line_is_dropped_on_resume(tmp_path):
   writer.close()
   records = metrics_lib.read_metrics(tmp_path)
   assert [(r['step'], r['loss']) for r in records] == [(5, 1.0), (15, 0.5)]
+
+
+def _run_window(nan_at, steps, nan_policy='stop'):
+  """Trains TinyNet `steps` steps, the batch of step `nan_at` holding a NaN; returns the window."""
+  setup = tiny_setup(nan_policy=nan_policy)
+  window = metrics_lib.TrainWindow({}, batches=None, nan_policy=nan_policy)
+  state, watched = setup.state, []
+  for step in range(1, steps + 1):
+    batch = make_batch(seed=step)
+    if step == nan_at:
+      batch['image'][0, 0, 0, 0] = np.nan
+    state, metrics = setup.train(state, parallel.global_batch(batch, setup.mesh))
+    watched.append(_Watched(metrics['finite']))
+    window.add(step, {**metrics, 'finite': watched[-1]})
+  # No host sync per step: no flag was read while the steps were queued.
+  assert [w.reads for w in watched] == [0] * steps
+  return window
+
+
+class _Watched:
+  """A device value that counts how often the host reads it."""
+
+  def __init__(self, value):
+    self.value, self.reads = value, 0
+
+  def __float__(self):
+    self.reads += 1
+    return float(self.value)
+
+  def __array__(self, dtype=None, copy=None):
+    self.reads += 1
+    return np.asarray(self.value, dtype)
+
+
+def test_train_window_names_the_first_non_finite_step_when_checked():
+  window = _run_window(nan_at=3, steps=6)
+  with pytest.raises(errors.NonFiniteError, match='at step 3 '):
+    window.check_finite()
+  window.check_finite()  # the bad interval was reported once; later checks start afresh
+
+
+def test_train_window_finite_steps_pass_the_check():
+  window = _run_window(nan_at=None, steps=3)
+  window.check_finite()
+  assert window.summary(reset=True)['finite'] == 1.0
+
+
+def test_train_window_skip_policy_never_raises():
+  window = _run_window(nan_at=2, steps=3, nan_policy='skip')
+  window.check_finite()
+  assert window.summary(reset=True)['skipped'] == 1.0

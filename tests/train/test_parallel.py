@@ -63,3 +63,42 @@ def test_multi_process_environments_are_detected(monkeypatch, name, value, expec
     monkeypatch.delenv(var, raising=False)
   monkeypatch.setenv(name, value)
   assert parallel.multi_process_environment().startswith(expected)
+
+
+class _Counting:
+  """Local batches 0, 1, 2, ...; records how many were pulled; `skipped` grows by one per batch."""
+
+  def __init__(self, n):
+    self._batches = [make_batch(batch_size=16, seed=i) for i in range(n)]
+    self.pulled = self.skipped = 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self.pulled == len(self._batches):
+      raise StopIteration
+    self.pulled += 1
+    self.skipped = self.pulled
+    return self._batches[self.pulled - 1]
+
+
+def test_prefetch_to_device_keeps_order_and_sharding_and_runs_ahead(mesh8):
+  source = _Counting(5)
+  prefetched = parallel.prefetch_to_device(source, mesh8, size=2)
+  out = []
+  for i, batch in enumerate(prefetched):
+    # Batch i is handed out with batches i+1 and i+2 already pulled and on their way.
+    assert source.pulled == min(i + 3, 5)
+    # Drops are reported as of the batch handed out, not of the queued ones.
+    assert prefetched.skipped == i + 1
+    for key, value in batch.items():
+      assert isinstance(value, jax.Array)
+      assert value.sharding == NamedSharding(mesh8, P('data'))
+      assert {s.data.shape[0] for s in value.addressable_shards} == {2}
+    out.append(jax.device_get(batch))
+  assert len(out) == 5
+  for i, batch in enumerate(out):
+    expected = make_batch(batch_size=16, seed=i)
+    for key in expected:
+      np.testing.assert_array_equal(batch[key], expected[key])

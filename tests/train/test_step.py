@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from se_flax.data import datasets
 from se_flax.errors import ConfigError
 from se_flax.train import parallel, step as step_lib
 from tests.train.tiny import IMAGE_SHAPE, NUM_CLASSES, TinyNet, make_batch, make_config, tiny_setup
@@ -42,6 +43,16 @@ def test_topk_correct_matches_numpy():
   # With 3 classes every label is in the top 5.
   _, top5_small = step_lib.topk_correct(jnp.asarray(logits[:, :3]), jnp.asarray(labels % 3), 3)
   assert np.all(np.asarray(top5_small) == 1)
+
+
+def test_topk_correct_breaks_ties_by_the_lower_index_as_top_k_does():
+  rng = np.random.RandomState(2)
+  logits = rng.randint(0, 4, size=(200, 12)).astype(np.float32)  # many ties
+  labels = rng.randint(0, 12, size=200)
+  order = np.argsort(-logits, axis=-1, kind='stable')
+  top1, top5 = step_lib.topk_correct(jnp.asarray(logits), jnp.asarray(labels), 12)
+  np.testing.assert_array_equal(top1, order[:, 0] == labels)
+  np.testing.assert_array_equal(top5, (order[:, :5] == labels[:, None]).any(-1))
 
 
 def test_train_step_on_8_devices_equals_1_device(mesh8):
@@ -180,3 +191,33 @@ def test_dropout_masks_are_a_function_of_the_step(mesh8):
   losses = [float(train(s, batch)[1]['loss_sum']) for s in (state, same, later)]
   # A resumed run redraws the same masks; another step draws new ones.
   assert losses[0] == losses[1] != losses[2]
+
+
+def test_model_input_normalises_pixels_as_the_host_did():
+  pixels = np.random.RandomState(0).randint(0, 256, size=(4, 5, 5, 3)).astype(np.uint8)
+  mean, std = datasets.CIFAR10_MEAN, datasets.CIFAR10_STD
+  host = (pixels.astype(np.float32) - np.float32(mean)) / np.float32(std)
+  out = jax.jit(lambda x: step_lib.model_input(x, mean, std))(pixels)
+  assert out.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(out), host, rtol=1e-6, atol=1e-6)
+  normalised = np.asarray(host)
+  assert step_lib.model_input(normalised, mean, std) is normalised  # floats pass as they are
+
+
+def test_train_step_on_uint8_pixels_equals_the_host_normalised_step(mesh8):
+  # The step's config names cifar10, so uint8 images are normalised with its statistics.
+  pixels = np.random.RandomState(5).randint(0, 256, size=(16,) + IMAGE_SHAPE).astype(np.uint8)
+  labels = make_batch(seed=5)['label']
+  host = (pixels.astype(np.float32) - np.float32(datasets.CIFAR10_MEAN)) / np.float32(
+      datasets.CIFAR10_STD)
+  results = []
+  for image in (pixels, host):
+    setup = tiny_setup(**{'dataset.name': 'cifar10'})
+    batch = parallel.global_batch({'image': image, 'label': labels}, mesh8)
+    assert batch['image'].dtype == image.dtype
+    results.append(jax.device_get(setup.train(setup.state, batch)))
+  (s_u8, m_u8), (s_f32, m_f32) = results
+  for key in m_u8:
+    np.testing.assert_allclose(m_u8[key], m_f32[key], rtol=1e-5, err_msg=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               s_u8.params, s_f32.params)

@@ -1,0 +1,35 @@
+"""The data entry points of training and evaluation, for every data set, importing no TensorFlow.
+
+The loop and the set-up ask here; the source is chosen by the data set's spec
+(se_flax/data/datasets.py) and imported only when first used: the tf.data
+pipeline (se_flax/data/pipeline.py) for data on disk, the generator
+(se_flax/data/synthetic.py) for a generated one, so a synthetic run never imports
+TensorFlow. The functions take and return what pipeline's do.
+"""
+
+import importlib
+
+from se_flax.data import datasets
+
+DatasetInfo = datasets.DatasetInfo
+steps_per_epoch = datasets.steps_per_epoch
+
+
+def _source(dataset_cfg):
+  generated = datasets.get(dataset_cfg.name).synthetic
+  return importlib.import_module('se_flax.data.synthetic' if generated else 'se_flax.data.pipeline')
+
+
+def get_info(dataset_cfg) -> DatasetInfo:
+  """The data set's facts; see pipeline.get_info."""
+  return _source(dataset_cfg).get_info(dataset_cfg)
+
+
+def train_batches(dataset_cfg, **kwargs):
+  """This process's training batches (uint8 images); see pipeline.train_batches."""
+  return _source(dataset_cfg).train_batches(dataset_cfg, **kwargs)
+
+
+def eval_batches(dataset_cfg, **kwargs):
+  """One padded pass over the eval split (normalised float32 images); see pipeline.eval_batches."""
+  return _source(dataset_cfg).eval_batches(dataset_cfg, **kwargs)
