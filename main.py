@@ -3,16 +3,26 @@
   python main.py --config=configs/imagenet.py:model=se_resnet50 --workdir=DIR --mode=train
   python main.py --config=configs/digits.py --workdir=DIR --config.num_epochs=5
   python main.py --config=configs/imagenet.py:model=se_resnet50 --mode=summary
+  python main.py --workdir=DIR --mode=eval     # the config stored with the checkpoint
+
+A command line that cannot work (an unknown flag or config field, a value of
+the wrong type, a missing config file) ends with one `error:` line and exit
+code 2 (se_flax/flags.py; docs/failures.md).
 """
+
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
+from se_flax import errors
+from se_flax import flags as se_flags
 from se_flax import runtime
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file, e.g. configs/digits.py:r=8.')
+_CONFIG = se_flags.define_config_flag(
+    'Config file, e.g. configs/digits.py:r=8. eval/analyze: optional, default the config '
+    'stored with the checkpoint.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary', 'analyze'],
                           'train: train (and resume); eval: evaluate a checkpoint; '
@@ -23,12 +33,29 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for hosts that cannot discover each other.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with a coordinator).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index (with a coordinator).')
-flags.mark_flags_as_required(['config'])
+
+
+def _fail(message):
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(errors.EXIT_CONFIG_ERROR)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with every failure one `error:` line and exit 2."""
+  try:
+    rest = se_flags.parse(argv, _CONFIG)
+  except errors.ConfigError as e:
+    _fail(e)
+  if len(rest) > 1:
+    _fail(f'unexpected argument(s) {rest[1:]}: every option is a --flag=value '
+          '(a value with spaces needs quotes)')
+  if _CONFIG.value is None and _MODE.value not in ('eval', 'analyze'):
+    _fail(f'--config is required for --mode={_MODE.value}, e.g. --config=configs/digits.py')
+  return rest
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  del argv  # _parse_flags refused any positional argument
   if not flags.FLAGS['verbosity'].present:
     # Library INFO chatter (checkpoint threads, compilation) hides the progress lines.
     logging.set_verbosity(logging.WARNING)
@@ -42,4 +69,4 @@ if __name__ == '__main__':
   # Before the flags are parsed: a config file imports jax, which sets its own
   # TensorFlow log level unless one is set already.
   runtime.setup()
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

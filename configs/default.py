@@ -5,6 +5,7 @@ A config file's `get_config(arg)` takes an optional "key=value,..." string
 """
 
 import dataclasses
+import difflib
 
 import ml_collections
 
@@ -127,12 +128,24 @@ def parse_arg(arg, **defaults):
       raise ValueError(f'config argument {item!r} is not key=value; known keys: {sorted(defaults)}')
     key, value = item.split('=', 1)
     if key not in defaults:
-      raise ValueError(f'config argument {key!r} is unknown; known keys: {sorted(defaults)}')
-    kind = type(defaults[key])
-    if kind is bool:
-      out[key] = value.lower() in ('1', 'true', 'yes')
-    elif defaults[key] is None:
-      out[key] = value
-    else:
-      out[key] = kind(value)
+      close = difflib.get_close_matches(key, sorted(defaults), n=1)
+      hint = f'did you mean {close[0]!r}? ' if close else ''
+      raise ValueError(f'config argument {key!r} is unknown; {hint}known keys: {sorted(defaults)}')
+    out[key] = _convert(key, value, defaults[key])
   return out
+
+
+def _convert(key, value, default):
+  kind = type(default)
+  if kind is bool:
+    if value.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
+      raise ValueError(f'config argument {key}={value!r} must be true or false')
+    return value.lower() in ('1', 'true', 'yes')
+  if default is None or kind is str:
+    return value
+  try:
+    return kind(value)
+  except ValueError:
+    kind_name = 'an integer' if kind is int else 'a number'
+    raise ValueError(f'config argument {key}={value!r} must be {kind_name} '
+                     f'(default {default!r})') from None

@@ -10,9 +10,8 @@ and takes the centre crop; r = 16.
 weight decay 4e-5, lighter augmentation as in ShuffleNet, about 400 epochs.
 The paper divides the lr by 10 on plateaus; a run here divides it every 100
 epochs instead, and "lighter" becomes crops of at least 25% of the image
-(`config.dataset.crop_area_range`); both are our readings. The training
-augmentation (se_flax/data/augment.py) does not read that field yet: it crops
-8%-100% for every recipe.
+(`config.dataset.crop_area_range`, read by the training crop); both are our
+readings.
 
 Crop sizes: each model's published single-crop size (zoo.INPUT_SIZES: 299
 for Inception-ResNet-v2, with a 352 resize for evaluation; 224 and 256 for the

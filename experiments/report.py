@@ -20,6 +20,7 @@ from typing import Optional
 
 from experiments import manifest as manifest_lib
 from experiments import paper as paper_lib
+from experiments import paper_tables23
 from experiments import plots
 from experiments import runs as runs_lib
 from experiments import targets
@@ -67,6 +68,13 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------- reading
+
+
+def paper_row(overrides, tables):
+  """The paper's row for a run: Tables 2/3 (architectures) or the ablation tables 10-16."""
+  if tables and set(tables) <= set(paper_tables23.TABLES):
+    return paper_tables23.find(overrides, tables)
+  return paper_lib.find(overrides, tables)
 
 def checkpoint_config(workdir) -> Optional[dict]:
   """The config saved with the newest checkpoint (Orbax's JSON item `config`)."""
@@ -176,7 +184,7 @@ def read_sweep(directory: str) -> Optional[SweepResult]:
   runs = [read_run(e) for e in data['runs']]
   tables = tuple(data['tables']) if data.get('tables') is not None else None
   for run in runs:
-    run.paper = paper_lib.find(run.overrides, tables)
+    run.paper = paper_row(run.overrides, tables)
     if run.config:
       run.params, run.macs = model_cost(run.config)
   command = data['runs'][0].get('command', '') if data['runs'] else ''
@@ -216,7 +224,7 @@ def table(sweep: SweepResult) -> str:
              _num(run.images_per_sec, ',.0f')] + _paper_cells(run.paper)
     lines.append('| ' + ' | '.join(cells) + ' |')
   for d in sweep.dropped:
-    row = paper_lib.find(d['overrides'], sweep.tables or None)
+    row = paper_row(d['overrides'], sweep.tables or None)
     cells = [runs_lib.label(d['overrides']), f'not run on {sweep.dataset}'] + [''] * 6
     lines.append('| ' + ' | '.join(cells + _paper_cells(row)) + ' |')
   return '\n'.join(lines)

@@ -1,8 +1,8 @@
 """From a sweep file to a list of runs: names, main.py commands, configs, validation, progress.
 
 Each run's config is built by parsing the run's own `main.py` flags with
-ml_collections' config_flags, the parser main.py uses, so the config that is
-validated and recorded is the one the run will train with.
+se_flax.flags, the parser main.py uses, so the config that is validated and
+recorded is the one the run will train with.
 """
 
 import dataclasses
@@ -15,11 +15,11 @@ from typing import Any, Mapping, Optional
 
 from absl import flags
 from etils import epath
-from ml_collections import config_flags
 
 from experiments import targets
 from se_flax import check as check_lib
 from se_flax import config_lib
+from se_flax import flags as se_flags
 from se_flax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,14 +143,15 @@ def flag_value(value) -> str:
 
 def override_flags(overrides: Mapping[str, object], base_config, run: str = '') -> list:
   """`--config.<field>=<value>` flags; a None on a field whose default is None needs no flag."""
+  del run  # main.py's parser names the field of a None it refuses
   out = []
   for key, value in overrides.items():
     if value is None:
       if _lookup(base_config, key) is None:
         continue
-      # config_flags reads "None" for a tuple field as (None,), so None cannot be passed.
-      raise SweepError(f'run {run!r}: config.{key}=None cannot be given on the command line; '
-                       'the config file must default it to None')
+      # main.py sets a field that may be None (a placeholder) to None; others refuse it.
+      out.append(f'--config.{key}=None')
+      continue
     out.append(f'--config.{key}={flag_value(value)}')
   return out
 
@@ -176,16 +177,15 @@ def check_fields(config, overrides: Mapping[str, object], run: str):
 
 
 def parse_config(config_file: str, arg: str, extra: list):
-  """The config main.py would build from `--config=FILE:ARG` and `extra` flags."""
+  """The config main.py would build from `--config=FILE:ARG` and `extra` flags (its parser)."""
   path = os.path.join(REPO_ROOT, config_file)
   argv = ['main.py', f'--config={path}:{arg}' if arg else f'--config={path}', *extra]
   fv = flags.FlagValues()
-  # config_flags finds the overrides in sys.argv unless it is given the command line.
-  config_flags.DEFINE_config_file('config', flag_values=fv, sys_argv=argv)
+  holder = se_flags.define_config_flag('Config file.', flag_values=fv)
   if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-  fv(argv)
-  return fv.config
+  se_flags.parse(argv, holder, flag_values=fv)  # a ConfigError (a ValueError) names the flag
+  return holder.value
 
 
 # ---------------------------------------------------------------- planning
@@ -269,7 +269,21 @@ def plan(sweep_file: str, root: str, dataset: str = 'imagenet', model: Optional[
               sweep_file=os.path.relpath(os.path.abspath(sweep_file), REPO_ROOT),
               title=getattr(module, 'TITLE', ''), tables=tuple(getattr(module, 'TABLES', ())),
               axis=getattr(module, 'AXIS', None), target=dataset,
-              about=target.about + (f'; model {model}' if model else ''), runs=runs, dropped=dropped)
+              about=_about(target.about, model, extra), runs=runs, dropped=dropped)
+
+
+def _about(about: str, model: Optional[str], extra: Optional[Mapping[str, object]]) -> str:
+  """The target's one line, with what --model and --set changed (the epochs it names included)."""
+  extra = dict(extra or {})
+  if 'num_epochs' in extra:
+    about = re.sub(r'\b\d+(\.\d+)? epochs\b', f'{extra["num_epochs"]:g} epochs', about)
+  if 'num_train_steps' in extra and int(extra['num_train_steps']) > 0:
+    about = re.sub(r'\b\d+(\.\d+)? epochs\b', f'{extra["num_train_steps"]} steps', about)
+  if model:
+    about += f'; model {model}'
+  if extra:
+    about += '; set for every run: ' + ', '.join(f'{k}={v}' for k, v in extra.items())
+  return about
 
 
 # ---------------------------------------------------------------- progress on disk

@@ -93,21 +93,29 @@ def describe(plan) -> str:
   return '\n'.join(lines)
 
 
-def main(argv=None, runner=None, submitter=None, say=print) -> int:
-  """The command line; `runner`/`submitter` replace subprocess and sbatch (tests)."""
+def _say_error(message):
+  print(message, file=sys.stderr, flush=True)
+
+
+def main(argv=None, runner=None, submitter=None, say=print, say_error=None) -> int:
+  """The command line; `runner`/`submitter` replace subprocess and sbatch (tests).
+
+  Errors go to stderr, or to `say_error`; a caller that replaces `say` alone gets them there.
+  """
+  say_error = say_error or (_say_error if say is print else say)
   args = parse_args(sys.argv[1:] if argv is None else argv)
   root = args.root if '://' in args.root else os.path.abspath(args.root)
   if args.launcher == 'tpu' and not (args.tpu_name and args.zone):
-    say('error: --launcher=tpu needs --tpu_name and --zone')
+    say_error('error: --launcher=tpu needs --tpu_name and --zone')
     return 2
   try:
     plan = runs_lib.plan(args.sweep_file, root, args.dataset, args.model, parse_set(args.set))
   except runs_lib.SweepError as e:
-    say(f'error: {e}')
+    say_error(f'error: {e}')
     return 2
   unknown = sorted(set(args.only) - {r.name for r in plan.runs})
   if unknown:
-    say(f'error: --only names unknown runs {unknown}; runs: {[r.name for r in plan.runs]}')
+    say_error(f'error: --only names unknown runs {unknown}; runs: {[r.name for r in plan.runs]}')
     return 2
   # The manifest keeps every run of the plan; --only narrows what is started now.
   selected = [r for r in plan.runs if not args.only or r.name in args.only]
@@ -131,10 +139,11 @@ def main(argv=None, runner=None, submitter=None, say=print) -> int:
         say(shlex.join(commands[run.name]))
       return 0
     if '://' not in root:
-      say(f'warning: {root} is not shared storage; on a multi-host slice give --root=gs://...')
+      say_error(f'warning: {root} is not shared storage; on a multi-host slice give '
+                '--root=gs://...')
     log_dir = None if '://' not in root else os.path.abspath(os.path.join('sweep_logs', plan.sweep))
     return _execute(plan, selected, root, 'tpu', opts.python, commands, 1, runner,
-                    args.max_restarts, say, log_dir)
+                    args.max_restarts, say, log_dir, say_error)
 
   if args.launcher == 'slurm':
     opts = launch_cluster.SlurmOptions(
@@ -147,7 +156,7 @@ def main(argv=None, runner=None, submitter=None, say=print) -> int:
       manifest.start(plan, 'slurm', opts.python, {r.name: shlex.join(r.command(opts.python))
                                                   for r in plan.runs})
     except manifest_lib.ConfigChangedError as e:
-      say(f'error: {e}')
+      say_error(f'error: {e}')
       return 2
     finished = [r for r in selected if runs_lib.is_finished(r.workdir, r.total_steps)]
     for run in finished:
@@ -166,17 +175,17 @@ def main(argv=None, runner=None, submitter=None, say=print) -> int:
 
   commands = {r.name: r.command(local_python) for r in plan.runs}
   return _execute(plan, selected, root, 'local', local_python, commands, args.parallel, runner,
-                  args.max_restarts, say)
+                  args.max_restarts, say, say_error=say_error)
 
 
 def _execute(plan, selected, root, launcher, python, commands, parallel, runner, max_restarts,
-             say, log_dir=None) -> int:
+             say, log_dir=None, say_error=print) -> int:
   manifest = manifest_lib.Manifest(root)
   try:
     manifest.start(plan, launcher, python, {n: shlex.join(c) for n, c in commands.items()},
                    parallel)
   except manifest_lib.ConfigChangedError as e:
-    say(f'error: {e}')
+    say_error(f'error: {e}')
     return 2
   t0 = time.time()
   statuses = launch_local.execute(manifest, {r.name: commands[r.name] for r in selected},

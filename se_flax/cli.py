@@ -28,6 +28,17 @@ def _dispatch(mode, config, workdir, step):
   return loop.evaluate_checkpoint(config, workdir, step)
 
 
+def _stored_config(mode, workdir, step):
+  """eval and analyze without --config: the config the run stored with its checkpoint."""
+  if mode not in ('eval', 'analyze'):
+    raise errors.ConfigError(f'--config is required for --mode={mode}')
+  from se_flax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  config, stored_step = checkpoint.stored_config(workdir, step)
+  print(f'Using the config stored with checkpoint step {stored_step} in {workdir}/checkpoints',
+        flush=True)
+  return config
+
+
 def run(mode, config, workdir, step=None, coordinator_address=None, num_processes=None,
         process_id=None):
   """Runs `mode`; returns the exit code (se_flax/errors.py)."""
@@ -41,12 +52,18 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
       return errors.EXIT_OK
     if not workdir:
       raise errors.ConfigError(f'--workdir is required for --mode={mode}')
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if config is None:
+      config = _stored_config(mode, workdir, step)
     parallel.maybe_initialize_distributed(coordinator_address, num_processes, process_id)
     # Before TensorFlow is imported and any data read: a typo costs seconds.
     check.check_config(config)
-    return _dispatch(mode, config, os.path.abspath(os.path.expanduser(workdir)), step)
+    return _dispatch(mode, config, workdir, step)
   except errors.SEFlaxError as e:
     return _fail(e, e.exit_code)
+  except KeyboardInterrupt:
+    # Training saves on Ctrl-C (train/preemption.py); eval, analyze and set-up stop here.
+    return _fail('interrupted', errors.EXIT_INTERRUPTED)
   except OSError as e:
     # Files outside se_flax's own checks: a path that is not there (imported
     # weights), or a write that failed (data preparation, metrics, analysis).

@@ -7,7 +7,8 @@ them for users). Scripts that launch runs import the constants below.
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1        # a bug: Python prints the traceback
-EXIT_CONFIG_ERROR = 2      # a config, data location or workdir that cannot work: fix the command
+EXIT_CONFIG_ERROR = 2      # a command line, config, data location or workdir that cannot work (or
+                           # a workdir another run holds): fix the command
 EXIT_NON_FINITE = 3        # the loss or the state went NaN/Inf
 EXIT_CHECKPOINT_CORRUPT = 4  # checkpoints exist, none is readable
 EXIT_WRITE_ERROR = 5       # the workdir cannot be written: permissions, or the disk is full
@@ -15,6 +16,9 @@ EXIT_LOST_PROCESS = 6      # another process of a multi-process run was lost
 # A run that saved a checkpoint because it was asked to stop (SIGTERM); a
 # scheduler wrapper requeues on it (SLURM `--requeue`, or a loop on $?).
 EXIT_PREEMPTED = 42
+# Stopped by Ctrl-C (SIGINT) after saving a checkpoint, or at once on a second
+# Ctrl-C; 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 class SEFlaxError(Exception):
@@ -24,6 +28,11 @@ class SEFlaxError(Exception):
 
 class ConfigError(SEFlaxError, ValueError):
   """A config value that cannot work; the message names the field, the value and what is allowed."""
+  exit_code = EXIT_CONFIG_ERROR
+
+
+class WorkdirLockedError(SEFlaxError, RuntimeError):
+  """Another training run holds the workdir's lock; the message names it (host, pid, start)."""
   exit_code = EXIT_CONFIG_ERROR
 
 

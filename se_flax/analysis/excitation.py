@@ -3,8 +3,10 @@
 Runs the model over images of the eval split, collects every SE block's gate
 and writes to WORKDIR/analysis/:
 
-  stage<k>.png      per block of stage k, the mean gate per channel for each
-                    chosen class and for all classes (the paper's Fig. 6)
+  stage<k>.png      per block of stage k (counted from 0, as config.model.se.stages
+                    counts; the blocks of stage 0 are named layer1_*), the mean
+                    gate per channel for each chosen class and for all classes
+                    (the paper's Fig. 6)
   distribution.png  the distribution of gate values per block (Fig. 7: the
                     late blocks saturate)
   blocks.csv        per block: channels, mean and std over channels, the
@@ -24,7 +26,7 @@ import numpy as np
 
 from se_flax.analysis import gates as gates_lib
 from se_flax.analysis import plots
-from se_flax.data import pipeline
+from se_flax.data import feed
 from se_flax.errors import ConfigError
 from se_flax.train import parallel
 
@@ -35,8 +37,8 @@ def collect(run, state, classes, num_images):
   gate_fn = gates_lib.make_gate_fn(run.model)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   seen = 0
-  for batch in pipeline.eval_batches(run.config.dataset,
-                                     global_batch_size=run.config.eval_batch_size):
+  for batch in feed.eval_batches(run.config.dataset,
+                                 global_batch_size=run.config.eval_batch_size):
     if seen >= num_images:
       break
     gates = jax.device_get(gate_fn(variables, parallel.global_batch(batch, run.mesh)['image']))

@@ -9,9 +9,15 @@ import numpy as np
 
 
 def _by_stage(blocks):
+  """{file stem: block names}: 'stage0' for the blocks of module layer1 (config.model.se.stages
+
+  counts from 0, the modules from 1), 'other' for blocks outside the stages."""
   stages = {}
   for name in blocks:
-    stages.setdefault(name.split('_')[0] if name.startswith('layer') else 'other', []).append(name)
+    layer = name.split('_')[0]
+    key = (f'stage{int(layer[len("layer"):]) - 1}'
+           if layer.startswith('layer') and layer[len('layer'):].isdigit() else 'other')
+    stages.setdefault(key, []).append(name)
   return stages
 
 
@@ -36,9 +42,10 @@ def class_means_per_stage(means, labels, out_dir):
     for ax in list(axes.flat)[len(blocks):]:
       ax.axis('off')
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f'Excitation per channel, {stage.replace("layer", "stage ")}', fontsize=10)
+    title = f'stage {stage[len("stage"):]} (blocks {blocks[0]}..)' if stage != 'other' else stage
+    fig.suptitle(f'Excitation per channel, {title}', fontsize=10)
     fig.tight_layout()
-    path = os.path.join(out_dir, f'{stage.replace("layer", "stage")}.png')
+    path = os.path.join(out_dir, f'{stage}.png')
     fig.savefig(path, dpi=110)
     paths.append(path)
   return paths

@@ -38,6 +38,20 @@ def load_state_dict(path) -> Dict[str, np.ndarray]:
 
 
 def _load_safetensors(path):
+  if os.path.getsize(path) == 0:
+    raise LoaderError(f'--weights={path!r} is empty (0 bytes): download it again')
+  try:
+    return _read_safetensors(path)
+  except LoaderError:
+    raise
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    # safetensors raises its own SafetensorError (no ValueError) for a damaged header.
+    raise LoaderError(f'--weights={path!r} is not a readable safetensors file '
+                      f'({str(e).splitlines()[0] if str(e) else type(e).__name__}): a cut-short '
+                      'download or another format; download it again') from None
+
+
+def _read_safetensors(path):
   out = {}
   with safe_open(path, framework='np') as f:
     for key in f.keys():

@@ -5,11 +5,19 @@
 
 A multi-host run needs the data prepared beforehand on shared storage; a
 single-process run prepares digits (and ImageNet, from its tars) by itself.
+
+A data set that is downloaded is preceded by a connection probe (a few
+seconds) to its host, so an offline machine fails at once with what to do
+instead of after minutes of tfds retries. SE_FLAX_DOWNLOAD_PROBE=host:port
+probes another address (a proxy, or a test); with HTTPS_PROXY set there is
+no probe.
 """
 
 import argparse
 import os
+import socket
 import sys
+import urllib.parse
 
 import tensorflow_datasets as tfds
 
@@ -23,10 +31,36 @@ def _manual_dir_help():
                    for spec in datasets.DATASETS.values() if spec.preparation == 'manual')
 
 
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+def _probe_target(builder):
+  override = os.environ.get('SE_FLAX_DOWNLOAD_PROBE')
+  if override:
+    host, _, port = override.rpartition(':')
+    return host, int(port)
+  if os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy'):
+    return None
+  host = urllib.parse.urlparse(builder.info.homepage or '').hostname
+  return (host, 443) if host else None
+
+
+def _unreachable(builder):
+  """Why the download host cannot be reached, or None if it can (or there is nothing to probe)."""
+  target = _probe_target(builder)
+  if target is None:
+    return None
+  try:
+    socket.create_connection(target, timeout=PROBE_TIMEOUT_SECONDS).close()
+  except OSError as e:
+    return f'cannot reach {target[0]}:{target[1]} ({e.strerror or type(e).__name__})'
+  return None
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m se_flax.data.prepare', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--dataset', required=True, choices=datasets.NAMES)
+  parser.add_argument('--dataset', required=True, choices=[n for n, s in datasets.DATASETS.items() if not s.synthetic])
   parser.add_argument('--data_dir', default=None, help='tfds data directory (default: tfds\'s)')
   parser.add_argument('--manual_dir', default=None, help=_manual_dir_help())
   args = parser.parse_args(argv)
@@ -47,6 +81,13 @@ def main(argv=None) -> int:
       print(f'error: {", ".join(missing)} not found in --manual_dir={manual_dir}; download '
             f'{" and ".join(spec.manual_files)} from {spec.manual_source} and put them there',
             file=sys.stderr)
+      return errors.EXIT_CONFIG_ERROR
+  if spec.preparation == 'download':
+    why = _unreachable(builder)
+    if why:
+      print(f'error: {args.dataset} is downloaded, and {why}. Prepare it on a machine with network '
+            f'access (the same command) and copy its {builder.data_dir} folder to the same path '
+            f'under --data_dir here, or set HTTPS_PROXY', file=sys.stderr)
       return errors.EXIT_CONFIG_ERROR
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   for name, split in builder.info.splits.items():

@@ -21,7 +21,8 @@ from se_flax.models import zoo
 from se_flax.models.resnet import ResNet
 
 # config.model.dtype -> the compute dtype.
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+# float16 is left out: its range overflows without loss scaling, which the step does not do.
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # Model fields that may differ between a checkpoint and the run resuming it:
 # they change the arithmetic, the start or the BN averaging, not the network.
 RESUMABLE_MODEL_FIELDS = ('model.dtype', 'model.zero_init_residual', 'model.bn_momentum')
@@ -116,6 +117,10 @@ def create_model(name: str, num_classes: int,
 
 def _dtype(value):
   if isinstance(value, str):
+    if value == 'float16':
+      raise ValueError("config.model.dtype='float16' is not supported: float16 overflows without "
+                       "loss scaling, which se_flax does not do; use config.model.dtype='bfloat16' "
+                       "(the same speed on GPUs and TPUs, float32's range) or 'float32'")
     if value not in DTYPES:
       raise ValueError(f'config.model.dtype={value!r} is not allowed; choose one of {list(DTYPES)}')
     return DTYPES[value]
@@ -156,6 +161,7 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
       if model_cfg.get('stride_in_1x1') is not None:
         attrs['stride_in_1x1'] = model_cfg.stride_in_1x1
       if with_se:
+        _check_some_stage(model_cfg)
         attrs['se'] = SESpec.from_config(model_cfg.se)
     attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES}, bn_group_size=bn_group_size)
     return create_model(model_cfg.name, num_classes, **attrs)
@@ -163,6 +169,18 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
     raise
   except ValueError as e:
     raise ConfigError(str(e)) from e
+
+
+def _check_some_stage(model_cfg):
+  """An SE model with SE blocks in no stage is its plain twin, under a name that says otherwise."""
+  stages = model_cfg.se.get('stages')
+  if stages is not None and len(tuple(stages)) == 0:
+    name = model_cfg.name
+    plain = name[len('se_'):] if name.startswith('se_') and name[len('se_'):] in PRESETS else None
+    instead = (f"use the plain preset: config.model.name='{plain}'" if plain
+               else 'use a plain preset')
+    raise ConfigError(f'config.model.se.stages=() puts no SE block into {name!r}; {instead}, or '
+                      'name stages for SE blocks, e.g. (0, 1), or None for all')
 
 
 def _check_bn(model_cfg):

@@ -21,9 +21,10 @@ writes the `metrics` item only when it is.
 Robustness. Orbax writes into `<step>.orbax-checkpoint-tmp-<t>` and renames
 when done, so a killed save leaves a tmp directory; it is reported (naming the
 step) and removed. A finished step directory can still be damaged later
-(truncated or deleted files). `restore()` then warns, moves the bad directory
-aside to `<step>.corrupt-<time>` (so the resumed run can write that step again)
-and falls back to the newest readable one; if checkpoints exist and none is
+(truncated or deleted files). `restore()` then warns once per damaged step,
+moves the bad directory aside to `<step>.corrupt-<time>` (so the resumed run
+can write that step again; a read-only checkpointer, for eval and analyze,
+leaves it in place) and falls back to the newest readable one; if checkpoints exist and none is
 readable it raises `errors.CheckpointCorruptError`. A checkpoint whose tree or
 shapes differ from the target raises `CheckpointMismatchError` listing the
 paths. The log noise Orbax makes on such failures is quieted by orbax_quiet.py.
@@ -132,18 +133,22 @@ class TrainCheckpointer:
   """
 
   def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
-               keep_best: bool = True, async_save: bool = True):
+               keep_best: bool = True, async_save: bool = True, read_only: bool = False):
     if max_to_keep < 1:
       raise errors.ConfigError(f'config.keep_checkpoints={max_to_keep} must be >= 1; '
                                'resuming needs the newest checkpoint')
     self.directory = epath.Path(workdir) / CHECKPOINT_DIR
-    with _unwritable_workdir(epath.Path(workdir)):
-      self.directory.mkdir(parents=True, exist_ok=True)
+    # Read-only (eval, analyze): nothing in the directory is created, removed or renamed.
+    self.read_only = read_only
+    if not read_only:
+      with _unwritable_workdir(epath.Path(workdir)):
+        self.directory.mkdir(parents=True, exist_ok=True)
     self.incomplete_steps = self._find_incomplete_steps()
     if self.incomplete_steps:
       logging.warning(
           'Ignoring unfinished checkpoint(s) for step(s) %s in %s (a save was '
-          'interrupted); they are being removed.', self.incomplete_steps, self.directory)
+          'interrupted); %s.', self.incomplete_steps, self.directory,
+          'left in place' if read_only else 'they are being removed')
     policies = [ocp_policy.LatestN(n=max_to_keep)]
     if keep_best:
       policies.append(ocp_policy.BestN(
@@ -154,8 +159,9 @@ class TrainCheckpointer:
         best_mode='min',
         preservation_policy=ocp_policy.AnyPreservationPolicy(policies),
         enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
-        create=True,
+        cleanup_tmp_directories=not read_only,
+        create=not read_only,
+        read_only=read_only,
     )
     registry = ocp.handlers.create_default_handler_registry(
         state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
@@ -165,12 +171,15 @@ class TrainCheckpointer:
     self._writing: Optional[int] = None   # the step of a save that may still be in flight
 
   @classmethod
-  def from_config(cls, workdir: str | os.PathLike,
-                  config: ml_collections.ConfigDict) -> 'TrainCheckpointer':
-    return cls(workdir, max_to_keep=config.keep_checkpoints, keep_best=config.keep_best)
+  def from_config(cls, workdir: str | os.PathLike, config: ml_collections.ConfigDict,
+                  read_only: bool = False) -> 'TrainCheckpointer':
+    return cls(workdir, max_to_keep=config.keep_checkpoints, keep_best=config.keep_best,
+               read_only=read_only)
 
   def _find_incomplete_steps(self) -> list[int]:
     steps = []
+    if not self.directory.exists():
+      return []
     for path in self.directory.iterdir():
       name = path.name
       if _TMP_MARKER in name and name.split('.', 1)[0].isdigit():
@@ -311,9 +320,6 @@ class TrainCheckpointer:
     """
     if target is None:
       raise ValueError('restore() needs target=abstract_train_state(...) for the current mesh')
-    if self.incomplete_steps:
-      logging.warning('Checkpoint step(s) %s were never finished; restoring the newest '
-                      'finished checkpoint instead.', self.incomplete_steps)
     available = self.all_steps()
     if step is not None and step not in available:
       raise errors.DataError(f'no checkpoint for step {step} in {self.directory}; '
@@ -333,34 +339,100 @@ class TrainCheckpointer:
       except Exception as e:  # pylint: disable=broad-exception-caught
         # tensorstore raises bare Exception/ValueError and json a JSONDecodeError:
         # any failure to read a structurally matching checkpoint is damage.
-        reason = f'{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ""}'
-        failures.append((candidate, reason))
+        failures.append((candidate, _reason(e)))
         orbax_quiet.mark_damaged(os.fspath(self.directory / str(candidate)))
-        logging.warning('Checkpoint step %d in %s is unreadable (%s).', candidate,
-                        self.directory, reason)
         if step is not None:
           break
         continue
-      if failures:
-        logging.warning('Restored checkpoint step %d after skipping damaged step(s) %s.',
-                        candidate, [s for s, _ in failures])
-        self._quarantine([s for s, _ in failures])
+      self._report_damage(failures, candidate)
       return state
+    if step is not None:
+      raise errors.CheckpointCorruptError(
+          f'checkpoint step {step} in {self.directory} is unreadable ({failures[0][1]}); '
+          f'choose another --step (available: {available}), or leave --step out for the '
+          'newest intact one')
     raise errors.CheckpointCorruptError(
         f'no readable checkpoint in {self.directory}; tried steps '
-        + '; '.join(f'{s} ({r})' for s, r in failures)
+        + '; '.join(f'{s} ({r[:120]})' for s, r in failures[:3])
+        + (f'; and {len(failures) - 3} more' if len(failures) > 3 else '')
         + '. Move the directory aside to start afresh, or repair it.')
 
-  def _quarantine(self, steps: Sequence[int]) -> None:
-    """Renames damaged step directories so they stop counting as checkpoints."""
-    if jax.process_index() == 0:
-      stamp = time.strftime('%Y%m%d-%H%M%S')
-      for s in steps:
-        path = self.directory / str(s)
-        if path.exists():
-          aside = self.directory / f'{s}.corrupt-{stamp}'
-          logging.warning('Moving damaged checkpoint %s to %s.', path, aside)
-          path.rename(aside)
+  def _report_damage(self, failures, restored: int) -> None:
+    """One warning per damaged step; outside read-only mode, the step is moved aside."""
+    aside = {} if self.read_only else self._quarantine([s for s, _ in failures])
+    for s, reason in failures:
+      action = (f'moved aside to {aside[s].name}, resuming from step {restored}' if s in aside
+                else f'left in place, using step {restored}')
+      logging.warning('Checkpoint step %d in %s is unreadable (%s); %s.', s, self.directory,
+                      reason, action)
+
+  def _quarantine(self, steps: Sequence[int]) -> dict:
+    """Renames damaged step directories so they stop counting as checkpoints; step -> new path."""
+    aside = {}
+    if not steps:
+      return aside
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    for s in steps:
+      aside[s] = self.directory / f'{s}.corrupt-{stamp}'
+      path = self.directory / str(s)
+      if jax.process_index() == 0 and path.exists():
+        path.rename(aside[s])
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('se_flax_checkpoint_quarantine')
     self._manager.reload()
+    return aside
+
+
+def stored_config(workdir: str | os.PathLike,
+                  step: Optional[int] = None) -> tuple[ml_collections.ConfigDict, int]:
+  """(the config stored with checkpoint `step`, or the newest readable one, that step).
+
+  Reads only: nothing in the workdir is created or changed.
+
+  Raises:
+    errors.DataError: there is no checkpoint (or no checkpoint `step`).
+    errors.CheckpointCorruptError: no checkpoint has a readable config.
+  """
+  directory = epath.Path(workdir) / CHECKPOINT_DIR
+  if not directory.exists():
+    raise errors.DataError(f'no checkpoint in {directory}, so no stored config: pass '
+                           '--config=FILE (and train first)')
+  checkpointer = TrainCheckpointer(workdir, read_only=True)
+  try:
+    steps = checkpointer.all_steps()
+    if step is not None and step not in steps:
+      raise errors.DataError(f'no checkpoint for step {step} in {directory}; available: {steps}')
+    if not steps:
+      raise errors.DataError(f'no checkpoint in {directory}, so no stored config: pass '
+                             '--config=FILE (and train first)')
+    failures = []
+    for candidate in [step] if step is not None else steps[::-1]:
+      try:
+        stored = checkpointer.restore_config(candidate)
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        failures.append(f'step {candidate} ({_reason(e)[:120]})')
+        continue
+      return _as_config(stored), candidate
+  finally:
+    checkpointer.close()
+  raise errors.CheckpointCorruptError(
+      f'no readable config in {directory}: {"; ".join(failures[:3])}. Pass --config=FILE with '
+      "the run's config")
+
+
+def _as_config(tree: Any) -> ml_collections.ConfigDict:
+  """A stored (JSON) config as a ConfigDict: JSON lists become the tuples the config held."""
+  def tuples(node):
+    if isinstance(node, dict):
+      return {k: tuples(v) for k, v in node.items()}
+    if isinstance(node, list):
+      return tuple(tuples(v) for v in node)
+    return node
+  return ml_collections.ConfigDict(tuples(dict(tree)))
+
+
+def _reason(e: Exception) -> str:
+  """The first line of `e`, without the tensorstore details that follow it."""
+  text = str(e).splitlines()[0] if str(e) else ''
+  text = text.split(' See full TensorStore details')[0]
+  return f'{type(e).__name__}: {text[:200]}'

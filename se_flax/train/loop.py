@@ -21,15 +21,17 @@ import sys
 import time
 
 from absl import logging
+from etils import epath
 import jax
 
 from se_flax import config_lib
 from se_flax import errors
 from se_flax import models
-from se_flax.data import pipeline
+from se_flax.data import feed
 from se_flax.models import summary as summary_lib
 from se_flax.train import checkpoint as ckpt_lib
 from se_flax.train import init_from
+from se_flax.train import lock as lock_lib
 from se_flax.train import metrics as metrics_lib
 from se_flax.train import parallel
 from se_flax.train import preemption
@@ -54,6 +56,10 @@ def train_and_evaluate(config, workdir) -> int:
     # Early, so that a SIGTERM during set-up and compilation still exits cleanly.
     cleanup.callback(preemption.install_preemption_handler())
     ckpt_lib.check_writable(workdir)  # before any data is prepared or anything compiled
+    if jax.process_index() == 0:  # one lock per run
+      lock = cleanup.enter_context(lock_lib.WorkdirLock(workdir).acquire())
+      if lock.note:
+        _say(lock.note)
     run = setup_lib.setup(config, workdir)
     checkpointer = cleanup.enter_context(ckpt_lib.TrainCheckpointer.from_config(workdir, config))
     state = restore_or_init(run, checkpointer)
@@ -61,8 +67,10 @@ def train_and_evaluate(config, workdir) -> int:
     loop_state = checkpointer.restore_loop_state(start_step) if start_step else {}
     params_count = _announce(run, state)
 
-    batches = pipeline.train_batches(config.dataset, global_batch_size=config.batch_size,
-                                     seed=config.seed, start_step=start_step)
+    # Batch n+1 is copied to the devices while step n runs.
+    batches = parallel.prefetch_to_device(
+        feed.train_batches(config.dataset, global_batch_size=config.batch_size, seed=config.seed,
+                           start_step=start_step), run.mesh)
     writer = cleanup.enter_context(metrics_lib.MetricWriter(workdir, resume_step=start_step or None))
     train_step = step_lib.make_train_step(run.model, config, run.mesh, run.schedule,
                                           run.info.num_classes)
@@ -73,11 +81,10 @@ def train_and_evaluate(config, workdir) -> int:
     eval_metrics = {}
 
     if preemption.preemption_requested(start_step):
-      _say(f'Preempted during set-up; exiting with code {errors.EXIT_PREEMPTED}.')
-      return errors.EXIT_PREEMPTED
+      return _stopped('during set-up (nothing new to save)')
     for step in range(start_step + 1, run.total_steps + 1):
       profile.before(step)
-      state, step_metrics = train_step(state, parallel.global_batch(next(batches), run.mesh))
+      state, step_metrics = train_step(state, next(batches))
       window.add(step, step_metrics)
       profile.after(step)
 
@@ -99,11 +106,17 @@ def train_and_evaluate(config, workdir) -> int:
         _save(checkpointer, step, state, config, best, window)
       if due.preempt:
         checkpointer.wait_until_finished()
-        _say(f'Preempted: saved checkpoint step {step}; exiting with code '
-             f'{errors.EXIT_PREEMPTED}. Re-run the same command to resume.')
-        return errors.EXIT_PREEMPTED
+        return _stopped(f'saved checkpoint step {step}')
   _report(run, params_count, start_step, eval_metrics, time.time() - t_start)
   return errors.EXIT_OK
+
+
+def _stopped(what) -> int:
+  """The line and exit code of a run stopped by SIGTERM (preempted) or Ctrl-C (interrupted)."""
+  code, why = ((errors.EXIT_INTERRUPTED, 'Interrupted') if preemption.interrupted()
+               else (errors.EXIT_PREEMPTED, 'Preempted'))
+  _say(f'{why}: {what}; exiting with code {code}. Re-run the same command to resume.')
+  return code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +198,11 @@ def _report(run, params_count, start_step, eval_metrics, seconds):
 
 # ---------------------------------------------------------------- state
 
-def restore(run, checkpointer, step=None):
+def restore(run, checkpointer, step=None, evaluating=False):
   """The checkpoint `step` (default: the newest intact one), or None if there is none.
+
+  `evaluating` (eval, analyze): a config that changes the network is refused
+  in one line naming the fields, not as another run's workdir.
 
   Raises:
     errors.ConfigError: the checkpoint belongs to another model; the message
@@ -196,10 +212,17 @@ def restore(run, checkpointer, step=None):
   try:
     state = checkpointer.restore(step=step, target=run.abstract_state())
   except ckpt_lib.CheckpointMismatchError as e:
+    changed = models.architecture_differences(
+        _stored_config_differences(run, checkpointer, e.step), current=run.config)
+    if evaluating and changed:
+      raise errors.ConfigError(_changed_network_message(e.step, changed)) from e
     raise errors.ConfigError(_other_run_message(run, checkpointer, e.step, str(e))) from e
   if state is not None:
     differences = _stored_config_differences(run, checkpointer, int(state.step))
-    if models.architecture_differences(differences, current=run.config):
+    changed = models.architecture_differences(differences, current=run.config)
+    if changed and evaluating:
+      raise errors.ConfigError(_changed_network_message(int(state.step), changed))
+    if changed:
       raise errors.ConfigError(_other_run_message(run, checkpointer, int(state.step), ''))
     if differences:
       _say(f'Note: the config differs from checkpoint step {int(state.step)}\'s in:\n'
@@ -214,6 +237,14 @@ def _stored_config_differences(run, checkpointer, step):
     logging.warning('Checkpoint step %d has no readable config (%s); not compared.', step, e)
     return []
   return config_lib.differences(stored, run.config)
+
+
+def _changed_network_message(step, changed):
+  fields = ', '.join(f'config.{k} ({old!r} stored, {new!r} given)' for k, old, new in changed[:6])
+  more = f' and {len(changed) - 6} more' if len(changed) > 6 else ''
+  return (f'the config given changes the network of checkpoint step {step}: {fields}{more}. '
+          'Leave --config out to use the stored config, or change only fields that leave the '
+          'network alone (e.g. --config.eval_batch_size)')
 
 
 def _other_run_message(run, checkpointer, step, detail):
@@ -245,8 +276,13 @@ def restore_or_init(run, checkpointer):
 def trained_state(config, workdir, step=None):
   """(run, state) for inference: checkpoint `step` (default: the newest), else config.init_from."""
   run = setup_lib.setup(config, workdir)
-  with ckpt_lib.TrainCheckpointer.from_config(workdir, config) as checkpointer:
-    state = restore(run, checkpointer, step)
+  state = None
+  if (epath.Path(workdir) / ckpt_lib.CHECKPOINT_DIR).exists():
+    # Read-only: a damaged checkpoint is skipped, never moved; nothing is written.
+    with ckpt_lib.TrainCheckpointer.from_config(workdir, config, read_only=True) as checkpointer:
+      state = restore(run, checkpointer, step, evaluating=True)
+  elif step is not None:
+    raise errors.DataError(f'no checkpoint for step {step}: {workdir}/checkpoints does not exist')
   if state is None:
     if not config.get('init_from'):
       raise errors.DataError(f'no checkpoint in {workdir}/checkpoints; train first, or set '
@@ -260,7 +296,7 @@ def trained_state(config, workdir, step=None):
 def evaluate(run, state, eval_step) -> dict:
   """Exact top-1/top-5 error over the whole eval split (padded batches are masked)."""
   acc = metrics_lib.MetricAccumulator()
-  for batch in pipeline.eval_batches(run.config.dataset, global_batch_size=run.config.eval_batch_size):
+  for batch in feed.eval_batches(run.config.dataset, global_batch_size=run.config.eval_batch_size):
     acc.add(eval_step(state, parallel.global_batch(batch, run.mesh)))
   totals = acc.totals()
   out = metrics_lib.summarize(totals)

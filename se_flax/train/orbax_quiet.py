@@ -4,8 +4,8 @@
 calls it once per process. Importing this module changes nothing.
 
 Three kinds of noise:
-* Orbax warns on every save without metrics; periodic and preemption saves
-  have none by design.
+* Orbax warns on every save without metrics (periodic and preemption saves
+  have none by design), and when a checkpoint manager is opened read-only.
 * Orbax reads and writes a checkpoint's arrays concurrently, so one bad file
   fails many of them. Once the step directory has been named (checkpoint.py
   calls `mark_damaged`), the failures Orbax leaves unretrieved (asyncio's
@@ -29,10 +29,17 @@ def mark_damaged(path: str) -> None:
   _DAMAGED.add(path)
 
 
+# Orbax warns on every save without metrics (periodic and preemption saves have
+# none by design) and whenever a manager is opened read-only (eval, analyze).
+_EXPECTED = ('did not provide metrics', 'read_only=True, setting save_interval_steps',
+             'Given directory is read only')
+
+
 class _PeriodicSaveFilter(std_logging.Filter):
 
   def filter(self, record):
-    return 'did not provide metrics' not in record.getMessage()
+    message = record.getMessage()
+    return not any(text in message for text in _EXPECTED)
 
 
 class _DamageNoiseFilter(std_logging.Filter):

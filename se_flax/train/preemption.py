@@ -1,11 +1,15 @@
-"""Preemption: SIGTERM becomes a flag the training loop checks once per step.
+"""Preemption and Ctrl-C: SIGTERM and SIGINT become a flag the training loop checks once per step.
 
 The loop then saves a checkpoint of the current step and exits with
-errors.EXIT_PREEMPTED, so that a scheduler wrapper can requeue the job and the
-same command resumes from that step (se_flax/train/loop.py).
+errors.EXIT_PREEMPTED (SIGTERM), so that a scheduler wrapper can requeue the
+job, or errors.EXIT_INTERRUPTED (Ctrl-C); the same command resumes from that
+step (se_flax/train/loop.py). A second Ctrl-C exits at once: a save in flight
+is abandoned in its temporary directory, the previous checkpoints are intact.
 """
 
+import os
 import signal
+import sys
 import threading
 from typing import Callable, Optional, Sequence
 
@@ -15,12 +19,24 @@ from jax.experimental import multihost_utils
 from se_flax import errors
 
 _preempted = threading.Event()
+_interrupted = threading.Event()
 
 
 def _on_signal(signum, frame):  # pylint: disable=unused-argument
   logging.warning('Received signal %d: will checkpoint and exit with code %d.',
                   signum, errors.EXIT_PREEMPTED)
   _preempted.set()
+
+
+def _on_interrupt(signum, frame):  # pylint: disable=unused-argument
+  if _interrupted.is_set():
+    print(f'Interrupted again: exiting at once with code {errors.EXIT_INTERRUPTED}; a save in '
+          'flight is abandoned, the previous checkpoints are intact.', file=sys.stderr, flush=True)
+    os._exit(errors.EXIT_INTERRUPTED)  # pylint: disable=protected-access
+  _interrupted.set()
+  _preempted.set()
+  print('Interrupt: saving a checkpoint after this step, then exiting (Ctrl-C again to exit '
+        'at once).', file=sys.stderr, flush=True)
 
 
 def _sync_manager_active() -> bool:
@@ -44,6 +60,8 @@ def install_preemption_handler(signums: Sequence[int] = (signal.SIGTERM,)) -> Ca
     logging.info('Preemption: using jax.distributed preemption sync points.')
     return lambda: None
   previous = {s: signal.signal(s, _on_signal) for s in signums}
+  if threading.current_thread() is threading.main_thread():
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, _on_interrupt)
 
   def uninstall():
     for s, handler in previous.items():
@@ -70,5 +88,11 @@ def preemption_requested(step: Optional[int] = None) -> bool:
   return _preempted.is_set()
 
 
+def interrupted() -> bool:
+  """True once Ctrl-C (SIGINT) asked the run to stop."""
+  return _interrupted.is_set()
+
+
 def clear_preemption_request() -> None:
   _preempted.clear()
+  _interrupted.clear()

@@ -86,7 +86,7 @@ def test_write_outputs_files(tmp_path):
             labels, np.ones(12))
   text = excitation.write_outputs(stats, str(tmp_path))
   assert '3 SE blocks, 12 images.' in text
-  for name in ('stage1.png', 'stage2.png', 'distribution.png', 'blocks.csv', 'summary.txt'):
+  for name in ('stage0.png', 'stage1.png', 'distribution.png', 'blocks.csv', 'summary.txt'):
     assert os.path.getsize(tmp_path / name) > 0, name
   csv_lines = (tmp_path / 'blocks.csv').read_text().strip().splitlines()
   assert csv_lines[0].startswith('block,channels,mean,std')

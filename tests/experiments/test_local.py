@@ -170,7 +170,7 @@ def test_sigterm_to_the_sweep_reaches_the_runs_and_leaves_them_resumable(tmp_pat
   def stop_when_ready():
     deadline = time.time() + 30
     while time.time() < deadline:
-      if os.path.exists(log) and 'ready' in open(log).read():
+      if os.path.exists(log) and '\nready\n' in open(log).read():
         os.kill(os.getpid(), signal.SIGTERM)
         return
       time.sleep(0.05)

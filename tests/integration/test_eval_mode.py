@@ -1,6 +1,10 @@
 """--mode=eval on a trained workdir: the newest checkpoint, or the one --step names."""
 
+import os
+import pathlib
 import re
+
+import pytest
 
 from tests.integration import harness
 
@@ -47,3 +51,78 @@ def test_analyze_of_a_plain_network_says_there_is_nothing_to_analyse(reference_r
   code, out, err = digits_run('--mode=analyze', workdir=workdir)
   assert code == 2, harness.describe(code, out, err)
   assert 'without SE blocks' in err
+
+
+def _tree(root):
+  return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+          for p in sorted(pathlib.Path(root).rglob('*'))}
+
+
+def test_eval_without_config_uses_the_stored_one(reference_run, tmp_path):
+  workdir = harness.copy_run(reference_run, tmp_path / 'run')
+  before = _tree(workdir)
+  code, out, err = harness.run(workdir, None, '--mode=eval', base=(), log=tmp_path / 'eval')
+  assert code == 0, harness.describe(code, out, err)
+  assert f'Using the config stored with checkpoint step {harness.STEPS}' in out
+  match = re.search(EVAL_LINE, out)
+  logged = _logged_eval(workdir, harness.STEPS)
+  assert match and int(match.group(1)) == harness.STEPS
+  assert float(match.group(2)) == round(logged['top1_error'], 4)
+  assert _tree(workdir) == before
+
+
+def test_eval_may_change_what_leaves_the_network_alone(reference_run, digits_run, tmp_path):
+  workdir = harness.copy_run(reference_run, tmp_path / 'run')
+  step, top1, top5, count = _evaluate(digits_run, workdir, '--config.eval_batch_size=100')
+  logged = _logged_eval(workdir, harness.STEPS)
+  assert (step, count) == (harness.STEPS, 360)
+  assert (top1, top5) == (round(logged['top1_error'], 4), round(logged['top5_error'], 4))
+
+
+@pytest.mark.parametrize('flag, field', [
+    ('--config.model.bn_epsilon=0.001', 'config.model.bn_epsilon (1e-05 stored, 0.001 given)'),
+    ('--config.model.name=se_cifar_resnet20', "config.model.name ('cifar_resnet20' stored"),
+])
+def test_eval_refuses_a_config_that_changes_the_network(reference_run, digits_run, tmp_path, flag,
+                                                        field):
+  workdir = harness.copy_run(reference_run, tmp_path / 'run')
+  before = _tree(workdir)
+  code, out, err = digits_run('--mode=eval', flag, workdir=workdir)
+  assert code == 2, harness.describe(code, out, err)
+  lines = [l for l in err.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1 and 'changes the network of checkpoint step 20' in lines[0], err
+  assert field in lines[0] and 'Leave --config out' in lines[0]
+  assert _tree(workdir) == before
+
+
+def test_eval_skips_a_damaged_newest_checkpoint_without_moving_it(reference_run, digits_run,
+                                                                  tmp_path):
+  workdir = harness.copy_run(reference_run, tmp_path / 'run')
+  newest = workdir / 'checkpoints' / str(harness.STEPS)
+  data = [p for p in newest.rglob('*') if p.is_file() and p.parent.name == 'd']
+  assert data
+  for path in data:
+    os.truncate(path, path.stat().st_size // 2)
+  before = _tree(workdir)
+  previous = harness.checkpoint_steps(workdir)[-2]
+  code, out, err = digits_run('--mode=eval', workdir=workdir)
+  assert code == 0, harness.describe(code, out, err)
+  assert int(re.search(EVAL_LINE, out).group(1)) == previous
+  warnings = [l for l in err.splitlines() if f'Checkpoint step {harness.STEPS} in' in l]
+  assert len(warnings) == 1 and 'left in place' in warnings[0], err
+  assert 'Traceback' not in err
+  # --step naming the damaged one: exit 4, one line.
+  code, out, err = digits_run('--mode=eval', f'--step={harness.STEPS}', workdir=workdir)
+  assert code == 4, harness.describe(code, out, err)
+  lines = [l for l in err.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1 and f'checkpoint step {harness.STEPS} in' in lines[0], err
+  assert 'unreadable' in lines[0] and 'choose another --step' in lines[0]
+  assert _tree(workdir) == before
+
+
+def test_eval_of_an_empty_workdir_creates_nothing(digits_run, tmp_path):
+  workdir = tmp_path / 'never_trained'
+  code, out, err = digits_run('--mode=eval', workdir=workdir)
+  assert code == 2, harness.describe(code, out, err)
+  assert 'no checkpoint in' in err and 'train first' in err
+  assert not workdir.exists()

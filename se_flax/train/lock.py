@@ -1,0 +1,127 @@
+"""One training run per workdir: WORKDIR/lock names the run that holds it.
+
+`WorkdirLock.acquire` creates the file atomically (O_EXCL) with the holder's
+host, pid and start time, and a thread refreshes its mtime every
+`HEARTBEAT_SECONDS`. A second run finds the file and stops with
+errors.WorkdirLockedError naming the holder. A lock left by a run that died
+(its pid is gone on this host, or no heartbeat for `STALE_SECONDS`, the case
+of another host) is taken over with a note. Only process 0 of a run takes the
+lock; eval and analyze take none.
+"""
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+from se_flax import errors
+
+LOCK_FILE = 'lock'
+HEARTBEAT_SECONDS = 30.0
+# A holder on another host is presumed dead after this long without a heartbeat.
+STALE_SECONDS = float(os.environ.get('SE_FLAX_LOCK_STALE_SECONDS', 600))
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # someone else's process
+  return True
+
+
+class WorkdirLock:
+  """The lock of one workdir; a context manager that releases it on exit."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._token = uuid.uuid4().hex
+    self._stop = threading.Event()
+    self._thread = None
+    self.note = None  # set when a dead run's lock was taken over
+
+  def _holder(self):
+    """(holder dict, seconds since its heartbeat), or (None, None) if there is no lock file."""
+    try:
+      with open(self.path) as f:
+        text = f.read()
+      age = time.time() - os.stat(self.path).st_mtime
+    except FileNotFoundError:
+      return None, None
+    try:
+      holder = json.loads(text)
+    except ValueError:
+      holder = {}  # a lock file whose write was cut short: only its age counts
+    return holder, age
+
+  def _dead(self, holder, age) -> bool:
+    if holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int):
+      return not _pid_alive(holder['pid'])
+    return age > STALE_SECONDS
+
+  def acquire(self) -> 'WorkdirLock':
+    """Takes the lock, or raises errors.WorkdirLockedError naming the live holder."""
+    record = {'host': socket.gethostname(), 'pid': os.getpid(), 'token': self._token,
+              'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+    for _ in range(3):
+      try:
+        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      except FileExistsError:
+        holder, age = self._holder()
+        if holder is None:
+          continue  # released meanwhile
+        if not self._dead(holder, age):
+          raise errors.WorkdirLockedError(_locked_message(self.path, holder, age))
+        self.note = (f'Note: took over the lock of a run that is gone '
+                     f'({_describe(holder)}; last heartbeat {age:.0f} s ago).')
+        _remove(self.path)
+        continue
+      with os.fdopen(fd, 'w') as f:
+        json.dump(record, f)
+      self._thread = threading.Thread(target=self._beat, name='se_flax-lock', daemon=True)
+      self._thread.start()
+      return self
+    raise errors.WorkdirLockedError(f'could not take the lock {self.path}: other runs keep '
+                                    'taking it; make sure only one run uses this --workdir')
+
+  def _beat(self):
+    while not self._stop.wait(HEARTBEAT_SECONDS):
+      try:
+        os.utime(self.path)
+      except OSError:
+        pass  # the workdir went away; the run reports its own write errors
+
+  def release(self) -> None:
+    self._stop.set()
+    holder, _ = self._holder()
+    if holder and holder.get('token') == self._token:
+      _remove(self.path)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *unused):
+    self.release()
+
+
+def _remove(path):
+  try:
+    os.remove(path)
+  except FileNotFoundError:
+    pass
+
+
+def _describe(holder):
+  return (f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, "
+          f"started {holder.get('started', '?')}")
+
+
+def _locked_message(path, holder, age):
+  return (f'another training run is using this workdir: {_describe(holder)} (last heartbeat '
+          f'{age:.0f} s ago; lock {path}). Wait for it to finish or stop it (Ctrl-C saves a '
+          'checkpoint), or use another --workdir; if that run is dead on another host, delete '
+          'the lock file.')
