@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= workdirs/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-fast setup clean
+.PHONY: demo test test-fast setup clean mutate
 
 setup: $(STAMP)
 
@@ -23,6 +23,31 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# Mutation testing with mutmut (not part of `make test`): each core module against its own
+# test files, on one core, in a copy of the tree under mutants/<name>/. Results go to
+# mutants/<name>.txt; `make mutate MUTATE=optim` runs one. docs/testing.md has the kill rates.
+MUTATE ?= layers blocks mapping optim augment step
+MUTATE_layers := se_flax/layers/* | tests/layers
+MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py
+MUTATE_mapping := se_flax/convert/mapping.py | tests/convert/test_mapping.py
+MUTATE_optim := se_flax/train/optim.py | tests/train/test_optim.py
+MUTATE_augment := se_flax/data/augment.py | tests/data/test_augment.py tests/data/test_augment_epochs.py
+MUTATE_step := se_flax/train/step.py | tests/train/test_step.py
+
+define mutate_one
+	rm -rf mutants/$(1) && mkdir -p mutants/$(1)
+	tar -cf - --exclude=./.venv --exclude=./mutants --exclude=./workdirs . | tar -C mutants/$(1) -xf -
+	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pytest.ini\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\npytest_add_cli_args_test_selection =\n%b' \
+	  '$(strip $(word 1,$(subst |, ,$(MUTATE_$(1)))))' \
+	  '$(foreach t,$(wordlist 2,99,$(subst |, ,$(MUTATE_$(1)))),  $(t)\n)' > mutants/$(1)/setup.cfg
+	cd mutants/$(1) && $(CURDIR)/$(PY) -m mutmut run --max-children 1 > ../$(1).log 2>&1; \
+	  $(CURDIR)/$(PY) -m mutmut results --all true > ../$(1).txt; tail -n 3 ../$(1).log
+
+endef
+
+mutate: $(STAMP)
+	$(foreach name,$(MUTATE),$(call mutate_one,$(name)))
 
 clean:
 	rm -rf $(VENV) workdirs

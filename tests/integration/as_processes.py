@@ -48,4 +48,4 @@ def eval_batches(dataset_cfg, *, global_batch_size, **unused):
 if __name__ == '__main__':
   main.runtime.setup()
   pipeline.train_batches, pipeline.eval_batches = train_batches, eval_batches
-  app.run(main.main)
+  app.run(main.main, flags_parser=main._parse_flags)  # pylint: disable=protected-access

@@ -1,12 +1,18 @@
-"""Training from imported weights (config.init_from) onto a new label set."""
+"""Training from imported weights (config.init_from): the layout of model.json, a new label set."""
+
+import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import default
 from se_flax.convert import writer
+from se_flax.layers.se import SESpec
 from se_flax.models import registry
+from se_flax.train import init_from
 from tests.integration import harness
 
 
@@ -62,3 +68,71 @@ def test_a_directory_without_weights_is_refused(digits_run, tmp_path):
   code, out, err = digits_run(f'--config.init_from={tmp_path}')
   assert code == 2, harness.describe(code, out, err)
   assert 'is not an imported-weights directory' in err and 'model.json' in err
+
+
+# A layout that differs from every default of config.model: the stride on the 3x3
+# convolution (torchvision "v1.5"), another BN epsilon and another SE block.
+LAYOUT = {'stride_in_1x1': False, 'bn_epsilon': 1e-3,
+          'se': dataclasses.asdict(SESpec(reduction=8, rounding='multiple8'))}
+
+
+def _random_variables(model, shape, seed):
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
+                                             train=False))
+  rng = np.random.RandomState(seed)
+  # Random draws everywhere: zero-initialised last BN scales would hide the residual branches.
+  return jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), dict(shapes))
+
+
+def test_the_network_follows_the_layout_in_model_json(tmp_path):
+  (tmp_path / writer.VARIABLES).mkdir()
+  (tmp_path / writer.MODEL_JSON).write_text(
+      json.dumps({'model': 'se_resnet50', 'num_classes': 1000, 'overrides': LAYOUT}))
+  config = default.get_base_config()
+  config.model.name, config.init_from = 'se_resnet50', str(tmp_path)
+  built = init_from.model_for(config, 10)
+  expected = registry.create_model('se_resnet50', 10, stride_in_1x1=False, bn_epsilon=1e-3,
+                                   se=SESpec(reduction=8, rounding='multiple8'))
+  config.init_from = ''
+  default_layout = init_from.model_for(config, 10)
+
+  shape = (32, 32, 3)
+  variables = _random_variables(expected, shape, seed=3)
+  built_shapes = jax.eval_shape(lambda: built.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
+                                                   train=False))
+  assert jax.tree.map(np.shape, dict(built_shapes)) == jax.tree.map(np.shape, variables)
+  x = np.random.RandomState(4).normal(size=(2,) + shape).astype(np.float32)
+  logits = built.apply(variables, x, train=False)
+  np.testing.assert_allclose(logits, expected.apply(variables, x, train=False), rtol=1e-5)
+  # The config's own layout is another network: the SE widths differ, so its variables do too.
+  default_shapes = jax.eval_shape(
+      lambda: default_layout.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape), train=False))
+  assert jax.tree.map(np.shape, dict(default_shapes)) != jax.tree.map(np.shape, variables)
+
+
+@pytest.fixture(scope='module')
+def imported_se_weights(tmp_path_factory):
+  """se_cifar_resnet20 variables of another SE block than configs/digits.py's (r=4, biases)."""
+  se = SESpec(reduction=2, bias=False)
+  layout = {'bn_epsilon': 1e-3, 'se': dataclasses.asdict(se)}
+  model = registry.create_model('se_cifar_resnet20', 10, bn_epsilon=1e-3, se=se)
+  variables = _random_variables(model, (8, 8, 1), seed=8)
+  directory = tmp_path_factory.mktemp('imported_se')
+  writer.save_variables(directory, variables,
+                        {'model': 'se_cifar_resnet20', 'num_classes': 10, 'overrides': layout})
+  flat = jax.tree_util.tree_flatten_with_path(variables)[0]
+  return directory, {'/'.join(str(k.key) for k in path): v for path, v in flat}
+
+
+def test_a_run_trains_the_layout_of_model_json(imported_se_weights, digits_data, jax_cache,
+                                               tmp_path):
+  directory, saved = imported_se_weights
+  code, out, err = harness.run(tmp_path / 'run', digits_data, '--config.num_train_steps=1',
+                               '--config.model.name=se_cifar_resnet20',
+                               f'--config.init_from={directory}', f'--out={tmp_path}/start.npz',
+                               cache_dir=jax_cache, script='tests/integration/init_probe.py')
+  assert code == 0, harness.describe(code, out, err)
+  start = dict(np.load(tmp_path / 'start.npz'))
+  assert sorted(start) == sorted(saved)
+  for key, value in start.items():
+    np.testing.assert_array_equal(value, saved[key], err_msg=key)

@@ -5,12 +5,14 @@ global batches (as_processes.py feeds it those), only process 0 may write
 metrics, and their checkpoint must restore in a one-process run.
 """
 
+import pathlib
 import re
-import socket
+import shutil
 
 import numpy as np
 import pytest
 
+from tests import ports
 from tests.integration import harness
 
 STEPS = 6
@@ -21,19 +23,54 @@ GLOO_NOTE = (r'\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. Expected numbe
 COMPARED = ('loss', 'top1_error', 'top5_error', 'grad_norm', 'learning_rate', 'count')
 
 
-def free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def start_processes(workdir, data_dir, cache_dir, *flags, count=2, env_extra=None):
-  """`count` main.py processes of one run, two CPU devices each."""
-  port = free_port()
+def start_processes(workdir, data_dir, cache_dir, *flags, count=2, env_extra=None, port=None):
+  """`count` main.py processes of one run, two CPU devices each, meeting on `port`."""
+  port = port or ports.free_port()
   return [harness.start(workdir, data_dir, *flags, f'--coordinator_address=127.0.0.1:{port}',
                         f'--num_processes={count}', f'--process_id={i}', devices=2,
                         cache_dir=cache_dir, env_extra=env_extra, log=f'{workdir}.p{i}')
           for i in range(count)]
+
+
+def stderr_of(proc):
+  return pathlib.Path(f'{proc.log}.err').read_text()
+
+
+def start_group(workdir, data_dir, cache_dir, *flags, until, **kwargs):
+  """start_processes, on a fresh port again while the coordinator finds its port taken.
+
+  Returns the processes once `until()` holds; fails if one exits before that.
+  """
+
+  def attempt(port):
+    shutil.rmtree(workdir, ignore_errors=True)  # what an attempt on a taken port left
+    processes = start_processes(workdir, data_dir, cache_dir, *flags, port=port, **kwargs)
+    try:
+      harness.wait_until(lambda: until() or any(p.poll() is not None for p in processes),
+                         timeout=400, what='the run under way')
+      ports.check_group(processes, stderr_of)
+      if not until():
+        code, out, err = harness.finish(next(p for p in processes if p.poll() is not None))
+        raise AssertionError(f'a process exited before the run got under way: '
+                             f'{harness.describe(code, out, err)}')
+    except BaseException:
+      ports.kill(processes)
+      raise
+    return processes
+
+  return ports.on_free_port(attempt)
+
+
+def run_processes(workdir, data_dir, cache_dir, *flags, timeout=400, **kwargs):
+  """[(exit code, stdout, stderr)] of a whole run of start_processes, retried on a taken port."""
+
+  def attempt(port):
+    shutil.rmtree(workdir, ignore_errors=True)
+    processes = start_processes(workdir, data_dir, cache_dir, *flags, port=port, **kwargs)
+    ports.wait_group(processes, stderr_of, timeout)
+    return [harness.finish(p) for p in processes]
+
+  return ports.on_free_port(attempt)
 
 
 def assert_close(records, expected):
@@ -55,8 +92,7 @@ def test_two_processes_equal_one_process_with_four_devices(digits_data, jax_cach
   assert 'on 4 device(s), 1 process(es)' in out
 
   workdir = tmp_path / 'two'
-  processes = start_processes(workdir, digits_data, jax_cache, *FLAGS)
-  results = [harness.finish(p, timeout=400) for p in processes]
+  results = run_processes(workdir, digits_data, jax_cache, *FLAGS)
   for code, out, err in results:
     assert code == 0, harness.describe(code, out, err)
   assert 'on 4 device(s), 2 process(es)' in results[0][1]

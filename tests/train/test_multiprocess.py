@@ -2,37 +2,41 @@
 
 import json
 import os
-import socket
+import pathlib
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 
 from se_flax.train import parallel
+from tests import ports
 from tests.train.tiny import make_batch, tiny_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
-def test_two_processes_match_one_process(tmp_path):
-  port = _free_port()
+def _run_workers(tmp_path, port):
+  """Both worker processes on `port`; raises ports.PortTaken if the coordinator could not bind."""
+  shutil.rmtree(tmp_path / 'run', ignore_errors=True)  # what an attempt on a taken port left
   procs = []
   for pid in range(2):
     env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2',
                JAX_PROCESS_ID=str(pid), PYTHONPATH=REPO)
-    procs.append(subprocess.Popen(
-        [sys.executable, '-m', 'tests.train.multiprocess_worker', str(tmp_path / 'run'),
-         str(tmp_path / f'out{pid}.json')],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    with open(tmp_path / f'worker{pid}.log', 'w') as log:
+      proc = subprocess.Popen(
+          [sys.executable, '-m', 'tests.train.multiprocess_worker', str(tmp_path / 'run'),
+           str(tmp_path / f'out{pid}.json')],
+          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc.log = tmp_path / f'worker{pid}.log'
+    procs.append(proc)
+  ports.wait_group(procs, lambda p: pathlib.Path(p.log).read_text(), timeout=400)
   for p in procs:
-    output, _ = p.communicate(timeout=240)
-    assert p.returncode == 0, output[-3000:]
+    assert p.returncode == 0, pathlib.Path(p.log).read_text()[-3000:]
+
+
+def test_two_processes_match_one_process(tmp_path):
+  ports.on_free_port(lambda port: _run_workers(tmp_path, port))
   results = [json.loads((tmp_path / f'out{pid}.json').read_text()) for pid in range(2)]
 
   setup = tiny_setup()

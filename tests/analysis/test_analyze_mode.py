@@ -1,0 +1,58 @@
+"""`main.py --mode=analyze` on a briefly trained SE-ResNet-20: what it counts and writes."""
+
+import csv
+
+import pytest
+
+from se_flax.data import datasets
+from tests.integration import harness
+# pylint: disable=unused-import
+from tests.integration.fixtures import digits_data, jax_cache, shared_root
+# pylint: enable=unused-import
+
+MODEL = ('--config.model.name=se_cifar_resnet20', '--config.num_train_steps=3')
+# SE-ResNet-20: three stages of three units, 16, 32 and 64 channels; one SE block per unit.
+BLOCK_CHANNELS = [16] * 3 + [32] * 3 + [64] * 3
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, digits_data, jax_cache):
+  workdir = tmp_path_factory.mktemp('analyze') / 'run'
+  harness.run_ok(workdir, digits_data, *MODEL, cache_dir=jax_cache)
+  return workdir
+
+
+def _analyze(workdir, digits_data, jax_cache, *flags):
+  return harness.run(workdir, digits_data, *MODEL, '--mode=analyze', *flags, cache_dir=jax_cache,
+                     log=f'{workdir}.analyze')
+
+
+def _blocks(workdir):
+  with open(workdir / 'analysis' / 'blocks.csv') as f:
+    return list(csv.DictReader(f))
+
+
+def test_counts_the_images_it_is_told_to(trained, digits_data, jax_cache):
+  # 50 is not a multiple of the eval batch: the last batch counts in part.
+  code, out, err = _analyze(trained, digits_data, jax_cache, '--config.analysis.num_images=50',
+                            '--config.analysis.classes=(2, 7)')
+  assert code == 0, harness.describe(code, out, err)
+  summary = (trained / 'analysis' / 'summary.txt').read_text()
+  assert summary.splitlines()[0] == '9 SE blocks, 50 images.'
+  assert summary in out + '\n'
+  assert [int(r['channels']) for r in _blocks(trained)] == BLOCK_CHANNELS
+  assert sorted(p.name for p in (trained / 'analysis').glob('stage*.png')) == [
+      'stage0.png', 'stage1.png', 'stage2.png']
+
+
+def test_more_images_than_the_split_holds_counts_the_split(trained, digits_data, jax_cache):
+  code, out, err = _analyze(trained, digits_data, jax_cache, '--config.analysis.num_images=5000')
+  assert code == 0, harness.describe(code, out, err)
+  num_eval = datasets.get('digits').num_eval
+  assert f'9 SE blocks, {num_eval} images.' in out
+
+
+def test_classes_outside_the_data_set_are_refused(trained, digits_data, jax_cache):
+  code, out, err = _analyze(trained, digits_data, jax_cache, '--config.analysis.classes=(10, 11)')
+  assert code == 2, harness.describe(code, out, err)
+  assert 'config.analysis.classes=(10, 11) names no class of digits (0..9)' in err
