@@ -1,5 +1,7 @@
 """The learning-rate schedule and SGD against the paper's recipe and hand-written SGD."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -141,3 +143,67 @@ def test_sgd_matches_hand_written_momentum(nesterov):
     buf = 0.9 * buf + d
     w_np = w_np - float(schedule(step)) * (d + 0.9 * buf if nesterov else buf)
     np.testing.assert_allclose(np.asarray(w['w']), w_np, rtol=1e-5)
+
+
+# The edges of each rule: the last allowed value passes, the first refused one
+# fails with a message naming the field and the value.
+@pytest.mark.parametrize('field,value', [
+    ('learning_rate', 0.0), ('lr_reference_batch', 0), ('optimizer.momentum', 1.0),
+    ('optimizer.momentum', -0.1), ('optimizer.weight_decay', -1e-6),
+    ('schedule.warmup_epochs', -1.0), ('schedule.step_factor', 1.0001),
+    ('schedule.step_epochs', 0.0), ('schedule.boundaries_epochs', (0.0, 3.0)),
+    ('schedule.boundaries_epochs', (3.0, 3.0)),
+])
+def test_first_refused_value_names_field_and_value(field, value):
+  shown = repr(value) if isinstance(value, tuple) else str(value)
+  with pytest.raises(ConfigError, match=rf'^config\.{field.replace(".", r"[.]")}='
+                                        rf'{re.escape(shown)} must '):
+    optim.check_config(paper_config(**{field: value}))
+
+
+@pytest.mark.parametrize('field,value', [
+    ('optimizer.momentum', 0.0), ('optimizer.weight_decay', 0.0), ('schedule.step_factor', 1.0),
+    ('schedule.warmup_epochs', 0.0), ('schedule.boundaries_epochs', (0.5,)),
+    ('learning_rate', 1e-9), ('lr_reference_batch', 1),
+])
+def test_edge_values_that_are_allowed(field, value):
+  optim.check_config(paper_config(**{field: value}), steps_per_epoch=10, total_steps=100)
+
+
+def test_warmup_as_long_as_the_run_is_allowed_and_one_step_more_is_not():
+  optim.check_config(paper_config(**{'schedule.warmup_epochs': 10.0}), 10, 100)
+  with pytest.raises(ConfigError, match='longer than the run'):
+    optim.check_config(paper_config(**{'schedule.warmup_epochs': 10.1}), 10, 100)
+
+
+@pytest.mark.parametrize('steps_per_epoch,total_steps,field', [
+    (0, 100, 'steps_per_epoch=0'), (10, 0, 'total_steps=0')])
+def test_step_counts_must_be_positive(steps_per_epoch, total_steps, field):
+  with pytest.raises(ConfigError, match=f'^{field} must be > 0'):
+    optim.check_config(paper_config(), steps_per_epoch, total_steps)
+
+
+def test_one_step_long_decay_and_cosine():
+  # step_epochs * steps_per_epoch = 1: the rate is divided at every step.
+  config = paper_config(**{'schedule.step_epochs': 0.1, 'schedule.step_factor': 0.5})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=5)
+  np.testing.assert_allclose([float(schedule(s)) for s in range(3)],
+                             [0.15, 0.075, 0.0375], rtol=1e-6)
+  # A cosine part one step long: base right after warm-up, then 0.
+  config = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 0.4})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=5)
+  np.testing.assert_allclose(float(schedule(4)), 0.15, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(5)), 0.0, atol=1e-9)
+
+
+def test_one_warmup_step_starts_at_the_full_rate():
+  config = paper_config(**{'schedule.warmup_epochs': 0.1})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
+  np.testing.assert_allclose(float(schedule(0)), 0.15, rtol=1e-6)
+
+
+def test_cosine_stays_at_zero_past_the_end():
+  config = paper_config(**{'schedule.name': 'cosine'})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
+  for step in (100, 150, 200, 300):
+    np.testing.assert_allclose(float(schedule(step)), 0.0, atol=1e-9, err_msg=f'step {step}')
