@@ -159,3 +159,28 @@ def test_identity_excitation_passes_the_descriptor_through():
   logits, variables = run(SESpec(excite='identity'), z)
   assert not jax.tree.leaves(variables)
   np.testing.assert_array_equal(logits, z)
+
+
+def test_fc_kernels_are_uniform_with_the_fan_in_bound():
+  # PyTorch/Caffe 1x1-conv init: U(-b, b) with b = sqrt(3 / fan_in). flax's default, a
+  # truncated normal of the same variance, reaches past b.
+  channels, reduced = 256, 64
+  z = descriptor(shape=(2, 1, 1, channels))
+  params = Excite(SESpec(), channels, reduced).init(jax.random.PRNGKey(3), z)['params']
+  for name, fan_in in (('fc1', channels), ('fc2', reduced)):
+    kernel = np.asarray(params[name]['kernel'])
+    bound = np.sqrt(3.0 / fan_in)
+    assert np.abs(kernel).max() <= bound
+    # A uniform draw fills the interval: its extremes come close to the bound.
+    assert np.abs(kernel).max() > 0.98 * bound
+    np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3.0), rtol=0.05)
+
+
+@pytest.mark.parametrize('excite', ['fc', 'ese'])
+def test_excitation_computes_in_the_module_dtype(excite):
+  z = jnp.asarray(descriptor(), jnp.bfloat16)
+  module = Excite(SESpec(excite=excite), 16, 4, dtype=jnp.bfloat16)
+  variables = module.init(jax.random.PRNGKey(0), z)
+  assert module.apply(variables, z).dtype == jnp.bfloat16
+  # Parameters stay float32 (docs/design.md#numerics).
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
