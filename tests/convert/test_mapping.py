@@ -12,7 +12,7 @@ from se_flax.convert import mapping
 from se_flax.convert import timm_names
 from tests.convert import fixtures_lib
 
-# Published by timm 1.0.31 (../shared/reference/README.md, "timm 1.0.31 model sizes").
+# Published by timm 1.0.31 (experiments/paper_reference.md, "timm 1.0.31 model sizes").
 PUBLISHED_PARAMS = {
     'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032,
     'resnet101': 44_549_160, 'resnet152': 60_192_808,
