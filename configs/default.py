@@ -62,6 +62,7 @@ def get_base_config():
   config.model.bn_momentum = 0.9
   config.model.bn_epsilon = 1e-5
   config.model.zero_init_residual = True
+  config.model.drop_path_rate = 0.0     # stochastic depth at the last block; linear over depth
   config.model.se = se_config()
 
   config.dataset = ml_collections.ConfigDict()
@@ -75,6 +76,14 @@ def get_base_config():
   config.dataset.shuffle_buffer = 16_384
   config.dataset.cache = False
   config.dataset.prefetch = 2
+  config.dataset.eval_image_size = 0    # 0: image_size (train and test resolution may differ)
+  # Host-side augmentation of the uint8 training crop (docs/recipes.md).
+  config.dataset.randaugment = ml_collections.ConfigDict()
+  config.dataset.randaugment.num_ops = 0        # 0: off; RandAugment's N
+  config.dataset.randaugment.magnitude = 0.0    # M, on the 0..10 scale
+  config.dataset.randaugment.magnitude_std = 0.0
+  config.dataset.randaugment.increasing = False  # timm's "inc1" op variants
+  config.dataset.random_erasing = 0.0   # probability of erasing one rectangle per image
 
   config.batch_size = 1024             # global
   config.eval_batch_size = 1024        # global
@@ -89,6 +98,10 @@ def get_base_config():
   config.optimizer.nesterov = False
   config.optimizer.weight_decay = 1e-4
   config.optimizer.decay_bn_and_bias = True
+  config.optimizer.b1 = 0.9             # adamw, lamb
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  config.optimizer.grad_clip_norm = 0.0  # 0: off; clip the global gradient norm to this
 
   config.learning_rate = 0.6           # at batch 1024; scaled linearly with batch_size
   config.lr_reference_batch = 1024
@@ -99,6 +112,20 @@ def get_base_config():
   config.schedule.step_factor = 0.1
   config.schedule.boundaries_epochs = ()  # step: decay at these epochs instead, if given
   config.label_smoothing = 0.0
+  config.loss = 'softmax'              # a name in se_flax.train.step.LOSSES
+  config.bce_target_threshold = 0.0    # bce: targets above it become 1 (RSB: 0.2)
+
+  # Mixup / CutMix on the device, keyed by (seed, step).
+  config.mix = ml_collections.ConfigDict()
+  config.mix.mixup_alpha = 0.0         # 0: no mixup
+  config.mix.cutmix_alpha = 0.0        # 0: no cutmix
+  config.mix.prob = 1.0                # probability a batch is mixed at all
+  config.mix.switch_prob = 0.5         # with both: probability of cutmix over mixup
+
+  # Exponential moving average of the weights (0: off).
+  config.ema = ml_collections.ConfigDict()
+  config.ema.decay = 0.0
+  config.ema.select_best = 'ema'       # which weights' eval error ranks the best checkpoint
 
   config.log_every_steps = 100
   config.eval_every_steps = -1         # -1: once per epoch
