@@ -2,7 +2,10 @@
 
 ResNet (resnet.py) and CifarResNet (cifar.py) differ in the stem and in the
 unit they stack. Both put SE blocks into the stages `SESpec.stages` names
-(paper Table 13) and classify globally pooled features in float32.
+(paper Table 13) and classify globally pooled features in float32. The
+residual backbones (those with a `drop_path_rate` field: ResNet, CifarResNet,
+InceptionResNetV2, ShuffleNetV1) give their units stochastic-depth rates that
+grow linearly over depth (layers/drop_path.py).
 """
 
 import functools
@@ -11,6 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from se_flax.layers.drop_path import linear_rates
 from se_flax.layers.norm import BatchNorm
 from se_flax.layers.se import SESpec
 
@@ -47,18 +51,20 @@ class Backbone(nn.Module, kw_only=True):
                              dtype=self.dtype)
     return conv, norm
 
-  def stages(self, x, sizes: Sequence[int], unit: Callable):
-    """Stacks `sizes[i]` units in stage i; `unit(x, stage, strides, se, name)` applies one.
+  def stages(self, x, sizes: Sequence[int], unit: Callable, drop_path_rate: float = 0.0):
+    """Stacks `sizes[i]` units in stage i; `unit(x, stage, strides, se, drop, name)` applies one.
 
     The first unit of every stage after the first halves the resolution; units
-    of the stages the spec leaves out get `se=None`.
+    of the stages the spec leaves out get `se=None`. `drop` is the unit's
+    stochastic-depth rate, linear over all units from 0 to `drop_path_rate`.
     """
     if self.se is not None:
       self.se.check_stages(len(sizes))
+    drops = iter(linear_rates(drop_path_rate, sum(sizes)))
     for i, num_units in enumerate(sizes):
       se = self.se if self.se is not None and self.se.in_stage(i) else None
       for j in range(num_units):
-        x = unit(x, i, 2 if i > 0 and j == 0 else 1, se, f'layer{i + 1}_{j}')
+        x = unit(x, i, 2 if i > 0 and j == 0 else 1, se, next(drops), f'layer{i + 1}_{j}')
     return x
 
   def head(self, x, dropout: float = 0.0, train: bool = False):

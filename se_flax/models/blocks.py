@@ -9,8 +9,10 @@ the SE block where the spec says (paper Fig. 5 and Table 14):
   identity  SE(x) + F(x)         SE on the identity branch
 
 Position '3x3' (Table 15) moves the standard block inside the branch, after
-the 3x3 convolution. Module names follow torchvision/timm (conv1, bn1, ...,
-se, downsample_*) so imported weights map one to one.
+the 3x3 convolution. Stochastic depth (`drop_path_rate`) drops, per example,
+what the unit adds to its shortcut: the residual term F(x), SE included.
+Module names follow torchvision/timm (conv1, bn1, ..., se, downsample_*) so
+imported weights map one to one.
 """
 
 from typing import Any, Callable, Optional
@@ -18,17 +20,21 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from se_flax.layers.drop_path import DropPath
 from se_flax.layers.se import SEBlock, SESpec
 
 ModuleDef = Any
 
 
-def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optional[Callable]):
+def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optional[Callable],
+                 drop_path_rate: float = 0.0, train: bool = False):
   """Combines `branch(x)` and `shortcut(x)` with the SE block placed by `se.integration`.
 
   `branch(x, se_3x3)` receives the spec to use after its 3x3 conv (or None),
   and applies the standard block itself; `act` is the activation after the add
-  (None for pre-activation units).
+  (None for pre-activation units). With `drop_path_rate` > 0 a training pass
+  drops the residual term per example (stochastic depth); at 0 no module is
+  made, so the variables are those of the unit without it.
   """
   mode = se.integration if se is not None else None
   make_se = lambda: SEBlock(se, dtype=module.dtype, name='se')
@@ -39,6 +45,8 @@ def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optiona
   y = branch(branch_in, se_3x3)
   if se_last is not None:
     y = make_se()(y)
+  if drop_path_rate:
+    y = DropPath(drop_path_rate, name='drop_path')(y, deterministic=not train)
   sc = shortcut(x)
   if mode == 'identity':
     sc = make_se()(sc)
@@ -69,10 +77,11 @@ class BasicBlock(nn.Module):
   zero_init: bool = True
   # The Caffe-ported SE-ResNet-18/34 (timm's legacy SEResNetBlock) apply a ReLU after bn2, before SE.
   act_before_se: bool = False
+  drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     def branch(h, se_3x3):
       h = conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h)
       h = self.act(self.norm(name='bn1')(h))
@@ -85,7 +94,7 @@ class BasicBlock(nn.Module):
     def shortcut(h):
       return projection(self, h, self.planes, self.strides, self.shortcut_type)
 
-    return residual_sum(self, x, branch, shortcut, self.se, self.act)
+    return residual_sum(self, x, branch, shortcut, self.se, self.act, self.drop_path_rate, train)
 
 
 class Bottleneck(nn.Module):
@@ -108,10 +117,11 @@ class Bottleneck(nn.Module):
   downsample_kernel: int = 1
   se: Optional[SESpec] = None
   zero_init: bool = True
+  drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
 
     def branch(h, se_3x3):
@@ -127,7 +137,7 @@ class Bottleneck(nn.Module):
     def shortcut(h):
       return projection(self, h, self.planes * 4, self.strides, 'B', self.downsample_kernel)
 
-    return residual_sum(self, x, branch, shortcut, self.se, self.act)
+    return residual_sum(self, x, branch, shortcut, self.se, self.act, self.drop_path_rate, train)
 
 
 class PreActBlock(nn.Module):
@@ -144,6 +154,7 @@ class PreActBlock(nn.Module):
   bottleneck: bool = False
   dropout: float = 0.0
   se: Optional[SESpec] = None
+  drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -174,7 +185,8 @@ class PreActBlock(nn.Module):
       return x
 
     # The branch always starts from the pre-activation; SE-PRE gates it there.
-    return residual_sum(self, pre, branch, shortcut, self.se, None)
+    return residual_sum(self, pre, branch, shortcut, self.se, None, self.drop_path_rate,
+                        train)
 
 
 def projection(module, x, out_ch, strides, shortcut_type, kernel=1):

@@ -21,11 +21,13 @@ class CifarResNet(Backbone):
     kind: 'basic' (post-activation ResNet), 'preact_bottleneck' or 'wide'.
     widen: width multiplier of a Wide ResNet.
     dropout: dropout rate between the two convs of a wide unit.
+    drop_path_rate: stochastic depth of the last unit; linear from 0 over the units.
   """
   depth: int
   kind: str
   widen: int = 1
   dropout: float = 0.0
+  drop_path_rate: float = 0.0
 
   def units_per_stage(self):
     per_unit = {'basic': 2, 'preact_bottleneck': 3, 'wide': 2}[self.kind]
@@ -43,16 +45,17 @@ class CifarResNet(Backbone):
     if self.kind == 'basic':
       x = self.act(norm(name='bn1')(x))
 
-    def unit(h, stage, strides, se, name):
+    def unit(h, stage, strides, se, drop, name):
       planes = 16 * 2 ** stage * self.widen
       if self.kind == 'basic':
         return BasicBlock(planes, strides, conv, norm, self.act, se=se, shortcut_type='A',
-                          zero_init=self.zero_init_residual, dtype=self.dtype, name=name)(h)
+                          zero_init=self.zero_init_residual, drop_path_rate=drop,
+                          dtype=self.dtype, name=name)(h, train)
       return PreActBlock(planes, strides, conv, norm, self.act,
                          bottleneck=self.kind == 'preact_bottleneck', dropout=self.dropout,
-                         se=se, dtype=self.dtype, name=name)(h, train=train)
+                         se=se, drop_path_rate=drop, dtype=self.dtype, name=name)(h, train=train)
 
-    x = self.stages(x, (n,) * 3, unit)
+    x = self.stages(x, (n,) * 3, unit, self.drop_path_rate)
     if self.kind != 'basic':
       x = self.act(norm(name='bn_final')(x))
     return self.head(x)

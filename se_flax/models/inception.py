@@ -22,7 +22,8 @@ branches.
   the branch includes its residual scale, so the block gates scale * F(x) (the
   excitation's first layer absorbs the constant). Stages: 0 = the Block35
   units (35x35 at 299), 1 = Block17 (17x17), 2 = Block8 (8x8), named
-  `layer{s}_{j}`.
+  `layer{s}_{j}`. Stochastic depth (`drop_path_rate`) drops the scaled
+  residual term of each of the 40 units, linearly more often with depth.
 
 Cost (summary.count_macs). BN-Inception: 2.033 GMACs at 224, the paper's 2.03;
 11,285,224 parameters, 11,931,622 with SE (about 11.93M). Inception-ResNet-v2:
@@ -42,6 +43,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from se_flax.errors import ConfigError
+from se_flax.layers.drop_path import linear_rates
 from se_flax.layers.se import INTEGRATIONS, SEBlock, SESpec
 from se_flax.models.backbone import Backbone
 from se_flax.models.blocks import residual_sum
@@ -228,10 +230,11 @@ class InceptionResidual(nn.Module):
   act: Optional[Callable]
   se: Optional[SESpec] = None
   zero_init: bool = True
+  drop_path_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     channels = x.shape[-1]
 
     def branch(h, se_3x3):
@@ -242,7 +245,8 @@ class InceptionResidual(nn.Module):
       h = self.conv(channels, (1, 1), use_bias=True, name='conv', **init)(h)
       return h * self.scale
 
-    return residual_sum(self, x, branch, lambda h: h, self.se, self.act)
+    return residual_sum(self, x, branch, lambda h: h, self.se, self.act, self.drop_path_rate,
+                        train)
 
 
 class InceptionResNetV2(Backbone):
@@ -256,10 +260,12 @@ class InceptionResNetV2(Backbone):
       stage has scale 1 and no ReLU, as timm's `block8`.
     width: multiplies every convolution's width (1 for the published net).
     dropout: dropout rate before the classifier.
+    drop_path_rate: stochastic depth of the last residual unit; linear from 0 over the units.
   """
   units: Sequence[int] = (10, 20, 10)
   width: float = 1.0
   dropout: float = 0.0
+  drop_path_rate: float = 0.0
   bn_epsilon: float = 1e-3      # timm's (TF's); config.model.bn_epsilon overrides it
 
   @nn.compact
@@ -279,13 +285,14 @@ class InceptionResNetV2(Backbone):
     x = InceptionModule(MIXED_5B, make_conv, name='mixed_5b')(x)
 
     reductions = (MIXED_6A, MIXED_7A, None)
+    drops = iter(linear_rates(self.drop_path_rate, sum(self.units)))
     for i, ((branches, scale), n) in enumerate(zip(IRV2_UNITS, self.units)):
       for j in range(n):
         last = i == len(self.units) - 1 and j == n - 1
         x = InceptionResidual(branches, 1.0 if last else scale, make_conv, conv,
                               None if last else self.act, se=stage_se(self.se, i),
-                              zero_init=self.zero_init_residual, dtype=self.dtype,
-                              name=f'layer{i + 1}_{j}')(x)
+                              zero_init=self.zero_init_residual, drop_path_rate=next(drops),
+                              dtype=self.dtype, name=f'layer{i + 1}_{j}')(x, train)
       if reductions[i] is not None:
         x = InceptionModule(reductions[i], make_conv, name=f'mixed_{6 + i}a')(x)
 

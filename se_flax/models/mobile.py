@@ -27,6 +27,11 @@ element-wise op; with it, the SE blocks add the paper's 0.003 and 0.002 G.
 
 zero_init_residual: the last BN scale of each stride-1 ShuffleNet unit starts
 at zero; MobileNet has no residual units, so it changes nothing there.
+
+Stochastic depth (`drop_path_rate`, ShuffleNet only): the stride-1 units are
+the residual ones, and their rates grow linearly over them in order. A
+stride-2 unit concatenates its branch instead of adding it, so dropping the
+branch would leave no path for those channels: it is never dropped.
 """
 
 from typing import Any, Callable, Optional, Sequence
@@ -34,6 +39,7 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from se_flax.layers.drop_path import linear_rates
 from se_flax.layers.se import INTEGRATIONS, POSITIONS, SEBlock, SESpec
 from se_flax.models.backbone import Backbone
 from se_flax.models.blocks import conv_padded, residual_sum
@@ -129,10 +135,11 @@ class ShuffleUnit(nn.Module):
   first_grouped: bool = True
   se: Optional[SESpec] = None
   zero_init: bool = True
+  drop_path_rate: float = 0.0   # stride-1 units only
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = False):
     in_ch = x.shape[-1]
     # The bottleneck is a quarter of the unit's output; a stride-2 branch emits what the
     # pooled shortcut does not.
@@ -153,7 +160,8 @@ class ShuffleUnit(nn.Module):
       return self.norm(name='bn3', scale_init=last_scale)(h)
 
     if self.strides == 1:
-      return residual_sum(self, x, branch, lambda h: h, self.se, self.act)
+      return residual_sum(self, x, branch, lambda h: h, self.se, self.act, self.drop_path_rate,
+                          train)
     pool = lambda h: nn.avg_pool(h, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
     return concat_sum(self, x, branch, pool, self.se, self.act)
 
@@ -167,12 +175,14 @@ class ShuffleNetV1(Backbone):
     widths: output channels per stage (240, 480, 960 for g = 3 at 1x).
     stem_width: channels of the stem conv (24).
     dropout: dropout rate before the classifier.
+    drop_path_rate: stochastic depth of the last stride-1 unit; linear from 0 over them.
   """
   groups: int = 3
   units: Sequence[int] = (4, 8, 4)
   widths: Sequence[int] = (240, 480, 960)
   stem_width: int = 24
   dropout: float = 0.0
+  drop_path_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -183,11 +193,13 @@ class ShuffleNetV1(Backbone):
     x = self.act(norm(name='bn1')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
 
+    drops = iter(linear_rates(self.drop_path_rate, sum(n - 1 for n in self.units)))
     for i, n in enumerate(self.units):
       for j in range(n):
         # Every stage starts with a stride-2 unit, the first one included.
         x = ShuffleUnit(self.widths[i], 2 if j == 0 else 1, self.groups, conv, norm, self.act,
                         first_grouped=i > 0 or j > 0, se=stage_se(self.se, i),
-                        zero_init=self.zero_init_residual, dtype=self.dtype,
-                        name=f'layer{i + 1}_{j}')(x)
+                        zero_init=self.zero_init_residual,
+                        drop_path_rate=next(drops) if j > 0 else 0.0, dtype=self.dtype,
+                        name=f'layer{i + 1}_{j}')(x, train)
     return self.head(x, self.dropout, train)

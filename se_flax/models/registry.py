@@ -24,8 +24,9 @@ from se_flax.models.resnet import ResNet
 # float16 is left out: its range overflows without loss scaling, which the step does not do.
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 # Model fields that may differ between a checkpoint and the run resuming it:
-# they change the arithmetic, the start or the BN averaging, not the network.
-RESUMABLE_MODEL_FIELDS = ('model.dtype', 'model.zero_init_residual', 'model.bn_momentum')
+# they change the arithmetic, the start, the BN averaging or the regularisation, not the network.
+RESUMABLE_MODEL_FIELDS = ('model.dtype', 'model.zero_init_residual', 'model.bn_momentum',
+                          'model.drop_path_rate')
 # Attributes the config sets even on imported weights, whose layout is their own.
 _RUN_ATTRIBUTES = ('dtype', 'bn_momentum')
 
@@ -139,14 +140,15 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
 
   Args:
     model_cfg: config.model: name, dtype, bn_momentum, bn_epsilon,
-      zero_init_residual, stride_in_1x1 (None: the preset's), se (read for SE
-      models only; a plain backbone ignores it).
+      zero_init_residual, stride_in_1x1 (None: the preset's), drop_path_rate
+      (residual networks only), se (read for SE models only; a plain backbone
+      ignores it).
     num_classes: classifier width.
     bn_group_size: config.bn_group_size.
     architecture: the layout stored with imported weights (model.json's
       'overrides', 'se' included). It replaces the config's layout fields, so
       weights never load into a network of another layout; the config still
-      sets dtype, bn_momentum and bn_group_size.
+      sets dtype, bn_momentum, bn_group_size and drop_path_rate.
 
   Raises:
     ConfigError: a value the model cannot take; the message names the field.
@@ -164,6 +166,9 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
         _check_some_stage(model_cfg)
         attrs['se'] = SESpec.from_config(model_cfg.se)
     attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES}, bn_group_size=bn_group_size)
+    drop_path_rate = _check_drop_path(model_cfg)
+    if drop_path_rate:
+      attrs['drop_path_rate'] = drop_path_rate
     return create_model(model_cfg.name, num_classes, **attrs)
   except ConfigError:
     raise
@@ -181,6 +186,22 @@ def _check_some_stage(model_cfg):
                else 'use a plain preset')
     raise ConfigError(f'config.model.se.stages=() puts no SE block into {name!r}; {instead}, or '
                       'name stages for SE blocks, e.g. (0, 1), or None for all')
+
+
+def _check_drop_path(model_cfg) -> float:
+  """Stochastic depth drops residual branches: it needs a rate in [0, 1) and a residual network."""
+  rate = model_cfg.get('drop_path_rate', 0.0)  # configs stored before the field have none
+  if not 0.0 <= rate < 1.0:
+    raise ConfigError(f'config.model.drop_path_rate={rate} must be in [0, 1)')
+  if rate and not _accepts_drop_path(model_cfg.name):
+    accepting = [n for n in list_models() if _accepts_drop_path(n)]
+    raise ConfigError(f'config.model.drop_path_rate={rate} needs residual units, which '
+                      f'{model_cfg.name!r} has none of; use 0, or one of {accepting}')
+  return rate
+
+
+def _accepts_drop_path(name):
+  return 'drop_path_rate' in {f.name for f in dataclasses.fields(_lookup(name)[0])}
 
 
 def _check_bn(model_cfg):

@@ -31,6 +31,7 @@ class ResNet(Backbone):
     dropout: dropout rate before the classifier.
     basic_act_before_se: basic units apply their activation after the last BN,
       before SE and the add (the Caffe-ported SE-ResNet-18/34).
+    drop_path_rate: stochastic depth of the last unit; linear from 0 over the units.
   """
   stage_sizes: Sequence[int]
   block: str
@@ -43,6 +44,7 @@ class ResNet(Backbone):
   downsample_kernel: int = 1
   dropout: float = 0.0
   basic_act_before_se: bool = False
+  drop_path_rate: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -63,18 +65,19 @@ class ResNet(Backbone):
     else:
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
-    def unit(h, stage, strides, se, name):
+    def unit(h, stage, strides, se, drop, name):
       planes = 64 * 2 ** stage
       if self.block == 'basic':
         return BasicBlock(planes, strides, conv, norm, self.act, se=se,
                           zero_init=self.zero_init_residual, act_before_se=self.basic_act_before_se,
-                          dtype=self.dtype, name=name)(h)
+                          drop_path_rate=drop, dtype=self.dtype, name=name)(h, train)
       width = int(planes * self.base_width / 64) * self.groups
       return Bottleneck(planes, strides, conv, norm, self.act, width=width,
                         first_width=int(width * self.first_width_factor), groups=self.groups,
                         stride_in_1x1=self.stride_in_1x1,
                         downsample_kernel=self.downsample_kernel if stage > 0 else 1,
-                        se=se, zero_init=self.zero_init_residual, dtype=self.dtype, name=name)(h)
+                        se=se, zero_init=self.zero_init_residual, drop_path_rate=drop,
+                        dtype=self.dtype, name=name)(h, train)
 
-    x = self.stages(x, self.stage_sizes, unit)
+    x = self.stages(x, self.stage_sizes, unit, self.drop_path_rate)
     return self.head(x, self.dropout, train)
