@@ -64,8 +64,8 @@ def _checked_model(config, num_devices, num_processes):
   """The model, once every field has passed; its input is not tried yet."""
   num_devices = num_devices or jax.device_count()
   num_processes = num_processes or jax.process_count()
-  _check_batches(config, num_devices, num_processes)
-  spec = datasets.get(config.dataset.name)
+  check_batches(config, num_devices, num_processes)
+  spec = datasets.check_config(config.dataset)
   _check_dataset(config)
   _check_run(config)
   optim.check_config(config)
@@ -91,7 +91,8 @@ def _positive_int(config, field):
   return value
 
 
-def _check_batches(config, num_devices, num_processes):
+def check_batches(config, num_devices: int, num_processes: int) -> None:
+  """The global batch sizes split evenly over devices and processes, and BN groups fit them."""
   for field in ('batch_size', 'eval_batch_size'):
     value = _positive_int(config, field)
     if value % num_devices:
@@ -127,7 +128,6 @@ def _check_dataset(config):
     if not isinstance(config.dataset[field], str) or not config.dataset[field]:
       raise ConfigError(f'config.dataset.{field}={config.dataset[field]!r} must name a split, '
                         "e.g. 'train' or 'test[:50%]'")
-  _positive_int(config, 'dataset.image_size')
 
 
 def _check_run(config):

@@ -28,10 +28,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # field -> (the allowed values, a value outside them, fields that let every value pass)
 LISTS = {
-    'dataset.name': (datasets.NAMES, 'mnist', {}),
+    # Not cached: ImageNet's decoded images do not fit in memory, and the check says so.
+    'dataset.name': (datasets.NAMES, 'mnist', {'dataset.cache': False}),
     # ImageNet's input: every network takes it (the cost of a trace does not depend on the size).
     'model.name': (tuple(models.list_models()), 'se_resnet51',
-                   {'dataset.name': 'imagenet2012', 'dataset.image_size': 224}),
+                   {'dataset.name': 'imagenet2012', 'dataset.image_size': 224,
+                    'dataset.eval_resize': 256, 'dataset.cache': False}),
     'model.dtype': (tuple(models.DTYPES), 'float8', {}),
     'optimizer.name': (optim.OPTIMIZERS, 'adam', {}),
     'schedule.name': (optim.SCHEDULES, 'linear', {}),

@@ -191,18 +191,6 @@ def data_parallel_size(mesh: Mesh) -> int:
   return mesh.shape[DATA_AXIS]
 
 
-def check_batch_divisible(global_batch_size: int, mesh: Mesh,
-                          field: str = 'config.batch_size') -> None:
-  """Raises errors.ConfigError unless the global batch splits evenly over devices and processes."""
-  devices = data_parallel_size(mesh)
-  processes = jax.process_count()
-  if global_batch_size <= 0 or global_batch_size % devices or global_batch_size % processes:
-    raise errors.ConfigError(
-        f'{field}={global_batch_size} must be a positive multiple of the number '
-        f'of data-parallel devices ({devices}) and of the number of processes '
-        f'({processes}); for example {field}={devices * max(1, global_batch_size // devices)}.')
-
-
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Turns this process's slice of the batch into global arrays sharded over `data`.
 

@@ -16,6 +16,7 @@ import numpy as np
 
 jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
+from se_flax import check  # pylint: disable=g-import-not-at-top
 from se_flax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
 from se_flax.train import optim, parallel, state as state_lib, step as step_lib
 from tests.train.tiny import IMAGE_SHAPE, NUM_CLASSES, TinyNet, make_batch, make_config
@@ -27,9 +28,10 @@ def main(workdir, out_path):
   pid = jax.process_index()
   mesh = parallel.create_mesh()
   config = make_config()
-  parallel.check_batch_divisible(config.batch_size, mesh)
+  # The upfront batch rule, asked with this run's real device and process counts.
+  check.check_batches(config, jax.device_count(), jax.process_count())
   try:
-    parallel.check_batch_divisible(12, mesh)
+    check.check_batches(make_config(batch_size=12), jax.device_count(), jax.process_count())
     divisible_error = ''
   except ValueError as e:
     divisible_error = str(e)

@@ -45,6 +45,6 @@ def test_two_processes_match_one_process(tmp_path):
     assert (r['process_count'], r['device_count']) == (2, 8)
     np.testing.assert_allclose(r['loss_sum'], float(metrics['loss_sum']), rtol=1e-5)
     assert r['restored_equal']
-    assert 'config.batch_size=12' in r['divisible_error'] and 'processes (2)' in r['divisible_error']
+    assert 'config.batch_size=12' in r['divisible_error'] and 'the 8 devices' in r['divisible_error']
   np.testing.assert_array_equal(results[0]['kernel'], results[1]['kernel'])
   assert os.path.isdir(tmp_path / 'run' / 'checkpoints' / '1' / 'state')

@@ -32,17 +32,6 @@ def test_global_batch_is_sharded_over_data(mesh8):
   assert parallel.replicated(mesh8).spec == P()
 
 
-def test_check_batch_divisible_names_the_field(mesh8):
-  parallel.check_batch_divisible(16, mesh8)
-  with pytest.raises(ValueError) as info:
-    parallel.check_batch_divisible(12, mesh8)
-  message = str(info.value)
-  assert 'config.batch_size=12' in message
-  assert '(8)' in message and 'processes (1)' in message
-  with pytest.raises(ValueError, match='config.eval_batch_size=4'):
-    parallel.check_batch_divisible(4, mesh8, field='config.eval_batch_size')
-
-
 def test_single_process_environment_does_not_initialize(monkeypatch):
   for name in _CLUSTER_VARS:
     monkeypatch.delenv(name, raising=False)
