@@ -1,4 +1,4 @@
-"""ImageNet with the paper's recipes (section 6.1, Tables 2 and 3).
+"""ImageNet with the paper's recipes (section 6.1, Tables 2 and 3) and the modern ones.
 
 `recipe=paper` (the default; ResNets, VGG, the Inceptions): SGD with
 momentum 0.9, batch 1024, lr 0.6 (scaled linearly with the batch), divided by
@@ -13,33 +13,48 @@ epochs instead, and "lighter" becomes crops of at least 25% of the image
 (`config.dataset.crop_area_range`, read by the training crop); both are our
 readings.
 
+`recipe=rsb_a1`, `rsb_a2`, `rsb_a3`: the three procedures of "ResNet strikes
+back" (Wightman, Touvron & Jegou 2021): LAMB, a cosine schedule with 5
+warm-up epochs at batch 2048, binary cross-entropy, Mixup and CutMix,
+RandAugment and (A1, A2) stochastic depth; A3 trains at 160 px and tests at
+224. docs/recipes.md gives every value with its source; a test checks this
+file against that table.
+
 Crop sizes: each model's published single-crop size (zoo.INPUT_SIZES: 299
 for Inception-ResNet-v2, with a 352 resize for evaluation; 224 and 256 for the
-rest), unless `image_size` / `eval_resize` are given.
+rest) under `paper` and `mobile`, the recipe's own sizes under `rsb_*`, unless
+`image_size` / `eval_resize` are given.
 
 Arguments: `configs/imagenet.py:model=se_resnet50,r=8,batch=256,schedule=cosine`,
-`configs/imagenet.py:model=se_mobilenet_v1,recipe=mobile`.
+`configs/imagenet.py:model=se_mobilenet_v1,recipe=mobile`,
+`configs/imagenet.py:model=se_resnet50,recipe=rsb_a3`.
 """
 
 from configs import default
+from configs import recipes
 from se_flax.models import zoo
 
-# The evaluation resize that goes with each training crop size.
+# The evaluation resize that goes with each training crop size (paper, mobile).
 EVAL_RESIZES = {224: 256, 299: 352}
 # Random-size crop area ranges (fractions of the image) per recipe.
-CROP_AREA_RANGES = {'paper': (0.08, 1.0), 'mobile': (0.25, 1.0)}
-# Each recipe's batch (the one its learning rate is given at), length, schedule and weight decay.
+CROP_AREA_RANGES = {'paper': (0.08, 1.0), 'mobile': (0.25, 1.0), 'rsb_a1': (0.08, 1.0),
+                    'rsb_a2': (0.08, 1.0), 'rsb_a3': (0.08, 1.0)}
+
+
+# Each recipe's batch (the one its learning rate is given at), length, schedule, weight decay,
+# and the other fields it sets. docs/recipes.md cites the source of every value.
 RECIPES = {
     'paper': dict(batch=1024, epochs=100.0, schedule='step', step_epochs=30.0, learning_rate=0.6,
                   weight_decay=1e-4),
     'mobile': dict(batch=256, epochs=400.0, schedule='step', step_epochs=100.0,
                    learning_rate=0.1, weight_decay=4e-5),
+    **recipes.RSB,
 }
 
 
 def get_config(arg=None):
   args = default.parse_arg(arg, model='se_resnet50', r=16, batch=0, epochs=0.0, schedule='',
-                           warmup=0.0, smoothing=0.0, nesterov=False, dtype='float32',
+                           warmup=-1.0, smoothing=-1.0, nesterov=False, dtype='float32',
                            recipe='paper', image_size=0, eval_resize=0)
   if args['recipe'] not in RECIPES:
     raise ValueError(f'config argument recipe={args["recipe"]!r} is unknown; choose one of '
@@ -48,13 +63,7 @@ def get_config(arg=None):
   config = default.get_base_config()
   default.set_model(config, args)
 
-  image_size = args['image_size'] or zoo.INPUT_SIZES.get(args['model'], 224)
-  config.dataset.name = 'imagenet2012'
-  config.dataset.train_split = 'train'
-  config.dataset.eval_split = 'validation'
-  config.dataset.image_size = image_size
-  config.dataset.eval_resize = args['eval_resize'] or EVAL_RESIZES.get(
-      image_size, round(image_size / 0.875))
+  _set_sizes(config, args, recipe)
   config.dataset.crop_area_range = CROP_AREA_RANGES[args['recipe']]
 
   batch = args['batch'] or recipe['batch']
@@ -67,9 +76,35 @@ def get_config(arg=None):
   config.optimizer.weight_decay = recipe['weight_decay']
   config.optimizer.nesterov = args['nesterov']
   config.schedule.name = args['schedule'] or recipe['schedule']
-  config.schedule.step_epochs = recipe['step_epochs']
-  config.schedule.warmup_epochs = args['warmup']
-  config.label_smoothing = args['smoothing']
+  config.schedule.step_epochs = recipe.get('step_epochs', config.schedule.step_epochs)
+  config.schedule.warmup_epochs = recipe.get('warmup', 0.0)
+  recipes.set_fields(config, recipe.get('fields', {}))
+  # Arguments given on the command line win over the recipe.
+  if args['warmup'] >= 0:
+    config.schedule.warmup_epochs = args['warmup']
+  if args['smoothing'] >= 0:
+    config.label_smoothing = args['smoothing']
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   return config
+
+
+def _set_sizes(config, args, recipe):
+  """Train crop, test crop and the test resize: given, else the recipe's, else the model's."""
+  image_size = args['image_size'] or recipe.get('image_size') or zoo.INPUT_SIZES.get(
+      args['model'], 224)
+  eval_image_size = recipe.get('eval_image_size', 0)
+  test_size = eval_image_size or image_size
+  if args['eval_resize']:
+    eval_resize = args['eval_resize']
+  elif 'eval_crop' in recipe:
+    eval_resize = round(test_size / recipe['eval_crop'])
+  else:
+    eval_resize = EVAL_RESIZES.get(test_size, round(test_size / 0.875))
+  config.dataset.name = 'imagenet2012'
+  config.dataset.train_split = 'train'
+  config.dataset.eval_split = 'validation'
+  config.dataset.image_size = image_size
+  config.dataset.eval_image_size = eval_image_size
+  config.dataset.eval_resize = eval_resize
+
