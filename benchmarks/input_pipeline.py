@@ -20,7 +20,10 @@ cores (the affinity is set before TensorFlow starts its threads) and times:
   (the augmentation before the ratio decode), and `augment.imagenet_train`
   (ratio decode, resize, flip, uint8), still on bytes in memory;
 * the pipeline itself: `train_batches` (read, shuffle, decode the crop,
-  resize to 224, flip, batch uint8), with the same tf.data options.
+  resize to 224, flip, batch uint8), with the same tf.data options;
+* RandAugment's cost: `augment.imagenet_train` and `train_batches` again with
+  timm's rand-m7-mstd0.5 (2 ops at magnitude 7, noise std 0.5) on the uint8 crop
+  (`se_flax.data.randaugment`).
 
   .venv/bin/python benchmarks/input_pipeline.py --cores=1,2 \
       --out=benchmarks/results/input_pipeline_cpu.md
@@ -40,6 +43,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MARKER = 'PIPELINE_JSON '
+# RandAugment as timm's "rand-m7-mstd0.5": N = 2 ops (timm's default), M = 7, std 0.5.
+RANDAUGMENT = dict(num_ops=2, magnitude=7.0, magnitude_std=0.5)
+RA_NAME = 'RandAugment rand-m7-mstd0.5'
+AUGMENT = 'augment.imagenet_train (ratio decode, resize, flip, uint8)'
+PIPELINE = 'pipeline.train_batches (224x224, full augmentation)'
 # (width, height) and how often each occurs: most ImageNet photos are 500 on the long side.
 SIZES = (((500, 375), 0.6), ((375, 500), 0.15), ((500, 333), 0.15), ((500, 500), 0.1))
 
@@ -125,7 +133,7 @@ def worker(args):
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from configs import default
-  from se_flax.data import augment, datasets, pipeline
+  from se_flax.data import augment, datasets, pipeline, randaugment
   # pylint: enable=g-import-not-at-top
 
   builder = tfds.builder('imagenet2012', data_dir=args.data_dir)
@@ -165,6 +173,10 @@ def worker(args):
   def augmented(i, j):
     return augment.imagenet_train(j, tf.stack([tf.cast(i, tf.int32), 0]), 224, 256)
 
+  def rand_augmented(i, j):
+    seed = tf.stack([tf.cast(i, tf.int32), 1])
+    return randaugment.rand_augment(augmented(i, j), seed, **RANDAUGMENT)
+
   rates = {
       'decode_jpeg (TF default DCT)': bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
       'decode_jpeg (INTEGER_ACCURATE)': bare(
@@ -172,19 +184,36 @@ def worker(args):
       'decode_and_crop_jpeg (random-size crop, full resolution)': bare(crop),
       'the crop decoded at the libjpeg ratio (augment.decode_window)': bare(crop_at_ratio),
       'full-resolution crop, antialiased resize, flip, normalise (float32)': bare(exact_augmented),
-      'augment.imagenet_train (ratio decode, resize, flip, uint8)': bare(augmented),
+      AUGMENT: bare(augmented),
+      f'augment.imagenet_train + {RA_NAME}': bare(rand_augmented),
   }
   cfg = default.get_base_config().dataset
   cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir
   batches = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0, process_index=0,
                                    process_count=1)
-  rates['pipeline.train_batches (224x224, full augmentation)'] = _rate(
-      batches, args.batch, args.warmup, args.batches)
+  rates[PIPELINE] = _rate(batches, args.batch, args.warmup, args.batches)
+  cfg.randaugment.update(RANDAUGMENT)
+  batches = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0, process_index=0,
+                                   process_count=1)
+  rates[f'{PIPELINE} + {RA_NAME}'] = _rate(batches, args.batch, args.warmup, args.batches)
   print(MARKER + json.dumps({'cores': args.worker_cores, 'rates': rates, 'facts': facts}),
         flush=True)
 
 
 # ---------------------------------------------------------------- main
+
+def _randaugment_cost(results):
+  """One line per core count and stage: images/s per core without and with RandAugment."""
+  stages = (('augment.imagenet_train', AUGMENT, f'augment.imagenet_train + {RA_NAME}'),
+            ('pipeline.train_batches', PIPELINE, f'{PIPELINE} + {RA_NAME}'))
+  lines = [f'{RA_NAME} on the uint8 crop, images/s per core:']
+  for res in results:
+    for name, plain, with_ra in stages:
+      plain, with_ra = res['rates'][plain] / res['cores'], res['rates'][with_ra] / res['cores']
+      lines.append(f'- {res["cores"]} core(s), {name}: {plain:,.0f} without, {with_ra:,.0f} with '
+                   f'({plain / with_ra:.2f}x the time per image)')
+  return '\n'.join(lines)
+
 
 def _args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -199,6 +228,7 @@ def _args(argv=None):
   p.add_argument('--feed_rates', default='1000,3000',
                  help='training rates (img/s) to size the number of cores for')
   p.add_argument('--out', default=None)
+  p.add_argument('--note', default='', help='a line for the header (what else loads the machine)')
   p.add_argument('--worker_cores', type=int, default=0, help=argparse.SUPPRESS)
   return p.parse_args(argv)
 
@@ -228,12 +258,12 @@ def main(argv=None):
     for what, rate in res['rates'].items():
       rows.append([res['cores'], what, f'{rate:,.0f}', f'{rate / res["cores"]:,.0f}',
                    f'{rate / base:.2f}'])
-    per_core[res['cores']] = res['rates']['pipeline.train_batches (224x224, full augmentation)'] / \
-        res['cores']
+    per_core[res['cores']] = res['rates'][PIPELINE] / res['cores']
   extra = [f'data: {facts["images"]} generated JPEGs, mean {facts["mean_kb"]:.0f} KB, mean size '
            f'{facts["mean_hw"][0]:.0f}x{facts["mean_hw"][1]:.0f} (HxW), prepared by tfds imagenet2012',
            f'global batch {args.batch}; {args.warmup} warm-up then {args.batches} timed batches '
            'per measurement; each core count in its own process, pinned by sched_setaffinity']
+  extra += [args.note] if args.note else []
   text = report.header('ImageNet input pipeline', 'CPU only (the pipeline runs on the host)',
                        ['tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'numpy', 'pillow'],
                        extra)
@@ -244,6 +274,7 @@ def main(argv=None):
            for r in args.feed_rates.split(',') if r]
   text += (f'\nAt {best:,.0f} images/s per core (pipeline, {max(per_core)} cores), feeding '
            + '; '.join(needs) + '.\n')
+  text += '\n' + _randaugment_cost(results) + '\n'
   text += f'\ntotal wall time {time.perf_counter() - start:.0f} s\n'
   report.emit(text, args.out)
 

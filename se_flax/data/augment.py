@@ -19,6 +19,8 @@ one signature:
   EVAL[name](image, image_size, eval_resize)         -> float32 0..255
 """
 
+import math
+
 import tensorflow as tf
 
 # Random-size crop of Szegedy et al. (2015), as the paper trains (Sec. 5.1).
@@ -253,6 +255,73 @@ def maybe_resize(image, image_size):
   return resize(image, image_size)
 
 
+# Random erasing as "ResNet strikes back" uses it (timm's RandomErasing, mode 'pixel', one box).
+ERASE_AREA_RANGE = (0.02, 1.0 / 3.0)
+ERASE_ASPECT_RANGE = (0.3, 1.0 / 0.3)
+ERASE_MAX_ATTEMPTS = 10
+
+
+def sample_erase_box(image_shape, seed, area_range=ERASE_AREA_RANGE,
+                     aspect_range=ERASE_ASPECT_RANGE, max_attempts=ERASE_MAX_ATTEMPTS):
+  """The box [top, left, height, width] random erasing draws, or all zeros when it draws none.
+
+  As timm's RandomErasing: up to `max_attempts` draws of an area fraction
+  (uniform in `area_range`) and an aspect ratio height / width (log-uniform in
+  `aspect_range`), sides rounded half to even (Python's round); the first box
+  smaller than the image on both sides is placed uniformly.
+
+  Args:
+    image_shape: int tensor (3,), (height, width, channels).
+    seed: (2,) stateless seed.
+
+  Returns:
+    int32 tensor (4,).
+  """
+  area_seed, aspect_seed, top_seed, left_seed = split_seed(seed, 4)
+  height, width = image_shape[0], image_shape[1]
+  area = tf.cast(height * width, tf.float32) * tf.random.stateless_uniform(
+      [max_attempts], area_seed, *area_range)
+  log_aspect = tf.random.stateless_uniform([max_attempts], aspect_seed,
+                                           *[math.log(a) for a in aspect_range])
+  box_h = tf.cast(tf.round(tf.sqrt(area * tf.exp(log_aspect))), tf.int32)
+  box_w = tf.cast(tf.round(tf.sqrt(area / tf.exp(log_aspect))), tf.int32)
+  fits = tf.logical_and(box_h < height, box_w < width)
+  first = tf.argmax(tf.cast(fits, tf.int32))
+  box_h, box_w = tf.where(fits[first], box_h[first], 0), tf.where(fits[first], box_w[first], 0)
+  top = tf.random.stateless_uniform([], top_seed, 0, height - box_h + 1, tf.int32)
+  left = tf.random.stateless_uniform([], left_seed, 0, width - box_w + 1, tf.int32)
+  return tf.stack([top, left, box_h, box_w])
+
+
+def erase(image, box, noise, mean, std):
+  """Replaces the box [top, left, height, width] of uint8 `image` with noise pixels.
+
+  The pixel is round(mean + std * noise) clipped to 0..255, so that after the
+  train step's normalisation it is `noise` (up to rounding and clipping):
+  timm fills the normalised float image with N(0, 1) values; uint8 keeps a
+  quarter of the bytes between host and device at the cost of that rounding.
+  """
+  shape = tf.shape(image)
+  rows, cols = tf.range(shape[0])[:, None, None], tf.range(shape[1])[None, :, None]
+  inside = ((rows >= box[0]) & (rows < box[0] + box[2]) &
+            (cols >= box[1]) & (cols < box[1] + box[3]))
+  pixels = tf.constant(mean, tf.float32) + tf.constant(std, tf.float32) * noise
+  return tf.where(inside, to_pixels(pixels), image)
+
+
+def random_erasing(image, seed, probability, mean, std):
+  """Random erasing (Zhong et al. 2020) of one uint8 (H, W, C) image with `probability`."""
+  apply_seed, box_seed, noise_seed = split_seed(seed, 3)
+  applied = tf.random.stateless_uniform([], apply_seed) < probability
+
+  def erased():
+    box = sample_erase_box(tf.shape(image), box_seed)
+    noise = tf.random.stateless_normal(tf.shape(image), noise_seed)
+    return erase(image, box, noise, mean, std)
+
+  return tf.cond(applied, erased, lambda: image)
+
+
 # The augmentations data sets name (datasets.DatasetSpec.train_augment / eval_augment).
 TRAIN = {
     'inception_crop': imagenet_train,
@@ -263,3 +332,4 @@ EVAL = {
     'resize_center_crop': decode_resize_center_crop,
     'resize_if_needed': resize_if_needed,
 }
+

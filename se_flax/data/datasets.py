@@ -123,10 +123,16 @@ def check_config(dataset_cfg) -> DatasetSpec:
   spec = get(cfg.name)
   if not isinstance(cfg.image_size, int) or cfg.image_size < 1:
     raise ConfigError(f'config.dataset.image_size={cfg.image_size!r} must be a positive int')
-  if spec.jpeg and (not isinstance(cfg.eval_resize, int) or cfg.eval_resize < cfg.image_size):
-    raise ConfigError(f'config.dataset.eval_resize={cfg.eval_resize!r} must be an int >= '
-                      f'config.dataset.image_size={cfg.image_size} (the centre crop is taken '
-                      'from the resized image)')
+  eval_size = cfg.get('eval_image_size', 0)
+  if not isinstance(eval_size, int) or isinstance(eval_size, bool) or eval_size < 0:
+    raise ConfigError(f'config.dataset.eval_image_size={eval_size!r} must be an int >= 0 '
+                      '(0: config.dataset.image_size)')
+  # The train fallback crop and the eval crop are both cut from the image resized to eval_resize.
+  for field, crop in (('image_size', cfg.image_size), ('eval_image_size', eval_size)):
+    if spec.jpeg and (not isinstance(cfg.eval_resize, int) or cfg.eval_resize < crop):
+      raise ConfigError(f'config.dataset.eval_resize={cfg.eval_resize!r} must be an int >= '
+                        f'config.dataset.{field}={crop} (the centre crop is taken from the '
+                        'resized image)')
   if cfg.cache and not spec.in_memory:
     in_memory = [s.name for s in _SPECS if s.in_memory]
     raise ConfigError(f'config.dataset.cache=True is not supported for {cfg.name}: decoded '
@@ -141,4 +147,29 @@ def check_config(dataset_cfg) -> DatasetSpec:
   if not isinstance(cfg.prefetch, int) or cfg.prefetch < 0:
     raise ConfigError(f'config.dataset.prefetch={cfg.prefetch!r} must be an int >= 0 '
                       '(0: tuned by tf.data)')
+  _check_recipe(cfg)
   return spec
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_recipe(cfg):
+  """The host-side recipe augmentations: RandAugment's N, M and noise, the erasing probability."""
+  ra = cfg.get('randaugment') or {}
+  num_ops = ra.get('num_ops', 0)
+  if not isinstance(num_ops, int) or isinstance(num_ops, bool) or num_ops < 0:
+    raise ConfigError(f'config.dataset.randaugment.num_ops={num_ops!r} must be an int >= 0 '
+                      '(0: off)')
+  magnitude = ra.get('magnitude', 0.0)
+  if not _is_number(magnitude) or not 0 <= magnitude <= 10:
+    raise ConfigError(f'config.dataset.randaugment.magnitude={magnitude!r} must be a number '
+                      'in [0, 10]')
+  std = ra.get('magnitude_std', 0.0)
+  if not _is_number(std) or not std >= 0:
+    raise ConfigError(f'config.dataset.randaugment.magnitude_std={std!r} must be a number >= 0')
+  erasing = cfg.get('random_erasing', 0.0)
+  if not _is_number(erasing) or not 0 <= erasing <= 1:
+    raise ConfigError(f'config.dataset.random_erasing={erasing!r} must be a probability in '
+                      '[0, 1]')

@@ -44,11 +44,14 @@ import tensorflow_datasets as tfds
 
 from se_flax.data import augment
 from se_flax.data import datasets
+from se_flax.data import randaugment
 from se_flax.data import sources
 from se_flax.errors import ConfigError
 
 # Distinct streams of the stateless RNG, folded into the run seed first.
 _SHUFFLE, _FILE_ORDER, _AUGMENT = 1, 2, 3
+# Folded into an example's augmentation key: RandAugment and random erasing.
+_RECIPE = 1
 _SKIPPED = {'train': 0, 'eval': 0}
 
 
@@ -141,19 +144,52 @@ def _decode_stored(builder, spec, image):
 
 
 def _train_image(builder, spec, cfg, image, key):
-  """uint8 pixels: the train step normalises them on the device."""
+  """uint8 pixels: the train step normalises them on the device.
+
+  The data set's crop and flip, then the recipe's RandAugment and random
+  erasing when the config enables them (`_recipe`).
+  """
   image = _decode_stored(builder, spec, image)
   area_range = tuple(cfg.get('crop_area_range') or augment.CROP_AREA_RANGE)
   image = augment.TRAIN[spec.train_augment](image, key, cfg.image_size, cfg.eval_resize, area_range)
-  return tf.ensure_shape(augment.to_pixels(image), spec.input_shape(cfg.image_size))
+  image = tf.ensure_shape(augment.to_pixels(image), spec.input_shape(cfg.image_size))
+  return _recipe(spec, cfg, image, key)
+
+
+def _recipe(spec, cfg, image, key):
+  """RandAugment, then random erasing, of the uint8 crop (timm's order), each only when enabled.
+
+  Their seeds come from the example's key under a stream of their own, so the
+  crop and flip draw what they draw without them (defaults: bit-identical batches).
+  """
+  ra = cfg.get('randaugment') or {}
+  num_ops, erasing = ra.get('num_ops', 0), cfg.get('random_erasing', 0.0)
+  if not num_ops and not erasing:
+    return image
+  recipe_key = tf.random.experimental.stateless_fold_in(key, tf.constant(_RECIPE, tf.int64),
+                                                        alg='philox')
+  ra_key, erase_key = augment.split_seed(recipe_key, 2)
+  if num_ops:
+    image = randaugment.rand_augment(image, ra_key, num_ops, float(ra.get('magnitude', 0.0)),
+                                     float(ra.get('magnitude_std', 0.0)),
+                                     bool(ra.get('increasing', False)))
+  if erasing:
+    image = augment.random_erasing(image, erase_key, float(erasing), spec.mean, spec.std)
+  return image
+
+
+def eval_image_size(cfg):
+  """The side of the evaluation crop: config.dataset.eval_image_size, 0 meaning image_size."""
+  return cfg.get('eval_image_size') or cfg.image_size
 
 
 def _eval_image(builder, spec, cfg, image):
   """float32, normalised: ImageNet's antialiased resize gives values between integers."""
+  size = eval_image_size(cfg)
   image = _decode_stored(builder, spec, image)
-  image = augment.EVAL[spec.eval_augment](image, cfg.image_size, cfg.eval_resize)
+  image = augment.EVAL[spec.eval_augment](image, size, cfg.eval_resize)
   image = augment.normalize(image, spec.mean, spec.std)
-  return tf.ensure_shape(image, spec.input_shape(cfg.image_size))
+  return tf.ensure_shape(image, spec.input_shape(size))
 
 
 def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
