@@ -39,12 +39,21 @@ def check_config(config, *, num_devices=None, num_processes=None) -> None:
   model = _checked_model(config, num_devices, num_processes)
   x = jax.ShapeDtypeStruct((1,) + input_shape(config), jnp.float32)
   with _input_errors(config):
-    jax.eval_shape(lambda v: model.init(jax.random.PRNGKey(0), v, train=False), x)
+    variables = jax.eval_shape(lambda v: model.init(jax.random.PRNGKey(0), v, train=False), x)
+  eval_shape = input_shape(config, evaluation=True)
+  if eval_shape != x.shape[1:]:
+    # The weights trained at one resolution must also take the test resolution.
+    with _input_errors(config, eval_shape):
+      jax.eval_shape(lambda v, y: model.apply(v, y, train=False), variables,
+                     jax.ShapeDtypeStruct((1,) + eval_shape, jnp.float32))
 
 
-def input_shape(config) -> tuple:
-  """(H, W, C) of the images the model sees."""
-  return datasets.get(config.dataset.name).input_shape(config.dataset.image_size)
+def input_shape(config, evaluation: bool = False) -> tuple:
+  """(H, W, C) of the images the model sees in training, or in evaluation."""
+  size = config.dataset.image_size
+  if evaluation:
+    size = config.dataset.get('eval_image_size') or size
+  return datasets.get(config.dataset.name).input_shape(size)
 
 
 def describe(config) -> str:
@@ -74,12 +83,13 @@ def _checked_model(config, num_devices, num_processes):
 
 
 @contextlib.contextmanager
-def _input_errors(config):
+def _input_errors(config, shape=None):
   """Turns the model's complaints about its input shape into ModelInputError."""
   try:
     yield
   except ValueError as e:
-    raise ModelInputError(f'{e} (model {config.model.name} on {input_shape(config)} inputs)') from e
+    shape = shape or input_shape(config)
+    raise ModelInputError(f'{e} (model {config.model.name} on {shape} inputs)') from e
 
 
 def _positive_int(config, field):

@@ -137,3 +137,17 @@ def test_checking_a_config_imports_no_tensorflow():
                           text=True, timeout=300, check=False)
   assert result.returncode == 0, result.stderr
   assert result.stdout.split() == ['False'], result.stdout
+
+
+def test_the_model_is_also_tried_at_the_test_resolution():
+  # A gather extent of 8 needs feature maps of 8 and more: 32x32 trains, 8x8 cannot be tested.
+  fits = {'model.se.squeeze': 'gather', 'model.se.gather_extent': 8, 'dataset.image_size': 32}
+  run_check(config_with(**fits, **{'dataset.eval_image_size': 40}))
+  with pytest.raises(check.ModelInputError, match=r'on \(8, 8, 1\) inputs'):
+    run_check(config_with(**fits, **{'dataset.eval_image_size': 8}))
+
+
+@pytest.mark.parametrize('recipe', ['paper', 'rsb_a1', 'rsb_a2', 'rsb_a3'])
+def test_every_named_recipe_passes_the_check(recipe):
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  run_check(imagenet.get_config(f'model=se_resnet50,recipe={recipe}'))

@@ -95,11 +95,13 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """One pass over the num_eval examples: example j is pool image j % POOL; padded and masked.
 
-  Every process yields ceil(num_eval / global batch) batches, its slice of each.
+  Every process yields ceil(num_eval / global batch) batches, its slice of each,
+  at config.dataset.eval_image_size (0: image_size).
   """
   spec = _spec(dataset_cfg)
   rows = _process(process_index, process_count, global_batch_size)
-  images, labels = _pool(spec, dataset_cfg.image_size, _EVAL_SEED)
+  size = dataset_cfg.get('eval_image_size') or dataset_cfg.image_size
+  images, labels = _pool(spec, size, _EVAL_SEED)
   normalised = (images.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
   for start in range(0, spec.num_eval, global_batch_size):
     index = np.arange(start, start + global_batch_size)[rows]
