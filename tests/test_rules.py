@@ -38,6 +38,8 @@ LISTS = {
     'optimizer.name': (optim.OPTIMIZERS, 'adam', {}),
     'schedule.name': (optim.SCHEDULES, 'linear', {}),
     'nan_policy': (step.NAN_POLICIES, 'ignore', {}),
+    'loss': (step.LOSSES, 'hinge', {}),
+    'ema.select_best': (step.EMA_SELECT_BEST, 'last', {'ema.decay': 0.999}),
     'model.se.squeeze': (tuple(squeeze.SQUEEZES), 'median', {}),
     'model.se.excite': (tuple(excite.EXCITATIONS), 'mlp', {}),
     'model.se.gate': (tuple(excite.GATES), 'swish', {}),

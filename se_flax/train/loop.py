@@ -13,6 +13,10 @@ Failures raise se_flax.errors (se_flax/cli.py turns them into exit codes):
 NonFiniteError for a NaN/Inf loss under nan_policy='stop', or a non-finite
 state about to be checkpointed under any policy. A SIGTERM ends the run with
 errors.EXIT_PREEMPTED after a checkpoint of the current step.
+
+With an EMA of the weights (config.ema.decay > 0) every evaluation runs twice,
+on the trained weights ('eval') and on their average ('eval_ema'), and
+config.ema.select_best says whose top-1 error ranks the best checkpoint.
 """
 
 import contextlib
@@ -78,7 +82,7 @@ def train_and_evaluate(config, workdir) -> int:
     window = metrics_lib.TrainWindow(loop_state, batches, config.nan_policy)
     throughput = metrics_lib.Throughput(start_step, config.batch_size)
     profile = _Profile(config.profile_steps, workdir)
-    eval_metrics = {}
+    evals = {}
 
     if preemption.preemption_requested(start_step):
       return _stopped('during set-up (nothing new to save)')
@@ -98,16 +102,16 @@ def train_and_evaluate(config, workdir) -> int:
         for warning in window.warnings(values):
           _say(warning, error=True)
       if due.eval:
-        eval_metrics = evaluate(run, state, eval_step)
-        writer.write(step, 'eval', eval_metrics)
-        _say(_eval_line(step, eval_metrics))
+        evals = _evaluate_both(run, state, eval_step, step, writer)
       if due.save:
-        best = {'top1_error': eval_metrics['top1_error']} if due.save_best else None
+        best = None
+        if due.save_best:  # ranked by the weights config.ema.select_best names
+          best = {'top1_error': evals[_selected(run, state)]['top1_error']}
         _save(checkpointer, step, state, config, best, window)
       if due.preempt:
         checkpointer.wait_until_finished()
         return _stopped(f'saved checkpoint step {step}')
-  _report(run, params_count, start_step, eval_metrics, time.time() - t_start)
+  _report(run, params_count, start_step, evals, time.time() - t_start)
   return errors.EXIT_OK
 
 
@@ -182,9 +186,11 @@ def _announce(run, state):
   return params_count
 
 
-def _report(run, params_count, start_step, eval_metrics, seconds):
-  if not eval_metrics:  # a run resumed at its last step did nothing
+def _report(run, params_count, start_step, evals, seconds):
+  if not evals:  # a run resumed at its last step did nothing
     return
+  weights = 'ema' if 'ema' in evals and run.config.ema.select_best == 'ema' else 'raw'
+  eval_metrics = evals[weights]
   rows = [('model', run.config.model.name), ('parameters', f'{params_count:,}'),
           ('dataset', f'{run.config.dataset.name} ({run.config.dataset.eval_split}: '
                       f'{int(eval_metrics["count"])} images)'),
@@ -192,11 +198,22 @@ def _report(run, params_count, start_step, eval_metrics, seconds):
           ('time', metrics_lib.format_duration(seconds)),
           ('test top-1 accuracy', f'{100 * (1 - eval_metrics["top1_error"]):.2f}%'),
           ('test top-5 accuracy', f'{100 * (1 - eval_metrics["top5_error"]):.2f}%')]
+  if 'ema' in evals:
+    other = 'raw' if weights == 'ema' else 'ema'
+    rows.append(('weights', f'{_WEIGHTS[weights]} (config.ema.select_best={weights!r}); '
+                            f'{_WEIGHTS[other]}: top-1 accuracy '
+                            f'{100 * (1 - evals[other]["top1_error"]):.2f}%'))
   width = max(len(k) for k, _ in rows)
   _say('\n'.join(['', 'Run summary'] + [f'  {k:<{width}}  {v}' for k, v in rows]))
 
 
 # ---------------------------------------------------------------- state
+
+def _abstract_state(run):
+  """The restore target: run.abstract_state(), with the EMA's arrays when config.ema.decay > 0."""
+  target = run.abstract_state()
+  return state_lib.with_ema(target) if run.config.ema.decay > 0 else target
+
 
 def restore(run, checkpointer, step=None, evaluating=False):
   """The checkpoint `step` (default: the newest intact one), or None if there is none.
@@ -210,7 +227,7 @@ def restore(run, checkpointer, step=None, evaluating=False):
     errors.CheckpointCorruptError: checkpoints exist, none is readable.
   """
   try:
-    state = checkpointer.restore(step=step, target=run.abstract_state())
+    state = checkpointer.restore(step=step, target=_abstract_state(run))
   except ckpt_lib.CheckpointMismatchError as e:
     changed = models.architecture_differences(
         _stored_config_differences(run, checkpointer, e.step), current=run.config)
@@ -270,7 +287,8 @@ def restore_or_init(run, checkpointer):
   if run.config.get('init_from'):
     state = init_from.load_pretrained(state, run.config.init_from, run.mesh)
     _say(f'Initialised from {run.config.init_from}')
-  return state
+  # After any imported weights: the average starts at the weights of step 0.
+  return state_lib.with_ema(state) if run.config.ema.decay > 0 else state
 
 
 def trained_state(config, workdir, step=None):
@@ -293,6 +311,34 @@ def trained_state(config, workdir, step=None):
 
 # ---------------------------------------------------------------- evaluation
 
+_WEIGHTS = {'raw': 'trained weights', 'ema': 'EMA weights'}
+
+
+def _selected(run, state):
+  """'ema' or 'raw': the weights whose eval error ranks the best checkpoint."""
+  return 'ema' if state.has_ema and run.config.ema.select_best == 'ema' else 'raw'
+
+
+def _evaluate_both(run, state, eval_step, step, writer):
+  """{'raw': metrics[, 'ema': metrics]}, written ('eval', 'eval_ema') and printed.
+
+  With an EMA both records carry `selected` (1.0 for the weights that rank
+  the best checkpoint); without one the 'eval' record is as it always was.
+  """
+  evals = {'raw': evaluate(run, state, eval_step)}
+  if not state.has_ema:
+    writer.write(step, 'eval', evals['raw'])
+    _say(_eval_line(step, evals['raw']))
+    return evals
+  evals['ema'] = evaluate(run, state.ema_weights(), eval_step)
+  selected = _selected(run, state)
+  for weights, split in (('raw', 'eval'), ('ema', 'eval_ema')):
+    writer.write(step, split, {**evals[weights], 'selected': float(weights == selected)})
+    line = _eval_line(step, evals[weights], weights)
+    _say(line + (f'; best by {weights} weights' if weights == selected else ''))
+  return evals
+
+
 def evaluate(run, state, eval_step) -> dict:
   """Exact top-1/top-5 error over the whole eval split (padded batches are masked)."""
   acc = metrics_lib.MetricAccumulator()
@@ -306,8 +352,9 @@ def evaluate(run, state, eval_step) -> dict:
   return out
 
 
-def _eval_line(step, m):
-  line = (f'eval at step {step}: top-1 error {m["top1_error"]:.4f}, top-5 error '
+def _eval_line(step, m, weights=None):
+  which = f' ({_WEIGHTS[weights]})' if weights else ''
+  line = (f'eval{which} at step {step}: top-1 error {m["top1_error"]:.4f}, top-5 error '
           f'{m["top5_error"]:.4f}, loss {m["loss"]:.4f} ({int(m["count"])} images)')
   if m.get('undecodable_images'):
     line += f'; {int(m["undecodable_images"])} undecodable image(s) skipped'
@@ -318,12 +365,19 @@ def evaluate_checkpoint(config, workdir, step=None) -> int:
   """--mode=eval: top-1/top-5 error of a checkpoint (the latest, or `step`)."""
   run, state = trained_state(config, workdir, step)
   eval_step = step_lib.make_eval_step(run.model, run.mesh, run.info.num_classes)
-  m = evaluate(run, state, eval_step)
-  line = (f'{config.model.name} step {int(state.step)} on {config.dataset.name}/'
+  _say(_checkpoint_eval_line(run, state, evaluate(run, state, eval_step)))
+  if state.has_ema:
+    _say(_checkpoint_eval_line(run, state, evaluate(run, state.ema_weights(), eval_step), 'ema'))
+  return errors.EXIT_OK
+
+
+def _checkpoint_eval_line(run, state, m, weights=None):
+  config = run.config
+  which = f' ({_WEIGHTS[weights]})' if weights else ''
+  line = (f'{config.model.name} step {int(state.step)}{which} on {config.dataset.name}/'
           f'{config.dataset.eval_split}: top-1 error {m["top1_error"]:.4f} '
           f'(accuracy {100 * (1 - m["top1_error"]):.2f}%), top-5 error {m["top5_error"]:.4f}, '
           f'{int(m["count"])} images')
   if m['undecodable_images']:
     line += f' ({int(m["undecodable_images"])} undecodable image(s) skipped)'
-  _say(line)
-  return errors.EXIT_OK
+  return line

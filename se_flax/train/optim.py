@@ -3,8 +3,17 @@
 The paper's recipe (Sec. 6): SGD with momentum 0.9, weight decay 1e-4, a
 learning rate of 0.6 for a batch of 1024 divided by 10 every 30 epochs. The
 rate scales linearly with the batch (0.15 at 256), and the decay is coupled L2
-(added to the gradient before momentum, as in Caffe/PyTorch SGD), not AdamW's
-decoupled decay.
+(added to the gradient before momentum, as in Caffe/PyTorch SGD).
+
+The "ResNet strikes back" recipes (Wightman et al. 2021) use AdamW
+(Loshchilov & Hutter 2019) or LAMB (You et al. 2020) instead. Their decay is
+decoupled, as in PyTorch's AdamW and timm's LAMB: `lr * weight_decay * w` is
+subtracted from the weights beside the adaptive step, never passed through the
+moment estimates, so the same `weight_decay` number means a different thing
+than SGD's (RSB uses 0.01-0.02 with LAMB, not 1e-4).
+
+Gradient clipping (`optimizer.grad_clip_norm`) rescales the raw gradients to
+that global norm before anything else sees them, decay included.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from se_flax.errors import ConfigError
 Schedule = Callable[[Any], jax.Array]
 
 SCHEDULES = ('step', 'cosine')
-OPTIMIZERS = ('sgd',)
+OPTIMIZERS = ('sgd', 'adamw', 'lamb')
 
 
 def base_learning_rate(config: ml_collections.ConfigDict) -> float:
@@ -46,6 +55,10 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
     raise ConfigError(f'config.optimizer.momentum={opt.momentum} must be in [0, 1)')
   if not opt.weight_decay >= 0:
     raise ConfigError(f'config.optimizer.weight_decay={opt.weight_decay} must be >= 0')
+  _check_adaptive(opt)
+  if not opt.grad_clip_norm >= 0:
+    raise ConfigError(f'config.optimizer.grad_clip_norm={opt.grad_clip_norm} must be >= 0 '
+                      '(0 turns clipping off)')
   _allowed('schedule.name', sched.name, SCHEDULES)
   if not sched.warmup_epochs >= 0:
     raise ConfigError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
@@ -66,6 +79,20 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
 def _allowed(field, value, allowed):
   if value not in allowed:
     raise ConfigError(f'config.{field}={value!r} is not allowed; choose one of {list(allowed)}')
+
+
+def _check_adaptive(opt):
+  """b1, b2 and eps, read by adamw and lamb.
+
+  momentum and nesterov are sgd's alone; adamw and lamb ignore them (b1 is
+  their momentum), so a config file's sgd settings may stay when only
+  optimizer.name changes.
+  """
+  for field in ('b1', 'b2'):
+    if not 0.0 <= opt[field] < 1.0:
+      raise ConfigError(f'config.optimizer.{field}={opt[field]} must be in [0, 1)')
+  if not opt.eps > 0:
+    raise ConfigError(f'config.optimizer.eps={opt.eps} must be positive')
 
 
 def _check_steps(sched, steps_per_epoch, total_steps):
@@ -137,7 +164,7 @@ def weight_decay_mask(params: Any) -> Any:
 
 def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
                      total_steps: int) -> tuple[optax.GradientTransformation, Schedule]:
-  """SGD with momentum, coupled L2 weight decay and the configured schedule.
+  """The configured optimizer (sgd, adamw or lamb), clipping and schedule.
 
   Args:
     config: the run config (`optimizer.*`, `learning_rate`, `lr_reference_batch`,
@@ -153,10 +180,41 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   """
   schedule = create_schedule(config, steps_per_epoch, total_steps)
   opt = config.optimizer
+  mask = None if opt.decay_bn_and_bias else weight_decay_mask
+  parts = []
+  if opt.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  if opt.name == 'sgd':
+    parts += _sgd(opt, schedule, mask)
+  elif opt.name == 'adamw':
+    parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                             weight_decay=opt.weight_decay, mask=mask))
+  else:
+    parts.append(_lamb(opt, schedule, mask))
+  return optax.chain(*parts), schedule
+
+
+def _sgd(opt, schedule, mask):
   parts = []
   if opt.weight_decay > 0:
-    mask = None if opt.decay_bn_and_bias else weight_decay_mask
     # Before momentum: the paper's SGD adds wd * w to the gradient.
     parts.append(optax.add_decayed_weights(opt.weight_decay, mask=mask))
   parts.append(optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
-  return optax.chain(*parts), schedule
+  return parts
+
+
+def _lamb(opt, schedule, mask):
+  """optax.lamb, except that the trust ratio scales only the parameters that decay.
+
+  timm's LAMB (the RSB recipes) adapts only the parameter groups with weight
+  decay, so with `decay_bn_and_bias=False` the 1-D parameters take the plain
+  Adam step. With every parameter decaying this is `optax.lamb` exactly.
+  """
+  trust = optax.scale_by_trust_ratio()
+  if mask is not None:
+    trust = optax.masked(trust, mask)
+  return optax.chain(
+      optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
+      optax.add_decayed_weights(opt.weight_decay, mask=mask),
+      trust,
+      optax.scale_by_learning_rate(schedule))

@@ -1,4 +1,4 @@
-"""The training state: step, params, batch_stats, opt_state and the dropout key.
+"""The training state: step, params, batch_stats, opt_state, the dropout key and the weights' EMA.
 
 Parameters are created inside `jax.jit` with replicated `out_shardings`, so they
 are born on the mesh and never pass through one host's memory as a whole.
@@ -6,10 +6,10 @@ are born on the mesh and never pass through one host's memory as a whole.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Optional, Sequence
 
 import flax
-from flax import struct
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,9 @@ from se_flax.train import parallel
 PyTree = Any
 
 
-class TrainState(struct.PyTreeNode):
+@jax.tree_util.register_pytree_with_keys_class
+@dataclasses.dataclass(frozen=True)
+class TrainState:
   """Everything a checkpoint holds; `tx` is static and rebuilt from the config.
 
   Attributes:
@@ -35,19 +37,83 @@ class TrainState(struct.PyTreeNode):
       same masks as an uninterrupted one. Raw (not typed) keys keep the
       checkpoint a plain tree of numeric arrays.
     tx: the optimizer; not a pytree leaf.
+    ema_params, ema_batch_stats: the exponential moving average of `params`
+      and `batch_stats` (config.ema.decay > 0, see `with_ema`), or None.
+
+  A pytree like a flax struct dataclass (the same leaf paths, `tx` static),
+  except that without an EMA its two fields are not children at all: the tree,
+  and so every checkpoint, is then exactly the one written before the EMA
+  existed, and those checkpoints restore unchanged.
   """
   step: jax.Array
   params: PyTree
   batch_stats: PyTree
   opt_state: PyTree
   rng: jax.Array
-  tx: optax.GradientTransformation = struct.field(pytree_node=False)
+  tx: optax.GradientTransformation
+  ema_params: Optional[PyTree] = None
+  ema_batch_stats: Optional[PyTree] = None
+
+  _FIELDS = ('step', 'params', 'batch_stats', 'opt_state', 'rng')
+  _EMA_FIELDS = ('ema_params', 'ema_batch_stats')
+
+  def tree_flatten_with_keys(self):
+    names = self._FIELDS + (self._EMA_FIELDS if self.has_ema else ())
+    children = [(jax.tree_util.GetAttrKey(name), getattr(self, name)) for name in names]
+    return children, (self.tx, self.has_ema)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    tx, has_ema = aux
+    names = cls._FIELDS + (cls._EMA_FIELDS if has_ema else ())
+    return cls(tx=tx, **dict(zip(names, children)))
+
+  def replace(self, **changes) -> 'TrainState':
+    return dataclasses.replace(self, **changes)
+
+  @property
+  def has_ema(self) -> bool:
+    return self.ema_params is not None
 
   def apply_gradients(self, *, grads: PyTree, **changes) -> 'TrainState':
     """One optimizer update; `changes` replaces other fields (e.g. `batch_stats`)."""
     updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
     params = optax.apply_updates(self.params, updates)
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **changes)
+
+  def update_ema(self, decay: float) -> 'TrainState':
+    """`ema = decay * ema + (1 - decay) * current` for params and batch_stats (no-op without EMA).
+
+    Called after every applied update, so the average weighs update k by
+    `(1 - decay) * decay ** (n - k)` and the initial weights by `decay ** n`.
+    """
+    if not self.has_ema:
+      return self
+
+    def average(ema, new):
+      return (decay * ema + (1.0 - decay) * new).astype(ema.dtype)
+
+    return self.replace(ema_params=jax.tree.map(average, self.ema_params, self.params),
+                        ema_batch_stats=jax.tree.map(average, self.ema_batch_stats,
+                                                     self.batch_stats))
+
+  def ema_weights(self) -> 'TrainState':
+    """This state with the averaged weights in place of the trained ones, for evaluation."""
+    return self.replace(params=self.ema_params, batch_stats=self.ema_batch_stats)
+
+
+def with_ema(state: TrainState) -> TrainState:
+  """`state` holding an EMA that starts at its current weights (step 0: the initial ones).
+
+  Works on a concrete state (fresh, or after imported weights) and on the
+  abstract one a checkpoint is restored onto. The concrete arrays are copies,
+  so the train step can donate params and EMA alike.
+  """
+  def copy(x):
+    return x if isinstance(x, jax.ShapeDtypeStruct) else jnp.copy(x)
+
+  return state.replace(ema_params=jax.tree.map(copy, state.params),
+                       ema_batch_stats=jax.tree.map(copy, state.batch_stats))
 
 
 def _init_fn(model: nn.Module, input_shape: Sequence[int], tx: optax.GradientTransformation,
@@ -110,11 +176,12 @@ def abstract_train_state(model: nn.Module, input_shape: Sequence[int],
 
 
 def is_finite(state: TrainState) -> bool:
-  """Whether every float in params, batch_stats and opt_state is finite (this process's replica).
+  """Whether every float of the state, EMA included, is finite (this process's replica).
 
   The guard before every save: no checkpoint holds a NaN or Inf (docs/failures.md).
   """
-  for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state)):
+  ema = (getattr(state, 'ema_params', None), getattr(state, 'ema_batch_stats', None))
+  for leaf in jax.tree.leaves((state.params, state.batch_stats, state.opt_state, ema)):
     if jnp.issubdtype(leaf.dtype, jnp.floating):
       if not np.isfinite(np.asarray(leaf.addressable_data(0))).all():
         return False

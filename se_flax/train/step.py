@@ -13,6 +13,16 @@ BatchNorm needs nothing here to be synchronised: under `jax.jit` the batch is
 one global array sharded over `data`, so the mean over its batch axis is the
 global batch's mean and XLA inserts the cross-device reduction. Per-group
 statistics (`config.bn_group_size`) are the model's business.
+
+The targets are (B, K) float rows: one-hot, label-smoothed, then (with
+`config.mix`) mixed by Mixup/CutMix after normalisation. The loss is softmax
+cross-entropy or, as in "ResNet strikes back" (Wightman et al. 2021), a
+per-class sigmoid BCE (`config.loss='bce'`). Train top-1/top-5 are always
+counted against the original labels.
+
+With `config.ema.decay > 0` every applied update also moves the weights'
+exponential moving average (`TrainState.update_ema`); the NaN guard keeps or
+replaces it together with the params.
 """
 
 from __future__ import annotations
@@ -28,18 +38,41 @@ import optax
 
 from se_flax.data import datasets
 from se_flax.errors import ConfigError
+from se_flax.train import mix
 from se_flax.train import parallel
 from se_flax.train.state import TrainState
 
 NAN_POLICIES = ('stop', 'skip')
+LOSSES = ('softmax', 'bce')
+EMA_SELECT_BEST = ('ema', 'raw')
 Metrics = dict[str, jax.Array]
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for a nan_policy or label_smoothing the train step cannot take."""
+  """Raises ConfigError for a train-step field that cannot work.
+
+  The fields: nan_policy, label_smoothing, loss, bce_target_threshold,
+  ema.decay, ema.select_best, and config.mix (through `mix.check_config`).
+  """
   _check_nan_policy(config.nan_policy)
   if not 0.0 <= config.label_smoothing < 1.0:
     raise ConfigError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1)')
+  _check_loss(config.loss)
+  if not 0.0 <= config.bce_target_threshold < 1.0:
+    raise ConfigError(f'config.bce_target_threshold={config.bce_target_threshold} must be in '
+                      '[0, 1) (0 keeps the soft targets)')
+  if not 0.0 <= config.ema.decay < 1.0:
+    raise ConfigError(f'config.ema.decay={config.ema.decay} must be in [0, 1) (0 turns the '
+                      'EMA off)')
+  if config.ema.select_best not in EMA_SELECT_BEST:
+    raise ConfigError(f'config.ema.select_best={config.ema.select_best!r} is not allowed; '
+                      f'choose one of {list(EMA_SELECT_BEST)}')
+  mix.check_config(config)
+
+
+def _check_loss(loss):
+  if loss not in LOSSES:
+    raise ConfigError(f'config.loss={loss!r} is not allowed; choose one of {list(LOSSES)}')
 
 
 def _check_nan_policy(nan_policy):
@@ -48,17 +81,48 @@ def _check_nan_policy(nan_policy):
                       f'choose one of {list(NAN_POLICIES)}')
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
-                  label_smoothing: float = 0.0) -> jax.Array:
-  """Per-example softmax cross-entropy in float32, with label smoothing.
+def one_hot_targets(labels: jax.Array, num_classes: int,
+                    label_smoothing: float = 0.0) -> jax.Array:
+  """(B, K) float32 targets: one-hot, label-smoothed.
 
   The smoothed target puts `1 - label_smoothing + label_smoothing / K` on the
   label and `label_smoothing / K` on every other class (Szegedy et al. 2016).
   """
-  logits = logits.astype(jnp.float32)
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32),
-                                label_smoothing)
-  return optax.softmax_cross_entropy(logits, targets)
+  return optax.smooth_labels(jax.nn.one_hot(labels, num_classes, dtype=jnp.float32),
+                             label_smoothing)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy in float32, with label smoothing."""
+  return softmax_loss(logits, one_hot_targets(labels, num_classes, label_smoothing))
+
+
+def softmax_loss(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Per-example softmax cross-entropy against (B, K) target rows, in float32."""
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def bce_loss(logits: jax.Array, targets: jax.Array, target_threshold: float = 0.0) -> jax.Array:
+  """Per-example sigmoid binary cross-entropy, the mean over the K classes, in float32.
+
+  timm's `BinaryCrossEntropy` as "ResNet strikes back" uses it: every class
+  is an independent sigmoid against its (smoothed, possibly mixed) target, and
+  with `target_threshold > 0` the targets become `target > threshold` (RSB:
+  0.2, so a class mixed in at a weight above 0.2 counts as present).
+  """
+  if target_threshold > 0:
+    targets = (targets > target_threshold).astype(jnp.float32)
+  return optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), targets).mean(axis=-1)
+
+
+def per_example_loss(logits: jax.Array, targets: jax.Array, loss: str = 'softmax',
+                     bce_target_threshold: float = 0.0) -> jax.Array:
+  """`config.loss` of `logits` against (B, K) targets, one value per example."""
+  _check_loss(loss)
+  if loss == 'bce':
+    return bce_loss(logits, targets, bce_target_threshold)
+  return softmax_loss(logits, targets)
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
@@ -102,11 +166,9 @@ def _updates_applied(state: TrainState) -> jax.Array:
   It equals `state.step` except after `skip`ped steps, which advance the step
   but keep the old opt_state; reporting the rate from it reports the rate used.
   """
-  try:
-    count = optax.tree_utils.tree_get(state.opt_state, 'count')
-  except KeyError:  # several counters (e.g. chained schedules): no single answer
-    count = None
-  return state.step if count is None else count
+  # Several counters (adam's moments, a schedule's) all count the same applied updates.
+  counts = optax.tree_utils.tree_get_all_with_path(state.opt_state, 'count')
+  return counts[0][1] if counts else state.step
 
 
 def _all_finite(tree: Any) -> jax.Array:
@@ -119,8 +181,10 @@ def _all_finite(tree: Any) -> jax.Array:
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
                apply_fn: Callable[..., Any], schedule_fn: Callable[[Any], jax.Array],
                num_classes: int, label_smoothing: float = 0.0,
-               nan_policy: str = 'stop', mean=None, std=None) -> tuple[TrainState, Metrics]:
-  """One SGD update on `batch` (`image`, `label`).
+               nan_policy: str = 'stop', mean=None, std=None, loss: str = 'softmax',
+               bce_target_threshold: float = 0.0, mix_cfg=None,
+               ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
+  """One optimizer update on `batch` (`image`, `label`).
 
   Args:
     state: the current state.
@@ -131,38 +195,50 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     num_classes: K, for one-hot targets and top-5.
     label_smoothing: epsilon of label smoothing.
     mean, std: per-channel pixel statistics (0..255) for uint8 images.
+    loss: a name in LOSSES; `bce_target_threshold` binarises bce's targets.
+    mix_cfg: config.mix; when `mix.enabled(mix_cfg)`, the normalised batch and
+      its targets are mixed with a key of their own, `fold_in(fold_in(rng, 1),
+      step)`, so the dropout key of every step stays what it was without it.
+    ema_decay: the EMA's decay, used when the state holds an EMA.
     nan_policy: what a non-finite loss or gradient does. `stop`: the state
       comes back unchanged (step not advanced) with `finite == 0` and the
-      caller stops. `skip`: params, batch_stats and opt_state stay, the step
+      caller stops. `skip`: params, batch_stats, opt_state and EMA stay, the step
       advances, and `skipped == 1`; that step's loss and error sums are zeroed
       so the running means stay finite. The schedule counts applied updates,
       so each skipped step delays it by one.
 
   Returns:
     `(new_state, metrics)`; metrics are float32 scalars: `loss_sum`,
-    `top1_correct`, `top5_correct`, `count` (examples), `grad_norm_sum`,
-    `steps` (1), `learning_rate`, `finite` (1/0), `skipped` (1/0).
+    `top1_correct`, `top5_correct`, `count` (examples), `grad_norm_sum` (of
+    the raw gradients, before any clipping), `steps` (1), `learning_rate`,
+    `finite` (1/0), `skipped` (1/0).
   """
   _check_nan_policy(nan_policy)
   images, labels = model_input(batch['image'], mean, std), batch['label']
+  targets = one_hot_targets(labels, num_classes, label_smoothing)
+  if mix_cfg is not None and mix.enabled(mix_cfg):
+    mix_rng = jax.random.fold_in(jax.random.fold_in(state.rng, 1), state.step)
+    images, targets = mix.mix_batch(mix_rng, images, targets, mix_cfg)
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
     logits, new_model_state = apply_fn(
         {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
         mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    per_example = cross_entropy(logits, labels, num_classes, label_smoothing)
+    per_example = per_example_loss(logits, targets, loss, bce_target_threshold)
     return per_example.mean(), (logits, new_model_state, per_example)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-  (loss, (logits, new_model_state, per_example)), grads = grad_fn(state.params)
+  (mean_loss, (logits, new_model_state, per_example)), grads = grad_fn(state.params)
   grad_norm = optax.global_norm(grads)
   new_state = state.apply_gradients(
       grads=grads, batch_stats=new_model_state.get('batch_stats', state.batch_stats))
+  new_state = new_state.update_ema(ema_decay)
   # The statistics can overflow even when the loss did not (a huge activation).
   # An update can overflow the parameters even from finite gradients (a huge learning rate).
-  finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new_state.batch_stats)
-            & _all_finite(new_state.params))
+  # The EMA is a convex combination of finite weights, so it needs no test of its own.
+  finite = (jnp.isfinite(mean_loss) & jnp.isfinite(grad_norm)
+            & _all_finite(new_state.batch_stats) & _all_finite(new_state.params))
 
   if nan_policy == 'stop':
     keep = state
@@ -230,7 +306,9 @@ def make_train_step(model: Any, config: ml_collections.ConfigDict, mesh: Mesh,
   fn = functools.partial(
       train_step, apply_fn=model.apply, schedule_fn=schedule_fn, num_classes=num_classes,
       label_smoothing=config.label_smoothing, nan_policy=config.nan_policy,
-      mean=spec.mean, std=spec.std)
+      mean=spec.mean, std=spec.std, loss=config.loss,
+      bce_target_threshold=config.bce_target_threshold, mix_cfg=config.mix,
+      ema_decay=config.ema.decay)
   rep = parallel.replicated(mesh)
   return jax.jit(fn, in_shardings=(rep, parallel.batch_sharding(mesh)),
                  out_shardings=(rep, rep), donate_argnums=0)

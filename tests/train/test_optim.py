@@ -88,7 +88,7 @@ def test_check_config_without_step_counts_checks_the_fields_only():
   assert str(info.value) == ('config.schedule.warmup_epochs=20.0 is longer than the run '
                              '(100 steps = 10 epochs); allowed: 0 to 10')
   with pytest.raises(ConfigError, match=r"config\.optimizer\.name='adam' is not allowed; "
-                                        r"choose one of \['sgd'\]"):
+                                        r"choose one of \['sgd', 'adamw', 'lamb'\]"):
     optim.check_config(paper_config(**{'optimizer.name': 'adam'}))
 
 
