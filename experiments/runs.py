@@ -93,9 +93,16 @@ def load_sweep(path: str):
 
 # ---------------------------------------------------------------- names and flags
 
+# A sweep run's key `arg.NAME` is an argument of the config file's string ("FILE:NAME=value"),
+# e.g. {'arg.recipe': 'rsb_a3'}, for what a config file builds from its arguments.
+ARG_PREFIX = 'arg.'
+
+
 def _short_key(key: str) -> str:
   if key == 'model.name':
     return 'model'
+  if key.startswith(ARG_PREFIX):
+    return key[len(ARG_PREFIX):]
   return key[len('model.'):].replace('.', '_') if key.startswith('model.') else key.replace('.', '_')
 
 
@@ -123,7 +130,8 @@ def label(overrides: Mapping[str, object]) -> str:
     return 'base'
   parts = []
   for key, value in overrides.items():
-    short = 'model' if key == 'model.name' else key[len('model.'):] if key.startswith('model.') else key
+    short = ('model' if key == 'model.name' else key[len('model.'):] if key.startswith('model.')
+             else _short_key(key))
     if isinstance(value, (tuple, list)):
       value = '(' + ', '.join(map(str, value)) + (',)' if len(value) == 1 else ')')
     elif value is None:
@@ -250,12 +258,13 @@ def plan(sweep_file: str, root: str, dataset: str = 'imagenet', model: Optional[
     if name in seen:
       raise SweepError(f'runs {seen[name]} and {overrides} are both named {name!r}')
     seen[name] = overrides
-    check_fields(base_config, applied, name)
-    merged = {**common, **applied}
-    args = [f'--config={config_file}:{arg}' if arg else f'--config={config_file}',
+    fields, run_arg = split_config_args(applied, arg)
+    check_fields(base_config, fields, name)
+    merged = {**common, **fields}
+    args = [f'--config={config_file}:{run_arg}' if run_arg else f'--config={config_file}',
             *override_flags(merged, base_config, name)]
     try:
-      config = parse_config(config_file, arg, args[1:])
+      config = parse_config(config_file, run_arg, args[1:])
     except (flags.Error, ValueError, TypeError) as e:
       raise SweepError(f'run {name!r}: {e}') from e
     if validate:
@@ -263,13 +272,20 @@ def plan(sweep_file: str, root: str, dataset: str = 'imagenet', model: Optional[
       if reason:
         dropped.append(Dropped(overrides, reason))
         continue
-    runs.append(Run(name, overrides, applied, args, os.path.join(root, name), config,
+    runs.append(Run(name, overrides, applied, args, str(epath.Path(root) / name), config,
                     targets.total_steps(config), notes))
   return Plan(sweep=os.path.splitext(os.path.basename(sweep_file))[0],
               sweep_file=os.path.relpath(os.path.abspath(sweep_file), REPO_ROOT),
               title=getattr(module, 'TITLE', ''), tables=tuple(getattr(module, 'TABLES', ())),
               axis=getattr(module, 'AXIS', None), target=dataset,
               about=_about(target.about, model, extra), runs=runs, dropped=dropped)
+
+
+def split_config_args(overrides: Mapping[str, object], arg: str):
+  """(config field overrides, the config string with the run's `arg.*` keys appended)."""
+  fields = {k: v for k, v in overrides.items() if not k.startswith(ARG_PREFIX)}
+  extra = [f'{k[len(ARG_PREFIX):]}={v}' for k, v in overrides.items() if k.startswith(ARG_PREFIX)]
+  return fields, ','.join(p for p in (arg, *extra) if p)
 
 
 def _about(about: str, model: Optional[str], extra: Optional[Mapping[str, object]]) -> str:
