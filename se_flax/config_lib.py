@@ -41,3 +41,18 @@ def format_differences(diffs: list, limit: int = 20) -> str:
   if len(diffs) > limit:
     lines.append(f'  ... and {len(diffs) - limit} more')
   return '\n'.join(lines)
+
+
+def with_defaults(stored: Any, defaults: Any) -> Any:
+  """`stored` (a ConfigDict) with every field it lacks taken from `defaults`.
+
+  A config stored before a field existed lacks it; the default is the value
+  that leaves the run as it was (every later field defaults to "off").
+  Stored values always win; `stored` is changed in place and returned.
+  """
+  for key, value in defaults.items():
+    if key not in stored:
+      stored[key] = value
+    elif hasattr(value, 'items') and hasattr(stored[key], 'items'):
+      with_defaults(stored[key], value)
+  return stored
