@@ -8,6 +8,10 @@ from se_flax.data import datasets
 from tests.integration import harness
 # pylint: disable=unused-import
 from tests.integration.fixtures import digits_data, jax_cache, shared_root
+
+# Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('test_analyze_mode')
+
 # pylint: enable=unused-import
 
 MODEL = ('--config.model.name=se_cifar_resnet20', '--config.num_train_steps=3')

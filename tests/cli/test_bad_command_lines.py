@@ -17,6 +17,10 @@ import pytest
 from se_flax import errors
 from tests.integration import harness
 
+# Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('test_bad_command_lines')
+
+
 DIGITS = '--config=configs/digits.py'
 CONFIG_ERROR = errors.EXIT_CONFIG_ERROR
 

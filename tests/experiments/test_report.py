@@ -10,6 +10,10 @@ from experiments import report
 from experiments import sweep
 from tests.experiments import fake_runs
 
+# Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('test_report')
+
+
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 

@@ -21,6 +21,10 @@ from experiments import runs
 from se_flax.layers.se import SESpec
 from se_flax.models import registry
 
+# Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
+pytestmark = pytest.mark.xdist_group('test_summary_mode')
+
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # timm's legacy_seresnet50, the Caffe layout of the paper (experiments/paper_reference.md).
 LEGACY_SERESNET50_PARAMS = 28_088_024
