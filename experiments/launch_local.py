@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Callable, Optional
 
+from etils import epath
+
 from experiments import runs as runs_lib
 from experiments.manifest import now
 from se_flax import errors
@@ -86,7 +88,7 @@ def run_one(run: dict, manifest, command: list, runner: Runner, max_restarts: in
   if _CHILDREN.stopping.is_set():
     return run.get('status', 'pending')
   log_path = (os.path.join(log_dir, f'{name}.log') if log_dir
-              else os.path.join(workdir, runs_lib.LOG_FILE))
+              else str(epath.Path(workdir) / runs_lib.LOG_FILE))
   attempts = run.get('attempts') or 0
   for restart in range(max_restarts + 1):
     steps = runs_lib.checkpoint_steps(workdir)
@@ -117,8 +119,8 @@ def run_one(run: dict, manifest, command: list, runner: Runner, max_restarts: in
 
 
 def _wait_until_training(workdir, future, poll_s=0.5):
-  metrics = os.path.join(workdir, runs_lib.METRICS_FILE)
-  while not future.done() and not os.path.exists(metrics):
+  metrics = epath.Path(workdir) / runs_lib.METRICS_FILE
+  while not future.done() and not metrics.exists():
     time.sleep(poll_s)
 
 

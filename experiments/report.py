@@ -13,19 +13,22 @@ against the setting (a bar chart when the setting is not a number).
 import dataclasses
 import datetime
 import json
-import os
 import statistics
 import sys
 from typing import Optional
+
+from etils import epath
 
 from experiments import manifest as manifest_lib
 from experiments import paper as paper_lib
 from experiments import paper_tables23
 from experiments import plots
+from experiments import rsb_reference
 from experiments import runs as runs_lib
 from experiments import targets
 from se_flax import check
 from se_flax import config_lib
+from se_flax import paths
 from se_flax.data import datasets
 from se_flax.errors import ConfigError
 from se_flax.models import summary
@@ -71,7 +74,9 @@ class SweepResult:
 
 
 def paper_row(overrides, tables):
-  """The paper's row for a run: Tables 2/3 (architectures) or the ablation tables 10-16."""
+  """The published row for a run: recipes (RSB), Tables 2/3 (architectures) or Tables 10-16."""
+  if tables and set(tables) == set(rsb_reference.TABLES):
+    return rsb_reference.find(overrides, tables)
   if tables and set(tables) <= set(paper_tables23.TABLES):
     return paper_tables23.find(overrides, tables)
   return paper_lib.find(overrides, tables)
@@ -79,10 +84,9 @@ def paper_row(overrides, tables):
 def checkpoint_config(workdir) -> Optional[dict]:
   """The config saved with the newest checkpoint (Orbax's JSON item `config`)."""
   for step in reversed(runs_lib.checkpoint_steps(workdir)):
-    path = os.path.join(workdir, 'checkpoints', str(step), 'config', 'metadata')
+    path = epath.Path(workdir) / 'checkpoints' / str(step) / 'config' / 'metadata'
     try:
-      with open(path) as f:
-        return json.load(f)
+      return json.loads(path.read_text())
     except (OSError, ValueError):
       continue
   return None
@@ -170,16 +174,16 @@ def read_sweep(directory: str) -> Optional[SweepResult]:
   """A sweep from DIR/manifest.json, or from the run workdirs in DIR."""
   data = manifest_lib.Manifest.load(directory)
   if data is None:
-    workdirs = sorted(d for d in os.listdir(directory)
-                      if os.path.isfile(os.path.join(directory, d, runs_lib.METRICS_FILE)))
+    workdirs = sorted(d.name for d in epath.Path(directory).iterdir()
+                      if (d / runs_lib.METRICS_FILE).is_file())
     if not workdirs:
       return None
-    entries = [{'name': d, 'workdir': os.path.join(directory, d)} for d in workdirs]
+    entries = [{'name': d, 'workdir': str(epath.Path(directory) / d)} for d in workdirs]
     configs = [checkpoint_config(e['workdir']) for e in entries]
     for entry, varied in zip(entries, _varied(configs)):
       entry['overrides'] = varied
     dataset = (configs[0] or {}).get('dataset', {}).get('name', '?')
-    data = {'sweep': os.path.basename(os.path.abspath(directory)), 'title': '', 'tables': None,
+    data = {'sweep': paths.resolve(directory).name, 'title': '', 'tables': None,
             'axis': None, 'dataset': dataset, 'about': 'runs without a manifest', 'runs': entries}
   runs = [read_run(e) for e in data['runs']]
   tables = tuple(data['tables']) if data.get('tables') is not None else None
@@ -194,10 +198,10 @@ def read_sweep(directory: str) -> Optional[SweepResult]:
 
 
 def find_sweeps(directory: str) -> list:
-  if os.path.isfile(os.path.join(directory, manifest_lib.MANIFEST_FILE)):
+  if (epath.Path(directory) / manifest_lib.MANIFEST_FILE).is_file():
     return [directory]
-  subdirs = sorted(os.path.join(directory, d) for d in os.listdir(directory))
-  found = [d for d in subdirs if os.path.isfile(os.path.join(d, manifest_lib.MANIFEST_FILE))]
+  subdirs = sorted(str(d) for d in epath.Path(directory).iterdir())
+  found = [d for d in subdirs if (epath.Path(d) / manifest_lib.MANIFEST_FILE).is_file()]
   return found or [directory]
 
 
@@ -211,7 +215,7 @@ def _paper_cells(row: Optional[paper_lib.Row]) -> list:
   if row is None:
     return ['', '', '', '']
   params = f'{row.params_m}M' if row.params_m else ''
-  return [f'{row.table}: {row.label}', f'{row.top1:.2f}', f'{row.top5:.2f}', params]
+  return [f'{row.table}: {row.label}', _num(row.top1, '.2f'), _num(row.top5, '.2f'), params]
 
 
 def table(sweep: SweepResult) -> str:
@@ -230,11 +234,17 @@ def table(sweep: SweepResult) -> str:
   return '\n'.join(lines)
 
 
+def _png(out_dir: str, name: str):
+  """A binary file for out_dir/name, a local folder or a URL (an object is written on close)."""
+  return (epath.Path(out_dir) / name).open('wb')
+
+
 def _plots(sweep: SweepResult, out_dir: str, prefix: str) -> list:
   """Writes the sweep's PNGs as PREFIX_<kind>.png; returns (caption, file name) pairs."""
   written = []
   name = f'{prefix}_curves.png'
-  plots.curves(sweep.runs, sweep.title, os.path.join(out_dir, name))
+  with _png(out_dir, name) as f:
+    plots.curves(sweep.runs, sweep.title, f)
   written.append(('training curves', name))
   done = [r for r in sweep.runs if r.top1 is not None]
   axis = sweep.axis
@@ -248,16 +258,18 @@ def _plots(sweep: SweepResult, out_dir: str, prefix: str) -> list:
     theirs = [(row.overrides[axis], row.top1) for row in rows if axis in row.overrides]
     base = plain[0].top1 if plain and plain[0].done else None
     name = f'{prefix}_error.png'
-    plots.versus(ours, theirs, base, paper_lib.BASELINE.top1, short, 'top-1 error (%)',
-                 f'{sweep.title}: top-1 error', os.path.join(out_dir, name), sweep.dataset)
+    with _png(out_dir, name) as f:
+      plots.versus(ours, theirs, base, paper_lib.BASELINE.top1, short, 'top-1 error (%)',
+                   f'{sweep.title}: top-1 error', f, sweep.dataset)
     written.append((f'top-1 error against {short}', name))
     ours = [(r.overrides[axis], r.params / 1e6) for r in sweep.runs if axis in r.overrides and r.params]
     theirs = [(row.overrides[axis], row.params_m) for row in rows
               if axis in row.overrides and row.params_m]
     base = plain[0].params / 1e6 if plain and plain[0].params else None
     name = f'{prefix}_params.png'
-    plots.versus(ours, theirs, base, paper_lib.BASELINE.params_m, short, 'parameters (M)',
-                 f'{sweep.title}: parameters', os.path.join(out_dir, name), sweep.dataset)
+    with _png(out_dir, name) as f:
+      plots.versus(ours, theirs, base, paper_lib.BASELINE.params_m, short, 'parameters (M)',
+                   f'{sweep.title}: parameters', f, sweep.dataset)
     written.append((f'parameters against {short}', name))
   else:
     matched = [r.paper for r in sweep.runs if r.paper is not None]
@@ -265,9 +277,10 @@ def _plots(sweep: SweepResult, out_dir: str, prefix: str) -> list:
     # The swept field is in the title; each bar keeps only its value (and any other field).
     prefix = (axis[len('model.'):] if axis and axis.startswith('model.') else axis or '') + '='
     labels = [r.label.replace(prefix, '') if axis else r.label for r in sweep.runs]
-    plots.bars(labels, [r.top1 if r.done else None for r in sweep.runs],
-               [f'{m.label}' for m in matched], [m.top1 for m in matched], 'top-1 error (%)',
-               f'{sweep.title}: final top-1 error', os.path.join(out_dir, name), sweep.dataset)
+    with _png(out_dir, name) as f:
+      plots.bars(labels, [r.top1 if r.done else None for r in sweep.runs],
+                 [f'{m.label}' for m in matched], [m.top1 for m in matched], 'top-1 error (%)',
+                 f'{sweep.title}: final top-1 error', f, sweep.dataset)
     written.append(('final top-1 error', name))
   return written
 
@@ -298,6 +311,22 @@ def section(sweep: SweepResult, out_dir: str, prefix: Optional[str] = None) -> s
   return '\n'.join(lines)
 
 
+def _sources(sweeps) -> str:
+  """Where the published columns of these sweeps come from, each source once."""
+  out = []
+  for sweep in sweeps:
+    tables = set(sweep.tables or ())
+    if tables and tables == set(rsb_reference.TABLES):
+      source = rsb_reference.SOURCE
+    elif tables and tables <= set(paper_tables23.TABLES):
+      source = f'{paper_tables23.SOURCE}; {paper_tables23.SETTING}'
+    else:
+      source = f'{paper_lib.SOURCE}; {paper_lib.SETTING}'
+    if source not in out:
+      out.append(source)
+  return ' / '.join(out)
+
+
 def write_report(directory: str, with_plots: bool = True) -> str:
   """Reads every sweep under `directory`; writes DIR/report.md (and PNGs); returns its path."""
   sweeps = [(read_sweep(d), d) for d in find_sweeps(directory)]
@@ -312,20 +341,19 @@ def write_report(directory: str, with_plots: bool = True) -> str:
       'median training throughput. Parameters and GMACs (multiply-accumulates of one forward '
       'pass) are counted on the data set\'s input.',
       '',
-      f'Paper columns: {paper_lib.SOURCE}; {paper_lib.SETTING}. On another data set or network they are '
-      'a reference for the trend across settings, not for the values.', '']
+      f'Paper columns: {_sources(s for s, _ in sweeps)}. On another data set or network they '
+      'are a reference for the trend across settings, not for the values.', '']
   used = set()
   for sweep, sweep_dir in sweeps:
     # Two sweeps of one file (say on digits and on CIFAR) must not overwrite each other's plots.
     prefix = f'{sweep.name}_{sweep.dataset}'
     if prefix in used:
-      prefix = f'{prefix}_{os.path.basename(os.path.normpath(sweep_dir))}'
+      prefix = f'{prefix}_{epath.Path(sweep_dir).name}'
     used.add(prefix)
     parts.append(section(sweep, directory, prefix if with_plots else None))
-  path = os.path.join(directory, REPORT_FILE)
-  with open(path, 'w') as f:
-    f.write('\n'.join(parts))
-  return path
+  path = epath.Path(directory) / REPORT_FILE
+  path.write_text('\n'.join(parts))
+  return str(path)
 
 
 def main(argv=None) -> int:

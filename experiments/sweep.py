@@ -24,12 +24,15 @@ import shlex
 import sys
 import time
 
+from etils import epath
+
 from experiments import launch_cluster
 from experiments import launch_local
 from experiments import manifest as manifest_lib
 from experiments import runs as runs_lib
 from experiments import targets
 from se_flax import errors
+from se_flax import paths
 from se_flax import runtime
 
 LAUNCHERS = ('local', 'print', 'tpu', 'slurm')
@@ -104,7 +107,7 @@ def main(argv=None, runner=None, submitter=None, say=print, say_error=None) -> i
   """
   say_error = say_error or (_say_error if say is print else say)
   args = parse_args(sys.argv[1:] if argv is None else argv)
-  root = args.root if '://' in args.root else os.path.abspath(args.root)
+  root = paths.resolve_str(args.root)  # gs://... stays a URL
   if args.launcher == 'tpu' and not (args.tpu_name and args.zone):
     say_error('error: --launcher=tpu needs --tpu_name and --zone')
     return 2
@@ -138,10 +141,10 @@ def main(argv=None, runner=None, submitter=None, say=print, say_error=None) -> i
       for run in selected:
         say(shlex.join(commands[run.name]))
       return 0
-    if '://' not in root:
+    if not paths.is_url(root):
       say_error(f'warning: {root} is not shared storage; on a multi-host slice give '
                 '--root=gs://...')
-    log_dir = None if '://' not in root else os.path.abspath(os.path.join('sweep_logs', plan.sweep))
+    log_dir = _local_log_dir(root, plan)
     return _execute(plan, selected, root, 'tpu', opts.python, commands, 1, runner,
                     args.max_restarts, say, log_dir, say_error)
 
@@ -162,20 +165,26 @@ def main(argv=None, runner=None, submitter=None, say=print, say_error=None) -> i
     for run in finished:
       manifest.update(run.name, status='done', exit_code=0)
     todo = [r for r in selected if r.name not in {f.name for f in finished}]
-    paths = launch_cluster.write_slurm_scripts(todo, root, opts, plan.sweep)
-    say(f'wrote {len(paths)} sbatch scripts to {os.path.join(root, "slurm")}'
+    scripts = launch_cluster.write_slurm_scripts(todo, root, opts, plan.sweep)
+    say(f'wrote {len(scripts)} sbatch scripts to {epath.Path(root) / "slurm"}'
         + (f' ({len(finished)} runs finished before)' if finished else ''))
     if args.dry_run:
-      for path in paths.values():
+      for path in scripts.values():
         say(f'  sbatch {path}')
       return 0
-    jobs = launch_cluster.submit(paths, manifest, **({'submitter': submitter} if submitter else {}),
+    jobs = launch_cluster.submit(scripts, manifest, **({'submitter': submitter} if submitter else {}),
                                  say=say)
     return 0 if all(jobs.values()) else 1
 
   commands = {r.name: r.command(local_python) for r in plan.runs}
   return _execute(plan, selected, root, 'local', local_python, commands, args.parallel, runner,
-                  args.max_restarts, say, say_error=say_error)
+                  args.max_restarts, say, _local_log_dir(root, plan), say_error)
+
+
+def _local_log_dir(root, plan):
+  """Where the runs' logs go: in each workdir, or ./sweep_logs/<sweep> when the root is a URL
+  (a subprocess's output needs a local file)."""
+  return os.path.join(os.getcwd(), 'sweep_logs', plan.sweep) if paths.is_url(root) else None
 
 
 def _execute(plan, selected, root, launcher, python, commands, parallel, runner, max_restarts,

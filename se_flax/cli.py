@@ -7,7 +7,9 @@ Every expected failure is an `errors.SEFlaxError` that carries its exit code
 import os
 import sys
 
+from se_flax import config_lib
 from se_flax import errors
+from se_flax import paths
 
 MODES = ('train', 'eval', 'summary', 'analyze')
 
@@ -34,6 +36,9 @@ def _stored_config(mode, workdir, step):
     raise errors.ConfigError(f'--config is required for --mode={mode}')
   from se_flax.train import checkpoint  # pylint: disable=g-import-not-at-top
   config, stored_step = checkpoint.stored_config(workdir, step)
+  # A config stored before a field existed lacks it; the field's default leaves the run as it was.
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = config_lib.with_defaults(config, default.get_base_config())
   print(f'Using the config stored with checkpoint step {stored_step} in {workdir}/checkpoints',
         flush=True)
   return config
@@ -52,7 +57,7 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
       return errors.EXIT_OK
     if not workdir:
       raise errors.ConfigError(f'--workdir is required for --mode={mode}')
-    workdir = os.path.abspath(os.path.expanduser(workdir))
+    workdir = paths.resolve_str(workdir)  # gs://... stays a URL (docs/multihost.md)
     if config is None:
       config = _stored_config(mode, workdir, step)
     parallel.maybe_initialize_distributed(coordinator_address, num_processes, process_id)

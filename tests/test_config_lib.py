@@ -29,3 +29,16 @@ def test_missing_fields_come_from_the_defaults_and_stored_values_win():
                                              'optimizer': {**config_lib.as_json(
                                                  digits.get_config())['optimizer'],
                                                            'weight_decay': 0.123}})
+
+
+def test_eval_without_a_config_fills_the_fields_an_older_checkpoint_lacks(monkeypatch):
+  from se_flax import cli  # pylint: disable=g-import-not-at-top
+  from se_flax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  old = config_lib.as_json(digits.get_config())
+  for field in ('mix', 'ema', 'loss', 'bce_target_threshold'):
+    del old[field]
+  monkeypatch.setattr(checkpoint, 'stored_config',
+                      lambda workdir, step: (ml_collections.ConfigDict(old), 7))
+  config = cli._stored_config('eval', '/unused', None)  # pylint: disable=protected-access
+  assert (config.loss, config.ema.decay, config.mix.cutmix_alpha) == ('softmax', 0.0, 0.0)
+  assert config.dataset.name == 'digits'

@@ -18,9 +18,10 @@ and writes to WORKDIR/analysis/:
 """
 
 import csv
-import os
+import io
 
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
 
@@ -53,15 +54,17 @@ def collect(run, state, classes, num_images):
 
 def write_outputs(stats, out_dir, class_names=None):
   """Writes the CSV, summary and plots; returns the summary text."""
-  os.makedirs(out_dir, exist_ok=True)
+  out_dir = epath.Path(out_dir)  # a local folder or a URL (docs/multihost.md)
+  out_dir.mkdir(parents=True, exist_ok=True)
   rows = stats.block_table()
   if not rows:
     raise ConfigError('config.model.name names a network without SE blocks; nothing to '
                       'analyse (use an se_ model)')
-  with open(os.path.join(out_dir, 'blocks.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
+  table = io.StringIO(newline='')
+  writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  (out_dir / 'blocks.csv').write_text(table.getvalue())
   flat = gates_lib.constant_blocks(rows)
   lines = [f'{len(rows)} SE blocks, {int(stats.counts[-1])} images.',
            'block                     mean    std  saturated  class_spread']
@@ -75,11 +78,10 @@ def write_outputs(stats, out_dir, class_names=None):
   else:
     lines.append('No block has class-independent gates.')
   text = '\n'.join(lines)
-  with open(os.path.join(out_dir, 'summary.txt'), 'w') as f:
-    f.write(text + '\n')
+  (out_dir / 'summary.txt').write_text(text + '\n')
   labels = [class_names[c] if class_names else f'class {c}' for c in stats.classes]
   plots.class_means_per_stage(stats.class_means(), labels, out_dir)
-  plots.distribution(stats.samples, os.path.join(out_dir, 'distribution.png'))
+  plots.distribution(stats.samples, out_dir / 'distribution.png')
   return text
 
 
@@ -92,7 +94,7 @@ def run(config, workdir, step=None) -> int:
     raise ConfigError(f'config.analysis.classes={tuple(config.analysis.classes)} names no class of '
                       f'{config.dataset.name} (0..{r.info.num_classes - 1})')
   stats = collect(r, state, classes, config.analysis.num_images)
-  out_dir = os.path.join(workdir, 'analysis')
+  out_dir = epath.Path(workdir) / 'analysis'
   text = write_outputs(stats, out_dir)
   logging.info('analysis written to %s', out_dir)
   if jax.process_index() == 0:

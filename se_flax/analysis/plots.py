@@ -1,8 +1,9 @@
 """Figures of the excitation analysis, in the style of the paper's Figs. 6 and 7."""
 
+import io
 import math
-import os
 
+from etils import epath
 # Figures drawn without pyplot: files only, no display and no global backend to set.
 from matplotlib.figure import Figure
 import numpy as np
@@ -45,8 +46,8 @@ def class_means_per_stage(means, labels, out_dir):
     title = f'stage {stage[len("stage"):]} (blocks {blocks[0]}..)' if stage != 'other' else stage
     fig.suptitle(f'Excitation per channel, {title}', fontsize=10)
     fig.tight_layout()
-    path = os.path.join(out_dir, f'{stage}.png')
-    fig.savefig(path, dpi=110)
+    path = epath.Path(out_dir) / f'{stage}.png'
+    _save(fig, path)
     paths.append(path)
   return paths
 
@@ -63,5 +64,12 @@ def distribution(samples, path):
   ax.set_ylabel('gate value')
   ax.set_title('Distribution of excitation per SE block', fontsize=10)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  _save(fig, path)
   return path
+
+
+def _save(fig, path):
+  """PNG to `path`, a local file or an object (one whole write)."""
+  data = io.BytesIO()
+  fig.savefig(data, format='png', dpi=110)
+  epath.Path(path).write_bytes(data.getvalue())

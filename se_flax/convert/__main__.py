@@ -11,9 +11,9 @@ loop evaluates or fine-tunes from them with `config.init_from=DIR`.
 """
 
 import argparse
-import os
 import sys
 
+from se_flax import paths
 from se_flax.convert import importer
 from se_flax.convert import loaders
 from se_flax.convert import timm_names
@@ -42,7 +42,7 @@ def parse_args(argv=None):
                       help='timm model the weights belong to; one of: '
                       + ', '.join(sorted(timm_names.TIMM_MODELS)))
   parser.add_argument('--weights', required=True, help='.safetensors, or .pth/.bin with torch')
-  parser.add_argument('--out', required=True, help='output directory')
+  parser.add_argument('--out', required=True, help='output directory, local or a URL (gs://...)')
   parser.add_argument('--num_classes', type=int, default=None,
                       help='classifier width (default: read from the checkpoint)')
   parser.add_argument('--stage_sizes', type=_stage_sizes, default=None,
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     state_dict = loaders.load_state_dict(args.weights)
     variables, meta = importer.convert_state_dict(
         state_dict, timm_name, model=preset, num_classes=args.num_classes,
-        stage_sizes=args.stage_sizes, weights=os.path.abspath(args.weights))
+        stage_sizes=args.stage_sizes, weights=paths.resolve_str(args.weights))
     writer.save_variables(args.out, variables, meta, overwrite=args.overwrite)
   except ValueError as e:  # MappingError and LoaderError are ValueErrors
     print(f'error: {e}', file=sys.stderr)

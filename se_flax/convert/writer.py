@@ -11,13 +11,13 @@ directory before it has built a model; `model_from_meta` builds that model.
 """
 
 import json
-import os
 from typing import Any, Dict, Tuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from se_flax import paths
 from se_flax.models import registry
 
 VARIABLES = 'variables'
@@ -27,14 +27,15 @@ COLLECTIONS = ('params', 'batch_stats')
 
 def save_variables(out_dir, variables, model_meta, overwrite: bool = False):
   """Writes `variables` (params and batch_stats) and `model_meta` under `out_dir`."""
-  out_dir = os.path.abspath(os.fspath(out_dir))
+  out_dir = paths.resolve(out_dir)  # a local folder or a URL (gs://...)
   unknown = sorted(set(variables) - set(COLLECTIONS))
   if unknown or 'params' not in variables:
     raise ValueError(f'variables must hold {list(COLLECTIONS)}; got {sorted(variables)}')
-  target = os.path.join(out_dir, VARIABLES)
-  if os.path.exists(target) and not overwrite:
-    raise ValueError(f'--out={out_dir!r} already holds {VARIABLES}/; pass --overwrite to replace it')
-  os.makedirs(out_dir, exist_ok=True)
+  target = out_dir / VARIABLES
+  if target.exists() and not overwrite:
+    raise ValueError(f'--out={str(out_dir)!r} already holds {VARIABLES}/; pass --overwrite to '
+                     'replace it')
+  out_dir.mkdir(parents=True, exist_ok=True)
   # numpy leaves restore as numpy without a target, on any device layout.
   tree = {k: jax.tree.map(np.asarray, dict(variables[k])) for k in COLLECTIONS if k in variables}
   checkpointer = ocp.StandardCheckpointer()
@@ -44,27 +45,24 @@ def save_variables(out_dir, variables, model_meta, overwrite: bool = False):
   finally:
     checkpointer.close()
   meta = dict(model_meta)
-  with open(os.path.join(out_dir, MODEL_JSON), 'w') as f:
-    json.dump(meta, f, indent=2, sort_keys=True)
-    f.write('\n')
+  (out_dir / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + '\n')
 
 
 def read_meta(directory) -> Dict[str, Any]:
   """model.json of an imported-weights directory, checking that the variables are there too."""
-  directory = os.path.abspath(os.fspath(directory))
-  meta_path = os.path.join(directory, MODEL_JSON)
-  if not os.path.isfile(meta_path) or not os.path.isdir(os.path.join(directory, VARIABLES)):
-    raise ValueError(f'{directory!r} is not an imported-weights directory: it needs {MODEL_JSON} '
+  directory = paths.resolve(directory)
+  meta_path = directory / MODEL_JSON
+  if not meta_path.is_file() or not (directory / VARIABLES).is_dir():
+    raise ValueError(f'{str(directory)!r} is not an imported-weights directory: it needs {MODEL_JSON} '
                      f'and {VARIABLES}/ (written by python -m se_flax.convert)')
-  with open(meta_path) as f:
-    return json.load(f)
+  return json.loads(meta_path.read_text())
 
 
 def load_variables(directory) -> Tuple[Dict[str, Any], Dict[str, Any]]:
   """(variables, model_meta) from a directory written by `save_variables`; leaves are numpy arrays."""
-  directory = os.path.abspath(os.fspath(directory))
+  directory = paths.resolve(directory)
   meta = read_meta(directory)
-  target = os.path.join(directory, VARIABLES)
+  target = directory / VARIABLES
   checkpointer = ocp.StandardCheckpointer()
   try:
     variables = checkpointer.restore(target)

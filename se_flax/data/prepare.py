@@ -19,9 +19,11 @@ import socket
 import sys
 import urllib.parse
 
+from etils import epath
 import tensorflow_datasets as tfds
 
 from se_flax import errors
+from se_flax import paths
 from se_flax.data import datasets
 from se_flax.data import digits  # pylint: disable=unused-import  (registers the builder)
 
@@ -61,22 +63,24 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m se_flax.data.prepare', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--dataset', required=True, choices=[n for n, s in datasets.DATASETS.items() if not s.synthetic])
-  parser.add_argument('--data_dir', default=None, help='tfds data directory (default: tfds\'s)')
+  parser.add_argument('--data_dir', default=None,
+                      help='tfds data directory, local or a URL (default: tfds\'s)')
   parser.add_argument('--manual_dir', default=None, help=_manual_dir_help())
   args = parser.parse_args(argv)
   spec = datasets.get(args.dataset)
-  data_dir = os.path.expanduser(args.data_dir) if args.data_dir else None
+  # A local folder or a URL (gs://...: a pod's shared storage); never made local.
+  data_dir = paths.resolve_str(args.data_dir) if args.data_dir else None
   if data_dir:
-    os.makedirs(data_dir, exist_ok=True)
+    epath.Path(data_dir).mkdir(parents=True, exist_ok=True)
   builder = tfds.builder(args.dataset, data_dir=data_dir)
   if builder.is_prepared():
     print(f'{args.dataset} is already prepared in {builder.data_dir}')
     return errors.EXIT_OK
-  manual_dir = os.path.expanduser(args.manual_dir) if args.manual_dir else None
+  manual_dir = paths.resolve_str(args.manual_dir) if args.manual_dir else None
   if spec.preparation == 'manual':
-    manual_dir = manual_dir or os.path.join(data_dir or tfds.core.constants.DATA_DIR,
-                                            'downloads', 'manual')
-    missing = [f for f in spec.manual_files if not os.path.isfile(os.path.join(manual_dir, f))]
+    manual_dir = manual_dir or os.fspath(
+        epath.Path(data_dir or tfds.core.constants.DATA_DIR) / 'downloads' / 'manual')
+    missing = [f for f in spec.manual_files if not (epath.Path(manual_dir) / f).is_file()]
     if missing:
       print(f'error: {", ".join(missing)} not found in --manual_dir={manual_dir}; download '
             f'{" and ".join(spec.manual_files)} from {spec.manual_source} and put them there',

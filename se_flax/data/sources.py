@@ -10,11 +10,13 @@ and augmentation are keyed on.
 import os
 
 from absl import logging
+from etils import epath
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from se_flax import data as data_lib
+from se_flax import paths
 from se_flax.data import datasets
 from se_flax.data import digits  # pylint: disable=unused-import  (registers the builder)
 from se_flax.errors import ConfigError
@@ -28,7 +30,7 @@ def field(name):
 
 def data_root(cfg):
   """The tfds data directory the config points at (tfds's default when unset)."""
-  return os.path.expanduser(cfg.data_dir) if cfg.data_dir else tfds.core.constants.DATA_DIR
+  return paths.resolve_str(cfg.data_dir) if cfg.data_dir else tfds.core.constants.DATA_DIR
 
 
 def get_builder(cfg):
@@ -42,7 +44,9 @@ def get_builder(cfg):
   # Before tfds starts TensorFlow's runtime: the accelerators belong to JAX alone.
   data_lib.hide_gpus_from_tensorflow()
   spec = datasets.get(cfg.name)
-  if cfg.data_dir is not None and not os.path.isdir(os.path.expanduser(cfg.data_dir)):
+  # An object store has no directories to check: a missing prefix shows as unprepared data.
+  if (cfg.data_dir is not None and not paths.is_url(cfg.data_dir)
+      and not paths.resolve(cfg.data_dir).is_dir()):
     raise DataError(f'{field("data_dir")}={cfg.data_dir!r} does not exist or is not a '
                     'directory; create it, or leave it unset for the tfds default '
                     f'({tfds.core.constants.DATA_DIR})')
@@ -76,9 +80,9 @@ def _explain_download(builder, cfg, spec):
 def _prepare_from_manual_files(builder, cfg, spec):
   """A data set built from files the user provides (ImageNet's tars) in manual_dir."""
   root = data_root(cfg)
-  manual_dir = os.path.expanduser(cfg.manual_dir) if cfg.manual_dir else os.path.join(
-      root, 'downloads', 'manual')
-  missing = [f for f in spec.manual_files if not os.path.isfile(os.path.join(manual_dir, f))]
+  manual_dir = (paths.resolve_str(cfg.manual_dir) if cfg.manual_dir
+                else os.fspath(epath.Path(root) / 'downloads' / 'manual'))
+  missing = [f for f in spec.manual_files if not (epath.Path(manual_dir) / f).is_file()]
   prepare = (f'`python -m se_flax.data.prepare --dataset={cfg.name} --data_dir={root} '
              f'--manual_dir={manual_dir}`')
   if missing:

@@ -7,6 +7,14 @@ errors.WorkdirLockedError naming the holder. A lock left by a run that died
 (its pid is gone on this host, or no heartbeat for `STALE_SECONDS`, the case
 of another host) is taken over with a note. Only process 0 of a run takes the
 lock; eval and analyze take none.
+
+On an object store (a gs:// workdir) there is no exclusive create through
+epath and no mtime to touch: the lock object is written whole when none
+exists and read back, and its heartbeat is a `heartbeat` time written into
+it again. Read-back stops a run that lost a race it can see; two runs whose
+check and write interleave within one object write can still both start
+(GCS's create-only write, `ifGenerationMatch=0`, is not reachable through
+epath).
 """
 
 import json
@@ -16,7 +24,10 @@ import threading
 import time
 import uuid
 
+from etils import epath
+
 from se_flax import errors
+from se_flax import paths
 
 LOCK_FILE = 'lock'
 HEARTBEAT_SECONDS = 30.0
@@ -38,25 +49,28 @@ class WorkdirLock:
   """The lock of one workdir; a context manager that releases it on exit."""
 
   def __init__(self, workdir: str):
-    self.path = os.path.join(workdir, LOCK_FILE)
+    self.path = epath.Path(workdir) / LOCK_FILE
+    self._object_store = paths.is_url(workdir)
     self._token = uuid.uuid4().hex
     self._stop = threading.Event()
     self._thread = None
     self.note = None  # set when a dead run's lock was taken over
+    self._record = {}
 
   def _holder(self):
     """(holder dict, seconds since its heartbeat), or (None, None) if there is no lock file."""
     try:
-      with open(self.path) as f:
-        text = f.read()
-      age = time.time() - os.stat(self.path).st_mtime
+      text = self.path.read_text()
+      mtime = None if self._object_store else os.stat(self.path).st_mtime
     except FileNotFoundError:
       return None, None
     try:
       holder = json.loads(text)
     except ValueError:
       holder = {}  # a lock file whose write was cut short: only its age counts
-    return holder, age
+    if mtime is None:  # an object store: the holder writes its heartbeat into the object
+      mtime = float(holder.get('heartbeat', 0.0))
+    return holder, time.time() - mtime
 
   def _dead(self, holder, age) -> bool:
     if holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int):
@@ -69,7 +83,7 @@ class WorkdirLock:
               'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
     for _ in range(3):
       try:
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        self._create(record)
       except FileExistsError:
         holder, age = self._holder()
         if holder is None:
@@ -80,18 +94,38 @@ class WorkdirLock:
                      f'({_describe(holder)}; last heartbeat {age:.0f} s ago).')
         _remove(self.path)
         continue
-      with os.fdopen(fd, 'w') as f:
-        json.dump(record, f)
       self._thread = threading.Thread(target=self._beat, name='se_flax-lock', daemon=True)
       self._thread.start()
       return self
     raise errors.WorkdirLockedError(f'could not take the lock {self.path}: other runs keep '
                                     'taking it; make sure only one run uses this --workdir')
 
+  def _create(self, record) -> None:
+    """Writes the lock, or raises FileExistsError if another run holds it."""
+    if not self._object_store:
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      with os.fdopen(fd, 'w') as f:
+        json.dump(record, f)
+      return
+    if self.path.exists():
+      raise FileExistsError(os.fspath(self.path))
+    self._record = dict(record, heartbeat=time.time())
+    self.path.write_text(json.dumps(self._record))
+    holder, _ = self._holder()
+    if not holder or holder.get('token') != self._token:
+      raise FileExistsError(os.fspath(self.path))  # another run wrote after us: it holds it
+
+  def _touch(self) -> None:
+    if self._object_store:
+      self._record['heartbeat'] = time.time()
+      self.path.write_text(json.dumps(self._record))
+    else:
+      os.utime(self.path)
+
   def _beat(self):
     while not self._stop.wait(HEARTBEAT_SECONDS):
       try:
-        os.utime(self.path)
+        self._touch()
       except OSError:
         pass  # the workdir went away; the run reports its own write errors
 
@@ -110,7 +144,7 @@ class WorkdirLock:
 
 def _remove(path):
   try:
-    os.remove(path)
+    epath.Path(path).unlink()
   except FileNotFoundError:
     pass
 

@@ -13,6 +13,7 @@ package imports TensorFlow nowhere outside `se_flax/data`.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from se_flax import errors
+from se_flax import paths
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -201,8 +203,18 @@ class MetricWriter:
 
   Each JSON line is `{"step": int, "split": "train"|"eval", <metric>: float}`.
 
+  On a local disk lines are appended and events streamed to one file, flushed
+  at every `write`. An object store (a gs:// workdir) cannot append: an
+  append rewrites the object or fails, and a streamed object appears only
+  when closed. There the writer keeps the run's lines and writes
+  metrics.jsonl whole at every `write` (one object write per log line or
+  evaluation: a reader sees the previous or the new object, never a torn
+  one), and writes each `write`'s events as a part of its own,
+  `events.out.tfevents.<start>.<host>.<pid>.<part>`, which TensorBoard reads
+  in name order as one stream.
+
   Args:
-    workdir: the run directory.
+    workdir: the run directory, a local path or a URL.
     resume_step: the step a resumed run restarts from. Lines with a larger step
       (written after the checkpoint by the interrupted run) are dropped, and
       TensorBoard is told to discard its events past it, so the resumed run's
@@ -215,27 +227,35 @@ class MetricWriter:
                enabled: Optional[bool] = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = epath.Path(workdir) / METRICS_FILE
+    self._object_store = paths.is_url(workdir)
     self._events = None
     self._jsonl = None
+    self._lines: list[str] = []
     if not self.enabled:
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)
-    kept = []
     if resume_step is not None:
-      kept = [line for line in _read_lines(self.path)
-              if json.loads(line).get('step', 0) <= resume_step]
-    # Rewrite through a temporary file so a kill now cannot lose the kept lines.
-    tmp = self.path.parent / (METRICS_FILE + '.tmp')
-    tmp.write_text(''.join(line + '\n' for line in kept))
-    tmp.replace(self.path)
-    self._jsonl = self.path.open('a')
+      self._lines = [line for line in _read_lines(self.path)
+                     if json.loads(line).get('step', 0) <= resume_step]
+    if self._object_store:
+      self._write_whole()
+    else:
+      # Rewrite through a temporary file so a kill now cannot lose the kept lines.
+      tmp = self.path.parent / (METRICS_FILE + '.tmp')
+      tmp.write_text(''.join(line + '\n' for line in self._lines))
+      tmp.replace(self.path)
+      self._jsonl = self.path.open('a')
     self._open_events(workdir, resume_step)
+
+  def _write_whole(self) -> None:
+    self.path.write_text(''.join(line + '\n' for line in self._lines))
 
   def _open_events(self, workdir, resume_step):
     logdir = epath.Path(workdir) / TENSORBOARD_DIR
     logdir.mkdir(parents=True, exist_ok=True)
     name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
-    self._events = RecordWriter((logdir / name).open('wb'))
+    self._events = (_EventParts(logdir / name) if self._object_store
+                    else RecordWriter((logdir / name).open('wb')))
     self._write_event(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
     if resume_step is not None:
       # TensorBoard drops earlier files' events at steps >= a SessionLog.START's step.
@@ -248,13 +268,17 @@ class MetricWriter:
     self._events.write(event.SerializeToString())
 
   def write(self, step: int, split: str, values: Mapping[str, Any]) -> None:
-    """Appends one line and the matching TensorBoard scalars `<split>/<name>`."""
+    """Adds one line and the matching TensorBoard scalars `<split>/<name>`, and writes them."""
     if not self.enabled:
       return
     values = {k: float(np.asarray(v)) for k, v in values.items()}
-    record = {'step': int(step), 'split': split, **values}
-    self._jsonl.write(json.dumps(record) + '\n')
-    self._jsonl.flush()
+    line = json.dumps({'step': int(step), 'split': split, **values})
+    if self._object_store:
+      self._lines.append(line)
+      self._write_whole()
+    else:
+      self._jsonl.write(line + '\n')
+      self._jsonl.flush()
     summary = summary_pb2.Summary(value=[
         summary_pb2.Summary.Value(tag=f'{split}/{k}', simple_value=v)
         for k, v in values.items()])
@@ -262,21 +286,49 @@ class MetricWriter:
     self._events.flush()
 
   def flush(self) -> None:
-    if self.enabled:
-      self._jsonl.flush()
+    if self.enabled and self._events is not None:
+      if self._jsonl is not None:
+        self._jsonl.flush()
       self._events.flush()
 
   def close(self) -> None:
-    if self.enabled and self._jsonl is not None:
-      self._jsonl.close()
+    if self.enabled and self._events is not None:
+      if self._jsonl is not None:
+        self._jsonl.close()
       self._events.close()
-      self._jsonl = None
+      self._jsonl = self._events = None
 
   def __enter__(self) -> 'MetricWriter':
     return self
 
   def __exit__(self, *unused) -> None:
     self.close()
+
+
+class _EventParts:
+  """A RecordWriter for object stores: each `flush` writes the records since the last one as
+  a new object `<name>.<part>` (zero-padded, so name order is write order)."""
+
+  def __init__(self, path: epath.Path):
+    self._path = path
+    self._buffer = io.BytesIO()
+    self._records = RecordWriter(self._buffer)
+    self._part = 0
+
+  def write(self, record: bytes) -> None:
+    self._records.write(record)
+
+  def flush(self) -> None:
+    data = self._buffer.getvalue()
+    if not data:
+      return
+    (self._path.parent / f'{self._path.name}.{self._part:06d}').write_bytes(data)
+    self._part += 1
+    self._buffer.seek(0)
+    self._buffer.truncate()
+
+  def close(self) -> None:
+    self.flush()
 
 
 def read_metrics(workdir: str | os.PathLike, split: Optional[str] = None) -> list[dict[str, Any]]:

@@ -125,3 +125,20 @@ def test_two_sweeps_of_one_file_keep_their_own_plots(tmp_path):
   with open(report.write_report(str(tmp_path))) as f:
     text = f.read()
   assert '](position_digits_bars.png)' in text and '](position_digits_b_bars.png)' in text
+
+
+def test_the_recipe_sweep_puts_the_published_figures_beside_each_run(tmp_path):
+  root = str(tmp_path / 'recipes')
+  make_sweep(root, 'experiments/recipes.py')
+  with open(report.write_report(root, with_plots=False)) as f:
+    text = f.read()
+  rows = table_rows(text, 'SE under the paper recipe')
+  cells = {setting: (row[-4], row[-3], row[-2]) for setting, row in rows.items()}
+  # On digits the runs are the CIFAR twins; the published rows are those of their ImageNet setting.
+  assert cells == {
+      'model=cifar_resnet20, recipe=paper': ('Table 2: ResNet-50', '24.80', '7.48'),
+      'model=se_cifar_resnet20, recipe=paper': ('Table 2: SE-ResNet-50', '23.29', '6.62'),
+      'model=cifar_resnet20, recipe=rsb_a3': ('RSB Table 1: ResNet-50, A3', '21.90', ''),
+      'model=se_cifar_resnet20, recipe=rsb_a3': ('', '', ''),
+  }, text
+  assert 'Paper columns: Hu et al., arXiv 1709.01507, Table 2; Wightman et al.' in text
