@@ -9,9 +9,6 @@ from tests.integration import harness
 # pylint: disable=unused-import
 from tests.integration.fixtures import digits_data, jax_cache, shared_root
 
-# Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group('test_analyze_mode')
-
 # pylint: enable=unused-import
 
 MODEL = ('--config.model.name=se_cifar_resnet20', '--config.num_train_steps=3')
@@ -19,11 +16,17 @@ MODEL = ('--config.model.name=se_cifar_resnet20', '--config.num_train_steps=3')
 BLOCK_CHANNELS = [16] * 3 + [32] * 3 + [64] * 3
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory, digits_data, jax_cache):
-  workdir = tmp_path_factory.mktemp('analyze') / 'run'
-  harness.run_ok(workdir, digits_data, *MODEL, cache_dir=jax_cache)
-  return workdir
+@pytest.fixture(scope='session')
+def trained_once(shared_root, digits_data, jax_cache):
+  """A briefly trained SE-ResNet-20, built once for every worker."""
+  build = lambda path: harness.run_ok(path / 'run', digits_data, *MODEL, cache_dir=jax_cache)
+  return harness.shared(shared_root, 'analyze_trained', build) / 'run'
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+  """A private copy: each analysis writes WORKDIR/analysis."""
+  return harness.copy_run(trained_once, tmp_path / 'run')
 
 
 def _analyze(workdir, digits_data, jax_cache, *flags):

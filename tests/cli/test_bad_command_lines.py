@@ -7,6 +7,7 @@ and mtime-for-mtime the same afterwards. The cases run in a few threads
 """
 
 import concurrent.futures
+import json
 import pathlib
 import re
 import subprocess
@@ -16,9 +17,7 @@ import pytest
 
 from se_flax import errors
 from tests.integration import harness
-
-# Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
-pytestmark = pytest.mark.xdist_group('test_bad_command_lines')
+from tests.integration.fixtures import shared_root  # pylint: disable=unused-import
 
 
 DIGITS = '--config=configs/digits.py'
@@ -126,12 +125,18 @@ def _run_case(root, case_id, args):
   return proc.returncode, proc.stderr, before, _snapshot(workdir)
 
 
-@pytest.fixture(scope='module')
-def results(tmp_path_factory):
-  root = tmp_path_factory.mktemp('bad_command_lines')
+def _run_all(path):
   with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    futures = {c[0]: pool.submit(_run_case, root, c[0], c[1]) for c in CASES}
-    return {k: f.result() for k, f in futures.items()}
+    futures = {c[0]: pool.submit(_run_case, path, c[0], c[1]) for c in CASES}
+    results = {k: f.result() for k, f in futures.items()}
+  (path / 'results.json').write_text(json.dumps(results))
+
+
+@pytest.fixture(scope='session')
+def results(shared_root):
+  """{case: (exit code, stderr, workdir before, after)}: every case run once for every worker."""
+  path = harness.shared(shared_root, 'bad_command_lines', _run_all)
+  return {k: tuple(v) for k, v in json.loads((path / 'results.json').read_text()).items()}
 
 
 def test_the_table_is_large_enough():

@@ -3,4 +3,4 @@
 # pylint: disable=unused-import
 from tests.data.conftest import imagenet
 from tests.integration.fixtures import digits_data, digits_run, jax_cache
-from tests.integration.fixtures import reference_run, shared_root
+from tests.integration.fixtures import reference_run, shared_root, two_process_run

@@ -56,3 +56,19 @@ def digits_run(digits_data, jax_cache, tmp_path):
     return harness.run(workdir or tmp_path / 'run', digits_data, *flags, **kwargs)
 
   return run
+
+
+@pytest.fixture(scope='session')
+def two_process_run(shared_root, digits_data, jax_cache):
+  """The workdir of an uninterrupted run of two processes (two devices each), built once.
+
+  Its processes' output is beside it: `<workdir>.p0.out`, `<workdir>.p1.err`, ...
+  """
+  from tests.integration import test_multihost as multihost  # pylint: disable=g-import-not-at-top
+
+  def build(path):
+    for code, out, err in multihost.run_processes(path / 'run', digits_data, jax_cache,
+                                                  *multihost.FLAGS):
+      assert code == 0, harness.describe(code, out, err)
+
+  return harness.shared(shared_root, 'two_process_run', build) / 'run'

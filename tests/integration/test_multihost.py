@@ -15,9 +15,10 @@ import pytest
 from tests import ports
 from tests.integration import harness
 
-STEPS = 6
-FLAGS = (f'--config.num_train_steps={STEPS}', '--config.log_every_steps=2',
-         '--config.eval_every_steps=3')
+# harness.DIGITS_FLAGS for 12 steps: train lines at 4, 8 and 12, evaluations at 10 and 12.
+# tests/integration/test_pod_preemption.py resumes runs of these flags against the same run.
+STEPS = 12
+FLAGS = (f'--config.num_train_steps={STEPS}',)
 # gloo's C++ note; its threads can break it over lines, hence \s+ between words.
 GLOO_NOTE = (r'\[Gloo\]\s+Rank\s+\d+\s+is\s+connected\s+to\s+\d+\s+peer\s+ranks\.\s+Expected\s+'
              r'number\s+of\s+connected\s+peer\s+ranks\s+is\s+:\s+\d+')
@@ -83,7 +84,8 @@ def assert_close(records, expected):
 
 
 @pytest.mark.slow
-def test_two_processes_equal_one_process_with_four_devices(digits_data, jax_cache, tmp_path):
+def test_two_processes_equal_one_process_with_four_devices(two_process_run, digits_data,
+                                                           jax_cache, tmp_path):
   # The one-process run goes first: the two processes then find its programs compiled.
   one = tmp_path / 'one'
   code, out, err = harness.run(one, digits_data, *FLAGS, devices=4, cache_dir=jax_cache,
@@ -92,10 +94,9 @@ def test_two_processes_equal_one_process_with_four_devices(digits_data, jax_cach
   assert code == 0, harness.describe(code, out, err)
   assert 'on 4 device(s), 1 process(es)' in out
 
-  workdir = tmp_path / 'two'
-  results = run_processes(workdir, digits_data, jax_cache, *FLAGS)
-  for code, out, err in results:
-    assert code == 0, harness.describe(code, out, err)
+  workdir = two_process_run
+  results = [(0, pathlib.Path(f'{workdir}.p{i}.out').read_text(),
+              pathlib.Path(f'{workdir}.p{i}.err').read_text()) for i in range(2)]
   assert 'on 4 device(s), 2 process(es)' in results[0][1]
   # gloo's own threads print (interleaved) connection notes; nothing else may come from process 1.
   printed = re.sub(GLOO_NOTE, '', results[1][1]).strip()
@@ -109,10 +110,11 @@ def test_two_processes_equal_one_process_with_four_devices(digits_data, jax_cach
     np.testing.assert_allclose(two_params[key], one_params[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
   # The checkpoint the two processes wrote together restores in one process.
-  code, out, err = harness.run(workdir, digits_data, *FLAGS, '--mode=eval', devices=4,
+  copy = harness.copy_run(workdir, tmp_path / 'two')  # the shared run stays untouched
+  code, out, err = harness.run(copy, digits_data, *FLAGS, '--mode=eval', devices=4,
                                cache_dir=jax_cache)
   assert code == 0, harness.describe(code, out, err)
-  top1 = float(re.search(r'step 6 on digits/test: top-1 error ([\d.]+)', out).group(1))
+  top1 = float(re.search(rf'step {STEPS} on digits/test: top-1 error ([\d.]+)', out).group(1))
   final_eval = [r for r in harness.metric_lines(workdir) if r['split'] == 'eval'][-1]
   assert top1 == pytest.approx(final_eval['top1_error'], abs=1e-4)
   assert ', 360 images' in out

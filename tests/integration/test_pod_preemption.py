@@ -17,21 +17,8 @@ from tests import ports
 from tests.integration import harness
 from tests.integration import test_multihost as multihost
 
-# The 2-process reference run is a module fixture: one worker builds it (docs/testing.md).
-pytestmark = pytest.mark.xdist_group('test_pod_preemption')
-
-# harness.DIGITS_FLAGS, shortened: the signal comes after the first log line (step 4).
-STEPS = 12
-FLAGS = (f'--config.num_train_steps={STEPS}',)
-
-
-@pytest.fixture(scope='module')
-def two_process_reference(digits_data, jax_cache, tmp_path_factory):
-  """The workdir of an uninterrupted 2-process run of harness.DIGITS_FLAGS + FLAGS."""
-  workdir = tmp_path_factory.mktemp('pod') / 'reference'
-  for code, out, err in multihost.run_processes(workdir, digits_data, jax_cache, *FLAGS):
-    assert code == 0, harness.describe(code, out, err)
-  return workdir
+FLAGS = multihost.FLAGS
+STEPS = multihost.STEPS
 
 
 def _resume(workdir, data_dir, cache_dir, timeout=400):
@@ -48,7 +35,7 @@ def _resume(workdir, data_dir, cache_dir, timeout=400):
 @pytest.mark.slow
 @pytest.mark.parametrize('signalled', ['all', 'one'])
 def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(
-    signalled, two_process_reference, digits_data, jax_cache, tmp_path):
+    signalled, two_process_run, digits_data, jax_cache, tmp_path):
   workdir = tmp_path / 'run'
   processes = multihost.start_group(workdir, digits_data, jax_cache, *FLAGS,
                                     until=lambda: harness.last_step_logged(workdir) >= 4)
@@ -69,8 +56,8 @@ def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(
   for code, out, err in _resume(workdir, digits_data, jax_cache):
     assert code == 0, harness.describe(code, out, err)
   harness.assert_same_arrays(harness.checkpoint_arrays(workdir),
-                             harness.checkpoint_arrays(two_process_reference))
-  assert harness.metric_lines(workdir) == harness.metric_lines(two_process_reference)
+                             harness.checkpoint_arrays(two_process_run))
+  assert harness.metric_lines(workdir) == harness.metric_lines(two_process_run)
 
 
 # ---------------------------------------------------------------- what determines the order
