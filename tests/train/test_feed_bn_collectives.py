@@ -68,7 +68,8 @@ def test_forward_pass_has_one_all_reduce_per_batch_norm(mesh8):
   assert _count(hlo.as_text(), 'all-gather') == 0
 
 
-@pytest.mark.parametrize('group_size', [2, 8]  # a whole device's examples; groups spanning four devices)
+# A whole device's examples (2), and groups spanning four devices (8).
+@pytest.mark.parametrize('group_size', [2, 8])
 def test_allowed_bn_groups_compile_to_a_step_without_all_gather(mesh8, group_size):
   assert group_size in check.bn_group_sizes(BATCH, 8)
   _, hlo = _compiled_train_step(_model(group_size), _config(group_size), mesh8)
