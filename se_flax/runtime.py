@@ -11,7 +11,7 @@ _done = False
 
 
 def setup() -> None:
-  """Quiets TensorFlow's start-up notices and Orbax's noise."""
+  """Quiets TensorFlow's start-up notices and Orbax's noise; skips TensorFlow's Keras import."""
   global _done
   if _done:
     return
@@ -19,6 +19,10 @@ def setup() -> None:
   # TensorFlow (the input pipeline, and some tools that import it) prints C++
   # start-up notices (oneDNN, CPU features) at import; noise in a JAX program's log.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # TensorFlow is only the input pipeline here; tf.keras is never used. At import TensorFlow
+  # loads Keras 3's optimizers eagerly (1.5 s of CPU in every process), unless pointed at the
+  # legacy tf_keras, whose absence it tolerates.
+  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
   from se_flax.train import orbax_quiet  # pylint: disable=g-import-not-at-top
   if 'tensorflow' in sys.modules:
     # Imported already (by a tool or a notebook): keep it off the accelerators

@@ -21,7 +21,7 @@ finally:
 
 def test_synthetic_training_run_imports_no_tensorflow(tmp_path):
   flags = ['--config=configs/cifar.py', f'--workdir={tmp_path / "run"}',
-           f'--config.dataset.name={NAME}', '--config.dataset.image_size=16',
+           f'--config.dataset.name={NAME}', '--config.dataset.image_size=8',
            '--config.model.name=se_cifar_resnet20', '--config.batch_size=16',
            '--config.eval_batch_size=2000', '--config.num_train_steps=2',
            '--config.log_every_steps=1', '--config.checkpoint_every_steps=2']
