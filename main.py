@@ -59,10 +59,11 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     # Library INFO chatter (checkpoint threads, compilation) hides the progress lines.
     logging.set_verbosity(logging.WARNING)
+  from configs import default  # pylint: disable=g-import-not-at-top
   from se_flax import cli  # pylint: disable=g-import-not-at-top
   return cli.run(mode=_MODE.value, config=_CONFIG.value, workdir=_WORKDIR.value, step=_STEP.value,
                  coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                 process_id=_PROCESS_ID.value)
+                 process_id=_PROCESS_ID.value, defaults=default.get_base_config())
 
 
 if __name__ == '__main__':

@@ -30,23 +30,30 @@ def _dispatch(mode, config, workdir, step):
   return loop.evaluate_checkpoint(config, workdir, step)
 
 
-def _stored_config(mode, workdir, step):
-  """eval and analyze without --config: the config the run stored with its checkpoint."""
+def _stored_config(mode, workdir, step, defaults):
+  """eval and analyze without --config: the config the run stored with its checkpoint.
+
+  `defaults` (a config, or None) fills the fields a checkpoint written before
+  they existed lacks; their default values leave that run as it was.
+  """
   if mode not in ('eval', 'analyze'):
     raise errors.ConfigError(f'--config is required for --mode={mode}')
   from se_flax.train import checkpoint  # pylint: disable=g-import-not-at-top
   config, stored_step = checkpoint.stored_config(workdir, step)
-  # A config stored before a field existed lacks it; the field's default leaves the run as it was.
-  from configs import default  # pylint: disable=g-import-not-at-top
-  config = config_lib.with_defaults(config, default.get_base_config())
+  if defaults is not None:
+    config = config_lib.with_defaults(config, defaults)
   print(f'Using the config stored with checkpoint step {stored_step} in {workdir}/checkpoints',
         flush=True)
   return config
 
 
 def run(mode, config, workdir, step=None, coordinator_address=None, num_processes=None,
-        process_id=None):
-  """Runs `mode`; returns the exit code (se_flax/errors.py)."""
+        process_id=None, defaults=None):
+  """Runs `mode`; returns the exit code (se_flax/errors.py).
+
+  `defaults`: the base config (configs/default.py), for a config read back from
+  a checkpoint (eval and analyze without --config).
+  """
   from se_flax import check  # pylint: disable=g-import-not-at-top
   from se_flax.train import parallel  # pylint: disable=g-import-not-at-top
   try:
@@ -59,7 +66,7 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
       raise errors.ConfigError(f'--workdir is required for --mode={mode}')
     workdir = paths.resolve_str(workdir)  # gs://... stays a URL (docs/multihost.md)
     if config is None:
-      config = _stored_config(mode, workdir, step)
+      config = _stored_config(mode, workdir, step, defaults)
     parallel.maybe_initialize_distributed(coordinator_address, num_processes, process_id)
     # Before TensorFlow is imported and any data read: a typo costs seconds.
     check.check_config(config)
