@@ -266,6 +266,14 @@ class TrainCheckpointer:
     self._manager.reload()
     return self._manager.latest_step()
 
+  def require_step(self, step: Optional[int]) -> list[int]:
+    """All finished steps; raises errors.DataError if `step` (None: any) is not among them."""
+    available = self.all_steps()
+    if step is not None and step not in available:
+      raise errors.DataError(f'no checkpoint for step {step} in {self.directory}; '
+                             f'available: {available}')
+    return available
+
   def best_step(self) -> Optional[int]:
     return self._manager.best_step()
 
@@ -320,10 +328,7 @@ class TrainCheckpointer:
     """
     if target is None:
       raise ValueError('restore() needs target=abstract_train_state(...) for the current mesh')
-    available = self.all_steps()
-    if step is not None and step not in available:
-      raise errors.DataError(f'no checkpoint for step {step} in {self.directory}; '
-                             f'available: {available}')
+    available = self.require_step(step)
     candidates = [step] if step is not None else available[::-1]
     if not candidates:
       return None
@@ -399,9 +404,7 @@ def stored_config(workdir: str | os.PathLike,
                            '--config=FILE (and train first)')
   checkpointer = TrainCheckpointer(workdir, read_only=True)
   try:
-    steps = checkpointer.all_steps()
-    if step is not None and step not in steps:
-      raise errors.DataError(f'no checkpoint for step {step} in {directory}; available: {steps}')
+    steps = checkpointer.require_step(step)
     if not steps:
       raise errors.DataError(f'no checkpoint in {directory}, so no stored config: pass '
                              '--config=FILE (and train first)')

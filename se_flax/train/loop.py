@@ -209,12 +209,6 @@ def _report(run, params_count, start_step, evals, seconds):
 
 # ---------------------------------------------------------------- state
 
-def _abstract_state(run):
-  """The restore target: run.abstract_state(), with the EMA's arrays when config.ema.decay > 0."""
-  target = run.abstract_state()
-  return state_lib.with_ema(target) if run.config.ema.decay > 0 else target
-
-
 def restore(run, checkpointer, step=None, evaluating=False):
   """The checkpoint `step` (default: the newest intact one), or None if there is none.
 
@@ -227,7 +221,7 @@ def restore(run, checkpointer, step=None, evaluating=False):
     errors.CheckpointCorruptError: checkpoints exist, none is readable.
   """
   try:
-    state = checkpointer.restore(step=step, target=_abstract_state(run))
+    state = checkpointer.restore(step=step, target=run.abstract_state())
   except ckpt_lib.CheckpointMismatchError as e:
     changed = models.architecture_differences(
         _stored_config_differences(run, checkpointer, e.step), current=run.config)
@@ -283,24 +277,25 @@ def restore_or_init(run, checkpointer):
   if restored is not None:
     _say(f'Resuming from checkpoint step {int(restored.step)} in {checkpointer.directory}')
     return restored
-  state = run.fresh_state()
+  state = run.initial_state()
   if run.config.get('init_from'):
-    state = init_from.load_pretrained(state, run.config.init_from, run.mesh)
     _say(f'Initialised from {run.config.init_from}')
-  # After any imported weights: the average starts at the weights of step 0.
-  return state_lib.with_ema(state) if run.config.ema.decay > 0 else state
+  return state
 
 
 def trained_state(config, workdir, step=None):
   """(run, state) for inference: checkpoint `step` (default: the newest), else config.init_from."""
-  run = setup_lib.setup(config, workdir)
   state = None
   if (epath.Path(workdir) / ckpt_lib.CHECKPOINT_DIR).exists():
     # Read-only: a damaged checkpoint is skipped, never moved; nothing is written.
     with ckpt_lib.TrainCheckpointer.from_config(workdir, config, read_only=True) as checkpointer:
+      checkpointer.require_step(step)  # before the data set is read, or prepared
+      run = setup_lib.setup(config, workdir)
       state = restore(run, checkpointer, step, evaluating=True)
   elif step is not None:
     raise errors.DataError(f'no checkpoint for step {step}: {workdir}/checkpoints does not exist')
+  else:
+    run = setup_lib.setup(config, workdir)
   if state is None:
     if not config.get('init_from'):
       raise errors.DataError(f'no checkpoint in {workdir}/checkpoints; train first, or set '

@@ -41,13 +41,30 @@ class Run:
   input_shape: tuple         # a batch of one, for initialisation
 
   def abstract_state(self) -> state_lib.TrainState:
-    """The state's shapes and shardings: the target a checkpoint is restored onto."""
-    return state_lib.abstract_train_state(self.model, self.input_shape, self.tx, self.mesh)
+    """The state's shapes and shardings: the target a checkpoint is restored onto.
+
+    With config.ema.decay > 0 it holds the EMA's arrays too.
+    """
+    target = state_lib.abstract_train_state(self.model, self.input_shape, self.tx, self.mesh)
+    return self._with_ema(target)
 
   def fresh_state(self) -> state_lib.TrainState:
-    """Step 0, initialised from config.seed."""
+    """Step 0, initialised from config.seed (no EMA: see `initial_state`)."""
     return state_lib.create_train_state(self.model, jax.random.PRNGKey(self.config.seed),
                                         self.input_shape, self.tx, self.mesh)
+
+  def initial_state(self) -> state_lib.TrainState:
+    """Step 0 of training: config.seed's initialisation, then config.init_from's weights if set.
+
+    The EMA starts from the weights step 0 ends with, imported ones included.
+    """
+    state = self.fresh_state()
+    if self.config.get('init_from'):
+      state = init_from.load_pretrained(state, self.config.init_from, self.mesh)
+    return self._with_ema(state)
+
+  def _with_ema(self, state):
+    return state_lib.with_ema(state) if self.config.ema.decay > 0 else state
 
 
 def total_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:

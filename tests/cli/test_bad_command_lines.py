@@ -120,7 +120,9 @@ def _run_case(root, case_id, args):
     args.append(f'--workdir={workdir}')
   before = _snapshot(workdir)
   proc = subprocess.run([sys.executable, str(harness.REPO / 'main.py'), *args],
-                        cwd=harness.REPO, env=harness.env(devices=1), capture_output=True,
+                        # A case that reads data finds none: nothing outside `root` is touched.
+                        cwd=harness.REPO, env=harness.env(devices=1, TFDS_DATA_DIR=root / 'tfds'),
+                        capture_output=True,
                         text=True, timeout=300, check=False)
   return proc.returncode, proc.stderr, before, _snapshot(workdir)
 

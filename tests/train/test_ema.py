@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from se_flax.train import checkpoint as ckpt_lib
-from se_flax.train import loop, parallel, state as state_lib
+from se_flax.train import loop, parallel, setup as setup_lib, state as state_lib
 from tests.train.tiny import IMAGE_SHAPE, make_batch, tiny_setup
 
 DECAY = 0.8
@@ -29,13 +29,18 @@ def train(setup, state, seeds):
   return state, metrics
 
 
+class _TinyRun(setup_lib.Run):
+  """A setup.Run of the tiny net; its step-0 weights are the tests' shared initialisation."""
+
+  def fresh_state(self):
+    return jax.tree.map(jnp.copy, tiny_setup(1).state)
+
+
 def fake_run(setup, workdir='unused'):
-  """What loop.restore and loop.restore_or_init read of a setup.Run."""
-  return types.SimpleNamespace(
-      config=setup.config, workdir=str(workdir),
-      abstract_state=lambda: state_lib.abstract_train_state(setup.model, (1,) + IMAGE_SHAPE,
-                                                            setup.state.tx, setup.mesh),
-      fresh_state=lambda: jax.tree.map(jnp.copy, tiny_setup(1).state))
+  """The setup.Run that loop.restore and loop.restore_or_init read, for the tiny net."""
+  return _TinyRun(config=setup.config, workdir=str(workdir), info=None, mesh=setup.mesh,
+                  model=setup.model, steps_per_epoch=10, total_steps=100, eval_every=10,
+                  tx=setup.state.tx, schedule=setup.schedule, input_shape=(1,) + IMAGE_SHAPE)
 
 
 def test_ema_follows_the_numpy_recurrence():
