@@ -62,13 +62,16 @@ def digits_run(digits_data, jax_cache, tmp_path):
 def two_process_run(shared_root, digits_data, jax_cache):
   """The workdir of an uninterrupted run of two processes (two devices each), built once.
 
-  Its processes' output is beside it: `<workdir>.p0.out`, `<workdir>.p1.err`, ...
+  It keeps a checkpoint of every step, for comparison with a run stopped at any
+  step (saving changes nothing else). Its processes' output is beside it:
+  `<workdir>.p0.out`, `<workdir>.p1.err`, ...
   """
   from tests.integration import test_multihost as multihost  # pylint: disable=g-import-not-at-top
 
   def build(path):
+    every_step = ('--config.checkpoint_every_steps=1', f'--config.keep_checkpoints={multihost.STEPS}')
     for code, out, err in multihost.run_processes(path / 'run', digits_data, jax_cache,
-                                                  *multihost.FLAGS):
+                                                  *multihost.FLAGS, *every_step):
       assert code == 0, harness.describe(code, out, err)
 
   return harness.shared(shared_root, 'two_process_run', build) / 'run'

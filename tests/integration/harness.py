@@ -23,6 +23,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from tests import xla
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TIMING_FIELDS = ('steps_per_sec', 'images_per_sec')
 
@@ -58,7 +60,7 @@ def env(devices=2, cache_dir=None, **extra):
   """The environment of a CPU-only main.py with `devices` host devices."""
   out = dict(os.environ)
   out.update(JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=str(REPO),
-             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+             XLA_FLAGS=xla.flags(devices))
   if cache_dir:
     out.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',

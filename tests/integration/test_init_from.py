@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from configs import default
+from configs import digits
 from se_flax.convert import writer
 from se_flax.layers.se import SESpec
 from se_flax.models import registry
 from se_flax.train import init_from
+from se_flax.train import setup as setup_lib
 from tests.integration import harness
 
 
@@ -30,11 +32,20 @@ def imported_weights(tmp_path_factory):
   rng = np.random.RandomState(7)
   variables = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32),
                            dict(shapes))
-  directory = tmp_path_factory.mktemp('imported')
-  writer.save_variables(directory, variables,
-                        {'model': 'cifar_resnet20', 'num_classes': 1000, 'overrides': {}})
-  flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-  return directory, {'/'.join(str(k.key) for k in path): v for path, v in flat}
+  return _imported(tmp_path_factory.mktemp('imported'), variables,
+                   {'model': 'cifar_resnet20', 'num_classes': 1000, 'overrides': {}})
+
+
+def _flat(variables):
+  """{'params/conv_init/kernel': array, ...}, the keys init_probe.py writes."""
+  leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+  return {'/'.join(str(k.key) for k in path): v for path, v in leaves}
+
+
+def _imported(directory, variables, model_json):
+  """(directory, flat variables) of weights written as `python -m se_flax.convert` writes them."""
+  writer.save_variables(directory, variables, model_json)
+  return directory, _flat(variables)
 
 
 def test_starts_from_the_imported_weights_with_a_new_head(imported_weights, digits_data, jax_cache,
@@ -117,22 +128,19 @@ def imported_se_weights(tmp_path_factory):
   layout = {'bn_epsilon': 1e-3, 'se': dataclasses.asdict(se)}
   model = registry.create_model('se_cifar_resnet20', 10, bn_epsilon=1e-3, se=se)
   variables = _random_variables(model, (8, 8, 1), seed=8)
-  directory = tmp_path_factory.mktemp('imported_se')
-  writer.save_variables(directory, variables,
-                        {'model': 'se_cifar_resnet20', 'num_classes': 10, 'overrides': layout})
-  flat = jax.tree_util.tree_flatten_with_path(variables)[0]
-  return directory, {'/'.join(str(k.key) for k in path): v for path, v in flat}
+  return _imported(tmp_path_factory.mktemp('imported_se'), variables,
+                   {'model': 'se_cifar_resnet20', 'num_classes': 10, 'overrides': layout})
 
 
-def test_a_run_trains_the_layout_of_model_json(imported_se_weights, digits_data, jax_cache,
-                                               tmp_path):
+def test_a_run_starts_from_the_layout_of_model_json(imported_se_weights, digits_data, tmp_path):
+  # The run's own set-up and step 0 (what loop.restore_or_init starts a new run from); the
+  # first test runs main.py end to end from imported weights.
   directory, saved = imported_se_weights
-  code, out, err = harness.run(tmp_path / 'run', digits_data, '--config.num_train_steps=1',
-                               '--config.model.name=se_cifar_resnet20',
-                               f'--config.init_from={directory}', f'--out={tmp_path}/start.npz',
-                               cache_dir=jax_cache, script='tests/integration/init_probe.py')
-  assert code == 0, harness.describe(code, out, err)
-  start = dict(np.load(tmp_path / 'start.npz'))
+  config = digits.get_config()
+  config.model.name, config.init_from = 'se_cifar_resnet20', str(directory)
+  config.dataset.data_dir = str(digits_data)
+  state = setup_lib.setup(config, str(tmp_path)).initial_state()
+  start = _flat({'params': state.params, 'batch_stats': state.batch_stats})
   assert sorted(start) == sorted(saved)
   for key, value in start.items():
-    np.testing.assert_array_equal(value, saved[key], err_msg=key)
+    np.testing.assert_array_equal(np.asarray(value.addressable_data(0)), saved[key], err_msg=key)

@@ -2,9 +2,11 @@
 
 In both cases the processes agree on one step through jax's preemption sync
 point (train/preemption.py), save that step's checkpoint together, and all
-exit with 42; the same command then resumes the 2-process run, which ends
-bitwise where an uninterrupted 2-process run ends (parameters and
-metrics.jsonl, timings aside).
+exit with 42. That checkpoint is bitwise the uninterrupted 2-process run's
+checkpoint of the same step. After SIGTERM to all, the same command resumes
+the run, which ends bitwise where the uninterrupted run ends (parameters and
+metrics.jsonl, timings aside); resuming does not depend on which process was
+signalled, so the other case stops at the checkpoint.
 """
 
 import re
@@ -52,6 +54,13 @@ def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(
   assert harness.checkpoint_steps(workdir)[-1] == step
   assert not [p for p in (workdir / 'checkpoints').iterdir() if 'tmp' in p.name]
   assert harness.last_step_logged(workdir) <= step
+  # What the stopped run wrote is what the uninterrupted run wrote up to that step.
+  harness.assert_same_arrays(harness.checkpoint_arrays(workdir, step),
+                             harness.checkpoint_arrays(two_process_run, step))
+  assert harness.metric_lines(workdir) == [r for r in harness.metric_lines(two_process_run)
+                                           if r['step'] <= harness.last_step_logged(workdir)]
+  if signalled == 'one':
+    return
 
   for code, out, err in _resume(workdir, digits_data, jax_cache):
     assert code == 0, harness.describe(code, out, err)

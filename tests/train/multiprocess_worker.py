@@ -8,7 +8,9 @@ import json
 import os
 import sys
 
-os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
+from tests import xla
+
+os.environ['XLA_FLAGS'] = xla.flags(4)
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
 import jax  # pylint: disable=g-import-not-at-top
