@@ -60,7 +60,7 @@ def env(devices=2, cache_dir=None, **extra):
   """The environment of a CPU-only main.py with `devices` host devices."""
   out = dict(os.environ)
   out.update(JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=str(REPO),
-             XLA_FLAGS=xla.flags(devices))
+             XLA_FLAGS=xla.flags(devices, fast_compile=False))
   if cache_dir:
     out.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',

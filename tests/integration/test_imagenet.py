@@ -3,7 +3,7 @@
 The tars (tests/data/tiny_imagenet.py) have the real ILSVRC2012 layout: 3
 synsets x 4 train images, 6 validation images. The run is main.py with
 configs/imagenet.py, i.e. train_and_evaluate, in a subprocess that shares the
-compilation cache with tests/reliability/test_bad_data.py.
+compilation cache with tests/reliability/test_bad_data.py (on the same pytest worker).
 """
 
 import math
@@ -13,6 +13,8 @@ import pytest
 from tests.integration import harness
 
 
+# One worker runs both tiny-ImageNet trainings, so the second loads the program compiled.
+@pytest.mark.xdist_group('tiny_imagenet_program')
 @pytest.mark.slow
 def test_train_and_evaluate_on_tiny_imagenet(imagenet, jax_cache, tmp_path):
   tiny, data_dir = imagenet

@@ -6,6 +6,8 @@ import pytest
 
 from tests.integration import harness
 
+# One worker runs both tiny-ImageNet trainings, so the second loads the program compiled.
+@pytest.mark.xdist_group('tiny_imagenet_program')
 @pytest.mark.slow
 def test_undecodable_jpegs_are_skipped_and_counted(corrupt_imagenet, jax_cache, tmp_path):
   tiny, data_dir = corrupt_imagenet  # one truncated JPEG in each split

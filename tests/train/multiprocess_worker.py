@@ -10,7 +10,7 @@ import sys
 
 from tests import xla
 
-os.environ['XLA_FLAGS'] = xla.flags(4)
+os.environ['XLA_FLAGS'] = xla.flags(4, fast_compile=True)
 os.environ['JAX_PLATFORMS'] = 'cpu'
 
 import jax  # pylint: disable=g-import-not-at-top
