@@ -1,13 +1,15 @@
 """The XLA flags of the processes the tests start.
 
-A test in a pytest worker runs each program for a step or two, so compiling
-it costs more than running it: there LLVM runs at -O0
-(`--xla_backend_optimization_level=0`), which compiles a training step in
-about half the time. The HLO passes, and so the collectives that tests count
-in compiled programs, are unchanged. The `main.py` processes of the
-integration tests keep the default: they share a persistent compilation cache,
-so most of them load their programs compiled and only run them, and run them
-for tens of steps.
+A test that compiles a program for a step or two spends most of its time
+compiling: such processes, the pytest workers included, run LLVM at -O0
+(`--xla_backend_optimization_level=0`), which compiles a larger network's
+training step in about half the time. The HLO passes, and so the collectives
+that tests count in compiled programs, are unchanged.
+
+The digits runs of tests/integration and tests/reliability (harness.DIGITS_FLAGS)
+keep the default: their small program compiles nearly as fast either way, and
+then dozens of `main.py` processes load it from the shared compilation cache
+and run it for tens of steps, which -O0 code runs slower.
 """
 
 FAST_COMPILE = '--xla_backend_optimization_level=0'

@@ -56,11 +56,11 @@ IMAGENET_FLAGS = (
 )
 
 
-def env(devices=2, cache_dir=None, **extra):
-  """The environment of a CPU-only main.py with `devices` host devices."""
+def env(devices=2, cache_dir=None, fast_compile=True, **extra):
+  """The environment of a CPU-only main.py with `devices` host devices (tests/xla.py)."""
   out = dict(os.environ)
   out.update(JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=str(REPO),
-             XLA_FLAGS=xla.flags(devices, fast_compile=False))
+             XLA_FLAGS=xla.flags(devices, fast_compile=fast_compile))
   if cache_dir:
     out.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
@@ -83,7 +83,8 @@ def start(workdir, data_dir, *flags, devices=2, cache_dir=None, env_extra=None, 
   with open(f'{log}.out', 'w') as stdout, open(f'{log}.err', 'w') as stderr:
     proc = subprocess.Popen(
         command(workdir, data_dir, *flags, base=base, script=script), cwd=REPO,
-        env=env(devices, cache_dir, **(env_extra or {})), stdout=stdout, stderr=stderr)
+        env=env(devices, cache_dir, fast_compile=base is not DIGITS_FLAGS, **(env_extra or {})),
+        stdout=stdout, stderr=stderr)
   proc.log = log
   return proc
 
