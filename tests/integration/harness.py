@@ -83,7 +83,9 @@ def start(workdir, data_dir, *flags, devices=2, cache_dir=None, env_extra=None, 
   with open(f'{log}.out', 'w') as stdout, open(f'{log}.err', 'w') as stderr:
     proc = subprocess.Popen(
         command(workdir, data_dir, *flags, base=base, script=script), cwd=REPO,
-        env=env(devices, cache_dir, fast_compile=base is not DIGITS_FLAGS, **(env_extra or {})),
+        # base=(): eval or analyze with the config a digits run stored, so its programs too.
+        env=env(devices, cache_dir, fast_compile=base not in (DIGITS_FLAGS, ()),
+                **(env_extra or {})),
         stdout=stdout, stderr=stderr)
   proc.log = log
   return proc
