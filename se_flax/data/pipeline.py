@@ -218,7 +218,10 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
       # The next window is read while this one is decoded: two windows of stored images in memory.
       records = records.batch(window).enumerate().map(shuffle_window).prefetch(1).unbatch()
       return records.map(lambda x: {**x, 'epoch': e, 'index': x['index'] + offset})
-  return tf.data.Dataset.counter(first_epoch).flat_map(epoch)
+  # One epoch after another, as flat_map, but the next epoch is opened while this one is
+  # read: its first shuffle window fills in the background instead of stalling the stream.
+  return tf.data.Dataset.counter(first_epoch).interleave(
+      epoch, cycle_length=1, block_length=1, num_parallel_calls=1, deterministic=True)
 
 
 def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
