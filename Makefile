@@ -4,8 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= workdirs/demo
-# Three workers on two cores: one runs while the others wait on main.py processes they started.
-PYTEST_ARGS ?= -n 3 --dist loadgroup
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 .PHONY: demo test test-fast setup clean mutate
 
