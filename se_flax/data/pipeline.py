@@ -46,6 +46,7 @@ from se_flax.data import augment
 from se_flax.data import datasets
 from se_flax.data import randaugment
 from se_flax.data import sources
+from se_flax.data.sources import traced
 from se_flax.errors import ConfigError
 
 # Distinct streams of the stateless RNG, folded into the run seed first.
@@ -201,8 +202,8 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
   if cfg.cache:
     def epoch(e):
       rows = _permutation(n, _key(seed, _SHUFFLE, e))
-      return tf.data.Dataset.from_tensor_slices(rows).map(
-          lambda row: {'epoch': e, 'index': row + offset, 'row': row})
+      return tf.data.Dataset.from_tensor_slices(rows).map(traced(
+          lambda row: {'epoch': e, 'index': row + offset, 'row': row}))
   else:
     window = min(cfg.shuffle_buffer, n)
     files = sources.num_files(builder, split)
@@ -211,17 +212,18 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
       order = _permutation(files, _key(seed, _FILE_ORDER, e))
       records = sources.read(builder, split, decode_image=False, file_order=order)
 
+      @traced
       def shuffle_window(w, batch):
         perm = _permutation(tf.shape(batch['index'])[0], _key(seed, _SHUFFLE, e, w))
         return tf.nest.map_structure(lambda t: tf.gather(t, perm), batch)
 
       # The next window is read while this one is decoded: two windows of stored images in memory.
       records = records.batch(window).enumerate().map(shuffle_window).prefetch(1).unbatch()
-      return records.map(lambda x: {**x, 'epoch': e, 'index': x['index'] + offset})
+      return records.map(traced(lambda x: {**x, 'epoch': e, 'index': x['index'] + offset}))
   # One epoch after another, as flat_map, but the next epoch is opened while this one is
   # read: its first shuffle window fills in the background instead of stalling the stream.
   return tf.data.Dataset.counter(first_epoch).interleave(
-      epoch, cycle_length=1, block_length=1, num_parallel_calls=1, deterministic=True)
+      traced(epoch), cycle_length=1, block_length=1, num_parallel_calls=1, deterministic=True)
 
 
 def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
@@ -265,10 +267,11 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
   if spec.jpeg:
     # Stream positions ride along; a gap between consecutive ones after
     # ignore_errors is an example dropped as undecodable.
-    ds = ds.enumerate(start).map(lambda pos, x: {**preprocess(x), 'pos': pos},
+    ds = ds.enumerate(start).map(traced(lambda pos, x: {**preprocess(x), 'pos': pos}),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
 
+    @traced
     def count_skips(state, x):
       expected, skipped = state
       skipped += x['pos'] - expected
@@ -277,7 +280,7 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
 
     ds = ds.scan((tf.constant(start, tf.int64), tf.constant(0, tf.int64)), count_skips)
   else:
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(traced(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch, drop_remainder=True).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
   return _TrainIterator(ds.with_options(_options()))
 
@@ -329,7 +332,7 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
     return {'image': _eval_image(builder, spec, cfg, x['image']),
             'label': tf.cast(x['label'], tf.int32), 'mask': tf.constant(1.0, tf.float32)}
 
-  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(traced(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   if spec.jpeg:
     ds = ds.ignore_errors(log_warning=True)
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)

@@ -141,6 +141,17 @@ def num_files(builder, split):
   return len([fi for fi in builder.info.splits[split].file_instructions if fi.take > 0])
 
 
+def traced(fn):
+  """`fn`, for a tf.data transformation, traced as written instead of through autograph.
+
+  The input pipeline branches with tf.cond, tf.where and tf.switch_case, never
+  with Python control flow on tensors, so autograph's rewrite of the source
+  changes nothing; skipping it saves about 0.7 s of CPU each time a process
+  builds its digits pipelines, more for ImageNet's.
+  """
+  return tf.autograph.experimental.do_not_convert(fn)
+
+
 def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
   """Examples {'index', 'image', 'label'} of `split` as a deterministic tf.data stream.
 
@@ -161,9 +172,10 @@ def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
   table = _instructions(builder, split)
   files = tf.data.Dataset.from_tensor_slices(table)
   if file_order is not None:
-    files = tf.data.Dataset.from_tensor_slices(file_order).map(
-        lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), table))
+    files = tf.data.Dataset.from_tensor_slices(file_order).map(traced(
+        lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), table)))
 
+  @traced
   def records(row):
     ds = tf.data.TFRecordDataset(row['filename']).skip(row['skip']).take(row['take'])
     return ds.enumerate(row['start'])
@@ -173,6 +185,7 @@ def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
   features = builder.info.features
   decoders = None if decode_image else {'image': tfds.decode.SkipDecoding()}
 
+  @traced
   def parse(index, record):
     example = features.deserialize_example(record, decoders=decoders)
     return {'index': index, 'image': example['image'], 'label': example['label']}

@@ -11,6 +11,10 @@ from tests.integration.fixtures import digits_data, jax_cache, shared_root
 
 # pylint: enable=unused-import
 
+# One worker runs these in turn: the first builds the trained run and compiles the analysis,
+# the others find both ready instead of waiting for the run and compiling the same program.
+pytestmark = pytest.mark.xdist_group('analyze_trained')
+
 MODEL = ('--config.model.name=se_cifar_resnet20', '--config.num_train_steps=3')
 # SE-ResNet-20: three stages of three units, 16, 32 and 64 channels; one SE block per unit.
 BLOCK_CHANNELS = [16] * 3 + [32] * 3 + [64] * 3

@@ -32,6 +32,11 @@ def without_gloo_notes(text):
       return text
 
 
+# The tests that run two-process groups, on one pytest worker in turn: the group's programs
+# compile once (two groups started together would each compile them in both processes), and
+# no group waits for CPU behind another while gloo connects (its set-up times out after 30 s).
+two_process_runs = pytest.mark.xdist_group('two_process_runs')
+
 COMPARED = ('loss', 'top1_error', 'top5_error', 'grad_norm', 'learning_rate', 'count')
 
 
@@ -94,6 +99,7 @@ def assert_close(records, expected):
 
 
 @pytest.mark.slow
+@two_process_runs
 def test_two_processes_equal_one_process_with_four_devices(two_process_run, digits_data,
                                                            jax_cache, tmp_path):
   # The one-process run goes first: the two processes then find its programs compiled.

@@ -35,6 +35,7 @@ def _resume(workdir, data_dir, cache_dir, timeout=400):
 
 
 @pytest.mark.slow
+@multihost.two_process_runs
 @pytest.mark.parametrize('signalled', ['all', 'one'])
 def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(
     signalled, two_process_run, digits_data, jax_cache, tmp_path):

@@ -16,11 +16,13 @@ from se_flax import errors
 from tests import ports
 from tests.integration import harness
 from tests.integration.test_multihost import start_group
+from tests.integration.test_multihost import two_process_runs
 
 HANG_SECONDS = 600
 
 
 @pytest.mark.slow
+@two_process_runs
 @pytest.mark.parametrize('killed', [1, 0])
 def test_survivor_exits_with_an_error(digits_data, jax_cache, tmp_path, killed):
   workdir = tmp_path / 'run'
