@@ -1,4 +1,6 @@
 # `make demo` and `make test` each set up .venv from the pinned requirements on first use.
+# --no-compile: Python compiles a module's bytecode when it is first imported; compiling every
+# installed file at install time (most of TensorFlow is never imported) takes longer.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-test.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt -r requirements-test.txt
 	@touch $(STAMP)
 
 # Trains SE-ResNet-20 on the embedded digits data from scratch, then prints the result.
