@@ -102,7 +102,7 @@ def assert_close(records, expected):
 @two_process_runs
 def test_two_processes_equal_one_process_with_four_devices(two_process_run, digits_data,
                                                            jax_cache, tmp_path):
-  # The one-process run goes first: the two processes then find its programs compiled.
+  # One process, four devices: its own program (the cache key differs from the two processes').
   one = tmp_path / 'one'
   code, out, err = harness.run(one, digits_data, *FLAGS, devices=4, cache_dir=jax_cache,
                                script='tests/integration/as_processes.py',
