@@ -155,3 +155,97 @@ def test_unknown_suffix(tmp_path):
   path.write_bytes(b'')
   with pytest.raises(loaders.LoaderError, match='allowed suffixes'):
     loaders.load_state_dict(path)
+
+
+# ---------------------------------------------------------------- the plan on hand-built modules
+# A stem conv, a BatchNorm and a head, as a Flax model holds them (shapes only matter).
+
+RULES = (mapping.Rule('stem', 'conv1', mapping.CONV), mapping.Rule('norm', 'bn1', mapping.BN),
+         mapping.Rule('head', 'fc', mapping.LINEAR))
+
+
+def _variables(**extra):
+  variables = {
+      'params': {'stem': {'kernel': np.zeros((7, 7, 3, 8))},
+                 'norm': {'scale': np.zeros(8), 'bias': np.zeros(8)},
+                 'head': {'kernel': np.zeros((8, 5)), 'bias': np.zeros(5)}},
+      'batch_stats': {'norm': {'mean': np.zeros(8), 'var': np.zeros(8)}}}
+  variables.update(extra)
+  return variables
+
+
+def _torch(plan, dtype=np.float32):
+  """A state dict that fits `plan`, every tensor numbered so that layouts can be followed."""
+  return {key: np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape) if shape else
+          np.array(3, np.int64) for key, shape in plan.layout}
+
+
+def test_plan_lists_torch_shapes_and_the_ignorable_step_counter():
+  plan = mapping.make_plan(_variables(), RULES)
+  assert plan.source_shapes() == {
+      'conv1.weight': (8, 3, 7, 7),
+      'bn1.weight': (8,), 'bn1.bias': (8,), 'bn1.running_mean': (8,), 'bn1.running_var': (8,),
+      'bn1.num_batches_tracked': (),
+      'fc.weight': (5, 8), 'fc.bias': (5,)}
+  assert plan.ignored == ('bn1.num_batches_tracked',)
+
+
+def test_plan_of_params_alone_and_of_a_module_missing_its_first_leaf():
+  # No BatchNorm statistics at all, and a BatchNorm without scale (use_scale=False): the leaves
+  # after a missing one are still planned.
+  variables = _variables()
+  del variables['batch_stats']
+  del variables['params']['norm']['scale']
+  plan = mapping.make_plan(variables, RULES)
+  assert [e.source_key for e in plan.entries] == ['conv1.weight', 'bn1.bias', 'fc.weight',
+                                                  'fc.bias']
+
+
+def test_plan_refuses_what_it_cannot_map():
+  with pytest.raises(ValueError, match=r"collections \['intermediates'\] have no PyTorch"):
+    mapping.make_plan(_variables(intermediates={'x': np.zeros(1)}), RULES)
+  stray = _variables()
+  stray['params']['stem']['bias'] = np.zeros(8)
+  lost = _variables(params={**_variables()['params'], 'extra': {'kernel': np.zeros((1, 1))},
+                            'more': {'kernel': np.zeros((1, 1))}})
+  with pytest.raises(ValueError) as info:
+    mapping.make_plan(stray, RULES)
+  assert str(info.value) == ("the name mapping does not cover the model:\n"
+                             "  stem: leaves [('params', 'bias')] are not part of a 'conv' module")
+  with pytest.raises(ValueError) as info:
+    mapping.make_plan(lost, RULES)
+  # Every problem, each on its own line.
+  assert str(info.value).splitlines()[1:] == ['  extra: matched by 0 rules, expected exactly 1',
+                                              '  more: matched by 0 rules, expected exactly 1']
+
+
+def test_a_state_dict_missing_one_tensor_is_refused_with_its_name_and_hint():
+  plan = mapping.make_plan(_variables(), RULES)
+  state_dict = _torch(plan)
+  del state_dict['fc.bias']
+  with pytest.raises(mapping.MappingError) as info:
+    mapping.apply(state_dict, plan, 'model.safetensors', hint='try --timm_name')
+  assert str(info.value).splitlines() == [
+      'model.safetensors: 1 missing, 0 unexpected, 0 mis-shaped tensors',
+      '  missing     fc.bias  expected shape (5,)',
+      'try --timm_name']
+  # Without a hint, nothing follows the list.
+  expected = ['w: 1 missing, 0 unexpected, 0 mis-shaped tensors',
+              '  missing     fc.bias  expected shape (5,)']
+  for refuse in (mapping.check, mapping.apply):
+    with pytest.raises(mapping.MappingError) as info:
+      refuse(state_dict, plan, 'w')
+    assert str(info.value).splitlines() == expected
+  assert str(mapping.MappingError('w', [('fc.bias', (5,))], [], [])).splitlines() == expected
+
+
+def test_apply_gives_contiguous_float32_in_our_layout():
+  plan = mapping.make_plan(_variables(), RULES)
+  state_dict = _torch(plan, dtype=np.float64)
+  variables = mapping.apply(state_dict, plan, 'w')
+  kernel = variables['params']['stem']['kernel']
+  assert kernel.dtype == np.float32 and kernel.flags['C_CONTIGUOUS']
+  np.testing.assert_array_equal(kernel, state_dict['conv1.weight'].transpose(2, 3, 1, 0))
+  assert variables['params']['head']['kernel'].dtype == np.float32
+  np.testing.assert_array_equal(variables['batch_stats']['norm']['var'],
+                                state_dict['bn1.running_var'])
