@@ -3,11 +3,13 @@
 import functools
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from se_flax.layers.norm import BatchNorm
-from se_flax.layers.se import SESpec
+from se_flax.layers.se import SEBlock, SESpec
 from se_flax.models import blocks
 from tests.layers.random_variables import init_without_kernels, random_variables
 from tests.models import reference_units as ref
@@ -161,3 +163,56 @@ def test_zero_initialised_unit_starts_as_the_identity(kind):
     unit = blocks.Bottleneck(16, 1, CONV, NORM, nn.relu, width=16, first_width=16, se=se)
   variables = init_without_kernels(unit, x)
   np.testing.assert_array_equal(np.asarray(unit.apply(variables, x)), np.maximum(x, 0.0))
+
+
+def test_padding_of_a_7x7_stem_is_3_on_every_side():
+  x = inputs((1, 16, 16, 3))
+  conv = blocks.conv_padded(CONV, 4, 7, strides=2)
+  v = random_variables(conv, x)
+  y = np.asarray(conv.apply(v, x))
+  assert y.shape == (1, 8, 8, 4)
+  np.testing.assert_allclose(y, ref.conv(x, v['params'], stride=2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['basic', 'bottleneck'])
+def test_last_scale_starts_at_one_without_zero_init(kind):
+  x = inputs((2, 5, 5, 64))
+  if kind == 'basic':
+    unit, last = blocks.BasicBlock(64, 1, CONV, NORM, nn.relu, zero_init=False), 'bn2'
+  else:
+    unit, last = bottleneck(None), 'bn3'
+  scale = unit.init(jax.random.PRNGKey(0), x)['params'][last]['scale']
+  np.testing.assert_array_equal(np.asarray(scale), np.ones(scale.shape))
+
+
+class _Sum(nn.Module):
+  """residual_sum with its defaults: x + 3, no SE, no activation."""
+  kwargs: dict
+
+  @nn.compact
+  def __call__(self, x):
+    return blocks.residual_sum(self, x, lambda h, _: h * 0 + 3.0, lambda h: h, None, None,
+                               **self.kwargs)
+
+
+def test_residual_sum_defaults_neither_drop_nor_train():
+  x = inputs((4, 2, 2, 3))
+  # Training, but no rate given: nothing is dropped. A rate, but no `train`: evaluation,
+  # which needs no random numbers.
+  for kwargs in ({'train': True}, {'drop_path_rate': 0.5}):
+    np.testing.assert_array_equal(np.asarray(_Sum(kwargs).apply({}, x)), x + 3.0)
+
+
+@pytest.mark.parametrize('mode', ['standard', 'pre', 'post', 'identity'])
+def test_se_block_computes_in_the_units_dtype(mode):
+  x = inputs((2, 4, 4, 16))
+  unit = blocks.BasicBlock(16, 1, CONV, NORM, nn.relu, se=spec_for(mode), dtype=jnp.bfloat16)
+  dtypes = []
+
+  def record(module, _):
+    if isinstance(module, SEBlock):
+      dtypes.append(module.dtype)
+    return False
+
+  unit.apply(random_variables(unit, x), x, capture_intermediates=record)
+  assert dtypes == [jnp.bfloat16]
