@@ -31,11 +31,11 @@ test: $(STAMP)
 # mutants/<name>.txt; `make mutate MUTATE=optim` runs one. docs/testing.md has the kill rates.
 MUTATE ?= layers blocks mapping optim augment step
 MUTATE_layers := se_flax/layers/* | tests/layers
-MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py
+MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py tests/models/test_drop_path.py
 MUTATE_mapping := se_flax/convert/mapping.py | tests/convert/test_mapping.py
-MUTATE_optim := se_flax/train/optim.py | tests/train/test_optim.py
-MUTATE_augment := se_flax/data/augment.py | tests/data/test_augment.py tests/data/test_augment_epochs.py
-MUTATE_step := se_flax/train/step.py | tests/train/test_step.py
+MUTATE_optim := se_flax/train/optim.py | tests/train/test_optim.py tests/train/test_recipe_optim.py
+MUTATE_augment := se_flax/data/augment.py | tests/data/test_augment.py tests/data/test_augment_epochs.py tests/data/test_erasing.py
+MUTATE_step := se_flax/train/step.py | tests/train/test_step.py tests/train/test_recipe_step.py tests/train/test_recipe_loss.py
 
 define mutate_one
 	rm -rf mutants/$(1) && mkdir -p mutants/$(1)

@@ -176,11 +176,30 @@ def test_warmup_as_long_as_the_run_is_allowed_and_one_step_more_is_not():
     optim.check_config(paper_config(**{'schedule.warmup_epochs': 10.1}), 10, 100)
 
 
-@pytest.mark.parametrize('steps_per_epoch,total_steps,field', [
-    (0, 100, 'steps_per_epoch=0'), (10, 0, 'total_steps=0')])
-def test_step_counts_must_be_positive(steps_per_epoch, total_steps, field):
-  with pytest.raises(ConfigError, match=f'^{field} must be > 0'):
+@pytest.mark.parametrize('steps_per_epoch,total_steps,message', [
+    (0, 100, 'steps_per_epoch=0 must be > 0'),
+    (10, 0, 'total_steps=0 must be > 0 (config.num_epochs / config.num_train_steps)'),
+    # One count given without the other: the missing one is named, not skipped.
+    (10, None, 'total_steps=None must be > 0 (config.num_epochs / config.num_train_steps)'),
+    (None, 100, 'steps_per_epoch=None must be > 0'),
+])
+def test_step_counts_must_be_positive(steps_per_epoch, total_steps, message):
+  with pytest.raises(ConfigError) as info:
     optim.check_config(paper_config(), steps_per_epoch, total_steps)
+  assert str(info.value) == message
+
+
+def test_one_step_per_epoch_and_one_step_in_all_are_allowed():
+  # The smallest counts (a tiny data set, a smoke run): one update at the full rate.
+  _, schedule = optim.create_optimizer(paper_config(), steps_per_epoch=1, total_steps=1)
+  np.testing.assert_allclose(float(schedule(0)), 0.15, rtol=1e-6)
+
+
+def test_unordered_boundaries_message_names_the_rule():
+  with pytest.raises(ConfigError) as info:
+    optim.check_config(paper_config(**{'schedule.boundaries_epochs': (5.0, 3.0)}))
+  assert str(info.value) == ('config.schedule.boundaries_epochs=(5.0, 3.0) must be positive '
+                             'and strictly increasing')
 
 
 def test_one_step_long_decay_and_cosine():

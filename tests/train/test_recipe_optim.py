@@ -1,7 +1,9 @@
 """AdamW, LAMB and gradient clipping against numpy versions of the published update rules."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from se_flax.errors import ConfigError
@@ -98,6 +100,25 @@ def test_lamb_matches_numpy(decay_bn_and_bias):
   assert not np.allclose(got['kernel'], adamw['kernel'], rtol=1e-3)
 
 
+@pytest.mark.parametrize('name', ['adamw', 'lamb'])
+def test_b1_b2_eps_reach_the_optimizer(name):
+  # Far from optax's own defaults (0.9, 0.999, 1e-8), so a field left unpassed would show.
+  params, grads = tiny_tree()
+  fields = {'b1': 0.5, 'b2': 0.9, 'eps': 0.1}
+  tx = make_tx(**{'optimizer.name': name, 'optimizer.weight_decay': 0.05,
+                  'optimizer.decay_bn_and_bias': True,
+                  **{f'optimizer.{k}': v for k, v in fields.items()}})
+  decays = {'kernel': True, 'bias': True}
+  expected = numpy_adaptive(params, grads, wd=0.05, decays=decays, lamb=name == 'lamb', **fields)
+  got = run_tx(tx, params, grads)
+  for k in params:
+    np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  for field, default in {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8}.items():
+    other = numpy_adaptive(params, grads, wd=0.05, decays=decays, lamb=name == 'lamb',
+                           **{**fields, field: default})
+    assert not np.allclose(got['kernel'], other['kernel'], rtol=1e-4, atol=1e-6), field
+
+
 @pytest.mark.parametrize('clip', [0.5, 100.0])
 def test_clipping_rescales_the_raw_gradient_before_the_coupled_decay(clip):
   params, grads = tiny_tree()
@@ -121,13 +142,18 @@ def test_no_clipping_leaves_the_sgd_state_as_it_was():
   clipped = make_tx(**{'optimizer.grad_clip_norm': 1.0})
   p = {k: jnp.asarray(v) for k, v in params.items()}
   assert len(sgd.init(p)) == 2 and len(clipped.init(p)) == 3
+  # No decay, no decay slot: the state is plain SGD's alone.
+  no_decay = make_tx(**{'optimizer.weight_decay': 0.0})
+  assert (jax.tree.structure(no_decay.init(p))
+          == jax.tree.structure(optax.chain(optax.sgd(lambda count: LR, momentum=0.9)).init(p)))
 
 
 @pytest.mark.parametrize('field,value,message', [
     ('optimizer.b1', 1.0, 'config.optimizer.b1=1.0 must be in [0, 1)'),
     ('optimizer.b2', -0.1, 'config.optimizer.b2=-0.1 must be in [0, 1)'),
     ('optimizer.eps', 0.0, 'config.optimizer.eps=0.0 must be positive'),
-    ('optimizer.grad_clip_norm', -1.0, 'config.optimizer.grad_clip_norm=-1.0 must be >= 0'),
+    ('optimizer.grad_clip_norm', -1.0,
+     'config.optimizer.grad_clip_norm=-1.0 must be >= 0 (0 turns clipping off)'),
 ])
 def test_refused_adaptive_fields_are_named(field, value, message):
   with pytest.raises(ConfigError) as info:

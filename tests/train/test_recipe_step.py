@@ -5,9 +5,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from se_flax.train import mix, parallel, step as step_lib
-from tests.train.test_recipe_loss import np_bce, np_softmax_ce, smoothed
+from tests.train.test_recipe_loss import mixed_targets, np_bce, np_softmax_ce, smoothed
 from tests.train.tiny import NUM_CLASSES, make_batch, tiny_setup
 
 # CutMix alone: each Beta sampler costs seconds to compile, and one shows the wiring.
@@ -24,13 +25,18 @@ def train_logits(setup, images, dropout_rng=None):
   return np.asarray(logits, np.float64)
 
 
-def test_bce_step_loss_and_errors_match_numpy():
-  setup = tiny_setup(1, loss='bce', label_smoothing=0.1, bce_target_threshold=0.0)
+@pytest.mark.parametrize('threshold', [0.0, 0.2])
+def test_bce_step_loss_and_errors_match_numpy(threshold):
+  # RSB's 0.2 reaches the step: smoothed targets (0.91, 0.01) become one-hot rows.
+  setup = tiny_setup(1, loss='bce', label_smoothing=0.1, bce_target_threshold=threshold)
   batch = make_batch(seed=11)
   logits = train_logits(setup, batch['image'])
   _, metrics = setup.train(setup.state, parallel.global_batch(batch, setup.mesh))
   metrics = jax.device_get(metrics)
-  expected = np_bce(logits, smoothed(batch['label'], NUM_CLASSES, 0.1)).sum()
+  targets = smoothed(batch['label'], NUM_CLASSES, 0.1)
+  if threshold:
+    targets = (targets > threshold).astype(np.float64)
+  expected = np_bce(logits, targets).sum()
   np.testing.assert_allclose(metrics['loss_sum'], expected, rtol=1e-5)
   assert metrics['top1_correct'] == (logits.argmax(-1) == batch['label']).sum()
 
@@ -69,3 +75,15 @@ def test_without_mix_the_step_is_unchanged():
   expected = np_softmax_ce(logits, smoothed(batch['label'], NUM_CLASSES, 0.0)).sum()
   np.testing.assert_allclose(float(metrics['loss_sum']), expected, rtol=1e-5)
   assert step_lib.check_config(setup.config) is None and not mix.enabled(setup.config.mix)
+
+
+def test_bce_loss_threshold_default_and_edge():
+  # Without a threshold the soft targets are used as they are.
+  targets, logits = mixed_targets(seed=2)
+  got = step_lib.bce_loss(jnp.asarray(logits), jnp.asarray(targets, jnp.float32))
+  np.testing.assert_allclose(got, np_bce(logits, targets), rtol=1e-5)
+  # A target exactly at the threshold is not above it (binary fractions: no rounding).
+  t = np.array([[0.25, 0.5, 0.125]], np.float32)
+  x = np.array([[0.3, -1.0, 2.0]], np.float32)
+  got = step_lib.bce_loss(jnp.asarray(x), jnp.asarray(t), target_threshold=0.25)
+  np.testing.assert_allclose(got, np_bce(x, np.array([[0.0, 1.0, 0.0]])), rtol=1e-5)
