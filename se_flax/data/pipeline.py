@@ -210,16 +210,19 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
 
     def epoch(e):
       order = _permutation(files, _key(seed, _FILE_ORDER, e))
-      records = sources.read(builder, split, decode_image=False, file_order=order)
 
       @traced
-      def shuffle_window(w, batch):
-        perm = _permutation(tf.shape(batch['index'])[0], _key(seed, _SHUFFLE, e, w))
-        return tf.nest.map_structure(lambda t: tf.gather(t, perm), batch)
+      def shuffle_window(w, window_records):
+        # A whole window at a time: one permutation, one parse, one gather per field.
+        index, serialized = window_records
+        perm = _permutation(tf.shape(index)[0], _key(seed, _SHUFFLE, e, w))
+        stored = sources.parse_stored(builder, tf.gather(serialized, perm))
+        return {**stored, 'index': tf.gather(index, perm) + offset,
+                'epoch': tf.fill(tf.shape(index), tf.cast(e, tf.int64))}
 
       # The next window is read while this one is decoded: two windows of stored images in memory.
-      records = records.batch(window).enumerate().map(shuffle_window).prefetch(1).unbatch()
-      return records.map(traced(lambda x: {**x, 'epoch': e, 'index': x['index'] + offset}))
+      records = sources.records(builder, split, file_order=order).batch(window).enumerate()
+      return records.map(shuffle_window).prefetch(1).unbatch()
   # One epoch after another, as flat_map, but the next epoch is opened while this one is
   # read: its first shuffle window fills in the background instead of stalling the stream.
   return tf.data.Dataset.counter(first_epoch).interleave(
@@ -265,31 +268,23 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
             'label': tf.cast(label, tf.int32)}
 
   if spec.jpeg:
-    # Stream positions ride along; a gap between consecutive ones after
-    # ignore_errors is an example dropped as undecodable.
+    # Stream positions ride along into the batch; a gap between them after
+    # ignore_errors is an example dropped as undecodable (_TrainIterator counts them).
     ds = ds.enumerate(start).map(traced(lambda pos, x: {**preprocess(x), 'pos': pos}),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
-
-    @traced
-    def count_skips(state, x):
-      expected, skipped = state
-      skipped += x['pos'] - expected
-      return (x['pos'] + 1, skipped), {'image': x['image'], 'label': x['label'],
-                                       'skipped': skipped}
-
-    ds = ds.scan((tf.constant(start, tf.int64), tf.constant(0, tf.int64)), count_skips)
   else:
     ds = ds.map(traced(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch, drop_remainder=True).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
-  return _TrainIterator(ds.with_options(_options()))
+  return _TrainIterator(ds.with_options(_options()), start)
 
 
 class _TrainIterator:
   """Numpy batches of a training stream; `skipped` counts the examples it dropped."""
 
-  def __init__(self, ds):
+  def __init__(self, ds, start):
     self._it = ds.as_numpy_iterator()
+    self._next_pos = start  # The stream position the next example has when none is dropped.
     self.skipped = 0
 
   def __iter__(self):
@@ -297,10 +292,12 @@ class _TrainIterator:
 
   def __next__(self):
     batch = next(self._it)
-    if 'skipped' in batch:
-      skipped = int(batch.pop('skipped')[-1])
-      _SKIPPED['train'] += skipped - self.skipped
-      self.skipped = skipped
+    if 'pos' in batch:
+      pos = batch.pop('pos')
+      dropped = int(pos[-1]) + 1 - self._next_pos - len(pos)
+      self._next_pos = int(pos[-1]) + 1
+      _SKIPPED['train'] += dropped
+      self.skipped += dropped
     return batch
 
 

@@ -152,21 +152,19 @@ def traced(fn):
   return tf.autograph.experimental.do_not_convert(fn)
 
 
-def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
-  """Examples {'index', 'image', 'label'} of `split` as a deterministic tf.data stream.
+def records(builder, split, *, file_order=None, cycle_length=16):
+  """(index, serialized record) of `split` as a deterministic tf.data stream.
 
   Args:
     builder: a prepared tfds builder.
     split: a split, or a sub-split such as tfds.even_splits returns.
-    decode_image: False keeps the stored image bytes (JPEG, decoded later
-      together with the crop); True decodes to uint8.
     file_order: optional int tensor, a permutation of the split's files; files
       are read in this order instead of the canonical one.
     cycle_length: files read at once; records are interleaved one by one in a
       fixed round-robin, so the order depends only on `file_order`.
 
   Returns:
-    A tf.data.Dataset; 'index' is the example's position in the split's
+    A tf.data.Dataset; the index is the example's position in the split's
     canonical order, whatever order the files are read in.
   """
   table = _instructions(builder, split)
@@ -176,12 +174,21 @@ def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
         lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), table)))
 
   @traced
-  def records(row):
+  def file_records(row):
     ds = tf.data.TFRecordDataset(row['filename']).skip(row['skip']).take(row['take'])
     return ds.enumerate(row['start'])
 
-  ds = files.interleave(records, cycle_length=max(1, min(cycle_length, num_files(builder, split))),
-                        block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return files.interleave(file_records,
+                          cycle_length=max(1, min(cycle_length, num_files(builder, split))),
+                          block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
+  """Examples {'index', 'image', 'label'} of `split`, parsed one by one (see `records`).
+
+  decode_image: False keeps the stored image bytes (JPEG, decoded later
+  together with the crop); True decodes to uint8.
+  """
   features = builder.info.features
   decoders = None if decode_image else {'image': tfds.decode.SkipDecoding()}
 
@@ -190,7 +197,18 @@ def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
     example = features.deserialize_example(record, decoders=decoders)
     return {'index': index, 'image': example['image'], 'label': example['label']}
 
+  ds = records(builder, split, file_order=file_order, cycle_length=cycle_length)
   return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def parse_stored(builder, serialized):
+  """{'image': stored bytes, 'label'} of a 1-D batch of serialized records, in one parse.
+
+  What `read(..., decode_image=False)` gives record by record, for a whole
+  shuffle window at once: one op instead of one per record.
+  """
+  spec = builder.info.features.tf_example_spec
+  return tf.io.parse_example(serialized, {k: spec[k] for k in ('image', 'label')})
 
 
 _IN_MEMORY = {}
