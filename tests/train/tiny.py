@@ -1,6 +1,7 @@
 """Shared pieces for the training tests: a tiny BN model, a config, batches, meshes."""
 
 import functools
+import os
 import types
 
 import flax.linen as nn
@@ -84,9 +85,14 @@ def tiny_setup(n_devices=8, *, num_classes=NUM_CLASSES, dropout_rate=0.0, **over
   The optimizer is always `make_config()`'s; `overrides` change the step's config
   (nan_policy, label_smoothing).
   """
-  schedule, state = _initial_state(num_classes)
-  model, config, train = _train_step(n_devices, num_classes, dropout_rate,
-                                     tuple(sorted(overrides.items())))
+  # Under a mutation run (mutmut sets MUTANT_UNDER_TEST) nothing is shared: a step built
+  # once would tie the code that builds it (shardings, donation) to whichever test came first.
+  fresh = bool(os.environ.get('MUTANT_UNDER_TEST'))
+  initial_state, train_step = ((_initial_state.__wrapped__, _train_step.__wrapped__) if fresh
+                               else (_initial_state, _train_step))
+  schedule, state = initial_state(num_classes)
+  model, config, train = train_step(n_devices, num_classes, dropout_rate,
+                                    tuple(sorted(overrides.items())))
   mesh = mesh_of(n_devices)
   # The train step donates its input, so each test gets its own buffers.
   state = jax.device_put(jax.tree.map(jnp.copy, state), parallel.replicated(mesh))
