@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -48,6 +50,7 @@ RANDAUGMENT = dict(num_ops=2, magnitude=7.0, magnitude_std=0.5)
 RA_NAME = 'RandAugment rand-m7-mstd0.5'
 AUGMENT = 'augment.imagenet_train (ratio decode, resize, flip, uint8)'
 PIPELINE = 'pipeline.train_batches (224x224, full augmentation)'
+BASE = 'decode_jpeg (TF default DCT)'
 # (width, height) and how often each occurs: most ImageNet photos are 500 on the long side.
 SIZES = (((500, 375), 0.6), ((375, 500), 0.15), ((500, 333), 0.15), ((500, 500), 0.1))
 
@@ -117,6 +120,7 @@ def _options(tf):
 
 
 def _rate(iterator, batch, warmup, batches):
+  """Images/s over `batches` batches, after `warmup` that drain what was prefetched meanwhile."""
   for _ in range(warmup):
     next(iterator)
   start = time.perf_counter()
@@ -125,11 +129,25 @@ def _rate(iterator, batch, warmup, batches):
   return batch * batches / (time.perf_counter() - start)
 
 
+def _rates_in_rounds(iterators, batch, warmup, batches, rounds):
+  """{name: median images/s}, every iterator measured once per round, in turn.
+
+  A machine shared with other work drifts by tens of percent within a minute;
+  measuring everything in each round and taking medians compares the stages
+  under the same conditions. An iterator that is not being read stops once its
+  prefetch buffers are full, so it does not slow the others.
+  """
+  samples = {name: [] for name in iterators}
+  for _ in range(rounds):
+    for name, iterator in iterators.items():
+      samples[name].append(_rate(iterator, batch, warmup, batches))
+  return {name: float(np.median(values)) for name, values in samples.items()}, samples
+
+
 def worker(args):
   """Runs in a process pinned to `args.worker_cores` cores; prints one JSON line of rates."""
   os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.worker_cores])
   # pylint: disable=g-import-not-at-top
-  import numpy as np
   import tensorflow as tf
   import tensorflow_datasets as tfds
   from configs import default
@@ -149,8 +167,7 @@ def worker(args):
     # A strided max forces the whole decode but costs next to nothing itself.
     ds = ds.map(lambda i, j: tf.reduce_max(fn(i, j)[::16, ::16]),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(args.batch).prefetch(tf.data.AUTOTUNE).with_options(_options(tf))
-    return _rate(iter(ds), args.batch, args.warmup, args.batches)
+    return iter(ds.batch(args.batch).prefetch(tf.data.AUTOTUNE).with_options(_options(tf)))
 
   def crop(i, j):
     window = augment.sample_crop_window(tf.image.extract_jpeg_shape(j),
@@ -177,8 +194,8 @@ def worker(args):
     seed = tf.stack([tf.cast(i, tf.int32), 1])
     return randaugment.rand_augment(augmented(i, j), seed, **RANDAUGMENT)
 
-  rates = {
-      'decode_jpeg (TF default DCT)': bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
+  iterators = {
+      BASE: bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
       'decode_jpeg (INTEGER_ACCURATE)': bare(
           lambda i, j: tf.io.decode_jpeg(j, channels=3, dct_method=augment.JPEG_DCT_METHOD)),
       'decode_and_crop_jpeg (random-size crop, full resolution)': bare(crop),
@@ -189,15 +206,14 @@ def worker(args):
   }
   cfg = default.get_base_config().dataset
   cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir
-  batches = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0, process_index=0,
-                                   process_count=1)
-  rates[PIPELINE] = _rate(batches, args.batch, args.warmup, args.batches)
+  iterators[PIPELINE] = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0,
+                                               process_index=0, process_count=1)
   cfg.randaugment.update(RANDAUGMENT)
-  batches = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0, process_index=0,
-                                   process_count=1)
-  rates[f'{PIPELINE} + {RA_NAME}'] = _rate(batches, args.batch, args.warmup, args.batches)
-  print(MARKER + json.dumps({'cores': args.worker_cores, 'rates': rates, 'facts': facts}),
-        flush=True)
+  iterators[f'{PIPELINE} + {RA_NAME}'] = pipeline.train_batches(
+      cfg, global_batch_size=args.batch, seed=0, process_index=0, process_count=1)
+  rates, samples = _rates_in_rounds(iterators, args.batch, args.warmup, args.batches, args.rounds)
+  print(MARKER + json.dumps({'cores': args.worker_cores, 'rates': rates, 'samples': samples,
+                             'facts': facts}), flush=True)
 
 
 # ---------------------------------------------------------------- main
@@ -221,6 +237,8 @@ def _args(argv=None):
   p.add_argument('--batch', type=int, default=128)
   p.add_argument('--warmup', type=int, default=3, help='untimed batches per measurement')
   p.add_argument('--batches', type=int, default=10, help='timed batches per measurement')
+  p.add_argument('--rounds', type=int, default=5,
+                 help='measurements of every stage, taken in turn; the table gives medians')
   p.add_argument('--classes', type=int, default=8)
   p.add_argument('--per_class', type=int, default=80)
   p.add_argument('--data_dir', default=None,
@@ -246,7 +264,7 @@ def main(argv=None):
     for cores in [int(c) for c in args.cores.split(',') if c]:
       cmd = [sys.executable, os.path.abspath(__file__), f'--worker_cores={cores}',
              f'--data_dir={data_dir}', f'--batch={args.batch}', f'--warmup={args.warmup}',
-             f'--batches={args.batches}']
+             f'--batches={args.batches}', f'--rounds={args.rounds}']
       print('running', ' '.join(cmd), flush=True)
       out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
       results += [json.loads(l[len(MARKER):]) for l in out.splitlines() if l.startswith(MARKER)]
@@ -254,21 +272,24 @@ def main(argv=None):
   facts = results[0]['facts']
   rows, per_core = [], {}
   for res in results:
-    base = res['rates']['decode_jpeg (TF default DCT)']
+    base = res['samples'][BASE]
     for what, rate in res['rates'].items():
+      # The ratio of each round (same minute, same load), then the median and range of those.
+      ratios = [r / b for r, b in zip(res['samples'][what], base)]
       rows.append([res['cores'], what, f'{rate:,.0f}', f'{rate / res["cores"]:,.0f}',
-                   f'{rate / base:.2f}'])
+                   f'{np.median(ratios):.2f}', f'{min(ratios):.2f}-{max(ratios):.2f}'])
     per_core[res['cores']] = res['rates'][PIPELINE] / res['cores']
   extra = [f'data: {facts["images"]} generated JPEGs, mean {facts["mean_kb"]:.0f} KB, mean size '
            f'{facts["mean_hw"][0]:.0f}x{facts["mean_hw"][1]:.0f} (HxW), prepared by tfds imagenet2012',
            f'global batch {args.batch}; {args.warmup} warm-up then {args.batches} timed batches '
-           'per measurement; each core count in its own process, pinned by sched_setaffinity']
+           f'per measurement; {args.rounds} rounds measuring every stage in turn (medians); each '
+           'core count in its own process, pinned by sched_setaffinity']
   extra += [args.note] if args.note else []
   text = report.header('ImageNet input pipeline', 'CPU only (the pipeline runs on the host)',
                        ['tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'numpy', 'pillow'],
                        extra)
   text += '\n' + report.table(['cores', 'what', 'images/s', 'images/s per core',
-                               'vs bare decode_jpeg'], rows) + '\n'
+                               'vs bare decode_jpeg', 'range over rounds'], rows) + '\n'
   best = per_core[max(per_core)]
   needs = [f'{int(r):,} img/s: about {int(r) / best:.0f} cores'
            for r in args.feed_rates.split(',') if r]
