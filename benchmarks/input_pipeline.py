@@ -167,7 +167,9 @@ def worker(args):
     # A strided max forces the whole decode but costs next to nothing itself.
     ds = ds.map(lambda i, j: tf.reduce_max(fn(i, j)[::16, ::16]),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return iter(ds.batch(args.batch).prefetch(tf.data.AUTOTUNE).with_options(_options(tf)))
+    # Two batches ahead, as the pipeline (config.dataset.prefetch): the warm-up of each
+    # measurement drains what an idle iterator buffered, and no more.
+    return iter(ds.batch(args.batch).prefetch(2).with_options(_options(tf)))
 
   def crop(i, j):
     window = augment.sample_crop_window(tf.image.extract_jpeg_shape(j),
