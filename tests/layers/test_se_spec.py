@@ -109,3 +109,13 @@ def test_from_config_rejects_unknown_keys_and_lists_known_ones():
 def test_from_config_validates_values():
   with pytest.raises(ValueError, match='config.model.se.gate'):
     SESpec.from_config({'gate': 'swish'})
+
+
+def test_reduction_one_is_allowed():
+  # r = 1 keeps the bottleneck as wide as the block; only r < 1 is refused.
+  assert SESpec(reduction=1).reduced_width(64) == 64
+
+
+def test_reduction_message_in_full():
+  assert error_of(reduction=0) == ('config.model.se.reduction=0 must be a positive integer '
+                                   '(the paper sweeps 2, 4, 8, 16, 32)')
