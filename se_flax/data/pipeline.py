@@ -120,6 +120,19 @@ def _key(seed, *data):
   return key
 
 
+def _augment_keys(seed, epoch, index):
+  """(N, 2) augmentation keys of the examples `index` (int64 (N,)) in `epoch`, in a few ops.
+
+  Equal to _key(seed, _AUGMENT, epoch, i) for each i: folding i into a key k
+  gives (a word drawn from k alone, i), so the word is drawn once per epoch
+  instead of once per example.
+  """
+  word = tf.random.experimental.stateless_fold_in(
+      _key(seed, _AUGMENT, epoch), tf.constant(0, tf.int64), alg='philox')[0]
+  index = tf.cast(index, tf.int64)
+  return tf.stack([tf.fill(tf.shape(index), word), index], axis=1)
+
+
 def _permutation(n, key):
   """A uniformly random permutation of range(n), a function of `key` only."""
   draws = tf.random.stateless_uniform([n], key, minval=None, maxval=None, dtype=tf.int64,
@@ -194,16 +207,18 @@ def _eval_image(builder, spec, cfg, image):
 
 
 def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
-  """The concatenated, per-epoch shuffled stream {'epoch', 'index', ...} from `first_epoch` on.
+  """The concatenated, per-epoch shuffled stream {'key', ...} from `first_epoch` on.
 
-  In-memory elements carry only the row, so that skipped ones cost nothing;
-  streamed ones carry the stored (undecoded) image.
+  'key' is the example's augmentation key (`_augment_keys`), computed for a
+  whole epoch or shuffle window at once. In-memory elements carry only the
+  row, so that skipped ones cost nothing; streamed ones carry the stored
+  (undecoded) image and its label.
   """
   if cfg.cache:
     def epoch(e):
       rows = _permutation(n, _key(seed, _SHUFFLE, e))
-      return tf.data.Dataset.from_tensor_slices(rows).map(traced(
-          lambda row: {'epoch': e, 'index': row + offset, 'row': row}))
+      return tf.data.Dataset.from_tensor_slices(
+          {'row': rows, 'key': _augment_keys(seed, e, rows + offset)})
   else:
     window = min(cfg.shuffle_buffer, n)
     files = sources.num_files(builder, split)
@@ -217,8 +232,7 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
         index, serialized = window_records
         perm = _permutation(tf.shape(index)[0], _key(seed, _SHUFFLE, e, w))
         stored = sources.parse_stored(builder, tf.gather(serialized, perm))
-        return {**stored, 'index': tf.gather(index, perm) + offset,
-                'epoch': tf.fill(tf.shape(index), tf.cast(e, tf.int64))}
+        return {**stored, 'key': _augment_keys(seed, e, tf.gather(index, perm) + offset)}
 
       # The next window is read while this one is decoded: two windows of stored images in memory.
       records = sources.records(builder, split, file_order=order).batch(window).enumerate()
@@ -263,8 +277,7 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
 
   def preprocess(x):
     image, label = stored(x)
-    key = _key(seed, _AUGMENT, x['epoch'], x['index'])
-    return {'image': _train_image(builder, spec, cfg, image, key),
+    return {'image': _train_image(builder, spec, cfg, image, x['key']),
             'label': tf.cast(label, tf.int32)}
 
   if spec.jpeg:

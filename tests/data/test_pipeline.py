@@ -209,3 +209,15 @@ def test_image_size_other_than_stored(digits_cfg):
   assert next(pipeline.train_batches(cfg, global_batch_size=4, seed=0))['image'].shape == (
       4, 16, 16, 1)
   assert next(pipeline.eval_batches(cfg, global_batch_size=4))['image'].shape == (4, 16, 16, 1)
+
+
+def test_augment_keys_of_a_window_equal_the_per_example_keys():
+  # The keys are drawn for a whole epoch or window at once; each must be the
+  # key the example would get alone, so that crops do not depend on batching.
+  index = np.array([0, 1, 7, 1436, 2**40], np.int64)
+  for seed, epoch in ((0, 0), (3, 2), (12345, 17)):
+    together = pipeline._augment_keys(seed, epoch, tf.constant(index)).numpy()
+    alone = [pipeline._key(seed, pipeline._AUGMENT, epoch, i).numpy() for i in index]
+    np.testing.assert_array_equal(together, np.stack(alone))
+  different = pipeline._augment_keys(0, 1, tf.constant(index)).numpy()
+  assert not (different == pipeline._augment_keys(0, 0, tf.constant(index)).numpy()).all()
