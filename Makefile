@@ -34,7 +34,7 @@ test: $(STAMP)
 # A mutant whose tests run past 5x (their clean time + 1 s) times out and counts as caught:
 # mutmut's default of 15x let the mutants that loop hold one core for minutes each.
 MUTATE ?= layers blocks mapping optim augment step
-MUTATE_layers := se_flax/layers/* | tests/layers
+MUTATE_layers := se_flax/layers/* | tests/layers tests/models/test_drop_path.py
 MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py tests/models/test_drop_path.py
 MUTATE_mapping := se_flax/convert/mapping.py | tests/convert/test_mapping.py
 MUTATE_optim := se_flax/train/optim.py | tests/train/test_optim.py tests/train/test_recipe_optim.py

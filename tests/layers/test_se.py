@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from se_flax.layers.se import SEBlock, SESpec
+from se_flax.layers.se import SEBlock, SESpec, upsample_nearest
 from tests.layers.random_variables import random_variables
 
 
@@ -187,3 +187,17 @@ def test_reduction_is_ignored_by_excitations_without_a_bottleneck():
     assert block.apply(variables, x).shape == x.shape
   with pytest.raises(ValueError, match='reduction=32 exceeds the 8 channels'):
     SEBlock(SESpec(reduction=32, excite='fc')).init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.parametrize('cells,size', [((1, 1), (5, 7)), ((2, 1), (4, 3)), ((1, 2), (3, 4)),
+                                        ((2, 2), (7, 7)), ((4, 4), (7, 7)), ((3, 5), (3, 5))])
+def test_upsample_nearest_gives_each_pixel_the_cell_that_covers_it(cells, size):
+  # numpy: pixel (i, j) lies in cell (i // ceil(H/h), j // ceil(W/w)).
+  (h, w), (height, width) = cells, size
+  s = np.random.default_rng(h * 10 + w).normal(size=(2, h, w, 3)).astype(np.float32)
+  rows = np.arange(height) // -(-height // h)
+  cols = np.arange(width) // -(-width // w)
+  expected = s[:, rows][:, :, cols]
+  out = np.broadcast_to(np.asarray(upsample_nearest(jnp.asarray(s), (2, height, width, 3))),
+                        (2, height, width, 3))
+  np.testing.assert_array_equal(out, expected)

@@ -119,3 +119,18 @@ def test_reduction_one_is_allowed():
 def test_reduction_message_in_full():
   assert error_of(reduction=0) == ('config.model.se.reduction=0 must be a positive integer '
                                    '(the paper sweeps 2, 4, 8, 16, 32)')
+
+
+def test_gather_extent_message_in_full():
+  assert error_of(squeeze='gather', gather_extent=3) == (
+      'config.model.se.gather_extent=3 is not allowed; choose one of [0, 2, 4, 8]')
+
+
+@pytest.mark.parametrize('position,integration', [
+    ('last', 'standard'), ('last', 'pre'), ('last', 'post'), ('last', 'identity'),
+    ('3x3', 'standard')])
+def test_every_integration_at_the_last_position_and_the_standard_one_at_3x3(position,
+                                                                             integration):
+  # Table 14 varies the integration at the usual position, Table 15 moves the standard block.
+  spec = SESpec(position=position, integration=integration)
+  assert (spec.position, spec.integration) == (position, integration)
