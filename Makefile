@@ -38,7 +38,7 @@ MUTATE_layers := se_flax/layers/* | tests/layers tests/models/test_drop_path.py
 MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py tests/models/test_drop_path.py
 MUTATE_mapping := se_flax/convert/mapping.py | tests/convert/test_mapping.py
 MUTATE_optim := se_flax/train/optim.py | tests/train/test_optim.py tests/train/test_recipe_optim.py
-MUTATE_augment := se_flax/data/augment.py | tests/data/test_augment.py tests/data/test_augment_epochs.py tests/data/test_erasing.py
+MUTATE_augment := se_flax/data/augment.py | tests/data/test_augment.py tests/data/test_augment_edges.py tests/data/test_augment_epochs.py tests/data/test_erasing.py
 MUTATE_step := se_flax/train/step.py | tests/train/test_step.py tests/train/test_recipe_step.py tests/train/test_recipe_loss.py
 
 define mutate_one

@@ -1,0 +1,114 @@
+"""Edges of the augmentations: grey JPEGs, the libjpeg ratio's thresholds, fallbacks, defaults.
+
+References are PIL's decoder and numpy; tf.image.resize is the reference only
+for the interpolation itself.
+"""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from se_flax.data import augment
+
+SEEDS = [tf.constant([s, 11], tf.int64) for s in range(16)]
+
+
+def _jpeg(image, mode='RGB'):
+  buffer = io.BytesIO()
+  Image.fromarray(image).convert(mode).save(buffer, format='JPEG', quality=95, subsampling=0)
+  return buffer.getvalue()
+
+
+def _pil(data):
+  """The RGB pixels PIL decodes (libjpeg's accurate integer IDCT), as float32."""
+  return np.asarray(Image.open(io.BytesIO(data)).convert('RGB'), np.float32)
+
+
+def _noise(height, width, seed=0):
+  return np.random.RandomState(seed).randint(0, 256, (height, width, 3)).astype(np.uint8)
+
+
+def test_grey_jpegs_decode_to_three_equal_channels():
+  # ImageNet holds greyscale JPEGs; every decode path must still give (H, W, 3).
+  data = tf.constant(_jpeg(_noise(64, 96), mode='L'))
+  outputs = {
+      'inception_crop': augment.inception_crop(data, SEEDS[0], 16),
+      'fast_inception_crop': augment.fast_inception_crop(data, SEEDS[0], 16),
+      'imagenet_train': augment.imagenet_train(data, SEEDS[0], 16, 20),
+      'decode_resize_center_crop': augment.decode_resize_center_crop(data, 16, 20),
+  }
+  for name, out in outputs.items():
+    out = out.numpy()
+    assert out.shape == (16, 16, 3), name
+    np.testing.assert_array_equal(out[..., 0], out[..., 1], err_msg=name)
+    np.testing.assert_array_equal(out[..., 0], out[..., 2], err_msg=name)
+
+
+@pytest.mark.parametrize('short,expected', [(23, 1), (47, 1), (48, 2), (95, 2), (96, 4),
+                                            (191, 4), (192, 8), (1000, 8)])
+def test_jpeg_ratio_is_the_largest_that_keeps_the_output_size(short, expected):
+  # With output 24: ratio r whenever the short side is at least r * 24, the boundary included.
+  for window in ([0, 0, short, 1000], [5, 7, 1000, short]):
+    ratio = augment.jpeg_ratio(tf.constant(window, tf.int32), 24)
+    assert ratio.dtype == tf.int32 and int(ratio) == expected
+
+
+def test_fast_inception_crop_at_ratio_one_decodes_with_the_accurate_idct():
+  # Windows under twice the output are decoded whole-scale; the pixels are PIL's.
+  data = _jpeg(_noise(40, 56, seed=2))
+  decoded = _pil(data)
+  for seed in SEEDS[:6]:
+    y, x, h, w = window = augment.sample_crop_window(tf.constant([40, 56, 3]), seed).numpy()
+    assert int(augment.jpeg_ratio(tf.constant(window), 24)) == 1
+    expected = tf.image.resize(decoded[y:y + h, x:x + w], [24, 24], antialias=False).numpy()
+    out = augment.fast_inception_crop(tf.constant(data), seed, 24).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_resize_antialiases_by_default():
+  image = tf.constant(_noise(64, 64, seed=3), tf.float32)
+  smooth = tf.image.resize(image, [8, 8], method='bilinear', antialias=True).numpy()
+  sharp = tf.image.resize(image, [8, 8], method='bilinear', antialias=False).numpy()
+  assert np.abs(smooth - sharp).max() > 10
+  np.testing.assert_allclose(augment.resize(image, 8).numpy(), smooth, atol=1e-4)
+  np.testing.assert_allclose(augment.resize(image, 8, antialias=False).numpy(), sharp, atol=1e-4)
+
+
+def test_inception_crop_passes_resize_and_window_options_through():
+  data = _jpeg(_noise(60, 80, seed=4))
+  decoded = _pil(data)
+  # The whole image counts as a failed draw: area (1, 1) always falls back to the
+  # centred square of fallback_fraction of the short side, 30 here, at (15, 25).
+  out = augment.inception_crop(tf.constant(data), SEEDS[1], 12, antialias=False,
+                               area_range=(1.0, 1.0), fallback_fraction=0.5).numpy()
+  expected = tf.image.resize(decoded[15:45, 25:55], [12, 12], antialias=False).numpy()
+  np.testing.assert_allclose(out, expected, atol=1e-3)
+
+
+def test_imagenet_train_falls_back_to_the_eval_fraction_of_the_short_side():
+  # A 20x400 strip: no window of 8% of the area with aspect 3/4..4/3 fits its height,
+  # so every draw fails and the crop is the centred square of 8/16 of 20 = 10 pixels.
+  data = _jpeg(_noise(20, 400, seed=5))
+  centre = _pil(data)[5:15, 195:205]
+  expected = np.floor(tf.image.resize(centre, [8, 8], antialias=False).numpy() + 0.5)
+  for seed in SEEDS[:4]:
+    out = augment.imagenet_train(tf.constant(data), seed, 8, 16).numpy().astype(np.float32)
+    assert np.array_equal(out, expected) or np.array_equal(out, expected[:, ::-1])
+
+
+def test_the_fallback_square_is_at_least_one_pixel():
+  # int(1 * 0.875) is 0: a one-pixel-high image still gets a 1x1 window, centred.
+  window = augment.sample_crop_window(tf.constant([1, 999, 3]), SEEDS[0], area_range=(0.5, 1.0),
+                                      aspect_range=(1.0, 1.0), fallback_fraction=0.875)
+  assert window.numpy().tolist() == [0, 499, 1, 1]
+
+
+def test_normalize_accepts_integer_statistics():
+  # A data set may state its mean and std as integers; the result is still float32.
+  image = tf.constant(_noise(4, 5, seed=6))
+  out = augment.normalize(image, (0, 0, 0), (2, 2, 2))
+  assert out.dtype == tf.float32
+  np.testing.assert_array_equal(out.numpy(), image.numpy().astype(np.float32) / 2)
