@@ -134,3 +134,8 @@ def test_every_integration_at_the_last_position_and_the_standard_one_at_3x3(posi
   # Table 14 varies the integration at the usual position, Table 15 moves the standard block.
   spec = SESpec(position=position, integration=integration)
   assert (spec.position, spec.integration) == (position, integration)
+
+
+def test_stages_message_in_full():
+  assert error_of(stages=(0, -1)) == ('config.model.se.stages=(0, -1) must be a tuple of stage '
+                                      'indices (0-based) or None for all stages')
