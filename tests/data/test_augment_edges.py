@@ -112,3 +112,52 @@ def test_normalize_accepts_integer_statistics():
   out = augment.normalize(image, (0, 0, 0), (2, 2, 2))
   assert out.dtype == tf.float32
   np.testing.assert_array_equal(out.numpy(), image.numpy().astype(np.float32) / 2)
+
+
+def _windows_of(shape, seeds=SEEDS * 2, **kwargs):
+  return np.array([augment.sample_crop_window(tf.constant(shape), tf.constant([i, 5], tf.int64),
+                                              **kwargs).numpy() for i in range(len(seeds))])
+
+
+def test_crop_windows_follow_a_configured_area_range():
+  # config.dataset.crop_area_range narrows the area; a window of the whole image is
+  # never drawn because the fallback replaces it.
+  windows = _windows_of([200, 300, 3], area_range=(0.2, 0.3))
+  areas = windows[:, 2] * windows[:, 3] / (200 * 300)
+  assert areas.min() >= 0.2 * 0.97 and areas.max() <= 0.3 * 1.03
+
+
+def test_crop_windows_follow_a_configured_aspect_range():
+  windows = _windows_of([300, 300, 3], aspect_range=(2.0, 2.0), area_range=(0.1, 0.4))
+  np.testing.assert_allclose(windows[:, 3] / windows[:, 2], 2.0, rtol=0.05)
+
+
+def test_crop_windows_move_across_both_axes():
+  windows = _windows_of([300, 400, 3])
+  assert (windows[:, 0] > 0).sum() > len(windows) // 2
+  assert (windows[:, 1] > 0).sum() > len(windows) // 2
+
+
+def test_fewer_attempts_fall_back_more_often():
+  # Large, elongated draws rarely fit a square: one attempt fails often, fifty almost never.
+  def fallbacks(attempts):
+    windows = _windows_of([100, 100, 3], area_range=(0.6, 1.0), aspect_range=(0.3, 3.0),
+                          max_attempts=attempts, fallback_fraction=0.5)
+    return int((windows == [25, 25, 50, 50]).all(axis=1).sum())
+  assert fallbacks(1) >= 8 and fallbacks(50) <= 1
+
+
+def test_erase_boxes_fit_a_non_square_image():
+  # Heights are drawn against the rows, widths against the columns.
+  for i in range(48):
+    top, left, h, w = augment.sample_erase_box(tf.constant([8, 64, 3]),
+                                               tf.constant([i, 3], tf.int64)).numpy()
+    assert 0 <= top and top + h <= 8 and h < 8
+    assert 0 <= left and left + w <= 64 and w < 64
+
+
+def test_erase_accepts_integer_statistics():
+  image = tf.zeros([4, 4, 3], tf.uint8)
+  noise = tf.fill([4, 4, 3], 1.5)
+  out = augment.erase(image, tf.constant([1, 1, 2, 2]), noise, (10, 20, 30), (2, 2, 2)).numpy()
+  assert out[1:3, 1:3].tolist() == [[[13, 23, 33]] * 2] * 2 and out.sum() == 4 * (13 + 23 + 33)
