@@ -161,3 +161,24 @@ def test_erase_accepts_integer_statistics():
   noise = tf.fill([4, 4, 3], 1.5)
   out = augment.erase(image, tf.constant([1, 1, 2, 2]), noise, (10, 20, 30), (2, 2, 2)).numpy()
   assert out[1:3, 1:3].tolist() == [[[13, 23, 33]] * 2] * 2 and out.sum() == 4 * (13 + 23 + 33)
+
+
+def _erase_boxes(shape, n=200):
+  return np.array([augment.sample_erase_box(tf.constant(shape), tf.constant([i, 9], tf.int64))
+                   .numpy() for i in range(n)])
+
+
+def test_erase_boxes_reach_every_edge_and_stay_inside():
+  boxes = _erase_boxes([6, 6, 3])
+  top, left, h, w = boxes[boxes[:, 2] > 0].T
+  assert (h < 6).all() and (w < 6).all()
+  assert (top == 0).any() and (top + h == 6).any() and (top + h <= 6).all()
+  assert (left == 0).any() and (left + w == 6).any() and (left + w <= 6).all()
+
+
+@pytest.mark.parametrize('shape,side', [([3, 100, 3], 2), ([100, 3, 3], 3)])
+def test_erase_boxes_are_strictly_smaller_than_the_image(shape, side):
+  # As timm: a box as high (or wide) as the image is redrawn, never used.
+  boxes = _erase_boxes(shape)
+  drawn = boxes[boxes[:, 2] > 0]
+  assert len(drawn) > 0 and (drawn[:, side] < 3).all()
