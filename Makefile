@@ -48,7 +48,10 @@ define mutate_one
 	  '$(strip $(word 1,$(subst |, ,$(MUTATE_$(1)))))' \
 	  '$(foreach t,$(wordlist 2,99,$(subst |, ,$(MUTATE_$(1)))),  $(t)\n)' > mutants/$(1)/setup.cfg
 	cd mutants/$(1) && $(CURDIR)/$(PY) -m mutmut run --max-children 1 > ../$(1).log 2>&1; \
-	  $(CURDIR)/$(PY) -m mutmut results --all true > ../$(1).txt; tail -n 3 ../$(1).log
+	  $(CURDIR)/$(PY) -m mutmut results --all true > ../$(1).txt
+	@awk -F': ' '{n[$$2]++} END {c = n["killed"] + n["timeout"] + n["segfault"]; \
+	  t = NR - n["not checked"] - n["skipped"]; printf "$(1): %d mutants, %d caught (%d killed, %d timed out), %d survived, %d without tests, %d not run: %.1f%% caught\n", \
+	  NR, c, n["killed"], n["timeout"], n["survived"], n["no tests"], n["not checked"], t ? 100 * c / t : 0}' mutants/$(1).txt | tee mutants/$(1).summary
 
 endef
 
