@@ -31,8 +31,9 @@ test: $(STAMP)
 # Mutation testing with mutmut (not part of `make test`): each core module against its own
 # test files, on one core, in a copy of the tree under mutants/<name>/. Results go to
 # mutants/<name>.txt; `make mutate MUTATE=optim` runs one. docs/testing.md has the kill rates.
-# A mutant whose tests run past 5x (their clean time + 1 s) times out and counts as caught:
-# mutmut's default of 15x let the mutants that loop hold one core for minutes each.
+# A mutant whose tests run past 5x (their clean time + 30 s) times out and counts as caught.
+# mutmut's clean time leaves out fixtures (preparing the digits data, building pipelines): with
+# its default constant of 1 s, tests that only take long to set up timed out without failing.
 MUTATE ?= layers blocks mapping optim augment step
 MUTATE_layers := se_flax/layers/* | tests/layers tests/models/test_drop_path.py
 MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py tests/models/test_drop_path.py
@@ -44,7 +45,7 @@ MUTATE_step := se_flax/train/step.py | tests/train/test_step.py tests/train/test
 define mutate_one
 	rm -rf mutants/$(1) && mkdir -p mutants/$(1)
 	tar -cf - --exclude=./.venv --exclude=./mutants --exclude=./workdirs . | tar -C mutants/$(1) -xf -
-	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pytest.ini\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\ntimeout_multiplier = 5\npytest_add_cli_args_test_selection =\n%b' \
+	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pytest.ini\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\ntimeout_multiplier = 5\ntimeout_constant = 30\npytest_add_cli_args_test_selection =\n%b' \
 	  '$(strip $(word 1,$(subst |, ,$(MUTATE_$(1)))))' \
 	  '$(foreach t,$(wordlist 2,99,$(subst |, ,$(MUTATE_$(1)))),  $(t)\n)' > mutants/$(1)/setup.cfg
 	cd mutants/$(1) && $(CURDIR)/$(PY) -m mutmut run --max-children 1 > ../$(1).log 2>&1; \
