@@ -85,9 +85,10 @@ def tiny_setup(n_devices=8, *, num_classes=NUM_CLASSES, dropout_rate=0.0, **over
   The optimizer is always `make_config()`'s; `overrides` change the step's config
   (nan_policy, label_smoothing).
   """
-  # Under a mutation run (mutmut sets MUTANT_UNDER_TEST) nothing is shared: a step built
-  # once would tie the code that builds it (shardings, donation) to whichever test came first.
-  fresh = bool(os.environ.get('MUTANT_UNDER_TEST'))
+  # While mutmut records which test calls what (MUTANT_UNDER_TEST=stats) nothing is shared: a
+  # step built once would tie the code that builds it (shardings, donation) to whichever test
+  # came first. Each mutant then runs in a process of its own, where sharing is harmless.
+  fresh = os.environ.get('MUTANT_UNDER_TEST') == 'stats'
   initial_state, train_step = ((_initial_state.__wrapped__, _train_step.__wrapped__) if fresh
                                else (_initial_state, _train_step))
   schedule, state = initial_state(num_classes)
