@@ -182,3 +182,13 @@ def test_erase_boxes_are_strictly_smaller_than_the_image(shape, side):
   boxes = _erase_boxes(shape)
   drawn = boxes[boxes[:, 2] > 0]
   assert len(drawn) > 0 and (drawn[:, side] < 3).all()
+
+
+@pytest.mark.parametrize('shape', [(8, 12, 3), (12, 8, 3), (8, 12, 8)])
+def test_maybe_resize_resizes_any_image_that_is_not_already_square_at_the_size(shape):
+  image = tf.constant(np.random.RandomState(7).randint(0, 256, shape).astype(np.uint8))
+  out = augment.maybe_resize(image, 8).numpy()
+  assert out.shape == (8, 8, shape[2]) and out.dtype == np.float32
+  np.testing.assert_allclose(out, augment.resize(tf.cast(image, tf.float32), 8).numpy())
+  same = augment.maybe_resize(image[:8, :8], 8).numpy()
+  np.testing.assert_array_equal(same, image[:8, :8].numpy().astype(np.float32))
