@@ -135,7 +135,9 @@ def _rates_in_rounds(iterators, batch, warmup, batches, rounds):
   A machine shared with other work drifts by tens of percent within a minute;
   measuring everything in each round and taking medians compares the stages
   under the same conditions. An iterator that is not being read stops once its
-  prefetch buffers are full, so it does not slow the others.
+  prefetch buffers are full, so it does not slow the others; the warm-up of
+  each measurement drains those buffers (and the training pipeline's
+  read-ahead window) before the clock starts.
   """
   samples = {name: [] for name in iterators}
   for _ in range(rounds):
@@ -237,9 +239,11 @@ def _args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--cores', default='1,2', help='core counts to pin to, comma separated')
   p.add_argument('--batch', type=int, default=128)
-  p.add_argument('--warmup', type=int, default=3, help='untimed batches per measurement')
-  p.add_argument('--batches', type=int, default=10, help='timed batches per measurement')
-  p.add_argument('--rounds', type=int, default=5,
+  # The warm-up outlasts what an idle pipeline reads ahead (the next shuffle window of
+  # config.dataset.shuffle_buffer = 1024 records), so no round times records read earlier.
+  p.add_argument('--warmup', type=int, default=10, help='untimed batches per measurement')
+  p.add_argument('--batches', type=int, default=20, help='timed batches per measurement')
+  p.add_argument('--rounds', type=int, default=3,
                  help='measurements of every stage, taken in turn; the table gives medians')
   p.add_argument('--classes', type=int, default=8)
   p.add_argument('--per_class', type=int, default=80)
