@@ -192,3 +192,11 @@ def test_maybe_resize_resizes_any_image_that_is_not_already_square_at_the_size(s
   np.testing.assert_allclose(out, augment.resize(tf.cast(image, tf.float32), 8).numpy())
   same = augment.maybe_resize(image[:8, :8], 8).numpy()
   np.testing.assert_array_equal(same, image[:8, :8].numpy().astype(np.float32))
+
+
+def test_crop_windows_of_a_small_area_range_are_drawn_not_fallen_back():
+  # The bounding box is the whole image, so the area fraction must also bound the
+  # box's coverage (min_object_covered); otherwise a range under 10% never fits.
+  windows = _windows_of([300, 300, 3], area_range=(0.02, 0.05))
+  areas = windows[:, 2] * windows[:, 3] / (300 * 300)
+  assert areas.min() >= 0.02 * 0.95 and areas.max() <= 0.05 * 1.05
