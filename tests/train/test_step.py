@@ -396,3 +396,15 @@ def test_the_reported_rate_is_that_of_the_updates_applied():
 def test_one_hot_targets_default_to_no_smoothing():
   got = step_lib.one_hot_targets(jnp.asarray([2, 0]), 3)
   np.testing.assert_array_equal(np.asarray(got), np.eye(3)[[2, 0]])
+
+
+@pytest.mark.parametrize('nan_policy', ['stop', 'skip'])
+def test_train_step_metrics_are_float32_scalars(nan_policy):
+  # The logger sums and averages them across steps and hosts as float32.
+  _, (_, metrics) = _linear_step(optax.sgd(0.1), np.full((4, 3), 0.25), {},
+                                 nan_policy=nan_policy)
+  assert set(metrics) >= {'loss_sum', 'top1_correct', 'top5_correct', 'count', 'grad_norm_sum',
+                          'steps', 'learning_rate', 'finite', 'skipped'}
+  for name, value in metrics.items():
+    assert value.shape == () and value.dtype == jnp.float32, (name, value.dtype)
+  assert float(metrics['count']) == len(_LABELS) and float(metrics['steps']) == 1
