@@ -40,13 +40,18 @@ MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py tests/mo
 MUTATE_mapping := se_flax/convert/mapping.py | tests/convert/test_mapping.py
 MUTATE_optim := se_flax/train/optim.py | tests/train/test_optim.py tests/train/test_recipe_optim.py
 MUTATE_augment := se_flax/data/augment.py | tests/data/test_augment.py tests/data/test_augment_edges.py tests/data/test_augment_epochs.py tests/data/test_erasing.py
+# The fork server imports the tests once (warm-up `collect`) and forks a process per mutant.
+# A forked TensorFlow hangs when a tf.data pipeline fails in it, so augment's fork server
+# imports nothing: each mutant's process imports TensorFlow itself (about 10 s a mutant).
+MUTATE_WARMUP_augment := none
 MUTATE_step := se_flax/train/step.py | tests/train/test_step.py tests/train/test_recipe_step.py tests/train/test_recipe_loss.py
 
 define mutate_one
 	rm -rf mutants/$(1) && mkdir -p mutants/$(1)
 	tar -cf - --exclude=./.venv --exclude=./mutants --exclude=./workdirs . | tar -C mutants/$(1) -xf -
-	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pytest.ini\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\ntimeout_multiplier = 5\ntimeout_constant = 30\npytest_add_cli_args_test_selection =\n%b' \
+	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pytest.ini\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\nforkserver_warmup = %s\ntimeout_multiplier = 5\ntimeout_constant = 30\npytest_add_cli_args_test_selection =\n%b' \
 	  '$(strip $(word 1,$(subst |, ,$(MUTATE_$(1)))))' \
+	  '$(or $(MUTATE_WARMUP_$(1)),collect)' \
 	  '$(foreach t,$(wordlist 2,99,$(subst |, ,$(MUTATE_$(1)))),  $(t)\n)' > mutants/$(1)/setup.cfg
 	cd mutants/$(1) && $(CURDIR)/$(PY) -m mutmut run --max-children 1 > ../$(1).log 2>&1; \
 	  $(CURDIR)/$(PY) -m mutmut results --all true > ../$(1).txt
