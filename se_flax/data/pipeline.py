@@ -207,18 +207,20 @@ def _eval_image(builder, spec, cfg, image):
 
 
 def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
-  """The concatenated, per-epoch shuffled stream {'key', ...} from `first_epoch` on.
+  """The concatenated, per-epoch shuffled stream {'index', 'key', ...} from `first_epoch` on.
 
-  'key' is the example's augmentation key (`_augment_keys`), computed for a
-  whole epoch or shuffle window at once. In-memory elements carry only the
+  'index' is the example's position in the split's canonical order, 'key' its
+  augmentation key (`_augment_keys`), both computed for a whole epoch or
+  shuffle window at once. In-memory elements carry only the
   row, so that skipped ones cost nothing; streamed ones carry the stored
   (undecoded) image and its label.
   """
   if cfg.cache:
     def epoch(e):
       rows = _permutation(n, _key(seed, _SHUFFLE, e))
+      index = tf.cast(rows, tf.int64) + offset
       return tf.data.Dataset.from_tensor_slices(
-          {'row': rows, 'key': _augment_keys(seed, e, rows + offset)})
+          {'row': rows, 'index': index, 'key': _augment_keys(seed, e, index)})
   else:
     window = min(cfg.shuffle_buffer, n)
     files = sources.num_files(builder, split)
@@ -232,7 +234,8 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
         index, serialized = window_records
         perm = _permutation(tf.shape(index)[0], _key(seed, _SHUFFLE, e, w))
         stored = sources.parse_stored(builder, tf.gather(serialized, perm))
-        return {**stored, 'key': _augment_keys(seed, e, tf.gather(index, perm) + offset)}
+        index = tf.gather(index, perm) + offset
+        return {**stored, 'index': index, 'key': _augment_keys(seed, e, index)}
 
       # The next window is read while this one is decoded: two windows of stored images in memory.
       records = sources.records(builder, split, file_order=order).batch(window).enumerate()
