@@ -129,7 +129,6 @@ def _augment_keys(seed, epoch, index):
   """
   word = tf.random.experimental.stateless_fold_in(
       _key(seed, _AUGMENT, epoch), tf.constant(0, tf.int64), alg='philox')[0]
-  index = tf.cast(index, tf.int64)
   return tf.stack([tf.fill(tf.shape(index), word), index], axis=1)
 
 
@@ -211,9 +210,9 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
 
   'index' is the example's position in the split's canonical order, 'key' its
   augmentation key (`_augment_keys`), both computed for a whole epoch or
-  shuffle window at once. In-memory elements carry only the
-  row, so that skipped ones cost nothing; streamed ones carry the stored
-  (undecoded) image and its label.
+  shuffle window at once. In-memory elements carry the row, not the image, so
+  that skipped ones cost nothing; streamed ones carry the stored (undecoded)
+  image and its label.
   """
   if cfg.cache:
     def epoch(e):
