@@ -84,6 +84,7 @@ def get_base_config():
   config.dataset.randaugment.magnitude_std = 0.0
   config.dataset.randaugment.increasing = False  # timm's "inc1" op variants
   config.dataset.random_erasing = 0.0   # probability of erasing one rectangle per image
+  config.dataset.aug_repeats = 1        # copies of each example per epoch (repeated augmentation)
 
   config.batch_size = 1024             # global
   config.eval_batch_size = 1024        # global

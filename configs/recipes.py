@@ -3,16 +3,16 @@
 `RSB[name]` holds a whole procedure as published for ImageNet: its batch (the
 one its learning rate is given at), length, rate, weight decay, crop sizes and
 `fields`, the pieces that do not depend on the data set (LAMB, BCE, Mixup and
-CutMix, RandAugment, stochastic depth). configs/imagenet.py runs the whole
-procedure; the small-image configs (digits, CIFAR) take only the pieces, with
-their own batch, length and sizes. docs/recipes.md cites each value.
+CutMix, RandAugment, repeated augmentation, stochastic depth).
+configs/imagenet.py runs the whole procedure; the small-image configs (digits,
+CIFAR) take only the pieces, with their own batch, length and sizes. docs/recipes.md cites each value.
 """
 
 NAMES = ('rsb_a1', 'rsb_a2', 'rsb_a3')
 
 
 def _rsb(epochs, learning_rate, weight_decay, label_smoothing, drop_path, magnitude, mixup,
-         image_size):
+         image_size, aug_repeats):
   """One procedure: what A1, A2 and A3 share, and what they don't."""
   return dict(
       batch=2048, epochs=epochs, schedule='cosine', warmup=5.0, learning_rate=learning_rate,
@@ -30,6 +30,7 @@ def _rsb(epochs, learning_rate, weight_decay, label_smoothing, drop_path, magnit
           'dataset.randaugment.magnitude': magnitude,
           'dataset.randaugment.magnitude_std': 0.5,
           'dataset.randaugment.increasing': True,
+          'dataset.aug_repeats': aug_repeats,
           'mix.mixup_alpha': mixup,
           'mix.cutmix_alpha': 1.0,
           'mix.prob': 1.0,
@@ -39,11 +40,11 @@ def _rsb(epochs, learning_rate, weight_decay, label_smoothing, drop_path, magnit
 
 RSB = {
     'rsb_a1': _rsb(600.0, 5e-3, 0.01, label_smoothing=0.1, drop_path=0.05, magnitude=7.0,
-                   mixup=0.2, image_size=224),
+                   mixup=0.2, image_size=224, aug_repeats=3),
     'rsb_a2': _rsb(300.0, 5e-3, 0.02, label_smoothing=0.0, drop_path=0.05, magnitude=7.0,
-                   mixup=0.1, image_size=224),
+                   mixup=0.1, image_size=224, aug_repeats=3),
     'rsb_a3': _rsb(100.0, 8e-3, 0.02, label_smoothing=0.0, drop_path=0.0, magnitude=6.0,
-                   mixup=0.1, image_size=160),
+                   mixup=0.1, image_size=160, aug_repeats=1),
 }
 
 

@@ -156,7 +156,7 @@ def _is_number(value):
 
 
 def _check_recipe(cfg):
-  """The host-side recipe augmentations: RandAugment's N, M and noise, the erasing probability."""
+  """The host-side recipe pieces: RandAugment's N, M and noise, erasing, repeated augmentation."""
   ra = cfg.get('randaugment') or {}
   num_ops = ra.get('num_ops', 0)
   if not isinstance(num_ops, int) or isinstance(num_ops, bool) or num_ops < 0:
@@ -173,3 +173,7 @@ def _check_recipe(cfg):
   if not _is_number(erasing) or not 0 <= erasing <= 1:
     raise ConfigError(f'config.dataset.random_erasing={erasing!r} must be a probability in '
                       '[0, 1]')
+  repeats = cfg.get('aug_repeats', 1)
+  if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+    raise ConfigError(f'config.dataset.aug_repeats={repeats!r} must be an int >= 1 '
+                      '(1: off; 3 in "ResNet strikes back" A1 and A2)')

@@ -50,7 +50,7 @@ from se_flax.data.sources import traced
 from se_flax.errors import ConfigError
 
 # Distinct streams of the stateless RNG, folded into the run seed first.
-_SHUFFLE, _FILE_ORDER, _AUGMENT = 1, 2, 3
+_SHUFFLE, _FILE_ORDER, _AUGMENT, _REPEAT = 1, 2, 3, 4
 # Folded into an example's augmentation key: RandAugment and random erasing.
 _RECIPE = 1
 _SKIPPED = {'train': 0, 'eval': 0}
@@ -120,16 +120,52 @@ def _key(seed, *data):
   return key
 
 
-def _augment_keys(seed, epoch, index):
-  """(N, 2) augmentation keys of the examples `index` (int64 (N,)) in `epoch`, in a few ops.
+def _augment_keys(seed, epoch, index, copies=1):
+  """Augmentation keys of the examples `index` (int64 (N,)) in `epoch`, in a few ops.
 
-  Equal to _key(seed, _AUGMENT, epoch, i) for each i: folding i into a key k
-  gives (a word drawn from k alone, i), so the word is drawn once per epoch
-  instead of once per example.
+  (N, 2) with one copy per example: equal to _key(seed, _AUGMENT, epoch, i)
+  for each i. Folding i into a key k gives (a word drawn from k alone, i), so
+  the word is drawn once per epoch instead of once per example. With repeated
+  augmentation, (N, copies, 2): copy 0 keeps that key, copy c > 0 gets
+  _key(seed, _REPEAT, epoch, c, i).
   """
-  word = tf.random.experimental.stateless_fold_in(
-      _key(seed, _AUGMENT, epoch), tf.constant(0, tf.int64), alg='philox')[0]
-  return tf.stack([tf.fill(tf.shape(index), word), index], axis=1)
+  words = []
+  for copy in range(copies):
+    base = _key(seed, _AUGMENT, epoch) if copy == 0 else _key(seed, _REPEAT, epoch, copy)
+    words.append(tf.random.experimental.stateless_fold_in(
+        base, tf.constant(0, tf.int64), alg='philox')[0])
+  if copies == 1:
+    return tf.stack([tf.fill(tf.shape(index), words[0]), index], axis=1)
+  shape = [tf.shape(index)[0], copies]
+  return tf.stack([tf.broadcast_to(tf.stack(words)[None, :], shape),
+                   tf.broadcast_to(index[:, None], shape)], axis=-1)
+
+
+def _kept(perm, copies):
+  """The examples a permuted epoch or window keeps under repeated augmentation: its first 1/copies."""
+  return perm if copies == 1 else perm[:-(-tf.shape(perm)[0] // copies)]
+
+
+def _repeat_copies(ds, copies, n):
+  """Each example `copies` times in a row, each copy with its own key; the first n elements.
+
+  Repeated augmentation (Hoffer et al. 2020; "ResNet strikes back" A1 and A2):
+  an epoch keeps its length n but holds ceil(n / copies) examples, each seen
+  `copies` times, differently augmented, in the same or the next batch.
+  """
+  if copies == 1:
+    return ds
+
+  def copies_of(x):
+    keys = x.pop('key')
+    return tf.data.Dataset.from_tensor_slices(keys).map(lambda key: {**x, 'key': key})
+
+  return ds.flat_map(traced(copies_of)).take(n)
+
+
+def aug_repeats(cfg):
+  """Copies of each example per epoch: config.dataset.aug_repeats, 1 when unset."""
+  return cfg.get('aug_repeats', 1)
 
 
 def _permutation(n, key):
@@ -212,14 +248,17 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
   augmentation key (`_augment_keys`), both computed for a whole epoch or
   shuffle window at once. In-memory elements carry the row, not the image, so
   that skipped ones cost nothing; streamed ones carry the stored (undecoded)
-  image and its label.
+  image and its label. With `aug_repeats` r > 1 each permuted epoch or window
+  keeps its first 1/r and repeats each of those examples r times in a row
+  (`_repeat_copies`): an epoch still has n elements.
   """
+  copies = aug_repeats(cfg)
   if cfg.cache:
     def epoch(e):
-      rows = _permutation(n, _key(seed, _SHUFFLE, e))
+      rows = _kept(_permutation(n, _key(seed, _SHUFFLE, e)), copies)
       index = tf.cast(rows, tf.int64) + offset
-      return tf.data.Dataset.from_tensor_slices(
-          {'row': rows, 'index': index, 'key': _augment_keys(seed, e, index)})
+      return _repeat_copies(tf.data.Dataset.from_tensor_slices(
+          {'row': rows, 'index': index, 'key': _augment_keys(seed, e, index, copies)}), copies, n)
   else:
     window = min(cfg.shuffle_buffer, n)
     files = sources.num_files(builder, split)
@@ -231,14 +270,14 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
       def shuffle_window(w, window_records):
         # A whole window at a time: one permutation, one parse, one gather per field.
         index, serialized = window_records
-        perm = _permutation(tf.shape(index)[0], _key(seed, _SHUFFLE, e, w))
+        perm = _kept(_permutation(tf.shape(index)[0], _key(seed, _SHUFFLE, e, w)), copies)
         stored = sources.parse_stored(builder, tf.gather(serialized, perm))
         index = tf.gather(index, perm) + offset
-        return {**stored, 'index': index, 'key': _augment_keys(seed, e, index)}
+        return {**stored, 'index': index, 'key': _augment_keys(seed, e, index, copies)}
 
       # The next window is read while this one is decoded: two windows of stored images in memory.
       records = sources.records(builder, split, file_order=order).batch(window).enumerate()
-      return records.map(shuffle_window).prefetch(1).unbatch()
+      return _repeat_copies(records.map(shuffle_window).prefetch(1).unbatch(), copies, n)
   # One epoch after another, as flat_map, but the next epoch is opened while this one is
   # read: its first shuffle window fills in the background instead of stalling the stream.
   return tf.data.Dataset.counter(first_epoch).interleave(
