@@ -19,11 +19,18 @@ cores (the affinity is set before TensorFlow starts its threads) and times:
 * the full-resolution crop with antialiased resize, flip and normalisation
   (the augmentation before the ratio decode), and `augment.imagenet_train`
   (ratio decode, resize, flip, uint8), still on bytes in memory;
+* the crop at the libjpeg ratio resized to 224, without the flip and uint8;
 * the pipeline itself: `train_batches` (read, shuffle, decode the crop,
-  resize to 224, flip, batch uint8), with the same tf.data options;
+  resize to 224, flip, batch uint8), with the same tf.data options, and again
+  with a constant image in place of the crop: its reading, shuffling and
+  batching alone;
 * RandAugment's cost: `augment.imagenet_train` and `train_batches` again with
   timm's rand-m7-mstd0.5 (2 ops at magnitude 7, noise std 0.5) on the uint8 crop
   (`se_flax.data.randaugment`).
+
+The report ends with where a training image's time goes: the crop decode, the
+resize, uint8 and flip, and the pipeline around them, each the difference of
+two measured stages.
 
   .venv/bin/python benchmarks/input_pipeline.py --cores=1,2 \
       --out=benchmarks/results/input_pipeline_cpu.md
@@ -51,6 +58,9 @@ RA_NAME = 'RandAugment rand-m7-mstd0.5'
 AUGMENT = 'augment.imagenet_train (ratio decode, resize, flip, uint8)'
 PIPELINE = 'pipeline.train_batches (224x224, full augmentation)'
 BASE = 'decode_jpeg (TF default DCT)'
+RATIO = 'the crop decoded at the libjpeg ratio (augment.decode_window)'
+RESIZED = 'the crop at the libjpeg ratio, resized to 224 (float32, no flip)'
+EMPTY = 'pipeline.train_batches, a constant image for the crop (read, shuffle, batch only)'
 # (width, height) and how often each occurs: most ImageNet photos are 500 on the long side.
 SIZES = (((500, 375), 0.6), ((375, 500), 0.15), ((500, 333), 0.15), ((500, 500), 0.1))
 
@@ -203,7 +213,8 @@ def worker(args):
       'decode_jpeg (INTEGER_ACCURATE)': bare(
           lambda i, j: tf.io.decode_jpeg(j, channels=3, dct_method=augment.JPEG_DCT_METHOD)),
       'decode_and_crop_jpeg (random-size crop, full resolution)': bare(crop),
-      'the crop decoded at the libjpeg ratio (augment.decode_window)': bare(crop_at_ratio),
+      RATIO: bare(crop_at_ratio),
+      RESIZED: bare(lambda i, j: augment.resize(crop_at_ratio(i, j), 224, antialias=False)),
       'full-resolution crop, antialiased resize, flip, normalise (float32)': bare(exact_augmented),
       AUGMENT: bare(augmented),
       f'augment.imagenet_train + {RA_NAME}': bare(rand_augmented),
@@ -212,6 +223,16 @@ def worker(args):
   cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir
   iterators[PIPELINE] = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0,
                                                process_index=0, process_count=1)
+  # The pipeline's own cost: everything but the decode and augmentation, which the map
+  # traces from augment.TRAIN when the pipeline is built.
+  crop = augment.TRAIN['inception_crop']
+  augment.TRAIN['inception_crop'] = lambda image, seed, size, *_: tf.fill(
+      [size, size, 3], tf.cast(tf.strings.length(image) % 256, tf.uint8))
+  try:
+    iterators[EMPTY] = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0,
+                                              process_index=0, process_count=1)
+  finally:
+    augment.TRAIN['inception_crop'] = crop
   cfg.randaugment.update(RANDAUGMENT)
   iterators[f'{PIPELINE} + {RA_NAME}'] = pipeline.train_batches(
       cfg, global_batch_size=args.batch, seed=0, process_index=0, process_count=1)
@@ -232,6 +253,26 @@ def _randaugment_cost(results):
       plain, with_ra = res['rates'][plain] / res['cores'], res['rates'][with_ra] / res['cores']
       lines.append(f'- {res["cores"]} core(s), {name}: {plain:,.0f} without, {with_ra:,.0f} with '
                    f'({plain / with_ra:.2f}x the time per image)')
+  return '\n'.join(lines)
+
+
+def _time_per_image(results):
+  """Where a training image's time goes, in ms per image on one core, from the measured stages.
+
+  Each line is the difference of two measured stages, so the lines add up to
+  the whole pipeline; bare decode_jpeg is the reference the pipeline is held to.
+  """
+  lines = ['Time per image, ms on one core (differences of the stages above):']
+  for res in results:
+    ms = {name: 1e3 * res['cores'] / rate for name, rate in res['rates'].items()}
+    parts = [('crop decoded at the libjpeg ratio', ms[RATIO]),
+             ('resize to 224', ms[RESIZED] - ms[RATIO]),
+             ('uint8, flip and seeds', ms[AUGMENT] - ms[RESIZED]),
+             ('the pipeline around them', ms[PIPELINE] - ms[AUGMENT])]
+    lines.append(f'- {res["cores"]} core(s): ' + ' + '.join(f'{name} {value:.3f}'
+                                                           for name, value in parts)
+                 + f' = {ms[PIPELINE]:.3f}, against bare decode_jpeg {ms[BASE]:.3f}; the '
+                 f'pipeline alone (constant images) {ms[EMPTY]:.3f}')
   return '\n'.join(lines)
 
 
@@ -301,6 +342,7 @@ def main(argv=None):
            for r in args.feed_rates.split(',') if r]
   text += (f'\nAt {best:,.0f} images/s per core (pipeline, {max(per_core)} cores), feeding '
            + '; '.join(needs) + '.\n')
+  text += '\n' + _time_per_image(results) + '\n'
   text += '\n' + _randaugment_cost(results) + '\n'
   text += f'\ntotal wall time {time.perf_counter() - start:.0f} s\n'
   report.emit(text, args.out)
