@@ -79,11 +79,12 @@ def _process_stream(process, count, size, seed, length, start_step=0, local_batc
   resume arithmetic of pipeline.train_batches: batch k starts at position
   k * local_batch of the process's stream).
   """
-  import types  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
   from se_flax.data import pipeline  # pylint: disable=g-import-not-at-top
   n = size // count  # tfds.split_for_jax_process: equal slices, the remainder dropped
   first_epoch, skip = divmod(start_step * local_batch, n)
-  ds = pipeline._epochs(None, types.SimpleNamespace(cache=True), None, n, process * n, seed,  # pylint: disable=protected-access
+  cfg = ml_collections.ConfigDict({'cache': True})  # the in-memory path; nothing else is read
+  ds = pipeline._epochs(None, cfg, None, n, process * n, seed,  # pylint: disable=protected-access
                         first_epoch).skip(skip).take(length)
   return [int(x['index']) for x in ds.as_numpy_iterator()]
 
