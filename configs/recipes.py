@@ -5,7 +5,8 @@ one its learning rate is given at), length, rate, weight decay, crop sizes and
 `fields`, the pieces that do not depend on the data set (LAMB, BCE, Mixup and
 CutMix, RandAugment, repeated augmentation, stochastic depth).
 configs/imagenet.py runs the whole procedure; the small-image configs (digits,
-CIFAR) take only the pieces, with their own batch, length and sizes. docs/recipes.md cites each value.
+CIFAR) take only the pieces, with their own batch, length and sizes.
+docs/recipes.md cites each value.
 """
 
 NAMES = ('rsb_a1', 'rsb_a2', 'rsb_a3')

@@ -155,6 +155,11 @@ def _is_number(value):
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def aug_repeats(dataset_cfg) -> int:
+  """Copies of each training example per epoch: config.dataset.aug_repeats (1, off, when unset)."""
+  return dataset_cfg.get('aug_repeats', 1)
+
+
 def _check_recipe(cfg):
   """The host-side recipe pieces: RandAugment's N, M and noise, erasing, repeated augmentation."""
   ra = cfg.get('randaugment') or {}
@@ -173,7 +178,7 @@ def _check_recipe(cfg):
   if not _is_number(erasing) or not 0 <= erasing <= 1:
     raise ConfigError(f'config.dataset.random_erasing={erasing!r} must be a probability in '
                       '[0, 1]')
-  repeats = cfg.get('aug_repeats', 1)
+  repeats = aug_repeats(cfg)
   if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
     raise ConfigError(f'config.dataset.aug_repeats={repeats!r} must be an int >= 1 '
                       '(1: off; 3 in "ResNet strikes back" A1 and A2)')

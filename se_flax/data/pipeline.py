@@ -142,7 +142,7 @@ def _augment_keys(seed, epoch, index, copies=1):
 
 
 def _kept(perm, copies):
-  """The examples a permuted epoch or window keeps under repeated augmentation: its first 1/copies."""
+  """What a permuted epoch or window keeps under repeated augmentation: its first 1/copies."""
   return perm if copies == 1 else perm[:-(-tf.shape(perm)[0] // copies)]
 
 
@@ -161,11 +161,6 @@ def _repeat_copies(ds, copies, n):
     return tf.data.Dataset.from_tensor_slices(keys).map(lambda key: {**x, 'key': key})
 
   return ds.flat_map(traced(copies_of)).take(n)
-
-
-def aug_repeats(cfg):
-  """Copies of each example per epoch: config.dataset.aug_repeats, 1 when unset."""
-  return cfg.get('aug_repeats', 1)
 
 
 def _permutation(n, key):
@@ -252,7 +247,7 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
   keeps its first 1/r and repeats each of those examples r times in a row
   (`_repeat_copies`): an epoch still has n elements.
   """
-  copies = aug_repeats(cfg)
+  copies = datasets.aug_repeats(cfg)
   if cfg.cache:
     def epoch(e):
       rows = _kept(_permutation(n, _key(seed, _SHUFFLE, e)), copies)
