@@ -182,7 +182,9 @@ def fast_inception_crop(image_bytes, seed, image_size, **window_kwargs):
   """
   window = sample_crop_window(tf.image.extract_jpeg_shape(image_bytes), seed, **window_kwargs)
   crop = decode_window(image_bytes, window, jpeg_ratio(window, image_size))
-  return resize(crop, image_size, antialias=False)
+  # TF's bilinear kernel gives the same values on float32 input as on uint8, and the
+  # training pipeline runs about 6% faster for it (docs/performance.md).
+  return resize(tf.cast(crop, tf.float32), image_size, antialias=False)
 
 
 def resize_short_side(image, short_side):

@@ -13,7 +13,10 @@ index/count) alone:
   consecutive records; the next window is read while one is decoded, so
   stored images for two windows are held in memory;
 * an example's augmentation draws from stateless RNG keyed by
-  (seed, epoch, example index) (docs/design.md, "Determinism");
+  (seed, epoch, example index) (docs/design.md, "Determinism"); under
+  repeated augmentation (config.dataset.aug_repeats = r > 1) each permuted
+  epoch or window keeps its first 1/r, and copy c > 0 of an example is keyed
+  by (seed, epoch, c, example index);
 * epochs are concatenated and cut into batches (drop_remainder), and every
   map keeps its input order (`deterministic=True`), so thread timing and
   parallelism change speed only. Nothing depends on TensorFlow's global seed.
@@ -27,7 +30,8 @@ Undecodable JPEGs (ImageNet). A JPEG that fails to decode is dropped after
 the decode-and-augment map by `Dataset.ignore_errors`; the same record fails at
 the same place every time, so the stream stays deterministic. Drops are
 counted from gaps in the stream positions and reported by
-`skipped_examples()` (and by the train iterator's `skipped`). A dropped
+`skipped_examples()` (and by the train iterator's `skipped`); under repeated
+augmentation each copy fails, and counts, on its own. A dropped
 example shifts the rest of the stream by one place, and only decoding reveals
 it, so resuming stays exact up to the first drop; after k drops before the
 resume point, the resumed stream runs k examples behind the uninterrupted one.

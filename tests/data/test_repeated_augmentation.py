@@ -1,5 +1,6 @@
 """Repeated augmentation (config.dataset.aug_repeats): which examples an epoch holds, their keys."""
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -84,12 +85,36 @@ def test_copies_are_augmented_differently(digits_cfg, digits_dir):
 
 
 @pytest.mark.parametrize('cache,buffer', MODES, ids=MODE_IDS)
-@pytest.mark.parametrize('start_step', [4, 11])  # Batch 11 straddles epochs 0 and 1.
+# Batch 11 straddles epochs 0 and 1; batch 13 starts inside epoch 1 and inside a run of copies.
+@pytest.mark.parametrize('start_step', [4, 11, 13])
 def test_resume_with_repeats_equals_skipping_batches(digits_cfg, cache, buffer, start_step):
   cfg = digits_cfg(cache=cache, shuffle_buffer=buffer, aug_repeats=COPIES)
   whole = _take(pipeline.train_batches(cfg, global_batch_size=128, seed=0), start_step + 2)
   resumed = pipeline.train_batches(cfg, global_batch_size=128, seed=0, start_step=start_step)
   _assert_same(_take(resumed, 2), whole[start_step:])
+
+
+@pytest.mark.parametrize('cache,buffer', MODES, ids=MODE_IDS)
+def test_an_epoch_is_cut_to_its_length_when_the_copies_overrun_it(digits_cfg, cache, buffer):
+  # Two copies of ceil(1437 / 2) = 719 examples are 1438 elements: the last one is cut.
+  elements = _stream(digits_cfg(cache=cache, shuffle_buffer=buffer, aug_repeats=2), 2)
+  index = np.array([x['index'] for x in elements])
+  first, second = index[:N], index[N:]
+  assert (first[:-1:2] == first[1::2]).all() and (second[:-1:2] == second[1::2]).all()
+  assert len(set(first)) == len(set(second)) == -(-N // 2)
+  # Epoch 1 starts a run of its own, keyed by epoch 1.
+  np.testing.assert_array_equal(elements[N]['key'], _expected_key(1, 0, second[0]))
+  np.testing.assert_array_equal(elements[N + 1]['key'], _expected_key(1, 1, second[0]))
+
+
+def test_each_process_repeats_within_its_own_slice():
+  # The pipeline's stream of process 1 of 2 over 1436 in-memory examples: its slice is
+  # 718 = 3 x 239 + 1 examples from index 718 on, an epoch of 240 kept examples cut to 718.
+  cfg = ml_collections.ConfigDict({'cache': True, 'aug_repeats': COPIES})
+  stream = pipeline._epochs(None, cfg, None, 718, 718, 0, 0)
+  index = np.array([int(x['index']) for x in stream.take(718).as_numpy_iterator()])
+  assert set(index) <= set(range(718, 1436)) and len(set(index)) == 240
+  assert (index[:717].reshape(-1, COPIES) == index[:717:COPIES, None]).all()
 
 
 def test_augment_keys_of_copies_equal_the_per_example_keys():
