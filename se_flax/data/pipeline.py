@@ -39,7 +39,6 @@ Evaluation pads every process to the same number of batches whatever is
 dropped.
 """
 
-import os
 from typing import Iterator
 
 import numpy as np
@@ -177,10 +176,14 @@ def _permutation(n, key):
 def _options():
   options = tf.data.Options()
   options.deterministic = True
-  # The cores this process may run on (a scheduler's CPU set), not the machine's.
-  options.threading.private_threadpool_size = len(os.sched_getaffinity(0)) or 1
+  options.threading.private_threadpool_size = sources.cores()
   # Parallelism comes from mapping many examples at once, not from splitting one op.
   options.threading.max_intra_op_parallelism = 1
+  # Each map runs one call per core (what autotuning settles on for CPU-bound maps). The
+  # autotuner's thread sleeps up to its optimisation period, which doubles to tens of seconds,
+  # and an iterator's destruction waits for it: a two-process run took 20 s to exit after its
+  # last step, and a preempted one as long to leave after its checkpoint (docs/performance.md).
+  options.autotune.enabled = False
   return options
 
 
@@ -324,10 +327,10 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
     # Stream positions ride along into the batch; a gap between them after
     # ignore_errors is an example dropped as undecodable (_TrainIterator counts them).
     ds = ds.enumerate(start).map(traced(lambda pos, x: {**preprocess(x), 'pos': pos}),
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                                 num_parallel_calls=sources.cores(), deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
   else:
-    ds = ds.map(traced(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(traced(preprocess), num_parallel_calls=sources.cores(), deterministic=True)
   ds = ds.batch(batch, drop_remainder=True).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
   return _TrainIterator(ds.with_options(_options()), start)
 
@@ -382,7 +385,7 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
     return {'image': _eval_image(builder, spec, cfg, x['image']),
             'label': tf.cast(x['label'], tf.int32), 'mask': tf.constant(1.0, tf.float32)}
 
-  ds = ds.map(traced(preprocess), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.map(traced(preprocess), num_parallel_calls=sources.cores(), deterministic=True)
   if spec.jpeg:
     ds = ds.ignore_errors(log_warning=True)
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)

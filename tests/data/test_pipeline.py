@@ -1,6 +1,7 @@
 """Train and eval batches of digits: determinism, resume, coverage, process slices."""
 
 import collections
+import os
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from se_flax.data import datasets
 from se_flax.data import pipeline
+from se_flax.data import sources
 from tests.data.dataset_configs import dataset_config
 
 GLOBAL_BATCH = 128   # 1437 train examples: epochs end inside batches 11 and 22.
@@ -82,7 +84,6 @@ def test_threads_and_tf_global_seed_change_nothing(reference, monkeypatch):
   def one_thread():
     options = make_options()
     options.threading.private_threadpool_size = 1
-    options.autotune.enabled = False
     return options
 
   monkeypatch.setattr(pipeline, '_options', one_thread)
@@ -93,6 +94,16 @@ def test_threads_and_tf_global_seed_change_nothing(reference, monkeypatch):
   finally:
     tf.random.set_seed(None)
   _assert_same(batches, again)
+
+
+def test_one_call_per_core_and_no_autotuner():
+  # The autotuner's thread sleeps up to its optimisation period (tens of seconds late in a run),
+  # and destroying an iterator waits for it: a two-process run took 20 s to exit after its last
+  # step. Maps use the process's CPU set, which a scheduler narrows, not the machine's cores.
+  options = pipeline._options()  # pylint: disable=protected-access
+  assert options.autotune.enabled is False
+  assert options.threading.private_threadpool_size == len(os.sched_getaffinity(0))
+  assert sources.cores() == len(os.sched_getaffinity(0))
 
 
 def test_other_seed_gives_other_batches(reference):
