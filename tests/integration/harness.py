@@ -77,15 +77,20 @@ def command(workdir, data_dir, *flags, base=DIGITS_FLAGS, script='main.py'):
 
 
 def start(workdir, data_dir, *flags, devices=2, cache_dir=None, env_extra=None, base=DIGITS_FLAGS,
-          script='main.py', log=None):
-  """Popen of main.py; stdout and stderr go to `log`.out and `log`.err (default: beside workdir)."""
+          script='main.py', log=None, fast_compile=None):
+  """Popen of main.py; stdout and stderr go to `log`.out and `log`.err (default: beside workdir).
+
+  fast_compile: None for the rule of tests/xla.py (the digits runs' programs at the
+  default level, anything else at -O0).
+  """
+  if fast_compile is None:
+    # base=(): eval or analyze with the config a digits run stored, so its programs too.
+    fast_compile = base not in (DIGITS_FLAGS, ())
   log = pathlib.Path(log or f'{workdir}.log')
   with open(f'{log}.out', 'w') as stdout, open(f'{log}.err', 'w') as stderr:
     proc = subprocess.Popen(
         command(workdir, data_dir, *flags, base=base, script=script), cwd=REPO,
-        # base=(): eval or analyze with the config a digits run stored, so its programs too.
-        env=env(devices, cache_dir, fast_compile=base not in (DIGITS_FLAGS, ()),
-                **(env_extra or {})),
+        env=env(devices, cache_dir, fast_compile=fast_compile, **(env_extra or {})),
         stdout=stdout, stderr=stderr)
   proc.log = log
   return proc
