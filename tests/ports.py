@@ -41,7 +41,11 @@ def free_port() -> int:
 
 
 def port_taken(text: str) -> bool:
-  return any(words in text for words in PORT_TAKEN + PEER_LATE)
+  return any(words in text for words in PORT_TAKEN)
+
+
+def peer_late(text: str) -> bool:
+  return any(words in text for words in PEER_LATE)
 
 
 def on_free_port(start, attempts: int = ATTEMPTS):
@@ -57,14 +61,17 @@ def on_free_port(start, attempts: int = ATTEMPTS):
 
 
 def check_group(processes, output_of):
-  """Raises PortTaken, after killing the group, if a process exited for a reason `port_taken` knows.
+  """Raises PortTaken, after killing the group, if a process exited as `port_taken` or `peer_late`.
 
   `output_of(process)` is the text the process wrote so far (its stderr).
   """
   for proc in processes:
-    if proc.poll() not in (None, 0) and port_taken(output_of(proc)):
+    if proc.poll() in (None, 0):
+      continue
+    text = output_of(proc)
+    if port_taken(text) or peer_late(text):
       kill(processes)
-      raise PortTaken(output_of(proc)[-500:])
+      raise PortTaken(text[-500:])
 
 
 def wait_group(processes, output_of, timeout):

@@ -179,10 +179,10 @@ def _options():
   options.threading.private_threadpool_size = sources.cores()
   # Parallelism comes from mapping many examples at once, not from splitting one op.
   options.threading.max_intra_op_parallelism = 1
-  # Each map runs one call per core (what autotuning settles on for CPU-bound maps). The
-  # autotuner's thread sleeps up to its optimisation period, which doubles to tens of seconds,
-  # and an iterator's destruction waits for it: a two-process run took 20 s to exit after its
-  # last step, and a preempted one as long to leave after its checkpoint (docs/performance.md).
+  # Each map runs one call per core instead (as fast on one core). The autotuner's thread
+  # sleeps up to its optimisation period, which doubles to tens of seconds, and an iterator's
+  # destruction waits for it: a two-process run took 20 s to exit after its last step, and a
+  # preempted one as long to leave after its checkpoint (docs/performance.md).
   options.autotune.enabled = False
   return options
 
