@@ -59,3 +59,13 @@ class CheckpointWriteError(SEFlaxError, OSError):
 class LostProcessError(SEFlaxError, RuntimeError):
   """Another process of a multi-process run stopped answering."""
   exit_code = EXIT_LOST_PROCESS
+
+
+def check_choice(field: str, value, allowed) -> None:
+  """The one form of the rule "config.<field> must be one of a list": the list's owner passes it.
+
+  Raises:
+    ConfigError: `value` is not in `allowed`; the message names the field and the list.
+  """
+  if value not in allowed:
+    raise ConfigError(f'config.{field}={value!r} is not allowed; choose one of {list(allowed)}')
