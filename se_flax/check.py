@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from se_flax.data import datasets
+from se_flax.data import shard
 from se_flax.errors import ConfigError
 from se_flax.models import summary
 from se_flax.train import init_from
@@ -50,9 +51,7 @@ def check_config(config, *, num_devices=None, num_processes=None) -> None:
 
 def input_shape(config, evaluation: bool = False) -> tuple:
   """(H, W, C) of the images the model sees in training, or in evaluation."""
-  size = config.dataset.image_size
-  if evaluation:
-    size = config.dataset.get('eval_image_size') or size
+  size = datasets.eval_image_size(config.dataset) if evaluation else config.dataset.image_size
   return datasets.get(config.dataset.name).input_shape(size)
 
 
@@ -75,7 +74,6 @@ def _checked_model(config, num_devices, num_processes):
   num_processes = num_processes or jax.process_count()
   check_batches(config, num_devices, num_processes)
   spec = datasets.check_config(config.dataset)
-  _check_dataset(config)
   _check_run(config)
   optim.check_config(config)
   step.check_config(config)
@@ -109,8 +107,7 @@ def check_batches(config, num_devices: int, num_processes: int) -> None:
       raise ConfigError(
           f'config.{field}={value} is not divisible by the {num_devices} devices; the global batch is '
           f'split evenly across devices: use a multiple of {num_devices}')
-    if value % num_processes:
-      raise ConfigError(f'config.{field}={value} is not divisible by the {num_processes} processes')
+    shard.local_batch(value, num_processes, f'config.{field}')
   _check_bn_groups(config.bn_group_size, config.batch_size, num_devices)
 
 
@@ -131,13 +128,6 @@ def _check_bn_groups(group, batch_size, num_devices):
                       f'divisor of config.batch_size={batch_size} that divides the per-device '
                       f'batch {batch_size // num_devices} or is a multiple of it; allowed: '
                       f'{[0] + allowed}')
-
-
-def _check_dataset(config):
-  for field in ('train_split', 'eval_split'):
-    if not isinstance(config.dataset[field], str) or not config.dataset[field]:
-      raise ConfigError(f'config.dataset.{field}={config.dataset[field]!r} must name a split, '
-                        "e.g. 'train' or 'test[:50%]'")
 
 
 def _check_run(config):

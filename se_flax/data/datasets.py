@@ -97,8 +97,9 @@ class DatasetInfo:
   image_shape: tuple      # (H, W, C) the model sees
 
 
-def steps_per_epoch(info: DatasetInfo, global_batch_size: int) -> int:
-  """Global batches per pass over the train split (at least 1)."""
+def steps_per_epoch(info, global_batch_size: int) -> int:
+  """Global batches per pass over the train split (at least 1); `info`: a DatasetInfo or a
+  DatasetSpec (the registry's split size, for planning without the data)."""
   return max(1, info.num_train // global_batch_size)
 
 
@@ -108,6 +109,12 @@ def get(name: str) -> DatasetSpec:
     raise ConfigError(f'config.dataset.name={name!r} is not a known data set; '
                       f'known: {list(NAMES)}')
   return DATASETS[name]
+
+
+def eval_image_size(dataset_cfg) -> int:
+  """The side of the evaluation crop: config.dataset.eval_image_size, 0 (or unset) meaning
+  config.dataset.image_size."""
+  return dataset_cfg.get('eval_image_size') or dataset_cfg.image_size
 
 
 def check_config(dataset_cfg) -> DatasetSpec:
@@ -121,6 +128,10 @@ def check_config(dataset_cfg) -> DatasetSpec:
   """
   cfg = dataset_cfg
   spec = get(cfg.name)
+  for field in ('train_split', 'eval_split'):
+    if not isinstance(cfg[field], str) or not cfg[field]:
+      raise ConfigError(f'config.dataset.{field}={cfg[field]!r} must name a split, '
+                        "e.g. 'train' or 'test[:50%]'")
   if not isinstance(cfg.image_size, int) or cfg.image_size < 1:
     raise ConfigError(f'config.dataset.image_size={cfg.image_size!r} must be a positive int')
   eval_size = cfg.get('eval_image_size', 0)

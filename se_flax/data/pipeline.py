@@ -29,8 +29,8 @@ before anything is decoded or augmented.
 Undecodable JPEGs (ImageNet). A JPEG that fails to decode is dropped after
 the decode-and-augment map by `Dataset.ignore_errors`; the same record fails at
 the same place every time, so the stream stays deterministic. Drops are
-counted from gaps in the stream positions and reported by
-`skipped_examples()` (and by the train iterator's `skipped`); under repeated
+counted from gaps in the stream positions and reported by the train
+iterator's `skipped`, and in evaluation by the masks; under repeated
 augmentation each copy fails, and counts, on its own. A dropped
 example shifts the rest of the stream by one place, and only decoding reveals
 it, so resuming stays exact up to the first drop; after k drops before the
@@ -48,6 +48,7 @@ import tensorflow_datasets as tfds
 from se_flax.data import augment
 from se_flax.data import datasets
 from se_flax.data import randaugment
+from se_flax.data import shard
 from se_flax.data import sources
 from se_flax.data.sources import traced
 from se_flax.errors import ConfigError
@@ -56,7 +57,6 @@ from se_flax.errors import ConfigError
 _SHUFFLE, _FILE_ORDER, _AUGMENT, _REPEAT = 1, 2, 3, 4
 # Folded into an example's augmentation key: RandAugment and random erasing.
 _RECIPE = 1
-_SKIPPED = {'train': 0, 'eval': 0}
 
 
 # Plain-Python facts, defined with the registry so that the synthetic source shares them.
@@ -90,29 +90,6 @@ def get_info(dataset_cfg) -> DatasetInfo:
     DataError: missing data_dir, data set not prepared.
   """
   return _open(dataset_cfg)[0]
-
-
-def skipped_examples(kind: str | None = None) -> int:
-  """Examples dropped as undecodable in this process: kind 'train', 'eval' or None (both)."""
-  return sum(_SKIPPED.values()) if kind is None else _SKIPPED[kind]
-
-
-def _process(process_index, process_count):
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f'process_index={process_index} must be in [0, process_count='
-                     f'{process_count})')
-  return process_index, process_count
-
-
-def _local_batch(global_batch_size, process_count):
-  if global_batch_size < 1 or global_batch_size % process_count:
-    raise ConfigError(f'global_batch_size={global_batch_size} must be a positive multiple of '
-                      f'the process count ({process_count})')
-  return global_batch_size // process_count
 
 
 def _key(seed, *data):
@@ -229,14 +206,9 @@ def _recipe(spec, cfg, image, key):
   return image
 
 
-def eval_image_size(cfg):
-  """The side of the evaluation crop: config.dataset.eval_image_size, 0 meaning image_size."""
-  return cfg.get('eval_image_size') or cfg.image_size
-
-
 def _eval_image(builder, spec, cfg, image):
   """float32, normalised: ImageNet's antialiased resize gives values between integers."""
-  size = eval_image_size(cfg)
+  size = datasets.eval_image_size(cfg)
   image = _decode_stored(builder, spec, image)
   image = augment.EVAL[spec.eval_augment](image, size, cfg.eval_resize)
   image = augment.normalize(image, spec.mean, spec.std)
@@ -299,8 +271,8 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
   """
   cfg = dataset_cfg
   _, builder, spec = _open(cfg)
-  index, count = _process(process_index, process_count)
-  batch = _local_batch(global_batch_size, count)
+  index, count = shard.process(process_index, process_count)
+  batch = shard.local_batch(global_batch_size, count)
   if start_step < 0:
     raise ValueError(f'start_step={start_step} must be >= 0')
   split = tfds.split_for_jax_process(cfg.train_split, process_index=index, process_count=count,
@@ -352,7 +324,6 @@ class _TrainIterator:
       pos = batch.pop('pos')
       dropped = int(pos[-1]) + 1 - self._next_pos - len(pos)
       self._next_pos = int(pos[-1]) + 1
-      _SKIPPED['train'] += dropped
       self.skipped += dropped
     return batch
 
@@ -370,8 +341,8 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
   """
   cfg = dataset_cfg
   _, builder, spec = _open(cfg)
-  index, count = _process(process_index, process_count)
-  batch = _local_batch(global_batch_size, count)
+  index, count = shard.process(process_index, process_count)
+  batch = shard.local_batch(global_batch_size, count)
   splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
   sizes = [builder.info.splits[s].num_examples for s in splits]
   num_batches = max(-(-size // batch) for size in sizes)
@@ -391,12 +362,9 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
   ds = ds.take(num_batches * batch).batch(batch).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
-  return _eval_iterator(ds.with_options(_options()), sizes[index])
+  return _eval_iterator(ds.with_options(_options()))
 
 
-def _eval_iterator(ds, num_local):
-  seen = 0
-  for batch in ds.as_numpy_iterator():
-    seen += int(batch['mask'].sum())
-    yield batch
-  _SKIPPED['eval'] += num_local - seen
+def _eval_iterator(ds):
+  # A generator, so that nothing starts reading before the first batch is asked for.
+  yield from ds.as_numpy_iterator()

@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from se_flax.data import datasets
+from se_flax.data import shard
 
 POOL = 64
 _EVAL_SEED = 0
@@ -49,16 +50,11 @@ def _pool(spec, image_size, seed):
   return images, (np.arange(POOL) % spec.num_classes).astype(np.int32)
 
 
-def _process(process_index, process_count, global_batch_size):
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if global_batch_size < 1 or global_batch_size % process_count:
-    raise ValueError(f'global_batch_size={global_batch_size} must be a positive multiple of '
-                     f'the process count ({process_count})')
-  local = global_batch_size // process_count
-  return slice(process_index * local, (process_index + 1) * local)
+def _rows(process_index, process_count, global_batch_size):
+  """This process's rows of every global batch."""
+  index, count = shard.process(process_index, process_count)
+  local = shard.local_batch(global_batch_size, count)
+  return slice(index * local, (index + 1) * local)
 
 
 class _TrainIterator:
@@ -86,7 +82,7 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
   spec = _spec(dataset_cfg)
   if start_step < 0:
     raise ValueError(f'start_step={start_step} must be >= 0')
-  rows = _process(process_index, process_count, global_batch_size)
+  rows = _rows(process_index, process_count, global_batch_size)
   images, labels = _pool(spec, dataset_cfg.image_size, seed)
   return _TrainIterator(images, labels, seed, start_step, global_batch_size, rows)
 
@@ -99,8 +95,8 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
   at config.dataset.eval_image_size (0: image_size).
   """
   spec = _spec(dataset_cfg)
-  rows = _process(process_index, process_count, global_batch_size)
-  size = dataset_cfg.get('eval_image_size') or dataset_cfg.image_size
+  rows = _rows(process_index, process_count, global_batch_size)
+  size = datasets.eval_image_size(dataset_cfg)
   images, labels = _pool(spec, size, _EVAL_SEED)
   normalised = (images.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
   for start in range(0, spec.num_eval, global_batch_size):

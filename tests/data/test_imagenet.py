@@ -103,7 +103,6 @@ def test_corrupt_train_jpeg_is_skipped_and_counted(corrupt_imagenet):
   assert pipeline.get_info(cfg).num_train == 13  # The truncated file is stored as is.
   ids = _label_ids()
   epoch_labels = _counts([ids[s] for s in tiny.train.values()])
-  before = pipeline.skipped_examples('train')
   # Global batch 12: each batch is exactly the 12 decodable images of one epoch.
   iterator = pipeline.train_batches(cfg, global_batch_size=12, seed=0)
   for k in range(1, 5):
@@ -113,7 +112,6 @@ def test_corrupt_train_jpeg_is_skipped_and_counted(corrupt_imagenet):
     # The skip of epoch k - 1 shows up once the stream has passed it.
     assert iterator.skipped in (k - 1, k)
   assert iterator.skipped >= 3
-  assert pipeline.skipped_examples('train') - before == iterator.skipped
 
 
 def test_corrupt_eval_jpeg_is_skipped_and_counted(corrupt_imagenet):
@@ -121,11 +119,9 @@ def test_corrupt_eval_jpeg_is_skipped_and_counted(corrupt_imagenet):
   cfg = dataset_config('imagenet2012', data_dir, image_size=32, eval_resize=40)
   ids = _label_ids()
   decodable = _counts([ids[s] for f, s in tiny.validation.items() if f not in tiny.corrupt])
-  before = pipeline.skipped_examples('eval')
   batches = list(pipeline.eval_batches(cfg, global_batch_size=4))
   assert len(batches) == 2 and sum(b['mask'].sum() for b in batches) == 5
   assert _counts([l for b in batches for l in b['label'][b['mask'] == 1]]) == decodable
-  assert pipeline.skipped_examples('eval') - before == 1
   # Two processes still yield the same number of batches, whichever holds the bad file.
   per_process = [list(pipeline.eval_batches(cfg, global_batch_size=4, process_index=p,
                                             process_count=2)) for p in range(2)]

@@ -1,0 +1,39 @@
+"""How a global batch splits over the processes of a run: one rule for every data source.
+
+Each process reads `local_batch` examples of every global batch; the tf.data
+pipeline (pipeline.py), the generator (synthetic.py) and the upfront config
+check (se_flax/check.py) all ask here, so the rule and its message exist once.
+"""
+
+from se_flax.errors import ConfigError
+
+
+def process(process_index=None, process_count=None) -> tuple:
+  """(index, count) of this process: the arguments given, else JAX's.
+
+  Raises:
+    ValueError: an index outside [0, count).
+  """
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top  (the data modules import no JAX until used)
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index={process_index} must be in [0, process_count='
+                     f'{process_count})')
+  return process_index, process_count
+
+
+def local_batch(global_batch_size: int, process_count: int,
+                name: str = 'global_batch_size') -> int:
+  """Examples per process in a global batch of `global_batch_size`.
+
+  Raises:
+    ConfigError: the batch is not a positive multiple of the process count;
+      the message names the value `name` (the upfront check: 'config.batch_size').
+  """
+  if global_batch_size < 1 or global_batch_size % process_count:
+    raise ConfigError(f'{name}={global_batch_size} is not a positive multiple of the '
+                      f'{process_count} processes; each process reads an equal share of every '
+                      f'batch: use a multiple of {process_count}')
+  return global_batch_size // process_count
