@@ -15,11 +15,11 @@ recipe; each data set keeps its config's optimiser and schedule, because lr
 """
 
 import dataclasses
-import math
 from typing import Mapping, Optional
 
 from se_flax import models
 from se_flax.data import datasets
+from se_flax.train import setup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,12 +140,9 @@ def translate(overrides: Mapping[str, object], base: Base, target: Target,
 
 
 def total_steps(config) -> Optional[int]:
-  """The step a finished run ends at (as se_flax.train.loop counts it), or None if unknown."""
-  if config.num_train_steps > 0:
-    return int(config.num_train_steps)
-  if config.dataset.name not in datasets.DATASETS:
-    return None
+  """The step a finished run ends at (as se_flax.train.setup counts it), or None if unknown."""
   # The registry's train-split size: the sweep knows a run's last step without reading the data.
-  size = datasets.get(config.dataset.name).num_train
-  per_epoch = max(1, size // config.batch_size)
-  return max(1, int(math.ceil(config.num_epochs * per_epoch)))
+  spec = datasets.DATASETS.get(config.dataset.name)
+  if spec is None and config.num_train_steps <= 0:
+    return None
+  return setup.total_steps(config, datasets.steps_per_epoch(spec, config.batch_size) if spec else 0)

@@ -27,6 +27,7 @@ import ml_collections
 import optax
 
 from se_flax.errors import ConfigError
+from se_flax.errors import check_choice
 
 Schedule = Callable[[Any], jax.Array]
 
@@ -50,7 +51,7 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
   if not config.lr_reference_batch > 0:
     raise ConfigError(f'config.lr_reference_batch={config.lr_reference_batch} must be positive')
   opt, sched = config.optimizer, config.schedule
-  _allowed('optimizer.name', opt.name, OPTIMIZERS)
+  check_choice('optimizer.name', opt.name, OPTIMIZERS)
   if not 0.0 <= opt.momentum < 1.0:
     raise ConfigError(f'config.optimizer.momentum={opt.momentum} must be in [0, 1)')
   if not opt.weight_decay >= 0:
@@ -59,7 +60,7 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
   if not opt.grad_clip_norm >= 0:
     raise ConfigError(f'config.optimizer.grad_clip_norm={opt.grad_clip_norm} must be >= 0 '
                       '(0 turns clipping off)')
-  _allowed('schedule.name', sched.name, SCHEDULES)
+  check_choice('schedule.name', sched.name, SCHEDULES)
   if not sched.warmup_epochs >= 0:
     raise ConfigError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
   if sched.name == 'step':
@@ -74,11 +75,6 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
       raise ConfigError(f'config.schedule.step_epochs={sched.step_epochs} must be positive')
   if steps_per_epoch is not None or total_steps is not None:
     _check_steps(sched, steps_per_epoch, total_steps)
-
-
-def _allowed(field, value, allowed):
-  if value not in allowed:
-    raise ConfigError(f'config.{field}={value!r} is not allowed; choose one of {list(allowed)}')
 
 
 def _check_adaptive(opt):

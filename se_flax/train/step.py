@@ -38,6 +38,7 @@ import optax
 
 from se_flax.data import datasets
 from se_flax.errors import ConfigError
+from se_flax.errors import check_choice
 from se_flax.train import mix
 from se_flax.train import parallel
 from se_flax.train.state import TrainState
@@ -64,21 +65,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.ema.decay < 1.0:
     raise ConfigError(f'config.ema.decay={config.ema.decay} must be in [0, 1) (0 turns the '
                       'EMA off)')
-  if config.ema.select_best not in EMA_SELECT_BEST:
-    raise ConfigError(f'config.ema.select_best={config.ema.select_best!r} is not allowed; '
-                      f'choose one of {list(EMA_SELECT_BEST)}')
+  check_choice('ema.select_best', config.ema.select_best, EMA_SELECT_BEST)
   mix.check_config(config)
 
 
 def _check_loss(loss):
-  if loss not in LOSSES:
-    raise ConfigError(f'config.loss={loss!r} is not allowed; choose one of {list(LOSSES)}')
+  check_choice('loss', loss, LOSSES)
 
 
 def _check_nan_policy(nan_policy):
-  if nan_policy not in NAN_POLICIES:
-    raise ConfigError(f'config.nan_policy={nan_policy!r} is not allowed; '
-                      f'choose one of {list(NAN_POLICIES)}')
+  check_choice('nan_policy', nan_policy, NAN_POLICIES)
 
 
 def one_hot_targets(labels: jax.Array, num_classes: int,
