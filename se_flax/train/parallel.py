@@ -187,10 +187,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def data_parallel_size(mesh: Mesh) -> int:
-  return mesh.shape[DATA_AXIS]
-
-
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Turns this process's slice of the batch into global arrays sharded over `data`.
 
