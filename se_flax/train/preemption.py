@@ -91,8 +91,3 @@ def preemption_requested(step: Optional[int] = None) -> bool:
 def interrupted() -> bool:
   """True once Ctrl-C (SIGINT) asked the run to stop."""
   return _interrupted.is_set()
-
-
-def clear_preemption_request() -> None:
-  _preempted.clear()
-  _interrupted.clear()

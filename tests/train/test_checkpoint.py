@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -175,8 +176,15 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
       make(blocker / 'run')
 
 
+@pytest.fixture
+def fresh_preemption_flags(monkeypatch):
+  # The flags are process-wide: fresh ones keep this test's signal from stopping later runs.
+  monkeypatch.setattr(preemption, '_preempted', threading.Event())
+  monkeypatch.setattr(preemption, '_interrupted', threading.Event())
+
+
+@pytest.mark.usefixtures('fresh_preemption_flags')
 def test_sigterm_sets_the_preemption_flag():
-  preemption.clear_preemption_request()
   before = signal.getsignal(signal.SIGTERM)
   uninstall = preemption.install_preemption_handler()
   try:
@@ -185,7 +193,6 @@ def test_sigterm_sets_the_preemption_flag():
     assert preemption.preemption_requested(step=6)
   finally:
     uninstall()
-    preemption.clear_preemption_request()
   assert signal.getsignal(signal.SIGTERM) is before
   assert errors.EXIT_PREEMPTED == 42
 
