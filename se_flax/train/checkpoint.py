@@ -18,50 +18,35 @@ N newest, whatever their metrics) and, with `keep_best`, `BestN(1)` over the
 checkpoints that carry a `top1_error`. `best_fn` is still set because Orbax
 writes the `metrics` item only when it is.
 
-Robustness. Orbax writes into `<step>.orbax-checkpoint-tmp-<t>` and renames
-when done, so a killed save leaves a tmp directory; it is reported (naming the
-step) and removed. A finished step directory can still be damaged later
-(truncated or deleted files). `restore()` then warns once per damaged step,
-moves the bad directory aside to `<step>.corrupt-<time>` (so the resumed run
-can write that step again; a read-only checkpointer, for eval and analyze,
-leaves it in place) and falls back to the newest readable one; if checkpoints exist and none is
-readable it raises `errors.CheckpointCorruptError`. A checkpoint whose tree or
-shapes differ from the target raises `CheckpointMismatchError` listing the
-paths. The log noise Orbax makes on such failures is quieted by orbax_quiet.py.
+Which step `restore()` reads, past unfinished saves and damaged steps, and the
+check that a checkpoint belongs to this run, are checkpoint_steps.py's. A save
+that fails (no space, no permission) raises `errors.CheckpointWriteError`
+naming the step. The log noise Orbax makes on such failures is quieted by
+orbax_quiet.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 from absl import logging
 from etils import epath
 import jax
-from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint._src.checkpoint_managers import preservation_policy as ocp_policy
 
 from se_flax import config_lib
 from se_flax import errors
+from se_flax.train import checkpoint_steps
 from se_flax.train import orbax_quiet
 
 CHECKPOINT_DIR = 'checkpoints'
 BEST_METRIC = 'top1_error'
-_TMP_MARKER = '.orbax-checkpoint-tmp'
-_MAX_LISTED = 8
-
-
-class CheckpointMismatchError(ValueError):
-  """A checkpoint's tree structure or shapes differ from the restore target."""
-
-  def __init__(self, message: str, step: Optional[int] = None):
-    super().__init__(message)
-    self.step = step
+# Raised by `restore()`; the loop tells another run's checkpoint from damage by it.
+CheckpointMismatchError = checkpoint_steps.CheckpointMismatchError
 
 
 def check_writable(directory: str | os.PathLike) -> None:
@@ -96,68 +81,42 @@ def _best_metric(metrics: Optional[Mapping[str, Any]]) -> float:
   return float('inf') if np.isnan(value) else value
 
 
-def _key_name(key: Any) -> str:
-  for attr in ('key', 'name', 'idx'):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
-  """Leaf path ('opt_state.1.0.trace.Dense_0.kernel', as Orbax names it) -> shape."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {'.'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
-          for path, leaf in leaves}
-
-
-def _describe_mismatch(stored: Mapping[str, tuple], wanted: Mapping[str, tuple]) -> list[str]:
-  problems = []
-  missing = sorted(set(wanted) - set(stored))
-  extra = sorted(set(stored) - set(wanted))
-  differ = sorted(k for k in set(stored) & set(wanted) if stored[k] != wanted[k])
-  if missing:
-    problems.append(f'{len(missing)} missing from the checkpoint: {missing[:_MAX_LISTED]}')
-  if extra:
-    problems.append(f'{len(extra)} in the checkpoint but not in the target: {extra[:_MAX_LISTED]}')
-  if differ:
-    shown = [f'{k}: checkpoint {stored[k]} vs target {wanted[k]}' for k in differ[:_MAX_LISTED]]
-    problems.append(f'{len(differ)} with different shapes: {shown}')
-  return problems
+def _preservation_policy(max_to_keep: int,
+                         keep_best: bool) -> ocp.checkpoint_managers.PreservationPolicy:
+  """The `max_to_keep` newest checkpoints, and with `keep_best` the best one that has metrics."""
+  policies = ocp.checkpoint_managers
+  keep = [policies.LatestN(n=max_to_keep)]
+  if keep_best:
+    keep.append(policies.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
+                               keep_checkpoints_without_metrics=False))
+  return policies.AnyPreservationPolicy(keep)
 
 
 class TrainCheckpointer:
-  """Saves and restores `TrainState`s in `WORKDIR/checkpoints`.
+  """Saves `TrainState`s in `WORKDIR/checkpoints` and restores the newest readable one.
 
   Every process must construct it and call `save`/`restore` together; Orbax
-  writes each process's shards and process 0 the metadata.
+  writes each process's shards and process 0 the metadata. Read-only (eval,
+  analyze): nothing in the directory is created, removed or renamed.
   """
 
   def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
                keep_best: bool = True, async_save: bool = True, read_only: bool = False):
-    if max_to_keep < 1:
-      raise errors.ConfigError(f'config.keep_checkpoints={max_to_keep} must be >= 1; '
-                               'resuming needs the newest checkpoint')
     self.directory = epath.Path(workdir) / CHECKPOINT_DIR
-    # Read-only (eval, analyze): nothing in the directory is created, removed or renamed.
     self.read_only = read_only
     if not read_only:
       with _unwritable_workdir(epath.Path(workdir)):
         self.directory.mkdir(parents=True, exist_ok=True)
-    self.incomplete_steps = self._find_incomplete_steps()
+    self.incomplete_steps = checkpoint_steps.unfinished_saves(self.directory)
     if self.incomplete_steps:
       logging.warning(
           'Ignoring unfinished checkpoint(s) for step(s) %s in %s (a save was '
           'interrupted); %s.', self.incomplete_steps, self.directory,
           'left in place' if read_only else 'they are being removed')
-    policies = [ocp_policy.LatestN(n=max_to_keep)]
-    if keep_best:
-      policies.append(ocp_policy.BestN(
-          get_metric_fn=_best_metric, reverse=True, n=1,
-          keep_checkpoints_without_metrics=False))
     options = ocp.CheckpointManagerOptions(
         best_fn=_best_metric if keep_best else None,
         best_mode='min',
-        preservation_policy=ocp_policy.AnyPreservationPolicy(policies),
+        preservation_policy=_preservation_policy(max_to_keep, keep_best),
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=not read_only,
         create=not read_only,
@@ -175,16 +134,6 @@ class TrainCheckpointer:
                   read_only: bool = False) -> 'TrainCheckpointer':
     return cls(workdir, max_to_keep=config.keep_checkpoints, keep_best=config.keep_best,
                read_only=read_only)
-
-  def _find_incomplete_steps(self) -> list[int]:
-    steps = []
-    if not self.directory.exists():
-      return []
-    for path in self.directory.iterdir():
-      name = path.name
-      if _TMP_MARKER in name and name.split('.', 1)[0].isdigit():
-        steps.append(int(name.split('.', 1)[0]))
-    return sorted(steps)
 
   # Saving.
 
@@ -234,13 +183,13 @@ class TrainCheckpointer:
         raise
       step = self._writing if self._writing is not None else starting
       self._writing = None
-      orbax_quiet.mark_damaged(os.fspath(self.directory / f'{step}{_TMP_MARKER}'))
+      orbax_quiet.mark_damaged(os.fspath(self.directory / f'{step}{checkpoint_steps.TMP_MARKER}'))
       finished = [s for s in self._manager.all_steps() if s != step]
       raise errors.CheckpointWriteError(
           f'could not write checkpoint step {step} in {self.directory}: '
           f'{str(e).splitlines()[0][:400]}. The finished checkpoints '
-          f'{sorted(finished)[-_MAX_LISTED:]} are untouched; free space (or fix the '
-          'permissions) and re-run the same command to resume from the newest.') from e
+          f'{sorted(finished)[-checkpoint_steps.MAX_LISTED:]} are untouched; free space (or '
+          'fix the permissions) and re-run the same command to resume from the newest.') from e
 
   def close(self) -> None:
     self._manager.close()
@@ -255,16 +204,12 @@ class TrainCheckpointer:
     finally:
       self.close()
 
-  # Inspecting.
+  # Reading.
 
   def all_steps(self) -> list[int]:
+    """The finished checkpoints' steps, oldest first (not checked for damage)."""
     self._manager.reload()
     return sorted(self._manager.all_steps())
-
-  def latest_step(self) -> Optional[int]:
-    """The newest finished checkpoint's step (not checked for damage), or None."""
-    self._manager.reload()
-    return self._manager.latest_step()
 
   def require_step(self, step: Optional[int]) -> list[int]:
     """All finished steps; raises errors.DataError if `step` (None: any) is not among them."""
@@ -273,9 +218,6 @@ class TrainCheckpointer:
       raise errors.DataError(f'no checkpoint for step {step} in {self.directory}; '
                              f'available: {available}')
     return available
-
-  def best_step(self) -> Optional[int]:
-    return self._manager.best_step()
 
   def restore_config(self, step: int) -> dict[str, Any]:
     restored = self._manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
@@ -288,29 +230,12 @@ class TrainCheckpointer:
     restored = self._manager.restore(step, args=ocp.args.Composite(loop=ocp.args.JsonRestore()))
     return dict(restored['loop'] or {})
 
-  def check_structure(self, step: int, target: Any) -> None:
-    """Raises CheckpointMismatchError if `step`'s tree or shapes differ from `target`.
-
-    Raises other exceptions when the checkpoint's metadata cannot be read.
-    """
-    metadata = self._manager.item_metadata(step)['state']
-    if metadata is None:
-      raise FileNotFoundError(f'checkpoint step {step} has no readable state metadata')
-    tree = getattr(metadata, 'tree', metadata)
-    problems = _describe_mismatch(_flat_shapes(tree), _flat_shapes(target))
-    if problems:
-      raise CheckpointMismatchError(
-          f'checkpoint step {step} in {self.directory} does not match the state being '
-          'restored (a different model, optimizer or config?): ' + '; '.join(problems), step)
-
-  # Restoring.
-
   def restore(self, step: Optional[int] = None, target: Any = None) -> Any:
     """Restores a TrainState onto the shardings of `target`.
 
     Args:
       step: the step to restore; None means the newest readable checkpoint,
-        falling back past damaged ones.
+        falling back past damaged ones (checkpoint_steps.py).
       target: the abstract state (`state.abstract_train_state(...)`) whose
         shardings say where the arrays go; a checkpoint written on any mesh
         restores onto it.
@@ -322,34 +247,19 @@ class TrainCheckpointer:
       CheckpointMismatchError: the checkpoint's tree or shapes differ.
       errors.CheckpointCorruptError: checkpoints exist but none can be read.
       errors.DataError: there is no checkpoint `step`.
-
-    With several processes, all must see the same files (shared storage), so
-    that they agree on which checkpoint is damaged.
     """
     if target is None:
       raise ValueError('restore() needs target=abstract_train_state(...) for the current mesh')
     available = self.require_step(step)
-    candidates = [step] if step is not None else available[::-1]
-    if not candidates:
+    if not available:
       return None
-    failures = []
-    for candidate in candidates:
-      try:
-        self.check_structure(candidate, target)
-        restored = self._manager.restore(
-            candidate, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-        state = restored['state']
-      except CheckpointMismatchError:
-        raise
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        # tensorstore raises bare Exception/ValueError and json a JSONDecodeError:
-        # any failure to read a structurally matching checkpoint is damage.
-        failures.append((candidate, _reason(e)))
-        orbax_quiet.mark_damaged(os.fspath(self.directory / str(candidate)))
-        if step is not None:
-          break
-        continue
-      self._report_damage(failures, candidate)
+    restored, state, failures = checkpoint_steps.newest_readable(
+        [step] if step is not None else available[::-1],
+        lambda s: self._restore_state(s, target), self.directory)
+    if restored is not None:
+      if checkpoint_steps.report_damage(self.directory, failures, restored,
+                                        move_aside=not self.read_only):
+        self._manager.reload()   # so that the steps moved aside can be written again
       return state
     if step is not None:
       raise errors.CheckpointCorruptError(
@@ -362,30 +272,16 @@ class TrainCheckpointer:
         + (f'; and {len(failures) - 3} more' if len(failures) > 3 else '')
         + '. Move the directory aside to start afresh, or repair it.')
 
-  def _report_damage(self, failures, restored: int) -> None:
-    """One warning per damaged step; outside read-only mode, the step is moved aside."""
-    aside = {} if self.read_only else self._quarantine([s for s, _ in failures])
-    for s, reason in failures:
-      action = (f'moved aside to {aside[s].name}, resuming from step {restored}' if s in aside
-                else f'left in place, using step {restored}')
-      logging.warning('Checkpoint step %d in %s is unreadable (%s); %s.', s, self.directory,
-                      reason, action)
-
-  def _quarantine(self, steps: Sequence[int]) -> dict:
-    """Renames damaged step directories so they stop counting as checkpoints; step -> new path."""
-    aside = {}
-    if not steps:
-      return aside
-    stamp = time.strftime('%Y%m%d-%H%M%S')
-    for s in steps:
-      aside[s] = self.directory / f'{s}.corrupt-{stamp}'
-      path = self.directory / str(s)
-      if jax.process_index() == 0 and path.exists():
-        path.rename(aside[s])
-    if jax.process_count() > 1:
-      multihost_utils.sync_global_devices('se_flax_checkpoint_quarantine')
-    self._manager.reload()
-    return aside
+  def _restore_state(self, step: int, target: Any) -> Any:
+    """Checks `step`'s stored tree against `target` first, then reads its arrays onto it."""
+    metadata = self._manager.item_metadata(step)['state']
+    if metadata is None:
+      raise FileNotFoundError(f'checkpoint step {step} has no readable state metadata')
+    checkpoint_steps.check_structure(getattr(metadata, 'tree', metadata), target, step,
+                                     self.directory)
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+    return restored['state']
 
 
 def stored_config(workdir: str | os.PathLike,
@@ -400,27 +296,26 @@ def stored_config(workdir: str | os.PathLike,
   """
   directory = epath.Path(workdir) / CHECKPOINT_DIR
   if not directory.exists():
-    raise errors.DataError(f'no checkpoint in {directory}, so no stored config: pass '
-                           '--config=FILE (and train first)')
+    raise _no_stored_config(directory)
   checkpointer = TrainCheckpointer(workdir, read_only=True)
   try:
     steps = checkpointer.require_step(step)
     if not steps:
-      raise errors.DataError(f'no checkpoint in {directory}, so no stored config: pass '
-                             '--config=FILE (and train first)')
-    failures = []
-    for candidate in [step] if step is not None else steps[::-1]:
-      try:
-        stored = checkpointer.restore_config(candidate)
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        failures.append(f'step {candidate} ({_reason(e)[:120]})')
-        continue
-      return _as_config(stored), candidate
+      raise _no_stored_config(directory)
+    found, stored, failures = checkpoint_steps.newest_readable(
+        [step] if step is not None else steps[::-1], checkpointer.restore_config, directory)
   finally:
     checkpointer.close()
-  raise errors.CheckpointCorruptError(
-      f'no readable config in {directory}: {"; ".join(failures[:3])}. Pass --config=FILE with '
-      "the run's config")
+  if found is None:
+    tried = '; '.join(f'step {s} ({r[:120]})' for s, r in failures[:3])
+    raise errors.CheckpointCorruptError(
+        f"no readable config in {directory}: {tried}. Pass --config=FILE with the run's config")
+  return _as_config(stored), found
+
+
+def _no_stored_config(directory: epath.Path) -> errors.DataError:
+  return errors.DataError(f'no checkpoint in {directory}, so no stored config: pass '
+                          '--config=FILE (and train first)')
 
 
 def _as_config(tree: Any) -> ml_collections.ConfigDict:
@@ -432,10 +327,3 @@ def _as_config(tree: Any) -> ml_collections.ConfigDict:
       return tuple(tuples(v) for v in node)
     return node
   return ml_collections.ConfigDict(tuples(dict(tree)))
-
-
-def _reason(e: Exception) -> str:
-  """The first line of `e`, without the tensorstore details that follow it."""
-  text = str(e).splitlines()[0] if str(e) else ''
-  text = text.split(' See full TensorStore details')[0]
-  return f'{type(e).__name__}: {text[:200]}'
