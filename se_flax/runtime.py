@@ -2,10 +2,17 @@
 
 `setup()` is called once at start by every program that runs se_flax: main.py,
 the experiment runners and tests/conftest.py. Calling it again does nothing.
+
+It calls down into the library (`orbax_quiet.install`,
+`data.hide_gpus_from_tensorflow`), and nothing in the library imports it.
+Neither module imports TensorFlow or Orbax, so the upfront check that follows
+`setup()` stays free of both.
 """
 
 import os
 import sys
+
+from se_flax.train import orbax_quiet
 
 _done = False
 
@@ -23,7 +30,6 @@ def setup() -> None:
   # loads Keras 3's optimizers eagerly (1.5 s of CPU in every process), unless pointed at the
   # legacy tf_keras, whose absence it tolerates.
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-  from se_flax.train import orbax_quiet  # pylint: disable=g-import-not-at-top
   if 'tensorflow' in sys.modules:
     # Imported already (by a tool or a notebook): keep it off the accelerators
     # before its runtime starts. Otherwise the pipeline does this when it opens data.

@@ -3,13 +3,18 @@
 `install()` adds the filters and the hook below; `se_flax.runtime.setup()`
 calls it once per process. Importing this module changes nothing.
 
+It sits beside the checkpoint code, which tells it the damaged paths
+(`mark_damaged`), and imports no se_flax module and not Orbax: the process
+set-up and the checkpoints both depend on it, it on neither, and installing
+the filters costs the upfront check no Orbax import.
+
 Three kinds of noise:
 * Orbax warns on every save without metrics (periodic and preemption saves
   have none by design), and when a checkpoint manager is opened read-only.
 * Orbax reads and writes a checkpoint's arrays concurrently, so one bad file
   fails many of them. Once the step directory has been named (checkpoint.py
-  calls `mark_damaged`), the failures Orbax leaves unretrieved (asyncio's
-  "Task exception was never retrieved") repeat it.
+  and checkpoint_steps.py call `mark_damaged`), the failures Orbax leaves
+  unretrieved (asyncio's "Task exception was never retrieved") repeat it.
 * tensorstore calls back into an Orbax event loop that has already closed,
   which only a failed read or write leaves behind ("Event loop is closed").
 """
