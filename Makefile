@@ -9,14 +9,17 @@ STAMP := $(VENV)/.installed
 DEMO_WORKDIR ?= workdirs/demo
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: demo test test-fast setup clean mutate
+.PHONY: demo test lint format setup clean mutate
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt
+$(STAMP): requirements.txt requirements-test.txt requirements-lint.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -r requirements.txt -r requirements-test.txt
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt -r requirements-test.txt \
+	  -r requirements-lint.txt
+	# se_flax itself, editable: importable from a notebook or script anywhere, this checkout's code.
+	$(PY) -m pip install --quiet --no-compile --no-deps -e .
 	$(PY) -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true
 	@touch $(STAMP)
 
@@ -27,6 +30,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# The formatter's and the linter's verdicts (pyproject.toml, [tool.ruff]); `make format` applies
+# the formatter and the linter's safe fixes.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check --diff .
+	$(VENV)/bin/ruff check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 # Mutation testing with mutmut (not part of `make test`): each core module against its own
 # test files, on one core, in a copy of the tree under mutants/<name>/. Results go to
@@ -49,7 +62,7 @@ MUTATE_step := se_flax/train/step.py | tests/train/test_step.py tests/train/test
 define mutate_one
 	rm -rf mutants/$(1) && mkdir -p mutants/$(1)
 	tar -cf - --exclude=./.venv --exclude=./mutants --exclude=./workdirs . | tar -C mutants/$(1) -xf -
-	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pytest.ini\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\nforkserver_warmup = %s\ntimeout_multiplier = 5\ntimeout_constant = 30\npytest_add_cli_args_test_selection =\n%b' \
+	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pyproject.toml\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\nforkserver_warmup = %s\ntimeout_multiplier = 5\ntimeout_constant = 30\npytest_add_cli_args_test_selection =\n%b' \
 	  '$(strip $(word 1,$(subst |, ,$(MUTATE_$(1)))))' \
 	  '$(or $(MUTATE_WARMUP_$(1)),collect)' \
 	  '$(foreach t,$(wordlist 2,99,$(subst |, ,$(MUTATE_$(1)))),  $(t)\n)' > mutants/$(1)/setup.cfg
