@@ -31,15 +31,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# The formatter's and the linter's verdicts (pyproject.toml, [tool.ruff]); `make format` applies
-# the formatter and the linter's safe fixes.
+# The formatter's and the linter's verdicts (pyproject.toml: [tool.yapf], [tool.ruff]); `make
+# format` applies the formatter and the linter's safe fixes (import order, unused imports).
+LINTED := se_flax configs experiments tests benchmarks main.py
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check --diff .
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/yapf --diff --recursive --parallel $(LINTED)
+	$(VENV)/bin/ruff check $(LINTED)
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format .
-	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff check --fix --quiet $(LINTED) || true
+	$(VENV)/bin/yapf --in-place --recursive --parallel $(LINTED)
 
 # Mutation testing with mutmut (not part of `make test`): each core module against its own
 # test files, on one core, in a copy of the tree under mutants/<name>/. Results go to
