@@ -1,20 +1,23 @@
-"""The command line of main.py: absl flags and the ml_collections config, parsed into a ConfigError.
+"""The command line of main.py: absl flags and an ml_collections config, each failure one line.
 
-absl and config_flags report a bad command line in their own ways: a
-traceback for an unknown config field, `FATAL Flags parsing error` with
-exit 1 for a bad value, a deferred IOError for a missing config file. `parse`
-runs them and turns every such failure into one `errors.ConfigError` line
-that names the flag, the value and what is allowed (docs/failures.md).
+absl parses the flags, and `ml_collections.config_flags` the config file and
+its `--config.<field>=VALUE` overrides; `parse` runs them as they are and adds
+two things (docs/design.md#the-command-line):
 
-`--config.<field>=None` sets a field whose default is None or a placeholder
-to None (config_flags alone would read "None" for a tuple field as (None,)).
+- every failure is one `errors.ConfigError` line naming the flag, the value
+  and what is allowed, and the closest name where there is one, where absl
+  alone prints `FATAL Flags parsing error` and exits 1 and config_flags
+  raises a traceback or defers a missing file until the config is read;
+- `--config.<field>=None` sets a field whose default is None or a
+  placeholder to None (config_flags reads a string "None", or (None,)).
+
+A new flag in main.py needs nothing here: absl's enum and integer checks get
+their lines from `_illegal_value`. Each message is one branch of `_explain`.
 """
 
 import difflib
-import importlib.util
 import os
-import re
-from typing import Optional, Sequence
+from typing import Sequence
 
 from absl import flags
 import ml_collections
@@ -24,80 +27,193 @@ from ml_collections.config_flags import config_path
 from se_flax import errors
 
 CONFIG = 'config'
-_OVERRIDE = re.compile(r'^--?(no)?config\.([^=\s]+)(?:=(.*))?$', re.S)
+
+# What a value must be, by Python type name or absl parser `flag_type()`.
+_TAKES = {'int': 'an integer', 'float': 'a number', 'bool': 'true or false', 'str': 'a string',
+          'string': 'a string', 'tuple': 'a tuple, e.g. (0, 1) or 0,1'}
 
 
-def define_config_flag(help_string: str, flag_values: flags.FlagValues = flags.FLAGS):
-  """DEFINE_config_file('config') reading its overrides from the argv `parse` hands it."""
-  argv = []  # the command line config_flags reads its overrides from, set by `parse`
+def define_config_flag(help_string: str,
+                       flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagHolder:
+  """DEFINE_config_file('config'), its parser watched so that `parse` can explain a failure."""
+  argv = []  # the command line config_flags reads the overrides' names from; `parse` fills it
   holder = config_flags.DEFINE_config_file(CONFIG, None, help_string, flag_values=flag_values,
                                            sys_argv=argv)
-  holder.argv = argv
+  flag_values[CONFIG].parser = _ConfigFile(flag_values[CONFIG].parser, argv)
   return holder
 
 
-def parse(argv: Sequence[str], config_holder,
+class _ConfigFile(flags.ArgumentParser):
+  """config_flags' parser of `--config=FILE[:ARG]`, keeping the spec, the config and what failed.
+
+  A file that gives no ConfigDict fails here, `error` the reason in one line.
+  """
+
+  def __init__(self, parser: flags.ArgumentParser, argv: list):
+    self._parser, self.argv = parser, argv
+    self.spec = self.config = self.error = None
+
+  def parse(self, argument):
+    self.spec, self.config, self.error = argument, None, None
+    path = argument.partition(':')[0]
+    if not os.path.isfile(path):
+      self.error = f'no config file {path!r}{_nearby_files(path)}'
+      raise ValueError(self.error)
+    try:
+      config = self._parser.parse(argument)
+    except Exception as e:
+      # config_flags raises a TypeError or ValueError of get_config() again, its traceback the text.
+      self.error = _first_line(e.__context__ if isinstance(e, (TypeError, ValueError)) else e)
+      raise
+    if not isinstance(config, ml_collections.ConfigDict):
+      try:  # config_flags keeps a file it could not read as an object that raises when used
+        getattr(config, 'keys', None)
+        self.error = f'get_config() returned {type(config).__name__}, not a ConfigDict'
+      except OSError as e:
+        self.error = _first_line(e.__cause__ or e)
+      raise ValueError(self.error)
+    self.config = config
+    return config
+
+  def flag_type(self):
+    return self._parser.flag_type()
+
+
+def parse(argv: Sequence[str], config_holder: flags.FlagHolder,
           flag_values: flags.FlagValues = flags.FLAGS) -> list:
-  """Parses `argv` into `flag_values`; returns the positional arguments.
+  """Parses `argv` into `flag_values`; returns [program name], as absl's app.run expects.
 
   Raises:
-    errors.ConfigError: any flag, config file, config argument or config
-      field that cannot be used; the message is one line.
+    errors.ConfigError: any flag, config file, config argument, config field
+      or positional argument that cannot be used; the message is one line.
   """
-  argv = list(argv)
-  last = {}  # field -> its last value on the command line
-  for m in filter(None, map(_OVERRIDE.match, argv[1:])):
-    last[m.group(2)] = None if m.group(1) else m.group(3)
-  nulls = [field for field, value in last.items() if value == 'None']
-  # config_flags never sees "None": it would read it as a string, or as (None,) for a tuple.
-  kept = [a for a in argv if not (_OVERRIDE.match(a) and _OVERRIDE.match(a).group(3) == 'None')]
-  config_holder.argv[:] = kept
+  file = flag_values[CONFIG].parser
   try:
-    rest = flag_values(kept)
+    argv = list(argv[:1]) + flag_values.read_flags_from_files(argv[1:], force_gnu=False)
+    overrides = [(f, v) for f, v in map(_override, argv[1:]) if f]
+    # config_flags never sees "None": it would read it as a string, or as (None,) for a tuple.
+    file.argv[:] = [a for a in argv if _override(a)[1] != 'None']
+    rest = flag_values(file.argv)
   except Exception as e:  # pylint: disable=broad-exception-caught
-    raise _explain(kept, flag_values, e) from None
-  config = config_holder.value
-  if config is None:
-    if nulls:
-      raise errors.ConfigError(f'--config.{nulls[0]}=None needs --config=FILE before it')
-    return rest  # eval and analyze read the config stored with the checkpoint
-  if not isinstance(config, ml_collections.ConfigDict):
-    # config_flags defers a missing file until the config is read; load it again to say why.
-    _load(_config_spec(kept))
-    raise errors.ConfigError(f'--config={_config_spec(kept)} did not give a ConfigDict')
+    fields = [f for f, _ in map(_override, argv[1:]) if f]
+    raise _explain(e, file, fields, flag_values) from None
+  nulls = [field for field, value in dict(overrides).items() if value == 'None']  # the last wins
+  if nulls and config_holder.value is None:
+    raise errors.ConfigError(f'--config.{nulls[0]}=None needs --config=FILE before it')
   for field in nulls:
-    _set_none(config, field)
+    _set_none(config_holder.value, field)
+  if len(rest) > 1:
+    raise errors.ConfigError(f'unexpected argument(s) {rest[1:]}: every option is a --flag=value '
+                             '(a value with spaces needs quotes)')
   return rest
 
 
-# ---------------------------------------------------------------- the config file
-
-def _config_spec(argv) -> Optional[str]:
-  spec = None
-  for i, arg in enumerate(argv[1:], 1):
-    if arg.startswith(('--config=', '-config=')):
-      spec = arg.split('=', 1)[1]
-    elif arg in ('--config', '-config') and i + 1 < len(argv):
-      spec = argv[i + 1]
-  return spec
+def _override(arg):
+  """(field, value) of `--config.<field>[=value]` (value None without '='), else (None, None)."""
+  name, equals, value = arg.lstrip('-').partition('=')
+  for prefix in (f'{CONFIG}.', f'no{CONFIG}.'):
+    if arg.startswith('-') and name.startswith(prefix):
+      return name[len(prefix):], value if equals else None
+  return None, None
 
 
-def _load(spec: str) -> ml_collections.ConfigDict:
-  """The config `spec` ('path[:arg]') names, or a ConfigError saying why there is none."""
-  path, _, arg = spec.partition(':')
-  if not os.path.isfile(path):
-    raise errors.ConfigError(f'--config={spec}: no config file {path!r}{_nearby_files(path)}')
-  try:
-    module_spec = importlib.util.spec_from_file_location('se_flax_user_config', path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
-  except Exception as e:  # pylint: disable=broad-exception-caught
-    raise errors.ConfigError(f'--config={spec}: {_first_line(e)}') from None
-  if not isinstance(config, ml_collections.ConfigDict):
-    raise errors.ConfigError(f'--config={spec}: get_config() returned {type(config).__name__}, '
-                             'not a ConfigDict')
-  return config
+# ---------------------------------------------------------------- absl's and config_flags' errors
+
+def _explain(e, file, fields, flag_values) -> errors.ConfigError:
+  """The one-line ConfigError for an exception raised while parsing; `fields`: the overrides."""
+  if file.error:
+    return errors.ConfigError(f'--config={file.spec}: {file.error}')
+  if file.spec is None and fields:
+    return errors.ConfigError(f'--config.{fields[0]} needs --config=FILE before it, '
+                              'e.g. --config=configs/digits.py (without --config, eval and '
+                              'analyze use the config stored with the checkpoint, unchanged)')
+  for field in fields:
+    message = file.config is not None and _unknown_field(file.config, field)
+    if message:
+      return errors.ConfigError(message)
+  if isinstance(e, config_flags.config_flags.FlagOrderError) and 'before a value' in str(e):
+    return errors.ConfigError(f'--config.{fields[0]} comes before --config=FILE; '
+                              'give --config=FILE first')
+  if isinstance(e, flags.UnrecognizedFlagError):
+    names = [n for n in flag_values if not n.startswith(f'{CONFIG}.')]
+    close = difflib.get_close_matches(e.flagname, names, n=1)
+    hint = f'did you mean --{close[0]}?' if close else 'see --helpshort'
+    return errors.ConfigError(f'unknown flag --{e.flagname}; {hint}')
+  if isinstance(e, flags.IllegalFlagValueError):
+    return _illegal_value(e, file.config, flag_values)
+  return errors.ConfigError(f'bad command line: {_first_line(e)}')
+
+
+def _illegal_value(e, config, flag_values):
+  # absl's message is 'flag --NAME=VALUE: REASON'; the error keeps neither part apart.
+  head, _, reason = str(e).partition(': ')
+  name, _, value = head.removeprefix('flag --').partition('=')
+  if name not in flag_values:
+    return errors.ConfigError(f'bad command line: {_first_line(e)}')
+  parser = flag_values[name].parser  # an override's flag too: config_flags defines one for each
+  allowed = getattr(parser, 'enum_values', None)
+  if allowed:
+    return errors.ConfigError(f'--{name}={value} is unknown; choose one of {list(allowed)}')
+  takes = _TAKES.get(parser.flag_type())
+  if name.startswith(f'{CONFIG}.') and config is not None:
+    field = name[len(CONFIG) + 1:]
+    current = config_path.get_value(field, config)
+    if isinstance(current, ml_collections.ConfigDict):
+      return _group(field, value, current)
+    return errors.ConfigError(f'--{name}={value}: config.{field} takes {takes} (now {current!r})')
+  if takes:
+    return errors.ConfigError(f'--{name}={value}: --{name} takes {takes}')
+  return errors.ConfigError(f'--{name}={value}: {_first_line(reason)}')
+
+
+# ---------------------------------------------------------------- fields and files
+
+def _unknown_field(config, field):
+  """The message for `field` if `config` lacks it, else None."""
+  node, done = config, []
+  for part in field.split('.'):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      close = difflib.get_close_matches(field, list(_paths(config)), n=1, cutoff=0.6)
+      keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      hint = (f'did you mean config.{close[0]}?' if close else
+              f"config{'.' if done else ''}{'.'.join(done)} has fields {keys}")
+      return f'--config.{field}: the config has no field config.{field}; {hint}'
+    node, done = node[part], done + [part]
+  return None
+
+
+def _paths(config, prefix=''):
+  """Every field's dotted path, groups included."""
+  for key, value in config.items():
+    yield prefix + key
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _paths(value, f'{prefix}{key}.')
+
+
+def _set_none(config, field):
+  """`--config.<field>=None`: None for a field that may be None, the name 'None' for a string."""
+  message = _unknown_field(config, field)
+  if message:
+    raise errors.ConfigError(message)
+  group, _, key = field.rpartition('.')
+  parent = config_path.get_value(group, config) if group else config
+  # A placeholder declares a type and may be None; to_dict shows it as the reference it is.
+  nullable = parent[key] is None or isinstance(
+      parent.to_dict(preserve_field_references=True)[key], ml_collections.FieldReference)
+  kind = parent.get_type(key)
+  if isinstance(parent[key], ml_collections.ConfigDict):
+    raise _group(field, 'None', parent[key])
+  if not nullable and kind is not str:
+    raise errors.ConfigError(f'--config.{field}=None: config.{field} cannot be None; it takes '
+                             f'{_TAKES.get(kind.__name__, kind.__name__)} (now {parent[key]!r})')
+  parent[key] = None if nullable else 'None'  # a string field reads a name, as config_flags does
+
+
+def _group(field, value, group) -> errors.ConfigError:
+  names = sorted(group)
+  return errors.ConfigError(
+      f'--config.{field}={value}: config.{field} is a group of fields ({", ".join(names)}); '
+      f'set one of them, e.g. --config.{field}.{names[0]}=VALUE')
 
 
 def _nearby_files(path):
@@ -111,142 +227,6 @@ def _nearby_files(path):
   return f'; {folder} holds {names}' if names else ''
 
 
-# ---------------------------------------------------------------- fields
-
-def _leaf_paths(config, prefix=''):
-  out = []
-  for key in config.keys():
-    value = config[key]
-    path = f'{prefix}{key}'
-    out.append(path)
-    if isinstance(value, ml_collections.ConfigDict):
-      out += _leaf_paths(value, path + '.')
-  return out
-
-
-def _unknown_field(config, field) -> Optional[str]:
-  """The message for `field` if `config` lacks it, else None."""
-  node, done = config, []
-  for part in field.split('.'):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      paths = _leaf_paths(config)
-      close = difflib.get_close_matches(field, paths, n=1, cutoff=0.6)
-      hint = (f'did you mean config.{close[0]}?' if close else
-              f"config{'.' if done else ''}{'.'.join(done)} has fields "
-              f'{sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []}')
-      return f'--config.{field}: the config has no field config.{field}; {hint}'
-    node, done = node[part], done + [part]
-  return None
-
-
-def _parent_and_key(config, field):
-  parent, _, key = field.rpartition('.')
-  node = config
-  for part in filter(None, parent.split('.')):
-    node = node[part]
-  return node, key
-
-
-def _type_name(kind):
-  return {int: 'an integer', float: 'a number', bool: 'true or false', str: 'a string',
-          tuple: 'a tuple, e.g. (0, 1) or 0,1'}.get(kind, getattr(kind, '__name__', str(kind)))
-
-
-def _set_none(config, field):
-  message = _unknown_field(config, field)
-  if message:
-    raise errors.ConfigError(message)
-  parent, key = _parent_and_key(config, field)
-  field_ref = parent._fields.get(key)  # pylint: disable=protected-access  (a placeholder's)
-  nullable = isinstance(field_ref, ml_collections.FieldReference) or parent[key] is None
-  kind = config_path.get_type(field, config)
-  if not nullable and kind is str:
-    with parent.unlocked():
-      parent[key] = 'None'  # a name, as config_flags reads it
-    return
-  if not nullable:
-    raise errors.ConfigError(f'--config.{field}=None: config.{field} cannot be None; it takes '
-                             f'{_type_name(kind)} (now {parent[key]!r})')
-  with parent.unlocked():
-    parent[key] = None
-
-
-# ---------------------------------------------------------------- absl failures
-
-def _overrides(argv):
-  return [(m.group(2), m.group(3)) for m in map(_OVERRIDE.match, argv[1:]) if m]
-
-
-def _explain(argv, flag_values, e) -> errors.ConfigError:
-  """The one-line ConfigError for an exception raised while parsing `argv`."""
-  if isinstance(e, errors.ConfigError):
-    return e
-  spec = _config_spec(argv)
-  overrides = _overrides(argv)
-  if spec is None and overrides:
-    return errors.ConfigError(f'--config.{overrides[0][0]} needs --config=FILE before it, '
-                              'e.g. --config=configs/digits.py (without --config, eval and '
-                              'analyze use the config stored with the checkpoint, unchanged)')
-  config = None
-  if spec is not None and (overrides or 'flag --config=' in str(e)):
-    try:
-      config = _load(spec)
-    except errors.ConfigError as load_error:
-      return load_error
-  if config is not None:
-    for field, _ in overrides:
-      message = _unknown_field(config, field)
-      if message:
-        return errors.ConfigError(message)
-  if isinstance(e, flags.UnrecognizedFlagError):
-    return _unknown_flag(e, flag_values)
-  if isinstance(e, flags.IllegalFlagValueError):
-    return _illegal_value(e, config, flag_values)
-  if type(e).__name__ == 'FlagOrderError' and 'before a value for' in str(e):
-    return errors.ConfigError(f'--config.{overrides[0][0]} comes before --config=FILE; '
-                              'give --config=FILE first')
-  return errors.ConfigError(f'bad command line: {_first_line(e)}')
-
-
-def _unknown_flag(e, flag_values):
-  names = [n for n in flag_values if not n.startswith(f'{CONFIG}.')]
-  close = difflib.get_close_matches(e.flagname, names, n=1)
-  hint = f'did you mean --{close[0]}?' if close else 'see --helpshort'
-  return errors.ConfigError(f'unknown flag --{e.flagname}; {hint}')
-
-
-_ILLEGAL = re.compile(r'^flag --([^=]+)=(.*?): (.*)$', re.S)
-
-
-def _illegal_value(e, config, flag_values):
-  match = _ILLEGAL.match(str(e))
-  if not match:
-    return errors.ConfigError(f'bad command line: {_first_line(e)}')
-  name, value, reason = match.groups()
-  if name == CONFIG and value == 'None':
-    return errors.ConfigError('--config is required, e.g. --config=configs/digits.py')
-  if name.startswith(f'{CONFIG}.') and config is not None:
-    field = name[len(CONFIG) + 1:]
-    parent, key = _parent_and_key(config, field)
-    current = parent[key]
-    if isinstance(current, ml_collections.ConfigDict):
-      return errors.ConfigError(
-          f'--{name}={value}: config.{field} is a group of fields ({", ".join(sorted(current))}); '
-          f'set one of them, e.g. --{name}.{sorted(current)[0]}=VALUE')
-    kind = config_path.get_type(field, config)
-    return errors.ConfigError(f'--{name}={value}: config.{field} takes {_type_name(kind)} '
-                              f'(now {current!r})')
-  flag = flag_values[name] if name in flag_values else None
-  allowed = getattr(getattr(flag, 'parser', None), 'enum_values', None)
-  if allowed:
-    return errors.ConfigError(f'--{name}={value} is unknown; choose one of {list(allowed)}')
-  kind = type(getattr(flag, 'parser', None)).__name__
-  if kind == 'IntegerParser':
-    return errors.ConfigError(f'--{name}={value}: --{name} takes an integer')
-  return errors.ConfigError(f'--{name}={value}: {_first_line(reason)}')
-
-
 def _first_line(e) -> str:
-  text = str(e).strip()
-  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  lines = [line.strip() for line in str(e).splitlines() if line.strip()]
   return lines[0][:400] if lines else type(e).__name__
