@@ -1,4 +1,4 @@
-"""se_flax entry point: parses flags and hands over to se_flax.
+"""se_flax entry point: parses the flags and calls se_flax.cli.run, which owns the modes.
 
   python main.py --config=configs/imagenet.py:model=se_resnet50 --workdir=DIR --mode=train
   python main.py --config=configs/digits.py --workdir=DIR --config.num_epochs=5
@@ -16,51 +16,39 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from se_flax import cli
 from se_flax import errors
 from se_flax import flags as se_flags
 from se_flax import runtime
 
 _CONFIG = se_flags.define_config_flag(
-    'Config file, e.g. configs/digits.py:r=8. eval/analyze: optional, default the config '
-    'stored with the checkpoint.')
+    'Config file, e.g. configs/digits.py:r=8. Optional for '
+    f'--mode={"/".join(cli.STORED_CONFIG_MODES)}: default the config stored with the checkpoint.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'summary', 'analyze'],
-                          'train: train (and resume); eval: evaluate a checkpoint; '
-                          'summary: parameters, GMACs and a per-stage table; '
-                          'analyze: excitation statistics of a trained model.')
+_MODE = flags.DEFINE_enum('mode', 'train', list(cli.MODES),
+                          '; '.join(f'{mode}: {what}' for mode, what in cli.MODES.items()) + '.')
 _STEP = flags.DEFINE_integer('step', None, 'eval/analyze: checkpoint step (default: the latest).')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for hosts that cannot discover each other.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with a coordinator).')
+                                   'host:port of process 0, for hosts that cannot find each other.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Number of processes (with a coordinator).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index (with a coordinator).')
-
-
-def _fail(message):
-  print(f'error: {message}', file=sys.stderr, flush=True)
-  sys.exit(errors.EXIT_CONFIG_ERROR)
 
 
 def _parse_flags(argv):
   """absl's flag parsing, with every failure one `error:` line and exit 2."""
   try:
-    rest = se_flags.parse(argv, _CONFIG)
+    return se_flags.parse(argv, _CONFIG)
   except errors.ConfigError as e:
-    _fail(e)
-  if len(rest) > 1:
-    _fail(f'unexpected argument(s) {rest[1:]}: every option is a --flag=value '
-          '(a value with spaces needs quotes)')
-  if _CONFIG.value is None and _MODE.value not in ('eval', 'analyze'):
-    _fail(f'--config is required for --mode={_MODE.value}, e.g. --config=configs/digits.py')
-  return rest
+    sys.exit(cli.fail(e, e.exit_code))
 
 
 def main(argv):
-  del argv  # _parse_flags refused any positional argument
+  del argv  # se_flags.parse refused any positional argument
   if not flags.FLAGS['verbosity'].present:
     # Library INFO chatter (checkpoint threads, compilation) hides the progress lines.
     logging.set_verbosity(logging.WARNING)
   from configs import default  # pylint: disable=g-import-not-at-top
-  from se_flax import cli  # pylint: disable=g-import-not-at-top
   return cli.run(mode=_MODE.value, config=_CONFIG.value, workdir=_WORKDIR.value, step=_STEP.value,
                  coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                  process_id=_PROCESS_ID.value, defaults=default.get_base_config())
