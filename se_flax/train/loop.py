@@ -125,7 +125,11 @@ def _stopped(what) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class _Due:
-  """The periodic actions after a step, from the cadences in the config."""
+  """The periodic actions after a step, from the cadences in the config.
+
+  Not clu's periodic actions: these depend on each other and on a preemption
+  flag every process asks (docs/design.md#metrics-and-evaluation).
+  """
   log: bool            # a train line: every log_every_steps, and at the last step
   new_window: bool     # the window is cut at multiples of log_every_steps only (exact resume)
   eval: bool           # every eval_every steps, and at the last step

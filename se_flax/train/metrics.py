@@ -7,7 +7,9 @@ loop's bookkeeping between log lines, continued exactly across restarts.
 
 `MetricWriter` writes on process 0 only. TensorBoard events are written with
 the `tensorboard` package's record writer and protos, not `tf.summary`: this
-package imports TensorFlow nowhere outside `se_flax/data`.
+package imports TensorFlow nowhere outside `se_flax/data`. clu's metric
+writers import it, and do not resume or write to object stores the way
+these files must (docs/design.md#metrics-and-evaluation).
 """
 
 from __future__ import annotations
