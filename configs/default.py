@@ -77,6 +77,7 @@ def get_base_config():
   config.dataset.cache = False
   config.dataset.prefetch = 2
   config.dataset.eval_image_size = 0    # 0: image_size (train and test resolution may differ)
+  config.dataset.crop_sampler = 'tf'    # random-size crop: a name in datasets.CROP_SAMPLERS
   # Host-side augmentation of the uint8 training crop (docs/recipes.md).
   config.dataset.randaugment = ml_collections.ConfigDict()
   config.dataset.randaugment.num_ops = 0        # 0: off; RandAugment's N
@@ -106,12 +107,16 @@ def get_base_config():
 
   config.learning_rate = 0.6           # at batch 1024; scaled linearly with batch_size
   config.lr_reference_batch = 1024
+  config.lr_scaling = 'linear'         # away from lr_reference_batch: 'linear' or 'sqrt'
   config.schedule = ml_collections.ConfigDict()
   config.schedule.name = 'step'        # a name in se_flax.train.optim.SCHEDULES
   config.schedule.warmup_epochs = 0.0
   config.schedule.step_epochs = 30.0   # step: divide by step_factor every step_epochs
   config.schedule.step_factor = 0.1
   config.schedule.boundaries_epochs = ()  # step: decay at these epochs instead, if given
+  config.schedule.warmup_lr = 0.0      # cosine schedules: the warm-up starts from this rate
+  config.schedule.min_lr = 0.0         # cosine schedules: the floor the cosine ends at
+  config.schedule.cooldown_epochs = 0.0  # cosine schedules: last epochs held at min_lr
   config.label_smoothing = 0.0
   config.loss = 'softmax'              # a name in se_flax.train.step.LOSSES
   config.bce_target_threshold = 0.0    # bce: targets above it become 1 (RSB: 0.2)
@@ -122,6 +127,7 @@ def get_base_config():
   config.mix.cutmix_alpha = 0.0        # 0: no cutmix
   config.mix.prob = 1.0                # probability a batch is mixed at all
   config.mix.switch_prob = 0.5         # with both: probability of cutmix over mixup
+  config.mix.group_size = 0            # 0: the global batch is mixed as one; k: groups of k
 
   # Exponential moving average of the weights (0: off).
   config.ema = ml_collections.ConfigDict()
