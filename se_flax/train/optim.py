@@ -13,7 +13,15 @@ moment estimates, so the same `weight_decay` number means a different thing
 than SGD's (RSB uses 0.01-0.02 with LAMB, not 1e-4).
 
 Gradient clipping (`optimizer.grad_clip_norm`) rescales the raw gradients to
-that global norm before anything else sees them, decay included.
+that global norm before anything else sees them, decay included. timm's LAMB
+does the same inside the optimizer, to a norm of 1.0, which is why the RSB
+recipes set it (docs/recipes.md).
+
+`timm_cosine` is the cosine schedule as timm's CosineLRScheduler ran the RSB
+recipes: the rate changes once per epoch, warms up linearly from
+`schedule.warmup_lr`, follows the cosine from epoch 0 (warm-up included) to a
+floor of `schedule.min_lr`, and stays at the floor for the last
+`schedule.cooldown_epochs`.
 """
 
 from __future__ import annotations
@@ -31,12 +39,17 @@ from se_flax.errors import check_choice
 
 Schedule = Callable[[Any], jax.Array]
 
-SCHEDULES = ('step', 'cosine')
+SCHEDULES = ('step', 'cosine', 'timm_cosine')
 OPTIMIZERS = ('sgd', 'adamw', 'lamb')
+# How the rate moves from lr_reference_batch to batch_size: in proportion (Goyal et al. 2017,
+# for SGD) or with the square root (timm's rule for Adam-type optimizers and LAMB).
+LR_SCALINGS = ('linear', 'sqrt')
 
 
 def base_learning_rate(config: ml_collections.ConfigDict) -> float:
-  """`config.learning_rate` scaled linearly from `lr_reference_batch` to `batch_size`."""
+  """`config.learning_rate` moved from `lr_reference_batch` to `batch_size` by `lr_scaling`."""
+  if config.get('lr_scaling', 'linear') == 'sqrt':
+    return config.learning_rate * math.sqrt(config.batch_size / config.lr_reference_batch)
   return config.learning_rate * config.batch_size / config.lr_reference_batch
 
 
@@ -50,6 +63,7 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
     raise ConfigError(f'config.learning_rate={config.learning_rate} must be positive')
   if not config.lr_reference_batch > 0:
     raise ConfigError(f'config.lr_reference_batch={config.lr_reference_batch} must be positive')
+  check_choice('lr_scaling', config.get('lr_scaling', 'linear'), LR_SCALINGS)
   opt, sched = config.optimizer, config.schedule
   check_choice('optimizer.name', opt.name, OPTIMIZERS)
   if not 0.0 <= opt.momentum < 1.0:
@@ -63,6 +77,7 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
   check_choice('schedule.name', sched.name, SCHEDULES)
   if not sched.warmup_epochs >= 0:
     raise ConfigError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
+  _check_ends(sched)
   if sched.name == 'step':
     if not 0 < sched.step_factor <= 1:
       raise ConfigError(f'config.schedule.step_factor={sched.step_factor} must be in (0, 1]')
@@ -75,6 +90,21 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
       raise ConfigError(f'config.schedule.step_epochs={sched.step_epochs} must be positive')
   if steps_per_epoch is not None or total_steps is not None:
     _check_steps(sched, steps_per_epoch, total_steps)
+
+
+def _check_ends(sched):
+  """warmup_lr, min_lr and cooldown_epochs: where the rate starts and ends, where read."""
+  for field in ('warmup_lr', 'min_lr', 'cooldown_epochs'):
+    if not sched.get(field, 0.0) >= 0:
+      raise ConfigError(f'config.schedule.{field}={sched[field]} must be >= 0')
+  if sched.get('warmup_lr', 0.0) and sched.name == 'step':
+    raise ConfigError(f'config.schedule.warmup_lr={sched.warmup_lr} is read by the cosine '
+                      "schedules only ('cosine', 'timm_cosine'); the step schedule's warm-up "
+                      'starts at its first step')
+  for field in ('min_lr', 'cooldown_epochs'):
+    if sched.get(field, 0.0) and sched.name == 'step':
+      raise ConfigError(f'config.schedule.{field}={sched[field]} is read by the cosine '
+                        "schedules only ('cosine', 'timm_cosine'); 0 with schedule.name='step'")
 
 
 def _check_adaptive(opt):
@@ -102,6 +132,11 @@ def _check_steps(sched, steps_per_epoch, total_steps):
     raise ConfigError(
         f'config.schedule.warmup_epochs={sched.warmup_epochs} is longer than the run '
         f'({total_steps} steps = {epochs:g} epochs); allowed: 0 to {epochs:g}')
+  cooldown = sched.get('cooldown_epochs', 0.0)
+  if cooldown and round(cooldown * steps_per_epoch) >= total_steps:
+    raise ConfigError(
+        f'config.schedule.cooldown_epochs={cooldown} leaves no cosine in a run of {epochs:g} '
+        'epochs; allowed: 0 up to less than the run')
 
 
 def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -114,12 +149,16 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   `step_len = round(step_epochs * steps_per_epoch)` counted from step 0 (the epochs
   where the decay happens do not move with the warm-up), or, when
   `schedule.boundaries_epochs` is given, `base * step_factor ** k` after the
-  k-th boundary. `cosine`: a half cosine from `base` right after warm-up to 0
-  at `total_steps`.
+  k-th boundary. `cosine`: a half cosine from `base` right after warm-up to
+  `schedule.min_lr` (0 by default) `schedule.cooldown_epochs` before the end,
+  then that floor; with `schedule.warmup_lr` the warm-up starts from that rate.
+  `timm_cosine`: see `timm_cosine_schedule`.
   """
   check_config(config, steps_per_epoch, total_steps)
   sched = config.schedule
   base = base_learning_rate(config)
+  if sched.name == 'timm_cosine':
+    return timm_cosine_schedule(base, sched, steps_per_epoch, total_steps)
   warmup_steps = round(sched.warmup_epochs * steps_per_epoch)
 
   def warmup(step):
@@ -140,15 +179,50 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
     def decay(step):
       return sched.step_factor ** jnp.floor_divide(step, step_len)
   else:
-    cosine_steps = max(1, total_steps - warmup_steps)
+    end = total_steps - round(sched.get('cooldown_epochs', 0.0) * steps_per_epoch)
+    cosine_steps = max(1, end - warmup_steps)
+    # The floor as a share of base: with min_lr 0 the expression is the plain cosine, bit for bit.
+    floor = sched.get('min_lr', 0.0) / base
 
     def decay(step):
       progress = jnp.clip((step - warmup_steps) / cosine_steps, 0.0, 1.0)
-      return 0.5 * (1.0 + jnp.cos(math.pi * progress))
+      return floor + (1.0 - floor) * (0.5 * (1.0 + jnp.cos(math.pi * progress)))
+
+  warmup_lr = sched.get('warmup_lr', 0.0)
 
   def schedule(step):
     step = jnp.asarray(step, jnp.float32)
-    return (base * warmup(step) * decay(step)).astype(jnp.float32)
+    rate = base * warmup(step) * decay(step)
+    if warmup_lr:
+      rate = jnp.where(step < warmup_steps,
+                       warmup_lr + (base * decay(step) - warmup_lr) * warmup(step), rate)
+    return rate.astype(jnp.float32)
+
+  return schedule
+
+
+def timm_cosine_schedule(base: float, sched: ml_collections.ConfigDict, steps_per_epoch: int,
+                         total_steps: int) -> Schedule:
+  """timm's CosineLRScheduler as the RSB recipes ran it: one rate per epoch.
+
+  With t the epoch of the update (`floor(s / steps_per_epoch)`), W the warm-up
+  epochs and T = the run's epochs less `cooldown_epochs`:
+  `warmup_lr + t * (base - warmup_lr) / W` for t < W, then
+  `min_lr + (base - min_lr) * (1 + cos(pi * t / T)) / 2` for t < T (the cosine
+  counts from epoch 0, warm-up included: timm's warmup_prefix=False), then
+  `min_lr`. train.py steps the scheduler after each epoch, so an epoch trains
+  at the rate of its first update.
+  """
+  warmup_epochs = sched.warmup_epochs
+  warmup_lr, min_lr = sched.get('warmup_lr', 0.0), sched.get('min_lr', 0.0)
+  cosine_epochs = total_steps / steps_per_epoch - sched.get('cooldown_epochs', 0.0)
+
+  def schedule(step):
+    epoch = jnp.floor_divide(jnp.asarray(step, jnp.float32), steps_per_epoch)
+    warm = warmup_lr + epoch * ((base - warmup_lr) / max(warmup_epochs, 1e-12))
+    cosine = min_lr + 0.5 * (base - min_lr) * (1.0 + jnp.cos(math.pi * epoch / cosine_epochs))
+    rate = jnp.where(epoch < cosine_epochs, cosine, min_lr)
+    return jnp.where(epoch < warmup_epochs, warm, rate).astype(jnp.float32)
 
   return schedule
 

@@ -226,3 +226,75 @@ def test_cosine_stays_at_zero_past_the_end():
   _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
   for step in (100, 150, 200, 300):
     np.testing.assert_allclose(float(schedule(step)), 0.0, atol=1e-9, err_msg=f'step {step}')
+
+
+def timm_cosine_reference(epoch, base, warmup_epochs, warmup_lr, min_lr, cosine_epochs):
+  """timm's CosineLRScheduler._get_lr(epoch) (warmup_prefix=False, one cycle), in float64."""
+  if epoch < warmup_epochs:
+    return warmup_lr + epoch * (base - warmup_lr) / warmup_epochs
+  if epoch < cosine_epochs:
+    return min_lr + 0.5 * (base - min_lr) * (1 + np.cos(np.pi * epoch / cosine_epochs))
+  return min_lr
+
+
+def test_timm_cosine_holds_each_epochs_rate_and_ends_in_the_cooldown():
+  # 20 epochs of 4 steps: 3 warm-up epochs from 0.01, the cosine over 15, 5 at the floor.
+  config = paper_config(**{'schedule.name': 'timm_cosine', 'schedule.warmup_epochs': 3.0,
+                           'schedule.warmup_lr': 0.01, 'schedule.min_lr': 0.001,
+                           'schedule.cooldown_epochs': 5.0})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=4, total_steps=80)
+  got = np.asarray(schedule(np.arange(80)), np.float64).reshape(20, 4)
+  # One rate per epoch, the one its first update gets (timm steps its scheduler per epoch).
+  np.testing.assert_array_equal(got, np.repeat(got[:, :1], 4, axis=1))
+  expected = [timm_cosine_reference(e, 0.15, 3, 0.01, 0.001, 15) for e in range(20)]
+  np.testing.assert_allclose(got[:, 0], expected, rtol=1e-5)
+  assert got[0, 0] == pytest.approx(0.01) and got[3, 0] < 0.15   # the cosine counts from epoch 0
+  np.testing.assert_allclose(got[15:, 0], 0.001, rtol=1e-6)
+
+
+def test_cosine_floor_cooldown_and_warmup_start():
+  # The per-update cosine with timm's ends: warm-up from 0.03, down to 0.003 at step 80, held.
+  config = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 1.0,
+                           'schedule.warmup_lr': 0.03, 'schedule.min_lr': 0.003,
+                           'schedule.cooldown_epochs': 2.0})
+  _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
+  np.testing.assert_allclose(float(schedule(0)), 0.03 + (0.15 - 0.03) / 10, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(9)), 0.15, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(45)), 0.003 + (0.15 - 0.003) / 2, rtol=1e-5)
+  for step in (80, 90, 99):
+    np.testing.assert_allclose(float(schedule(step)), 0.003, rtol=1e-5, err_msg=f'step {step}')
+
+
+def test_the_ends_at_zero_leave_the_cosine_as_it_was():
+  plain = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 1.0})
+  ends = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 1.0,
+                         'schedule.warmup_lr': 0.0, 'schedule.min_lr': 0.0,
+                         'schedule.cooldown_epochs': 0.0})
+  del plain.schedule['warmup_lr'], plain.schedule['min_lr'], plain.schedule['cooldown_epochs']
+  steps = np.arange(110)
+  rates = [np.asarray(optim.create_schedule(c, 10, 110)(steps)) for c in (plain, ends)]
+  np.testing.assert_array_equal(rates[0], rates[1])
+
+
+@pytest.mark.parametrize('scaling,expected', [('linear', 0.6 / 4), ('sqrt', 0.6 / 2)])
+def test_the_rate_moves_with_the_batch_by_lr_scaling(scaling, expected):
+  # Batch 256 against the reference 1024: a quarter of the rate, or half under the square root.
+  config = paper_config(lr_scaling=scaling)
+  assert optim.base_learning_rate(config) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize('fields,message', [
+    ({'lr_scaling': 'log'}, "config.lr_scaling='log' is not allowed; choose one of "
+                            "['linear', 'sqrt']"),
+    ({'schedule.min_lr': -1e-6}, 'config.schedule.min_lr=-1e-06 must be >= 0'),
+    ({'schedule.warmup_lr': 1e-4}, 'config.schedule.warmup_lr=0.0001 is read by the cosine '
+                                   "schedules only ('cosine', 'timm_cosine')"),
+    ({'schedule.cooldown_epochs': 1.0}, 'config.schedule.cooldown_epochs=1.0 is read by the '
+                                        'cosine schedules only'),
+    ({'schedule.name': 'timm_cosine', 'schedule.cooldown_epochs': 10.0},
+     'config.schedule.cooldown_epochs=10.0 leaves no cosine in a run of 10 epochs'),
+])
+def test_refused_schedule_ends_and_scalings_are_named(fields, message):
+  with pytest.raises(ConfigError) as info:
+    optim.check_config(paper_config(**fields), steps_per_epoch=10, total_steps=100)
+  assert message in str(info.value)
