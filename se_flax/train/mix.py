@@ -8,11 +8,18 @@ into the other and weighs the targets by the areas. "ResNet strikes back"
 alphas are positive, and every example is paired with the batch reversed
 (timm's `x.flip(0)`).
 
+Where images are paired: `mix.group_size` 0 mixes the global batch as one,
+one draw and every example paired across it. timm mixes on each training
+process, each GPU's own batch with its own draw; `group_size = k` does that
+for every k consecutive examples of the global batch, each group with a draw
+of its own (`fold_in(key, group)`), whatever the devices or processes
+holding them, so a run mixes the same way on any hardware.
+
 Every draw comes from the key alone (the step folds in its number), so a
 resumed run mixes the same pairs with the same weights (docs/design.md,
 "Determinism"). Everything is traced: under `jax.jit` the batch may be one
-global array sharded over the 'data' mesh axis, and reversing it is a
-collective permutation that XLA inserts; nothing waits for the host.
+global array sharded over the 'data' mesh axis, and reversing it (or a
+group) is a permutation that XLA inserts; nothing waits for the host.
 """
 
 from __future__ import annotations
@@ -36,6 +43,12 @@ def check_config(config) -> None:
     value = mix[field]
     if not 0.0 <= value <= 1.0:
       raise ConfigError(f'config.mix.{field}={value} must be in [0, 1]')
+  group = mix.get('group_size', 0)
+  if not isinstance(group, int) or isinstance(group, bool) or group < 0:
+    raise ConfigError(f'config.mix.group_size={group!r} must be an int >= 0 (0: the whole batch)')
+  if group and config.batch_size % group:
+    raise ConfigError(f'config.mix.group_size={group} must divide config.batch_size='
+                      f'{config.batch_size} (0: the whole batch)')
 
 
 def enabled(mix_cfg) -> bool:
@@ -114,15 +127,35 @@ def apply(d: Draw, images: jax.Array, targets: jax.Array) -> tuple[jax.Array, ja
   return (jnp.where(d.mixed, mixed_images, images), jnp.where(d.mixed, mixed_targets, targets))
 
 
+def draw_groups(key: jax.Array, mix_cfg, groups: int, height: int, width: int) -> Draw:
+  """One draw per group, `draw(fold_in(key, g))` for g < groups, stacked on a leading axis."""
+  keys = jax.vmap(lambda g: jax.random.fold_in(key, g))(jnp.arange(groups))
+  return jax.vmap(lambda k: draw(k, mix_cfg, height, width))(keys)
+
+
+def apply_groups(d: Draw, images: jax.Array,
+                 targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """`apply` on each of the G = len(d.lam) equal groups of consecutive examples, group g by d[g].
+
+  Each example is paired within its group, reversed: timm's batch mode on
+  each process's own batch.
+  """
+  groups = d.lam.shape[0]
+  split = lambda x: x.reshape((groups, x.shape[0] // groups) + x.shape[1:])
+  mixed_images, mixed_targets = jax.vmap(apply)(d, split(images), split(targets))
+  return mixed_images.reshape(images.shape), mixed_targets.reshape(targets.shape)
+
+
 def mix_batch(key: jax.Array, images: jax.Array, targets: jax.Array,
               mix_cfg) -> tuple[jax.Array, jax.Array]:
-  """Mixup or CutMix of the batch with itself reversed (timm's 'batch' mode).
+  """Mixup or CutMix of the batch, or of each group, with itself reversed (timm's 'batch' mode).
 
   Args:
     key: a raw or typed PRNG key; the only source of randomness.
     images: float (B, H, W, C), normalised.
     targets: float (B, K), one-hot, possibly smoothed.
-    mix_cfg: config.mix (mixup_alpha, cutmix_alpha, prob, switch_prob).
+    mix_cfg: config.mix (mixup_alpha, cutmix_alpha, prob, switch_prob,
+      group_size).
 
   Returns:
     The mixed images and targets, of the inputs' shapes and dtypes; the
@@ -130,4 +163,8 @@ def mix_batch(key: jax.Array, images: jax.Array, targets: jax.Array,
   """
   if not enabled(mix_cfg) or mix_cfg.prob <= 0:
     return images, targets
-  return apply(draw(key, mix_cfg, *images.shape[1:3]), images, targets)
+  group = mix_cfg.get('group_size', 0)
+  if not group or group >= images.shape[0]:
+    return apply(draw(key, mix_cfg, *images.shape[1:3]), images, targets)
+  groups = images.shape[0] // group
+  return apply_groups(draw_groups(key, mix_cfg, groups, *images.shape[1:3]), images, targets)

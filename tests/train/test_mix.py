@@ -13,9 +13,10 @@ from se_flax.train import mix
 B, H, W, C, K = 6, 8, 10, 3, 5
 
 
-def mix_cfg(mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5):
+def mix_cfg(mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5, group_size=0):
   return ml_collections.ConfigDict(dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
-                                        prob=prob, switch_prob=switch_prob))
+                                        prob=prob, switch_prob=switch_prob,
+                                        group_size=group_size))
 
 
 def batch(seed=0, smoothing=0.1):
@@ -177,3 +178,50 @@ def test_check_config_names_the_field(field, value):
   config.mix[field] = value
   with pytest.raises(ConfigError, match=rf'config\.mix\.{field}={value}'):
     mix.check_config(config)
+
+
+def test_a_group_of_the_whole_batch_is_the_global_mix():
+  images, targets = batch(7)
+  whole = mix_cfg(mixup_alpha=0.4, cutmix_alpha=1.0)
+  key = jax.random.PRNGKey(5)
+  for group in (B, 2 * B):
+    x, t = mix.mix_batch(key, images, targets, mix_cfg(mixup_alpha=0.4, cutmix_alpha=1.0,
+                                                       group_size=group))
+    x_ref, t_ref = mix.mix_batch(key, images, targets, whole)
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(x_ref))
+    np.testing.assert_array_equal(np.asarray(t), np.asarray(t_ref))
+
+
+def test_each_group_mixes_on_its_own_with_its_own_draw(mesh8):
+  # Groups of 4 over 8 devices of 2 examples each: every group spans two devices. Group g is
+  # mixed as a batch of its own (paired within itself) by the draw of fold_in(key, g).
+  rng = np.random.default_rng(1)
+  images = rng.normal(size=(16, H, W, C)).astype(np.float32)
+  targets = np.eye(16, K, dtype=np.float32)[np.arange(16) % K]
+  cfg = mix_cfg(cutmix_alpha=1.0, group_size=4)
+  sharding = NamedSharding(mesh8, P('data'))
+  fn = jax.jit(lambda k, x, t: mix.mix_batch(k, x, t, cfg),
+               in_shardings=(None, sharding, sharding), out_shardings=(sharding, sharding))
+  key = jax.random.PRNGKey(2)
+  x, t = (np.asarray(a) for a in fn(key, jax.device_put(images, sharding),
+                                     jax.device_put(targets, sharding)))
+  whole = mix_cfg(cutmix_alpha=1.0)
+  for g in range(4):
+    part = slice(4 * g, 4 * g + 4)
+    x_g, t_g = mix.mix_batch(jax.random.fold_in(key, g), images[part], targets[part], whole)
+    np.testing.assert_allclose(x[part], x_g, rtol=1e-6, atol=1e-6, err_msg=f'group {g}')
+    np.testing.assert_allclose(t[part], t_g, rtol=1e-6, atol=1e-6, err_msg=f'group {g}')
+  assert not np.allclose(t, targets)   # this key's draws do mix
+
+
+@pytest.mark.parametrize('group,message', [
+    (-1, 'config.mix.group_size=-1 must be an int >= 0'),
+    (4, 'config.mix.group_size=4 must divide config.batch_size=6'),
+])
+def test_group_sizes_that_cannot_work_are_refused(group, message):
+  config = ml_collections.ConfigDict(dict(mix=mix_cfg(group_size=3), batch_size=6))
+  mix.check_config(config)
+  config.mix.group_size = group
+  with pytest.raises(ConfigError) as info:
+    mix.check_config(config)
+  assert message in str(info.value)
