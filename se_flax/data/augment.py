@@ -15,15 +15,28 @@ antialiased resize of the ImageNet evaluation gives values between integers. A d
 them up in `TRAIN` and `EVAL` at the end of this module, whose functions share
 one signature:
 
-  TRAIN[name](image, seed, image_size, eval_resize, area_range)   -> uint8
+  TRAIN[name](image, seed, image_size, eval_resize, area_range, sampler)   -> uint8
   EVAL[name](image, image_size, eval_resize)         -> float32 0..255
+
+The random-size crop has two samplers (`config.dataset.crop_sampler`), two
+readings of the same description (Szegedy et al. 2015: 8%-100% of the area,
+aspect 3/4-4/3). 'tf' is tf.image's bounding-box sampler, the one Google's
+TPU ResNets and the flax ImageNet example use: it draws the aspect ratio and
+the height uniformly. 'timm' is timm's (and torchvision's)
+RandomResizedCrop, the one "ResNet strikes back" trained with: the area
+uniform, the aspect ratio log-uniform, 10 attempts and a centre crop after
+them. Over 3,000 draws on a 375x500 image the mean crop covers 0.36 of the
+image under 'tf' and 0.43 under 'timm'.
 """
 
 import math
 
 import tensorflow as tf
 
+from se_flax.data import datasets
+
 # Random-size crop of Szegedy et al. (2015), as the paper trains (Sec. 5.1).
+CROP_SAMPLERS = datasets.CROP_SAMPLERS   # config.dataset.crop_sampler; module docstring
 CROP_AREA_RANGE = (0.08, 1.0)
 CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 CROP_MAX_ATTEMPTS = 10
@@ -84,21 +97,23 @@ def _center_window(height, width, fraction):
   return tf.stack([(height - side + 1) // 2, (width - side + 1) // 2, side, side])
 
 
-def sample_crop_window(image_shape, seed, *, fallback_fraction=224 / 256,
+def sample_crop_window(image_shape, seed, *, sampler='tf', fallback_fraction=224 / 256,
                        area_range=CROP_AREA_RANGE, aspect_range=CROP_ASPECT_RANGE,
                        max_attempts=CROP_MAX_ATTEMPTS):
   """Draws the random-size crop window [y, x, height, width] of an image of `image_shape`.
 
   The window covers `area_range` of the image area with aspect ratio
-  (width / height) in `aspect_range` (Szegedy et al. 2015; paper Sec. 5.1).
-  When all `max_attempts` draws fail the sampler returns the whole image; that
-  case falls back to a centred square of `fallback_fraction` of the short side,
-  the evaluation crop.
+  (width / height) in `aspect_range` (Szegedy et al. 2015; paper Sec. 5.1),
+  drawn by `sampler` (module docstring). Under 'tf', when all `max_attempts`
+  draws fail the window is a centred square of `fallback_fraction` of the
+  short side, the evaluation crop; under 'timm', timm's centre crop
+  (`timm_crop_window`).
 
   Args:
     image_shape: int tensor (3,), (height, width, channels).
     seed: (2,) stateless seed.
-    fallback_fraction: side of the fallback square over the short side.
+    sampler: a name in CROP_SAMPLERS.
+    fallback_fraction: side of the 'tf' fallback square over the short side.
     area_range: (min, max) fraction of the image area.
     aspect_range: (min, max) width / height.
     max_attempts: draws before falling back.
@@ -106,6 +121,11 @@ def sample_crop_window(image_shape, seed, *, fallback_fraction=224 / 256,
   Returns:
     int32 tensor (4,).
   """
+  if sampler == 'timm':
+    return timm_crop_window(image_shape, seed, area_range=area_range, aspect_range=aspect_range,
+                            max_attempts=max_attempts)
+  if sampler != 'tf':
+    raise ValueError(f'crop sampler {sampler!r} is unknown; choose one of {list(CROP_SAMPLERS)}')
   image_shape = tf.cast(image_shape, tf.int32)
   height, width = image_shape[0], image_shape[1]
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
@@ -116,6 +136,44 @@ def sample_crop_window(image_shape, seed, *, fallback_fraction=224 / 256,
   failed = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
   # Both windows are a few scalar ops: a select costs less than a tf.cond's branch.
   return tf.where(failed, _center_window(height, width, fallback_fraction), window)
+
+
+def timm_crop_window(image_shape, seed, *, area_range=CROP_AREA_RANGE,
+                     aspect_range=CROP_ASPECT_RANGE, max_attempts=CROP_MAX_ATTEMPTS):
+  """The crop window [y, x, height, width] of timm's RandomResizedCrop (and torchvision's).
+
+  Each of `max_attempts` draws takes an area uniform in `area_range` of the
+  image's and an aspect ratio (width / height) log-uniform in `aspect_range`,
+  with sides round(sqrt(area * aspect)) wide and round(sqrt(area / aspect))
+  high, halves to even as Python's round; the first draw that fits is placed
+  uniformly. When none fits, the window is centred: the whole image, cut to
+  the nearest aspect ratio in the range when the image lies outside it.
+  All draws are made at once; only the first that fits is used.
+  """
+  area_seed, aspect_seed, top_seed, left_seed = split_seed(seed, 4)
+  image_shape = tf.cast(image_shape, tf.int32)
+  height, width = image_shape[0], image_shape[1]
+  area = tf.cast(height * width, tf.float32) * tf.random.stateless_uniform(
+      [max_attempts], area_seed, *area_range)
+  aspect = tf.exp(tf.random.stateless_uniform([max_attempts], aspect_seed,
+                                              *[math.log(a) for a in aspect_range]))
+  box_w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+  box_h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+  fits = (box_w <= width) & (box_h <= height) & (box_w > 0) & (box_h > 0)
+  first = tf.argmax(tf.cast(fits, tf.int32))
+  box_h, box_w = box_h[first], box_w[first]
+  # randint(0, height - h) in timm: both ends included.
+  top = tf.random.stateless_uniform([], top_seed, 0, tf.maximum(height - box_h, 0) + 1, tf.int32)
+  left = tf.random.stateless_uniform([], left_seed, 0, tf.maximum(width - box_w, 0) + 1, tf.int32)
+  drawn = tf.stack([top, left, box_h, box_w])
+  # The fallback: the image's own aspect ratio, clamped to the range.
+  h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+  low, high = min(aspect_range), max(aspect_range)
+  in_ratio = w_f / h_f
+  fall_h = tf.where(in_ratio < low, tf.cast(tf.round(w_f / low), tf.int32), height)
+  fall_w = tf.where(in_ratio > high, tf.cast(tf.round(h_f * high), tf.int32), width)
+  fallback = tf.stack([(height - fall_h) // 2, (width - fall_w) // 2, fall_h, fall_w])
+  return tf.where(fits[first], drawn, fallback)
 
 
 def inception_crop(image_bytes, seed, image_size, *, antialias=True, **window_kwargs):
@@ -220,30 +278,32 @@ def decode_resize_center_crop(image_bytes, image_size, eval_resize):
   return center_crop(image, image_size)
 
 
-def imagenet_train(image_bytes, seed, image_size, eval_resize, area_range=CROP_AREA_RANGE):
-  """Random-size crop (`area_range` of the image) and flip of one ImageNet JPEG (Sec. 5.1), as uint8."""
+def imagenet_train(image_bytes, seed, image_size, eval_resize, area_range=CROP_AREA_RANGE,
+                   sampler='tf'):
+  """Random-size crop (`area_range` of the image, drawn by `sampler`) and flip of one ImageNet
+  JPEG (Sec. 5.1), as uint8."""
   crop_seed, flip_seed = split_seed(seed, 2)
   image = fast_inception_crop(image_bytes, crop_seed, image_size, area_range=tuple(area_range),
-                              fallback_fraction=image_size / eval_resize)
+                              fallback_fraction=image_size / eval_resize, sampler=sampler)
   # Bilinear weights are convex: the values stay in 0..255, so rounding needs no clip
   # (one op instead of three, about a tenth of this function's time).
   return random_flip(tf.cast(image + 0.5, tf.uint8), flip_seed)
 
 
-def pad_crop_flip(image, seed, image_size, eval_resize=None, area_range=None):
+def pad_crop_flip(image, seed, image_size, eval_resize=None, area_range=None, sampler=None):
   """4-pixel zero pad, random crop of the stored size and flip: CIFAR (Sec. 5.1)."""
-  del eval_resize, area_range  # A fixed-size crop of images stored at the model's size.
+  del eval_resize, area_range, sampler  # A fixed-size crop of images stored at the model's size.
   crop_seed, flip_seed = split_seed(seed, 2)
   image = random_flip(pad_and_random_crop(image, crop_seed, 4), flip_seed)
   return to_pixels(maybe_resize(image, image_size))
 
 
-def pad_crop(image, seed, image_size, eval_resize=None, area_range=None):
+def pad_crop(image, seed, image_size, eval_resize=None, area_range=None, sampler=None):
   """1-pixel pad and random crop of the stored size, the 8x8 analogue of the CIFAR crop.
 
   No flip: digits are not mirror-symmetric (a mirrored 2 or 7 is not a digit).
   """
-  del eval_resize, area_range  # A fixed-size crop of images stored at the model's size.
+  del eval_resize, area_range, sampler  # A fixed-size crop of images stored at the model's size.
   image = pad_and_random_crop(image, seed, 1)
   return to_pixels(maybe_resize(image, image_size))
 

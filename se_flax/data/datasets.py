@@ -10,6 +10,12 @@ import dataclasses
 from typing import Optional
 
 from se_flax.errors import ConfigError
+from se_flax.errors import check_choice
+
+# config.dataset.crop_sampler: how the random-size crop draws its window (se_flax/data/augment.py).
+# 'tf': tf.image's bounding-box sampler (aspect and height uniform), the paper recipe's;
+# 'timm': timm's and torchvision's RandomResizedCrop (area uniform, aspect log-uniform), RSB's.
+CROP_SAMPLERS = ('tf', 'timm')
 
 # ImageNet RGB statistics (0..255 scale), the values torchvision, timm and the
 # flax ImageNet example use; the paper's Caffe models subtract the mean only
@@ -151,6 +157,7 @@ def check_config(dataset_cfg) -> DatasetSpec:
                       f'{", ".join(in_memory)}')
   if not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
     raise ConfigError(f'config.dataset.shuffle_buffer={cfg.shuffle_buffer!r} must be an int >= 1')
+  check_choice('dataset.crop_sampler', cfg.get('crop_sampler', 'tf'), CROP_SAMPLERS)
   area = cfg.get('crop_area_range')
   if area is not None and not (len(area) == 2 and 0 < area[0] <= area[1] <= 1):
     raise ConfigError(f'config.dataset.crop_area_range={tuple(area)!r} must be (min, max) '

@@ -179,7 +179,8 @@ def _train_image(builder, spec, cfg, image, key):
   """
   image = _decode_stored(builder, spec, image)
   area_range = tuple(cfg.get('crop_area_range') or augment.CROP_AREA_RANGE)
-  image = augment.TRAIN[spec.train_augment](image, key, cfg.image_size, cfg.eval_resize, area_range)
+  image = augment.TRAIN[spec.train_augment](image, key, cfg.image_size, cfg.eval_resize, area_range,
+                                            cfg.get('crop_sampler', 'tf'))
   image = tf.ensure_shape(augment.to_pixels(image), spec.input_shape(cfg.image_size))
   return _recipe(spec, cfg, image, key)
 

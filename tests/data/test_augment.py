@@ -265,3 +265,15 @@ def test_crop_area_range_outside_0_1_is_a_config_error(area):
   config.dataset.crop_area_range = area
   with pytest.raises(datasets.ConfigError, match='config.dataset.crop_area_range'):
     datasets.check_config(config.dataset)
+
+
+def test_crop_sampler_outside_the_list_is_a_config_error():
+  from configs import imagenet  # pylint: disable=g-import-not-at-top
+  config = imagenet.get_config()
+  for sampler in augment.CROP_SAMPLERS:
+    config.dataset.crop_sampler = sampler
+    datasets.check_config(config.dataset)
+  config.dataset.crop_sampler = 'torchvision'
+  with pytest.raises(datasets.ConfigError, match=r"config.dataset.crop_sampler='torchvision' is "
+                                                 r"not allowed; choose one of \['tf', 'timm'\]"):
+    datasets.check_config(config.dataset)

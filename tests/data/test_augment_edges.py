@@ -200,3 +200,51 @@ def test_crop_windows_of_a_small_area_range_are_drawn_not_fallen_back():
   windows = _windows_of([300, 300, 3], area_range=(0.02, 0.05))
   areas = windows[:, 2] * windows[:, 3] / (300 * 300)
   assert areas.min() >= 0.02 * 0.95 and areas.max() <= 0.05 * 1.05
+
+
+def test_timm_windows_lie_inside_and_keep_the_area_and_aspect_ranges():
+  windows = _windows_of([300, 400, 3], num=64, sampler='timm')
+  top, left, h, w = windows.T
+  assert (top >= 0).all() and (top + h <= 300).all() and (left >= 0).all()
+  assert (left + w <= 400).all()
+  # Sides are rounded to whole pixels: the bounds hold to a pixel or so.
+  assert (h * w / (300 * 400) >= 0.08 * 0.97).all() and (w / h >= 3 / 4 * 0.97).all()
+  assert (w / h <= 4 / 3 * 1.03).all()
+  assert len({tuple(x) for x in windows}) == len(windows)   # 64 different draws
+
+
+@pytest.mark.parametrize('shape,window', [
+    # Wider than 4/3: the full height, round(20 * 4/3) = 27 wide, centred ((400 - 27) // 2).
+    ([20, 400, 3], [0, 186, 20, 27]),
+    # Taller than 3/4 allows: the full width, round(20 / (3/4)) = 27 high, centred.
+    ([400, 20, 3], [186, 0, 27, 20]),
+])
+def test_timms_fallback_is_the_centred_crop_at_the_nearest_aspect(shape, window):
+  # No window of at least 8% of a 20-pixel strip fits at aspect 3/4..4/3: every draw fails.
+  for seed in SEEDS[:3]:
+    got = augment.sample_crop_window(tf.constant(shape), seed, sampler='timm').numpy().tolist()
+    assert got == window
+
+
+def test_timms_fallback_within_the_range_is_the_whole_image():
+  got = augment.sample_crop_window(tf.constant([90, 100, 3]), SEEDS[0], sampler='timm',
+                                   area_range=(1.5, 2.0)).numpy().tolist()
+  assert got == [0, 0, 90, 100]
+
+
+def test_imagenet_train_passes_the_sampler_to_the_window():
+  data = tf.constant(_jpeg(_noise(240, 320, seed=7)))
+  crop_seed, _ = augment.split_seed(SEEDS[4], 2)
+  window = augment.sample_crop_window(tf.constant([240, 320, 3]), crop_seed, sampler='timm')
+  raw = augment.fast_inception_crop(data, crop_seed, 16, sampler='timm').numpy()
+  out = augment.imagenet_train(data, SEEDS[4], 16, 20, sampler='timm').numpy().astype(np.float32)
+  ref = np.floor(raw + np.float32(0.5))
+  assert np.array_equal(out, ref) or np.array_equal(out, ref[:, ::-1])
+  assert window.numpy().tolist() != augment.sample_crop_window(
+      tf.constant([240, 320, 3]), crop_seed).numpy().tolist()
+
+
+def test_an_unknown_sampler_is_refused_by_name():
+  with pytest.raises(ValueError, match=r"crop sampler 'torch' is unknown; choose one of "
+                                       r"\['tf', 'timm'\]"):
+    augment.sample_crop_window(tf.constant([20, 30, 3]), SEEDS[0], sampler='torch')
