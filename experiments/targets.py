@@ -96,13 +96,8 @@ class Inapplicable(Exception):
   """A run that cannot be expressed on a target; the message says why."""
 
 
-def plain_twin(name: str) -> str:
-  """The backbone without SE blocks for an SE preset name."""
-  if name == 'senet154':
-    return 'senet154_plain'
-  if name.startswith('se_') and name[3:] in models.list_models():
-    return name[3:]
-  raise ValueError(f'{name!r} has no plain twin in the registry')
+# The backbone without SE blocks for an SE preset name; a ValueError for any other name.
+plain_twin = models.plain_twin
 
 
 def base_for(base: Base, target: Target, model: Optional[str] = None):

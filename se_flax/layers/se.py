@@ -5,15 +5,18 @@ Every ablation axis of the paper is a field of `SESpec`; the backbones read
 `integration`, `position` and `stages` to decide where the block goes, and
 `SEBlock` reads the rest. config.model.se has exactly these fields and
 defaults (configs/default.py builds it from the dataclass), and the checks
-below are the only rules for their values.
+below are the only rules for their values: `__post_init__` for the spec on
+its own, `check_placement` for the spec in a given backbone.
 """
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from se_flax.errors import check_choice
+from se_flax.errors import ConfigError
 from se_flax.layers import excite as excite_lib
 from se_flax.layers import squeeze as squeeze_lib
 
@@ -21,11 +24,6 @@ ROUNDINGS = ('floor', 'multiple8')
 INTEGRATIONS = ('standard', 'pre', 'post', 'identity')   # Table 14, Fig. 5
 POSITIONS = ('last', '3x3')                               # Table 15
 GATHER_EXTENTS = squeeze_lib.GATHER_EXTENTS
-
-
-def _allowed(field, value, allowed):
-  if value not in allowed:
-    raise ValueError(f'config.model.se.{field}={value!r} is not allowed; choose one of {list(allowed)}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +49,13 @@ class SESpec:
                        '(the paper sweeps 2, 4, 8, 16, 32)')
     if not isinstance(self.min_width, int) or self.min_width < 1:
       raise ValueError(f'config.model.se.min_width={self.min_width!r} must be an integer >= 1')
-    _allowed('rounding', self.rounding, ROUNDINGS)
-    _allowed('squeeze', self.squeeze, squeeze_lib.SQUEEZES)
-    _allowed('excite', self.excite, excite_lib.EXCITATIONS)
-    _allowed('gate', self.gate, excite_lib.GATES)
-    _allowed('integration', self.integration, INTEGRATIONS)
-    _allowed('position', self.position, POSITIONS)
-    _allowed('gather_extent', self.gather_extent, GATHER_EXTENTS)
+    check_choice('model.se.rounding', self.rounding, ROUNDINGS)
+    check_choice('model.se.squeeze', self.squeeze, squeeze_lib.SQUEEZES)
+    check_choice('model.se.excite', self.excite, excite_lib.EXCITATIONS)
+    check_choice('model.se.gate', self.gate, excite_lib.GATES)
+    check_choice('model.se.integration', self.integration, INTEGRATIONS)
+    check_choice('model.se.position', self.position, POSITIONS)
+    check_choice('model.se.gather_extent', self.gather_extent, GATHER_EXTENTS)
     if self.gather_extent and self.squeeze != 'gather':
       raise ValueError(f'config.model.se.gather_extent={self.gather_extent} only applies to '
                        f"squeeze='gather', not squeeze={self.squeeze!r}; set it to 0")
@@ -85,10 +83,32 @@ class SESpec:
       width = max(8, int(channels / self.reduction + 4) // 8 * 8)
     return max(self.min_width, width)
 
-  def check_stages(self, num_stages: int):
-    if self.stages is not None and any(s >= num_stages for s in self.stages):
-      raise ValueError(f'config.model.se.stages={self.stages!r} names a stage this backbone lacks; '
-                       f'allowed indices: 0..{num_stages - 1}')
+  def check_placement(self, net: str, num_stages: Optional[int] = None,
+                      integrations: Sequence[str] = INTEGRATIONS,
+                      positions: Sequence[str] = POSITIONS) -> None:
+    """Refuses a placement that network `net` has no place for (paper Fig. 5, Tables 13-15).
+
+    Args:
+      net: the network, as the message names it.
+      num_stages: the network's stages; None where the network is not built
+        yet, and its stage indices cannot be checked.
+      integrations: the integrations the network admits (all by default).
+      positions: the positions the network admits (all by default).
+
+    Raises:
+      ConfigError: the message names the field, the value and what is allowed.
+    """
+    if self.stages == ():
+      raise ConfigError(f'config.model.se.stages=() puts no SE block into {net}; name stages for '
+                        'SE blocks, e.g. (0, 1), or None for all')
+    if num_stages is not None and any(s >= num_stages for s in self.stages or ()):
+      raise ConfigError(f'config.model.se.stages={self.stages!r} names a stage this backbone '
+                        f'lacks; allowed indices: 0..{num_stages - 1}')
+    for field, value, allowed in (('integration', self.integration, integrations),
+                                  ('position', self.position, positions)):
+      if value not in allowed:
+        raise ConfigError(f'config.model.se.{field}={value!r} does not apply to {net}; '
+                          f'choose one of {list(allowed)}')
 
   def in_stage(self, stage: int) -> bool:
     return self.stages is None or stage in self.stages

@@ -7,3 +7,5 @@ from se_flax.models.registry import create_model
 from se_flax.models.registry import from_config
 from se_flax.models.registry import has_se
 from se_flax.models.registry import list_models
+from se_flax.models.registry import plain_twin
+from se_flax.models.registry import se_twin

@@ -1,61 +1,15 @@
-"""Residual units and the places an SE block can take in them.
+"""Residual units of the ResNets: basic, bottleneck and pre-activation.
 
-Every unit builds its residual branch and shortcut, and `residual_sum` puts
-the SE block where the spec says (paper Fig. 5 and Table 14):
-
-  standard  x + SE(F(x))         the SE-ResNet module (Fig. 3)
-  pre       x + F(SE(x))         SE before the residual unit
-  post      SE(act(x + F(x)))    SE after the summation
-  identity  SE(x) + F(x)         SE on the identity branch
-
-Position '3x3' (Table 15) moves the standard block inside the branch, after
-the 3x3 convolution. Stochastic depth (`drop_path_rate`) drops, per example,
-what the unit adds to its shortcut: the residual term F(x), SE included.
-Module names follow torchvision/timm (conv1, bn1, ..., se, downsample_*) so
-imported weights map one to one.
+Each unit builds its residual branch and shortcut and hands them to
+`ResidualUnit.combine`, which places the SE block (unit.py, paper Fig. 5 and
+Table 14). Module names follow torchvision/timm (conv1, bn1, ..., se,
+downsample_*) so imported weights map one to one.
 """
-
-from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from se_flax.layers.drop_path import DropPath
-from se_flax.layers.se import SEBlock, SESpec
-
-ModuleDef = Any
-
-
-def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optional[Callable],
-                 drop_path_rate: float = 0.0, train: bool = False):
-  """Combines `branch(x)` and `shortcut(x)` with the SE block placed by `se.integration`.
-
-  `branch(x, se_3x3)` receives the spec to use after its 3x3 conv (or None),
-  and applies the standard block itself; `act` is the activation after the add
-  (None for pre-activation units). With `drop_path_rate` > 0 a training pass
-  drops the residual term per example (stochastic depth); at 0 no module is
-  made, so the variables are those of the unit without it.
-  """
-  mode = se.integration if se is not None else None
-  make_se = lambda: SEBlock(se, dtype=module.dtype, name='se')
-  se_3x3 = se if se is not None and se.position == '3x3' else None
-  se_last = se if mode == 'standard' and se.position == 'last' else None
-
-  branch_in = make_se()(x) if mode == 'pre' else x
-  y = branch(branch_in, se_3x3)
-  if se_last is not None:
-    y = make_se()(y)
-  if drop_path_rate:
-    y = DropPath(drop_path_rate, name='drop_path')(y, deterministic=not train)
-  sc = shortcut(x)
-  if mode == 'identity':
-    sc = make_se()(sc)
-  out = y + sc
-  if act is not None:
-    out = act(out)
-  if mode == 'post':
-    out = make_se()(out)
-  return out
+from se_flax.models.unit import ResidualUnit
 
 
 def conv_padded(conv, features, kernel, strides=1, groups=1, name=None):
@@ -65,28 +19,20 @@ def conv_padded(conv, features, kernel, strides=1, groups=1, name=None):
               feature_group_count=groups, name=name)
 
 
-class BasicBlock(nn.Module):
-  """Two 3x3 convolutions (ResNet-18/34, CIFAR ResNets)."""
+class BasicBlock(ResidualUnit):
+  """Two 3x3 convolutions (ResNet-18/34, CIFAR ResNets); the shared fields are ResidualUnit's."""
   planes: int
   strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  act: Callable
-  se: Optional[SESpec] = None
   shortcut_type: str = 'B'     # 'B': 1x1 projection; 'A': subsample + zero channel padding
   zero_init: bool = True
-  # The Caffe-ported SE-ResNet-18/34 (timm's legacy SEResNetBlock) apply a ReLU after bn2, before SE.
+  # The Caffe-ported SE-ResNet-18/34 (timm's legacy SEResNetBlock): a ReLU after bn2, before SE.
   act_before_se: bool = False
-  drop_path_rate: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     def branch(h, se_3x3):
       h = conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h)
-      h = self.act(self.norm(name='bn1')(h))
-      if se_3x3 is not None:
-        h = SEBlock(se_3x3, dtype=self.dtype, name='se')(h)
+      h = self.se_block(self.act(self.norm(name='bn1')(h)), se_3x3)
       h = conv_padded(self.conv, self.planes, 3, name='conv2')(h)
       h = self.norm(name='bn2', scale_init=_last_scale(self.zero_init))(h)
       return self.act(h) if self.act_before_se else h
@@ -94,31 +40,26 @@ class BasicBlock(nn.Module):
     def shortcut(h):
       return projection(self, h, self.planes, self.strides, self.shortcut_type)
 
-    return residual_sum(self, x, branch, shortcut, self.se, self.act, self.drop_path_rate, train)
+    return self.combine(x, branch, shortcut, train)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualUnit):
   """1x1 -> 3x3 (grouped for ResNeXt) -> 1x1, output `planes * 4` channels.
 
   `stride_in_1x1` puts the stride on the first 1x1 conv (the original Caffe
   ResNet and the paper's SE-ResNet, 3.86 GFLOPs for ResNet-50) instead of the
   3x3 (torchvision "v1.5", 4.09 GFLOPs). SENet-154 halves the first 1x1 width
   (`first_width`) and projects with a 3x3 stride-2 conv (`downsample_kernel`).
+  The shared fields are ResidualUnit's.
   """
   planes: int
   strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  act: Callable
   width: int
   first_width: int
   groups: int = 1
   stride_in_1x1: bool = False
   downsample_kernel: int = 1
-  se: Optional[SESpec] = None
   zero_init: bool = True
-  drop_path_rate: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -128,34 +69,27 @@ class Bottleneck(nn.Module):
       h = conv_padded(self.conv, self.first_width, 1, s1, name='conv1')(h)
       h = self.act(self.norm(name='bn1')(h))
       h = conv_padded(self.conv, self.width, 3, s3, self.groups, name='conv2')(h)
-      h = self.act(self.norm(name='bn2')(h))
-      if se_3x3 is not None:
-        h = SEBlock(se_3x3, dtype=self.dtype, name='se')(h)
+      h = self.se_block(self.act(self.norm(name='bn2')(h)), se_3x3)
       h = conv_padded(self.conv, self.planes * 4, 1, name='conv3')(h)
       return self.norm(name='bn3', scale_init=_last_scale(self.zero_init))(h)
 
     def shortcut(h):
       return projection(self, h, self.planes * 4, self.strides, 'B', self.downsample_kernel)
 
-    return residual_sum(self, x, branch, shortcut, self.se, self.act, self.drop_path_rate, train)
+    return self.combine(x, branch, shortcut, train)
 
 
-class PreActBlock(nn.Module):
+class PreActBlock(ResidualUnit):
   """Pre-activation unit (He et al. 2016b): BN-ReLU before each conv, nothing after the add.
 
   `bottleneck=True` gives the 1x1-3x3-1x1 unit of pre-act ResNet-164 (output
   4 * planes); otherwise two 3x3 convs as in Wide ResNets (output planes).
+  The shared fields are ResidualUnit's.
   """
   planes: int
   strides: int
-  conv: ModuleDef
-  norm: ModuleDef
-  act: Callable
   bottleneck: bool = False
   dropout: float = 0.0
-  se: Optional[SESpec] = None
-  drop_path_rate: float = 0.0
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -168,12 +102,10 @@ class PreActBlock(nn.Module):
         h = conv_padded(self.conv, self.planes, 1, name='conv1')(h)
         h = conv_padded(self.conv, self.planes, 3, self.strides, name='conv2')(
             self.act(self.norm(name='bn2')(h)))
-        if se_3x3 is not None:
-          h = SEBlock(se_3x3, dtype=self.dtype, name='se')(h)
+        h = self.se_block(h, se_3x3)
         return conv_padded(self.conv, out_ch, 1, name='conv3')(self.act(self.norm(name='bn3')(h)))
-      h = conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h)
-      if se_3x3 is not None:
-        h = SEBlock(se_3x3, dtype=self.dtype, name='se')(h)
+      h = self.se_block(conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h),
+                        se_3x3)
       h = self.act(self.norm(name='bn2')(h))
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
       return conv_padded(self.conv, out_ch, 3, name='conv2')(h)
@@ -185,12 +117,11 @@ class PreActBlock(nn.Module):
       return x
 
     # The branch always starts from the pre-activation; SE-PRE gates it there.
-    return residual_sum(self, pre, branch, shortcut, self.se, None, self.drop_path_rate,
-                        train)
+    return self.combine(pre, branch, shortcut, train, act_after=False)
 
 
 def projection(module, x, out_ch, strides, shortcut_type, kernel=1):
-  """The shortcut: identity where shapes match, else a projection (type B) or zero padding (type A)."""
+  """The shortcut: identity where shapes match, else a projection (type B) or zero padding (A)."""
   if strides == 1 and x.shape[-1] == out_ch:
     return x
   if shortcut_type == 'A':

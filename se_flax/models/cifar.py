@@ -10,7 +10,9 @@
 import flax.linen as nn
 
 from se_flax.models.backbone import Backbone
-from se_flax.models.blocks import BasicBlock, PreActBlock, conv_padded
+from se_flax.models.blocks import BasicBlock
+from se_flax.models.blocks import conv_padded
+from se_flax.models.blocks import PreActBlock
 
 
 class CifarResNet(Backbone):
@@ -23,6 +25,8 @@ class CifarResNet(Backbone):
     dropout: dropout rate between the two convs of a wide unit.
     drop_path_rate: stochastic depth of the last unit; linear from 0 over the units.
   """
+  title = 'CIFAR ResNet'
+
   depth: int
   kind: str
   widen: int = 1
@@ -41,21 +45,19 @@ class CifarResNet(Backbone):
   def __call__(self, x, train: bool = False):
     conv, norm = self.layers(train)
     n = self.units_per_stage()
-    x = conv_padded(conv, 16, 3, name='conv1')(x.astype(self.dtype))
+    x = conv_padded(conv, 16, 3, name='conv1')(self.inputs(x))
     if self.kind == 'basic':
       x = self.act(norm(name='bn1')(x))
 
-    def unit(h, stage, strides, se, drop, name):
-      planes = 16 * 2 ** stage * self.widen
+    def unit(h, place):
+      planes = 16 * 2 ** place.stage * self.widen
       if self.kind == 'basic':
-        return BasicBlock(planes, strides, conv, norm, self.act, se=se, shortcut_type='A',
-                          zero_init=self.zero_init_residual, drop_path_rate=drop,
-                          dtype=self.dtype, name=name)(h, train)
-      return PreActBlock(planes, strides, conv, norm, self.act,
-                         bottleneck=self.kind == 'preact_bottleneck', dropout=self.dropout,
-                         se=se, drop_path_rate=drop, dtype=self.dtype, name=name)(h, train=train)
+        return BasicBlock(planes, place.strides, shortcut_type='A',
+                          zero_init=self.zero_init_residual, **place.fields)(h, train)
+      return PreActBlock(planes, place.strides, bottleneck=self.kind == 'preact_bottleneck',
+                         dropout=self.dropout, **place.fields)(h, train=train)
 
-    x = self.stages(x, (n,) * 3, unit, self.drop_path_rate)
+    x = self.stages(x, train, (n,) * 3, unit, drop_path_rate=self.drop_path_rate)
     if self.kind != 'basic':
       x = self.act(norm(name='bn_final')(x))
     return self.head(x)

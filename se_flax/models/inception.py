@@ -18,7 +18,7 @@ branches.
   layout (55,843,464 parameters): stem, mixed_5b, 10 Block35 (scale 0.17),
   mixed_6a, 20 Block17 (0.10), mixed_7a, 9 Block8 (0.20) and a last Block8
   (scale 1, no ReLU), conv_7b. SE goes on each residual branch before the sum,
-  through `blocks.residual_sum`, so all four integrations of Table 14 apply;
+  through `unit.residual_sum`, so all four integrations of Table 14 apply;
   the branch includes its residual scale, so the block gates scale * F(x) (the
   excitation's first layer absorbs the constant). Stages: 0 = the Block35
   units (35x35 at 299), 1 = Block17 (17x17), 2 = Block8 (8x8), named
@@ -37,17 +37,16 @@ pixels give (11.69-11.73 GMACs). The preset follows timm's layout and count at
 """
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from se_flax.errors import ConfigError
-from se_flax.layers.drop_path import linear_rates
-from se_flax.layers.se import INTEGRATIONS, SEBlock, SESpec
 from se_flax.models.backbone import Backbone
-from se_flax.models.blocks import residual_sum
-from se_flax.models.vgg import check_input, check_se, stage_se
+from se_flax.models.backbone import ceil_mode_padding
+from se_flax.models.unit import ResidualUnit
+from se_flax.models.unit import Unit
 
 
 class Conv(NamedTuple):
@@ -72,8 +71,7 @@ def pool3x3(x, step: Pool):
   elif step.mode == 'valid':
     pads = [(0, 0), (0, 0)]
   else:
-    # Ceil-mode pooling without padding == pooling padded at the end only, as far as needed.
-    pads = [(0, -(d - 3) % step.stride) for d in x.shape[1:3]]
+    pads = ceil_mode_padding(x, 3, step.stride)
   strides = (step.stride, step.stride)
   if step.kind == 'max':
     return nn.max_pool(x, (3, 3), strides=strides, padding=pads)
@@ -103,13 +101,20 @@ def scaled(features, width):
   return max(1, int(round(features * width)))
 
 
-def run_branches(x, branches, make_conv):
-  """Concatenates the branches' outputs; submodules are `branch{b}_{k}` of the calling module."""
+def run_branches(unit, x, branches, width: float = 1.0, use_bias: bool = False):
+  """Concatenates the branches' outputs; each conv is a `ConvBN` `branch{b}_{k}` of `unit`.
+
+  The convs are built with the unit's conv, norm and act, `width` and `use_bias`.
+  """
   outs = []
   for b, branch in enumerate(branches):
     h = x
     for k, step in enumerate(branch):
-      h = pool3x3(h, step) if isinstance(step, Pool) else make_conv(step, name=f'branch{b}_{k}')(h)
+      if isinstance(step, Pool):
+        h = pool3x3(h, step)
+      else:
+        h = ConvBN(step, conv=unit.conv, norm=unit.norm, act=unit.act, width=width,
+                   use_bias=use_bias, name=f'branch{b}_{k}')(h)
     outs.append(h)
   sizes = sorted({o.shape[1:3] for o in outs})
   if len(sizes) > 1:
@@ -120,19 +125,24 @@ def run_branches(x, branches, make_conv):
   return jnp.concatenate(outs, axis=-1)
 
 
-class InceptionModule(nn.Module):
-  """Branches side by side, then SE on the concatenation (paper Fig. 2, SE-Inception module)."""
+class InceptionModule(Unit):
+  """Branches side by side, then SE on the concatenation (paper Fig. 2, SE-Inception module).
+
+  The shared fields are Unit's.
+
+  Attributes:
+    branches: the branches, as `Conv` and `Pool` steps.
+    width: multiplies every convolution's width.
+    conv_bias: biases in the convolutions.
+  """
   branches: Sequence
-  make_conv: Any
-  se: Optional[SESpec] = None
-  dtype: Any = jnp.float32
+  width: float = 1.0
+  conv_bias: bool = False
 
   @nn.compact
   def __call__(self, x):
-    x = run_branches(x, self.branches, self.make_conv)
-    if self.se is not None:
-      x = SEBlock(self.se, dtype=self.dtype, name='se')(x)
-    return x
+    x = run_branches(self, x, self.branches, self.width, self.conv_bias)
+    return self.se_block(x, self.se)
 
 
 def _bn_inception_module(c1, c3r, c3, d3r, d3, pool, proj):
@@ -174,28 +184,32 @@ class BNInception(Backbone):
       kept by the PyTorch ports of BN-Inception (10,016 parameters more).
     dropout: dropout rate before the classifier.
   """
+  title = 'BN-Inception'
+  se_integrations = ('standard',)
+  se_positions = ('last',)
+
   modules: Sequence = BN_INCEPTION_STAGES
   width: float = 1.0
   conv_bias: bool = False
   dropout: float = 0.0
 
+  def min_input(self) -> int:
+    return 32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv, norm = self.layers(train)
-    check_se(self.se, 'BN-Inception', len(self.modules))
-    check_input(x, 'BN-Inception', 32)
     make_conv = functools.partial(ConvBN, conv=conv, norm=norm, act=self.act, width=self.width,
                                   use_bias=self.conv_bias)
-    x = x.astype(self.dtype)
-    x = make_conv(Conv(64, (7, 7), 2), name='conv1')(x)
+    x = make_conv(Conv(64, (7, 7), 2), name='conv1')(self.inputs(x))
     x = pool3x3(x, Pool('max', 2, 'ceil'))
     x = make_conv(Conv(64), name='conv2_reduce')(x)
     x = make_conv(Conv(192, (3, 3)), name='conv2')(x)
     x = pool3x3(x, Pool('max', 2, 'ceil'))
-    for i, stage in enumerate(self.modules):
-      for j, branches in enumerate(stage):
-        x = InceptionModule(branches, make_conv, se=stage_se(self.se, i), dtype=self.dtype,
-                            name=f'layer{i + 1}_{j}')(x)
+    x = self.stages(
+        x, train, self.modules, lambda h, place: InceptionModule(
+            place.description, width=self.width, conv_bias=self.conv_bias, **place.fields)(h),
+        downsample_from=None)
     return self.head(x, self.dropout, train)
 
 
@@ -221,32 +235,37 @@ MIXED_7A = ((Conv(256), Conv(384, (3, 3), 2, pad=False)),
 IRV2_UNITS = ((BLOCK35, 0.17), (BLOCK17, 0.10), (BLOCK8, 0.20))
 
 
-class InceptionResidual(nn.Module):
-  """x + scale * up(concat(branches(x))), then act; SE placed by `residual_sum` (Table 14)."""
+class InceptionResidual(ResidualUnit):
+  """x + scale * up(concat(branches(x))), then act; SE placed by `residual_sum` (Table 14).
+
+  The shared fields are ResidualUnit's.
+
+  Attributes:
+    branches: the branches, as `Conv` steps.
+    scale: the residual scale.
+    width: multiplies every convolution's width of the branches.
+    zero_init: the up-projection starts at zero, and the unit as the identity.
+    act_after_sum: False for timm's last `block8`, which has no ReLU after its sum.
+  """
   branches: Sequence
   scale: float
-  make_conv: Any
-  conv: Any
-  act: Optional[Callable]
-  se: Optional[SESpec] = None
+  width: float = 1.0
   zero_init: bool = True
-  drop_path_rate: float = 0.0
-  dtype: Any = jnp.float32
+  act_after_sum: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     channels = x.shape[-1]
 
     def branch(h, se_3x3):
-      del se_3x3  # check_se admits position 'last' only
-      h = run_branches(h, self.branches, self.make_conv)
-      # The up-projection has a bias and no BN; zero-initialised it starts the unit as the identity.
+      del se_3x3  # the backbone admits position 'last' only
+      h = run_branches(self, h, self.branches, self.width)
+      # The up-projection has a bias and no BN.
       init = dict(kernel_init=nn.initializers.zeros) if self.zero_init else {}
       h = self.conv(channels, (1, 1), use_bias=True, name='conv', **init)(h)
       return h * self.scale
 
-    return residual_sum(self, x, branch, lambda h: h, self.se, self.act, self.drop_path_rate,
-                        train)
+    return self.combine(x, branch, lambda h: h, train, act_after=self.act_after_sum)
 
 
 class InceptionResNetV2(Backbone):
@@ -262,40 +281,47 @@ class InceptionResNetV2(Backbone):
     dropout: dropout rate before the classifier.
     drop_path_rate: stochastic depth of the last residual unit; linear from 0 over the units.
   """
+  title = 'Inception-ResNet-v2'
+  se_positions = ('last',)
+
   units: Sequence[int] = (10, 20, 10)
   width: float = 1.0
   dropout: float = 0.0
   drop_path_rate: float = 0.0
   bn_epsilon: float = 1e-3      # timm's (TF's); config.model.bn_epsilon overrides it
 
+  def min_input(self) -> int:
+    return 75
+
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv, norm = self.layers(train)
-    check_se(self.se, 'Inception-ResNet-v2', len(self.units), integrations=INTEGRATIONS)
-    check_input(x, 'Inception-ResNet-v2', 75)
     make_conv = functools.partial(ConvBN, conv=conv, norm=norm, act=self.act, width=self.width)
-    x = x.astype(self.dtype)
-    x = make_conv(Conv(32, (3, 3), 2, pad=False), name='conv2d_1a')(x)
+    module = functools.partial(InceptionModule, conv=conv, norm=norm, act=self.act,
+                               width=self.width)
+    x = make_conv(Conv(32, (3, 3), 2, pad=False), name='conv2d_1a')(self.inputs(x))
     x = make_conv(Conv(32, (3, 3), pad=False), name='conv2d_2a')(x)
     x = make_conv(Conv(64, (3, 3)), name='conv2d_2b')(x)
     x = pool3x3(x, Pool('max', 2, 'valid'))
     x = make_conv(Conv(80), name='conv2d_3b')(x)
     x = make_conv(Conv(192, (3, 3), pad=False), name='conv2d_4a')(x)
     x = pool3x3(x, Pool('max', 2, 'valid'))
-    x = InceptionModule(MIXED_5B, make_conv, name='mixed_5b')(x)
+    x = module(MIXED_5B, name='mixed_5b')(x)
 
-    reductions = (MIXED_6A, MIXED_7A, None)
-    drops = iter(linear_rates(self.drop_path_rate, sum(self.units)))
-    for i, ((branches, scale), n) in enumerate(zip(IRV2_UNITS, self.units)):
-      for j in range(n):
-        last = i == len(self.units) - 1 and j == n - 1
-        x = InceptionResidual(branches, 1.0 if last else scale, make_conv, conv,
-                              None if last else self.act, se=stage_se(self.se, i),
-                              zero_init=self.zero_init_residual, drop_path_rate=next(drops),
-                              dtype=self.dtype, name=f'layer{i + 1}_{j}')(x, train)
-      if reductions[i] is not None:
-        x = InceptionModule(reductions[i], make_conv, name=f'mixed_{6 + i}a')(x)
+    def unit(h, place):
+      branches, scale = place.description
+      last = place.stage == len(self.units) - 1 and place.index == self.units[-1] - 1
+      return InceptionResidual(branches, 1.0 if last else scale, width=self.width,
+                               zero_init=self.zero_init_residual, act_after_sum=not last,
+                               **place.fields)(h, train)
 
+    def reduction(h, stage):
+      # The reductions between the stages are not units: no SE block, never dropped.
+      reductions = (MIXED_6A, MIXED_7A)
+      return module(reductions[stage], name=f'mixed_{6 + stage}a')(h) if stage < 2 else h
+
+    layout = [(kind,) * n for kind, n in zip(IRV2_UNITS, self.units)]
+    x = self.stages(x, train, layout, unit, drop_path_rate=self.drop_path_rate,
+                    downsample_from=None, after_stage=reduction)
     x = make_conv(Conv(1536), name='conv2d_7b')(x)
     return self.head(x, self.dropout, train)
-

@@ -13,10 +13,10 @@
   3x3 depthwise conv, BN, 1x1 group conv, BN; stride-1 units add the input and
   apply ReLU, stride-2 units concatenate a 3x3 average-pooled input instead
   (the first 1x1 conv of the whole network is not grouped: 24 channels). SE
-  goes on each unit's residual branch through `blocks.residual_sum`, so the
+  goes on each unit's residual branch through `unit.residual_sum`, so the
   integrations of Table 14 apply; in the concatenating units their analogues
-  do (`concat_sum`). Position '3x3' gates the depthwise conv's output. Stages:
-  0, 1, 2 = the paper's Stages 2, 3, 4.
+  do. Position '3x3' gates the depthwise conv's output. Stages: 0, 1, 2 = the
+  paper's Stages 2, 3, 4.
 
 Cost (summary.count_macs, 224 input). MobileNet: 0.569 GMACs, the paper's figure.
 ShuffleNet: 0.137 GMACs and 1,865,728 parameters; the official release lists
@@ -34,42 +34,39 @@ stride-2 unit concatenates its branch instead of adding it, so dropping the
 branch would leave no path for those channels: it is never dropped.
 """
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
-from se_flax.layers.drop_path import linear_rates
-from se_flax.layers.se import INTEGRATIONS, POSITIONS, SEBlock, SESpec
 from se_flax.models.backbone import Backbone
-from se_flax.models.blocks import conv_padded, residual_sum
-from se_flax.models.vgg import check_se, stage_se
+from se_flax.models.blocks import conv_padded
+from se_flax.models.unit import ResidualUnit
+from se_flax.models.unit import Unit
 
 MOBILENET_V1_STAGES = ((64,), (128, 128), (256, 256), (512,) * 6, (1024, 1024))
 
 
-class DepthwiseSeparable(nn.Module):
-  """3x3 depthwise conv -> BN -> act -> 1x1 conv -> BN -> act, SE after the block (or the 3x3)."""
+def stem(net, x, train):
+  """conv1 -> bn1 -> act, a 3x3 stride-2 conv of `net.stem_width` channels: both networks' stem."""
+  conv, norm = net.layers(train)
+  x = conv_padded(conv, net.stem_width, 3, 2, name='conv1')(net.inputs(x))
+  return net.act(norm(name='bn1')(x))
+
+
+class DepthwiseSeparable(Unit):
+  """3x3 depthwise conv -> BN -> act -> 1x1 conv -> BN -> act, SE after the block (or the 3x3).
+
+  The shared fields are Unit's.
+  """
   features: int
   strides: int
-  conv: Any
-  norm: Any
-  act: Callable
-  se: Optional[SESpec] = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    se_at = self.se.position if self.se is not None else None
     x = conv_padded(self.conv, x.shape[-1], 3, self.strides, groups=x.shape[-1], name='conv_dw')(x)
-    x = self.act(self.norm(name='bn_dw')(x))
-    if se_at == '3x3':
-      x = SEBlock(self.se, dtype=self.dtype, name='se')(x)
+    x = self.se_block(self.act(self.norm(name='bn_dw')(x)), self.se_at('3x3'))
     x = conv_padded(self.conv, self.features, 1, name='conv_pw')(x)
-    x = self.act(self.norm(name='bn_pw')(x))
-    if se_at == 'last':
-      x = SEBlock(self.se, dtype=self.dtype, name='se')(x)
-    return x
+    return self.se_block(self.act(self.norm(name='bn_pw')(x)), self.se_at('last'))
 
 
 class MobileNetV1(Backbone):
@@ -81,21 +78,18 @@ class MobileNetV1(Backbone):
     stem_width: channels of the stem conv (32).
     dropout: dropout rate before the classifier.
   """
+  title = 'MobileNet'
+  se_integrations = ('standard',)
+
   widths: Sequence[Sequence[int]] = MOBILENET_V1_STAGES
   stem_width: int = 32
   dropout: float = 0.0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = self.layers(train)
-    check_se(self.se, 'MobileNet', len(self.widths), positions=POSITIONS)
-    x = conv_padded(conv, self.stem_width, 3, 2, name='conv1')(x.astype(self.dtype))
-    x = self.act(norm(name='bn1')(x))
-    for i, stage in enumerate(self.widths):
-      for j, features in enumerate(stage):
-        x = DepthwiseSeparable(features, 2 if i > 0 and j == 0 else 1, conv, norm, self.act,
-                               se=stage_se(self.se, i), dtype=self.dtype,
-                               name=f'layer{i + 1}_{j}')(x)
+    x = self.stages(
+        stem(self, x, train), train, self.widths,
+        lambda h, place: DepthwiseSeparable(place.description, place.strides, **place.fields)(h))
     return self.head(x, self.dropout, train)
 
 
@@ -105,38 +99,16 @@ def channel_shuffle(x, groups):
   return x.reshape(n, h, w, groups, c // groups).swapaxes(3, 4).reshape(n, h, w, c)
 
 
-def concat_sum(module, x, branch, shortcut, se: Optional[SESpec], act):
-  """`residual_sum`'s SE placements for a unit that concatenates its shortcut instead of adding it.
+class ShuffleUnit(ResidualUnit):
+  """A ShuffleNet unit (Fig. 2b: stride 1, add; Fig. 2c: stride 2, concatenate).
 
-  standard: [sc, SE(F(x))]; pre: [sc, F(SE(x))]; identity: [SE(sc), F(x)];
-  post: SE(act([sc, F(x)])).
+  The shared fields are ResidualUnit's; a stride-2 unit is never dropped.
   """
-  mode = se.integration if se is not None else None
-  make_se = lambda: SEBlock(se, dtype=module.dtype, name='se')
-  se_3x3 = se if se is not None and se.position == '3x3' else None
-  y = branch(make_se()(x) if mode == 'pre' else x, se_3x3)
-  if mode == 'standard' and se.position == 'last':
-    y = make_se()(y)
-  sc = shortcut(x)
-  if mode == 'identity':
-    sc = make_se()(sc)
-  out = act(jnp.concatenate([sc, y], axis=-1))
-  return make_se()(out) if mode == 'post' else out
-
-
-class ShuffleUnit(nn.Module):
-  """A ShuffleNet unit (Fig. 2b: stride 1, add; Fig. 2c: stride 2, concatenate)."""
   features: int
   strides: int
   groups: int
-  conv: Any
-  norm: Any
-  act: Callable
   first_grouped: bool = True
-  se: Optional[SESpec] = None
   zero_init: bool = True
-  drop_path_rate: float = 0.0   # stride-1 units only
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -153,17 +125,14 @@ class ShuffleUnit(nn.Module):
                       name='conv1')(h)
       h = channel_shuffle(self.act(self.norm(name='bn1')(h)), self.groups)
       h = conv_padded(self.conv, mid, 3, self.strides, groups=mid, name='conv2')(h)
-      h = self.norm(name='bn2')(h)
-      if se_3x3 is not None:
-        h = SEBlock(se_3x3, dtype=self.dtype, name='se')(h)
+      h = self.se_block(self.norm(name='bn2')(h), se_3x3)
       h = conv_padded(self.conv, out_ch, 1, groups=self.groups, name='conv3')(h)
       return self.norm(name='bn3', scale_init=last_scale)(h)
 
     if self.strides == 1:
-      return residual_sum(self, x, branch, lambda h: h, self.se, self.act, self.drop_path_rate,
-                          train)
+      return self.combine(x, branch, lambda h: h, train)
     pool = lambda h: nn.avg_pool(h, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
-    return concat_sum(self, x, branch, pool, self.se, self.act)
+    return self.combine(x, branch, pool, train, concat=True)
 
 
 class ShuffleNetV1(Backbone):
@@ -177,6 +146,8 @@ class ShuffleNetV1(Backbone):
     dropout: dropout rate before the classifier.
     drop_path_rate: stochastic depth of the last stride-1 unit; linear from 0 over them.
   """
+  title = 'ShuffleNet'
+
   groups: int = 3
   units: Sequence[int] = (4, 8, 4)
   widths: Sequence[int] = (240, 480, 960)
@@ -186,20 +157,14 @@ class ShuffleNetV1(Backbone):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = self.layers(train)
-    check_se(self.se, 'ShuffleNet', len(self.units), integrations=INTEGRATIONS,
-             positions=POSITIONS)
-    x = conv_padded(conv, self.stem_width, 3, 2, name='conv1')(x.astype(self.dtype))
-    x = self.act(norm(name='bn1')(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
+    x = nn.max_pool(stem(self, x, train), (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
 
-    drops = iter(linear_rates(self.drop_path_rate, sum(n - 1 for n in self.units)))
-    for i, n in enumerate(self.units):
-      for j in range(n):
-        # Every stage starts with a stride-2 unit, the first one included.
-        x = ShuffleUnit(self.widths[i], 2 if j == 0 else 1, self.groups, conv, norm, self.act,
-                        first_grouped=i > 0 or j > 0, se=stage_se(self.se, i),
-                        zero_init=self.zero_init_residual,
-                        drop_path_rate=next(drops) if j > 0 else 0.0, dtype=self.dtype,
-                        name=f'layer{i + 1}_{j}')(x, train)
+    def unit(h, place):
+      return ShuffleUnit(self.widths[place.stage], place.strides, self.groups,
+                         first_grouped=place.stage > 0 or place.index > 0,
+                         zero_init=self.zero_init_residual, **place.fields)(h, train)
+
+    # Every stage starts with a stride-2 unit, the first one included.
+    x = self.stages(x, train, self.units, unit, drop_path_rate=self.drop_path_rate,
+                    downsample_from=0, drop_strided=False)
     return self.head(x, self.dropout, train)

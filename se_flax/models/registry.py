@@ -1,6 +1,6 @@
 """Model names -> constructors, and config.model -> the network.
 
-Each plain backbone has an `se_` twin.
+Each plain backbone has an SE twin, named by `se_twin` (`plain_twin` goes back).
 
 `create_model('se_resnet50', 1000, se=SESpec(reduction=8))` builds any preset;
 overrides replace the preset's attributes and are checked by name.
@@ -9,15 +9,15 @@ the one place where config.model's fields become model attributes.
 """
 
 import dataclasses
-import functools
 from typing import Any, Mapping, Optional, Union
 
 import jax.numpy as jnp
 
+from se_flax.errors import check_choice
 from se_flax.errors import ConfigError
 from se_flax.layers.se import SESpec
-from se_flax.models.cifar import CifarResNet
 from se_flax.models import zoo
+from se_flax.models.cifar import CifarResNet
 from se_flax.models.resnet import ResNet
 
 # config.model.dtype -> the compute dtype.
@@ -56,19 +56,34 @@ _CIFAR = {
 }
 
 
+def se_twin(plain: str) -> str:
+  """The name of plain preset `plain`'s SE twin: se_<plain>; senet154 for senet154_plain."""
+  return 'senet154' if plain == 'senet154_plain' else f'se_{plain}'
+
+
 def _presets():
   table = {}
   for family, cls in ((_IMAGENET, ResNet), (_CIFAR, CifarResNet)):
     for name, kwargs in family.items():
       table[name] = (cls, kwargs, False)
-      se_name = 'senet154' if name == 'senet154_plain' else f'se_{name}'
-      table[se_name] = (cls, kwargs, True)
+      table[se_twin(name)] = (cls, kwargs, True)
   table.update(zoo.PRESETS)  # the paper's other backbones (Tables 2, 3)
   return table
 
 
 PRESETS = _presets()
-CIFAR_MODELS = tuple(n for n, (cls, _, _) in PRESETS.items() if cls is CifarResNet)
+
+
+def plain_twin(name: str) -> str:
+  """The plain preset whose SE twin is `name` (`se_twin`'s inverse).
+
+  Raises:
+    ValueError: `name` is no SE preset.
+  """
+  for plain, (_, _, with_se) in PRESETS.items():
+    if not with_se and se_twin(plain) == name:
+      return plain
+  raise ValueError(f'{name!r} has no plain twin in the registry')
 
 
 def list_models():
@@ -122,16 +137,9 @@ def _dtype(value):
       raise ValueError("config.model.dtype='float16' is not supported: float16 overflows without "
                        "loss scaling, which se_flax does not do; use config.model.dtype='bfloat16' "
                        "(the same speed on GPUs and TPUs, float32's range) or 'float32'")
-    if value not in DTYPES:
-      raise ValueError(f'config.model.dtype={value!r} is not allowed; choose one of {list(DTYPES)}')
+    check_choice('model.dtype', value, DTYPES)
     return DTYPES[value]
   return value
-
-
-def builder(name: str):
-  """`functools.partial` of the backbone class for `name`, for code that wants the class itself."""
-  cls, kwargs, _ = _lookup(name)
-  return functools.partial(cls, **kwargs)
 
 
 def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
@@ -163,8 +171,8 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
       if model_cfg.get('stride_in_1x1') is not None:
         attrs['stride_in_1x1'] = model_cfg.stride_in_1x1
       if with_se:
-        _check_some_stage(model_cfg)
         attrs['se'] = SESpec.from_config(model_cfg.se)
+        _check_se(model_cfg.name, attrs['se'])
     attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES}, bn_group_size=bn_group_size)
     drop_path_rate = _check_drop_path(model_cfg)
     if drop_path_rate:
@@ -176,16 +184,17 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
     raise ConfigError(str(e)) from e
 
 
-def _check_some_stage(model_cfg):
-  """An SE model with SE blocks in no stage is its plain twin, under a name that says otherwise."""
-  stages = model_cfg.se.get('stages')
-  if stages is not None and len(tuple(stages)) == 0:
-    name = model_cfg.name
-    plain = name[len('se_'):] if name.startswith('se_') and name[len('se_'):] in PRESETS else None
-    instead = (f"use the plain preset: config.model.name='{plain}'" if plain
-               else 'use a plain preset')
-    raise ConfigError(f'config.model.se.stages=() puts no SE block into {name!r}; {instead}, or '
-                      'name stages for SE blocks, e.g. (0, 1), or None for all')
+def _check_se(name, se):
+  """The spec's placement rules that hold before the backbone is built, with the twin as advice.
+
+  Of those, only an empty stages tuple can fail: it would make the SE model its
+  plain twin under a name that says otherwise. The backbone checks the rest.
+  """
+  try:
+    se.check_placement(repr(name))
+  except ConfigError as e:
+    raise ConfigError(
+        f"{e}, or use the plain preset: config.model.name='{plain_twin(name)}'") from e
 
 
 def _check_drop_path(model_cfg) -> float:

@@ -12,7 +12,10 @@ from typing import Sequence
 import flax.linen as nn
 
 from se_flax.models.backbone import Backbone
-from se_flax.models.blocks import BasicBlock, Bottleneck, conv_padded
+from se_flax.models.backbone import ceil_mode_padding
+from se_flax.models.blocks import BasicBlock
+from se_flax.models.blocks import Bottleneck
+from se_flax.models.blocks import conv_padded
 
 
 class ResNet(Backbone):
@@ -33,6 +36,8 @@ class ResNet(Backbone):
       before SE and the add (the Caffe-ported SE-ResNet-18/34).
     drop_path_rate: stochastic depth of the last unit; linear from 0 over the units.
   """
+  title = 'ResNet'
+
   stage_sizes: Sequence[int]
   block: str
   groups: int = 1
@@ -49,7 +54,7 @@ class ResNet(Backbone):
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv, norm = self.layers(train)
-    x = x.astype(self.dtype)
+    x = self.inputs(x)
 
     if self.stem == 'deep':
       for i, width in enumerate((64, 64, 128)):
@@ -58,26 +63,20 @@ class ResNet(Backbone):
     else:
       x = conv_padded(conv, 64, 7, 2, name='conv1')(x)
       x = self.act(norm(name='bn1')(x))
-    if self.stem_pool == 'ceil':
-      # Ceil-mode pooling without padding == pooling padded at the end only, as far as needed.
-      pads = [(0, (-(d - 3) % 2)) for d in x.shape[1:3]]
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pads)
-    else:
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    pads = ceil_mode_padding(x, 3, 2) if self.stem_pool == 'ceil' else ((1, 1), (1, 1))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=pads)
 
-    def unit(h, stage, strides, se, drop, name):
-      planes = 64 * 2 ** stage
+    def unit(h, place):
+      planes = 64 * 2 ** place.stage
       if self.block == 'basic':
-        return BasicBlock(planes, strides, conv, norm, self.act, se=se,
-                          zero_init=self.zero_init_residual, act_before_se=self.basic_act_before_se,
-                          drop_path_rate=drop, dtype=self.dtype, name=name)(h, train)
+        return BasicBlock(planes, place.strides, zero_init=self.zero_init_residual,
+                          act_before_se=self.basic_act_before_se, **place.fields)(h, train)
       width = int(planes * self.base_width / 64) * self.groups
-      return Bottleneck(planes, strides, conv, norm, self.act, width=width,
+      return Bottleneck(planes, place.strides, width=width,
                         first_width=int(width * self.first_width_factor), groups=self.groups,
                         stride_in_1x1=self.stride_in_1x1,
-                        downsample_kernel=self.downsample_kernel if stage > 0 else 1,
-                        se=se, zero_init=self.zero_init_residual, drop_path_rate=drop,
-                        dtype=self.dtype, name=name)(h, train)
+                        downsample_kernel=self.downsample_kernel if place.stage > 0 else 1,
+                        zero_init=self.zero_init_residual, **place.fields)(h, train)
 
-    x = self.stages(x, self.stage_sizes, unit, self.drop_path_rate)
+    x = self.stages(x, train, self.stage_sizes, unit, drop_path_rate=self.drop_path_rate)
     return self.head(x, self.dropout, train)

@@ -10,50 +10,19 @@ Stages (`SESpec.stages`): the five groups of convolutions between max-pools,
 0..4, at 224, 112, 56, 28 and 14 pixels for a 224 input. Unit `layer{s}_{j}`
 is the j-th conv of stage s (1-based s, as the ResNets name theirs), so gates
 and summaries read the same way; its SE block is `layer{s}_{j}/se`.
-
-This module also holds `check_se`, `check_input` and `stage_se`, which the
-backbones of zoo.py use to accept or refuse an SE placement and an input.
 """
 
 import functools
-from typing import Any, Callable, Optional, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from se_flax.errors import ConfigError
-from se_flax.layers.se import SEBlock, SESpec
 from se_flax.models.backbone import Backbone
 from se_flax.models.blocks import conv_padded
+from se_flax.models.unit import Unit
 
 VGG16_WIDTHS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-
-
-def check_se(se: Optional[SESpec], net: str, num_stages: int,
-             integrations=('standard',), positions=('last',)):
-  """Refuses SE placements that `net` has no place for (fields as in SESpec's messages)."""
-  if se is None:
-    return
-  se.check_stages(num_stages)
-  if se.integration not in integrations:
-    raise ConfigError(f'config.model.se.integration={se.integration!r} does not apply to {net}; '
-                      f'choose one of {list(integrations)}')
-  if se.position not in positions:
-    raise ConfigError(f'config.model.se.position={se.position!r} does not apply to {net}; '
-                      f'choose one of {list(positions)}')
-
-
-def check_input(x, net: str, min_size: int):
-  """Refuses inputs whose feature maps would vanish before the head (XLA would not complain)."""
-  h, w = x.shape[1:3]
-  if min(h, w) < min_size:
-    raise ConfigError(f'{net} needs inputs of at least {min_size}x{min_size} pixels, got {h}x{w}; '
-                      'raise the image size or choose a model for small images')
-
-
-def stage_se(se: Optional[SESpec], stage: int) -> Optional[SESpec]:
-  """The spec for the blocks of `stage`, or None where the spec leaves the stage plain."""
-  return se if se is not None and se.in_stage(stage) else None
 
 
 def adaptive_avg_pool(x, size: int):
@@ -70,24 +39,19 @@ def adaptive_avg_pool(x, size: int):
   return jnp.stack(rows, axis=1)
 
 
-class ConvUnit(nn.Module):
-  """conv -> BN -> act -> SE (section 3.3: SE after the non-linearity that follows the conv)."""
+class ConvUnit(Unit):
+  """conv -> BN -> act -> SE (section 3.3: SE after the non-linearity that follows the conv).
+
+  The shared fields are Unit's.
+  """
   features: int
-  conv: Any
-  norm: Any
-  act: Callable
-  se: Optional[SESpec] = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     # torchvision's vgg16_bn keeps the conv biases in front of BN; the count follows it.
     conv = functools.partial(self.conv, use_bias=True)
     x = conv_padded(conv, self.features, 3, name='conv')(x)
-    x = self.act(self.norm(name='bn')(x))
-    if self.se is not None:
-      x = SEBlock(self.se, dtype=self.dtype, name='se')(x)
-    return x
+    return self.se_block(self.act(self.norm(name='bn')(x)), self.se)
 
 
 class VGG(Backbone):
@@ -99,22 +63,24 @@ class VGG(Backbone):
     pool_size: side of the adaptive average pool before the classifier (7).
     dropout: dropout rate after each hidden classifier layer (0.5).
   """
+  title = 'VGG'
+  se_integrations = ('standard',)
+  se_positions = ('last',)
+
   widths: Sequence[Sequence[int]] = VGG16_WIDTHS
   classifier_width: int = 4096
   pool_size: int = 7
   dropout: float = 0.5
 
+  def min_input(self) -> int:
+    return 2 ** len(self.widths)   # every stage halves the map
+
   @nn.compact
   def __call__(self, x, train: bool = False):
-    conv, norm = self.layers(train)
-    check_se(self.se, 'VGG', len(self.widths))
-    check_input(x, 'VGG', 2 ** len(self.widths))
-    x = x.astype(self.dtype)
-    for i, stage in enumerate(self.widths):
-      for j, features in enumerate(stage):
-        x = ConvUnit(features, conv, norm, self.act, se=stage_se(self.se, i), dtype=self.dtype,
-                     name=f'layer{i + 1}_{j}')(x)
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = self.stages(self.inputs(x), train, self.widths,
+                    lambda h, place: ConvUnit(place.description, **place.fields)(h),
+                    downsample_from=None,
+                    after_stage=lambda h, _: nn.max_pool(h, (2, 2), strides=(2, 2)))
 
     x = adaptive_avg_pool(x, self.pool_size).astype(jnp.float32)
     # Flattened (H, W, C); torchvision flattens (C, H, W): imported fc1 kernels need a permutation.

@@ -79,9 +79,9 @@ def test_stages_must_be_non_negative_indices(stages):
 
 
 def test_check_stages_bounds_indices_by_the_backbone():
-  SESpec(stages=(0, 3)).check_stages(4)
+  SESpec(stages=(0, 3)).check_placement('ResNet', 4)
   with pytest.raises(ValueError, match=r'stages=\(4,\).*0\.\.3'):
-    SESpec(stages=(4,)).check_stages(4)
+    SESpec(stages=(4,)).check_placement('ResNet', 4)
 
 
 def test_stages_list_becomes_a_hashable_tuple():

@@ -2,7 +2,8 @@
 
 Tracing `init` of a 50-unit network takes about a second on a small CPU
 machine; several test files ask about the same presets, so they share this
-cache. Nothing here is compiled.
+cache. Nothing here is compiled. `builder` gives a preset's class with its
+arguments, for tests that change the layout itself.
 """
 
 import functools
@@ -13,10 +14,17 @@ import numpy as np
 
 from se_flax.models import registry
 from se_flax.models import zoo
+from se_flax.models.cifar import CifarResNet
 
 
 def classes_of(name):
-  return 10 if name in registry.CIFAR_MODELS else 1000
+  return 10 if registry.PRESETS[name][0] is CifarResNet else 1000
+
+
+def builder(name):
+  """`functools.partial` of the backbone class of preset `name`, with the preset's arguments."""
+  cls, kwargs, _ = registry.PRESETS[name]
+  return functools.partial(cls, **kwargs)
 
 
 @functools.lru_cache(maxsize=None)

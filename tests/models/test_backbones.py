@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 from jax.extend import core as jax_core
@@ -24,12 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from flax import traverse_util
 
 from se_flax.analysis import gates as gates_lib
 from se_flax.errors import ConfigError
-from se_flax.layers.se import SEBlock, SESpec
-from se_flax.models import inception, mobile, registry, summary, zoo
+from se_flax.layers.se import SEBlock
+from se_flax.layers.se import SESpec
+from se_flax.models import inception
+from se_flax.models import mobile
+from se_flax.models import registry
+from se_flax.models import summary
+from se_flax.models import zoo
 from tests.layers.random_variables import random_variables
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -316,9 +321,8 @@ def test_mobilenet_position_3x3_gates_the_depthwise_output():
 def _block35(se=None, zero_init=True):
   net = inception.InceptionResNetV2(num_classes=10, width=0.25)
   conv, norm = net.layers(train=False)
-  make_conv = functools.partial(inception.ConvBN, conv=conv, norm=norm, act=nn.relu, width=0.25)
-  return inception.InceptionResidual(inception.BLOCK35, 0.17, make_conv, conv, nn.relu, se=se,
-                                     zero_init=zero_init)
+  return inception.InceptionResidual(inception.BLOCK35, 0.17, conv=conv, norm=norm, act=nn.relu,
+                                     width=0.25, se=se, zero_init=zero_init)
 
 
 def test_inception_resnet_integrations_put_the_block_in_different_places():
@@ -362,11 +366,11 @@ def test_zero_init_residual_starts_residual_units_at_the_identity():
   conv, norm = mobile.ShuffleNetV1(num_classes=10).layers(train=False)
   x = jnp.zeros((1, 4, 4, 48))
   for zero in (True, False):
-    unit = mobile.ShuffleUnit(48, 1, 3, conv, norm, nn.relu, zero_init=zero)
+    unit = mobile.ShuffleUnit(48, 1, 3, conv=conv, norm=norm, act=nn.relu, zero_init=zero)
     assert initial(unit, x, 'bn3', 'scale').any() != zero
     assert initial(_block35(zero_init=zero), x[..., :24], 'conv', 'kernel').any() != zero
   # A stride-2 unit has no identity to start from.
-  unit = mobile.ShuffleUnit(96, 2, 3, conv, norm, nn.relu, zero_init=True)
+  unit = mobile.ShuffleUnit(96, 2, 3, conv=conv, norm=norm, act=nn.relu, zero_init=True)
   assert initial(unit, x, 'bn3', 'scale').all()
 
 

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 
 from se_flax.layers.norm import BatchNorm
-from se_flax.layers.se import SEBlock, SESpec
+from se_flax.layers.se import SEBlock
+from se_flax.layers.se import SESpec
 from se_flax.models import blocks
-from tests.layers.random_variables import init_without_kernels, random_variables
+from se_flax.models import unit as unit_lib
+from tests.layers.random_variables import init_without_kernels
+from tests.layers.random_variables import random_variables
 from tests.models import reference_units as ref
 
 CONV = functools.partial(nn.Conv, use_bias=False)
@@ -38,8 +41,8 @@ def check(unit, x, reference, seed=1):
 
 
 def bottleneck(se, strides=1, planes=16, width=16, groups=4, **kwargs):
-  return blocks.Bottleneck(planes, strides, CONV, NORM, nn.relu, width=width, first_width=width,
-                           groups=groups, se=se, zero_init=False, **kwargs)
+  return blocks.Bottleneck(planes, strides, conv=CONV, norm=NORM, act=nn.relu, width=width,
+                           first_width=width, groups=groups, se=se, zero_init=False, **kwargs)
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -77,7 +80,7 @@ def test_bottleneck_where_the_stride_goes_changes_the_output():
 
 
 def basic(se, strides=1, planes=16, shortcut_type='B', **kwargs):
-  return blocks.BasicBlock(planes, strides, CONV, NORM, nn.relu, se=se, zero_init=False,
+  return blocks.BasicBlock(planes, strides, conv=CONV, norm=NORM, act=nn.relu, se=se, zero_init=False,
                            shortcut_type=shortcut_type, **kwargs)
 
 
@@ -117,8 +120,8 @@ def test_basic_option_a_shortcut_subsamples_and_zero_pads(mode):
 
 
 def preact(se, strides=1, planes=16, bottleneck_unit=False):
-  return blocks.PreActBlock(planes, strides, CONV, NORM, nn.relu, bottleneck=bottleneck_unit,
-                            se=se)
+  return blocks.PreActBlock(planes, strides, conv=CONV, norm=NORM, act=nn.relu,
+                            bottleneck=bottleneck_unit, se=se)
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -158,9 +161,10 @@ def test_zero_initialised_unit_starts_as_the_identity(kind):
   x = inputs((2, 5, 5, 64))
   se = SESpec(reduction=4)
   if kind == 'basic':
-    unit = blocks.BasicBlock(64, 1, CONV, NORM, nn.relu, se=se)
+    unit = blocks.BasicBlock(64, 1, conv=CONV, norm=NORM, act=nn.relu, se=se)
   else:
-    unit = blocks.Bottleneck(16, 1, CONV, NORM, nn.relu, width=16, first_width=16, se=se)
+    unit = blocks.Bottleneck(16, 1, conv=CONV, norm=NORM, act=nn.relu, width=16, first_width=16,
+                             se=se)
   variables = init_without_kernels(unit, x)
   np.testing.assert_array_equal(np.asarray(unit.apply(variables, x)), np.maximum(x, 0.0))
 
@@ -178,7 +182,7 @@ def test_padding_of_a_7x7_stem_is_3_on_every_side():
 def test_last_scale_starts_at_one_without_zero_init(kind):
   x = inputs((2, 5, 5, 64))
   if kind == 'basic':
-    unit, last = blocks.BasicBlock(64, 1, CONV, NORM, nn.relu, zero_init=False), 'bn2'
+    unit, last = blocks.BasicBlock(64, 1, conv=CONV, norm=NORM, act=nn.relu, zero_init=False), 'bn2'
   else:
     unit, last = bottleneck(None), 'bn3'
   scale = unit.init(jax.random.PRNGKey(0), x)['params'][last]['scale']
@@ -191,8 +195,8 @@ class _Sum(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return blocks.residual_sum(self, x, lambda h, _: h * 0 + 3.0, lambda h: h, None, None,
-                               **self.kwargs)
+    return unit_lib.residual_sum(self, x, lambda h, _: h * 0 + 3.0, lambda h: h, None, None,
+                                 **self.kwargs)
 
 
 def test_residual_sum_defaults_neither_drop_nor_train():
@@ -206,7 +210,8 @@ def test_residual_sum_defaults_neither_drop_nor_train():
 @pytest.mark.parametrize('mode', ['standard', 'pre', 'post', 'identity'])
 def test_se_block_computes_in_the_units_dtype(mode):
   x = inputs((2, 4, 4, 16))
-  unit = blocks.BasicBlock(16, 1, CONV, NORM, nn.relu, se=spec_for(mode), dtype=jnp.bfloat16)
+  unit = blocks.BasicBlock(16, 1, conv=CONV, norm=NORM, act=nn.relu, se=spec_for(mode),
+                          dtype=jnp.bfloat16)
   dtypes = []
 
   def record(module, _):

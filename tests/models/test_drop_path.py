@@ -9,8 +9,9 @@ import pytest
 from configs import default
 from se_flax import models
 from se_flax.errors import ConfigError
-from se_flax.layers.drop_path import DropPath, linear_rates
-from se_flax.models import blocks
+from se_flax.layers.drop_path import DropPath
+from se_flax.layers.drop_path import linear_rates
+from se_flax.models import unit
 from tests.layers.random_variables import random_variables
 
 BRANCH = 3.0   # the constant the test unit's residual branch puts out
@@ -22,8 +23,8 @@ class ConstantBranchUnit(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    return blocks.residual_sum(self, x, lambda h, _: jnp.full_like(h, BRANCH), lambda h: h,
-                               None, None, self.rate, train)
+    return unit.residual_sum(self, x, lambda h, _: jnp.full_like(h, BRANCH), lambda h: h,
+                             None, None, self.rate, train)
 
 
 def run_unit(rate, x, seed, train=True):

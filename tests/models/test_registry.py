@@ -8,6 +8,7 @@ from se_flax.layers.se import SESpec
 from se_flax.models import registry
 from se_flax.models.cifar import CifarResNet
 from se_flax.models.resnet import ResNet
+from tests.models.model_shapes import builder
 
 
 def init_shapes(model, shape=(1, 32, 32, 3)):
@@ -50,7 +51,7 @@ def test_overrides_reach_the_backbone():
 
 
 def test_builder_returns_the_preset_partial():
-  model = registry.builder('resnext50_32x4d')(num_classes=3)
+  model = builder('resnext50_32x4d')(num_classes=3)
   assert (model.groups, model.base_width, model.stage_sizes) == (32, 4, (3, 4, 6, 3))
 
 

@@ -11,6 +11,7 @@ import pytest
 from se_flax.models import registry
 from tests.layers.random_variables import random_variables
 from tests.models import reference_units as ref
+from tests.models.model_shapes import builder
 from tests.models.model_shapes import params_of
 
 
@@ -44,14 +45,14 @@ def stage1_size(model, hw):
 def test_caffe_ceil_mode_pooling(hw, expected):
   # SENet-154's 3x3/2 stem conv gives ceil(hw / 2); Caffe's unpadded 3x3/2 max-pool in ceil mode
   # then gives ceil((n - 3) / 2) + 1.
-  model = registry.builder('senet154')(stage_sizes=(1, 1, 1, 1), num_classes=10)
+  model = builder('senet154')(stage_sizes=(1, 1, 1, 1), num_classes=10)
   assert stage1_size(model, hw) == expected
 
 
 @pytest.mark.parametrize('hw,expected', [(56, 14), (58, 15), (224, 56)])
 def test_torchvision_padded_pooling(hw, expected):
   # 7x7/2 conv padded 3, then a 3x3/2 max-pool padded 1: floor((n - 1) / 2) + 1 each.
-  model = registry.builder('resnet18')(stage_sizes=(1, 1, 1, 1), num_classes=10)
+  model = builder('resnet18')(stage_sizes=(1, 1, 1, 1), num_classes=10)
   assert stage1_size(model, hw) == expected
 
 
@@ -87,7 +88,7 @@ def max_pool_3x3_s2(x, pad_before, out):
 
 @pytest.mark.parametrize('hw', [58, 60])
 def test_caffe_ceil_mode_pooling_values(hw):
-  model = registry.builder('senet154')(stage_sizes=(1,), num_classes=10)
+  model = builder('senet154')(stage_sizes=(1,), num_classes=10)
   x = np.random.default_rng(0).normal(size=(1, hw, hw, 3)).astype(np.float32)
   variables = random_variables(model, x)
   seen = record(model, variables, x, {'stem_bn3', 'layer1_0'})
@@ -97,7 +98,7 @@ def test_caffe_ceil_mode_pooling_values(hw):
 
 
 def test_torchvision_padded_pooling_values():
-  model = registry.builder('resnet18')(stage_sizes=(1,), num_classes=10)
+  model = builder('resnet18')(stage_sizes=(1,), num_classes=10)
   x = np.random.default_rng(0).normal(size=(1, 58, 58, 3)).astype(np.float32)
   variables = random_variables(model, x)
   seen = record(model, variables, x, {'bn1', 'layer1_0'})

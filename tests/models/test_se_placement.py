@@ -39,7 +39,7 @@ SE_WIDTH = {('standard', 'last'): 64, ('pre', 'last'): 48, ('post', 'last'): 64,
 
 @pytest.mark.parametrize('mode,position', sorted(SE_WIDTH))
 def test_bottleneck_se_gates_the_channels_of_its_place(mode, position):
-  unit = blocks.Bottleneck(16, 1, CONV, NORM, nn.relu, width=24, first_width=24,
+  unit = blocks.Bottleneck(16, 1, conv=CONV, norm=NORM, act=nn.relu, width=24, first_width=24,
                            se=SESpec(reduction=4, integration=mode, position=position))
   shapes = param_shapes(unit, (1, 4, 4, 48))
   c = SE_WIDTH[mode, position]
@@ -48,7 +48,7 @@ def test_bottleneck_se_gates_the_channels_of_its_place(mode, position):
 
 
 def test_unit_without_se_has_no_se_module():
-  unit = blocks.Bottleneck(16, 1, CONV, NORM, nn.relu, width=24, first_width=24)
+  unit = blocks.Bottleneck(16, 1, conv=CONV, norm=NORM, act=nn.relu, width=24, first_width=24)
   assert set(param_shapes(unit, (1, 4, 4, 48))) == {
       'conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3', 'downsample_conv', 'downsample_bn'}
 
@@ -96,8 +96,8 @@ MODES = ['standard', 'pre', 'post', 'identity']
 def unit_pair(mode, position='last'):
   """A Bottleneck with an SE block, and the same unit without one, on an identity shortcut."""
   def make(se):
-    return blocks.Bottleneck(16, 1, CONV, NORM, nn.relu, width=16, first_width=16, se=se,
-                             zero_init=False)
+    return blocks.Bottleneck(16, 1, conv=CONV, norm=NORM, act=nn.relu, width=16, first_width=16,
+                             se=se, zero_init=False)
   return make(SESpec(reduction=4, integration=mode, position=position)), make(None)
 
 
