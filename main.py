@@ -28,8 +28,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and m
 _MODE = flags.DEFINE_enum('mode', 'train', list(cli.MODES),
                           '; '.join(f'{mode}: {what}' for mode, what in cli.MODES.items()) + '.')
 _STEP = flags.DEFINE_integer('step', None, 'eval/analyze: checkpoint step (default: the latest).')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for hosts that cannot find each other.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', None, 'host:port of process 0, for hosts that cannot find each other.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
                                       'Number of processes (with a coordinator).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index (with a coordinator).')

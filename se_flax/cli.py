@@ -96,15 +96,17 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
   except OSError as e:
     # Files outside se_flax's own checks: a path that is not there (imported
     # weights), or a write that failed (data preparation, metrics, analysis).
-    return fail(e, errors.EXIT_CONFIG_ERROR if isinstance(e, FileNotFoundError)
-                else errors.EXIT_WRITE_ERROR)
+    return fail(
+        e,
+        errors.EXIT_CONFIG_ERROR if isinstance(e, FileNotFoundError) else errors.EXIT_WRITE_ERROR)
   except Exception as e:  # pylint: disable=broad-exception-caught
     from se_flax.train import parallel
     if not parallel.is_lost_process_error(e):
       raise
-    fail(f'lost contact with another process of this {parallel.jax.process_count()}-process '
-         f'run ({str(e).splitlines()[0][:300]}). The run cannot continue: restart every '
-         'process with the same command; it resumes from the newest checkpoint.',
-         errors.EXIT_LOST_PROCESS)
+    fail(
+        f'lost contact with another process of this {parallel.jax.process_count()}-process '
+        f'run ({str(e).splitlines()[0][:300]}). The run cannot continue: restart every '
+        'process with the same command; it resumes from the newest checkpoint.',
+        errors.EXIT_LOST_PROCESS)
     # Exit now: jax's exit handler would wait for the lost peer at a shutdown barrier.
     os._exit(errors.EXIT_LOST_PROCESS)  # pylint: disable=protected-access

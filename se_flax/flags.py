@@ -29,8 +29,14 @@ from se_flax import errors
 CONFIG = 'config'
 
 # What a value must be, by Python type name or absl parser `flag_type()`.
-_TAKES = {'int': 'an integer', 'float': 'a number', 'bool': 'true or false', 'str': 'a string',
-          'string': 'a string', 'tuple': 'a tuple, e.g. (0, 1) or 0,1'}
+_TAKES = {
+    'int': 'an integer',
+    'float': 'a number',
+    'bool': 'true or false',
+    'str': 'a string',
+    'string': 'a string',
+    'tuple': 'a tuple, e.g. (0, 1) or 0,1'
+}
 
 
 def define_config_flag(help_string: str,
@@ -119,6 +125,7 @@ def _override(arg):
 
 # ---------------------------------------------------------------- absl's and config_flags' errors
 
+
 def _explain(e, file, fields, flag_values) -> errors.ConfigError:
   """The one-line ConfigError for an exception raised while parsing; `fields`: the overrides."""
   if file.error:
@@ -168,6 +175,7 @@ def _illegal_value(e, config, flag_values):
 
 # ---------------------------------------------------------------- fields and files
 
+
 def _unknown_field(config, field):
   """The message for `field` if `config` lacks it, else None."""
   node, done = config, []
@@ -175,8 +183,8 @@ def _unknown_field(config, field):
     if not isinstance(node, ml_collections.ConfigDict) or part not in node:
       close = difflib.get_close_matches(field, list(_paths(config)), n=1, cutoff=0.6)
       keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-      hint = (f'did you mean config.{close[0]}?' if close else
-              f"config{'.' if done else ''}{'.'.join(done)} has fields {keys}")
+      hint = (f'did you mean config.{close[0]}?'
+              if close else f"config{'.' if done else ''}{'.'.join(done)} has fields {keys}")
       return f'--config.{field}: the config has no field config.{field}; {hint}'
     node, done = node[part], done + [part]
   return None

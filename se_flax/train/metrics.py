@@ -29,7 +29,8 @@ from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import event_pb2
+from tensorboard.compat.proto import summary_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from se_flax import errors
