@@ -14,11 +14,16 @@ epochs instead, and "lighter" becomes crops of at least 25% of the image
 readings.
 
 `recipe=rsb_a1`, `rsb_a2`, `rsb_a3`: the three procedures of "ResNet strikes
-back" (Wightman, Touvron & Jegou 2021): LAMB, a cosine schedule with 5
-warm-up epochs at batch 2048, binary cross-entropy, Mixup and CutMix,
-RandAugment and (A1, A2) stochastic depth; A3 trains at 160 px and tests at
-224. docs/recipes.md gives every value with its source; a test checks this
-file against that table.
+back" (Wightman, Touvron & Jegou 2021) as timm ran them: LAMB with timm's eps
+and clipping, timm's epoch-wise cosine schedule with 5 warm-up epochs at
+batch 2048 and 10 cool-down epochs, binary cross-entropy, Mixup and CutMix
+per GPU batch of 512, BatchNorm statistics per 512 images, RandAugment, (A1,
+A2) stochastic depth, timm's random-size crop and its ResNet layout (stride on
+the 3x3); A3 trains at 160 px and tests at 224. `epochs=` sets the cosine's
+length, as timm's --epochs does; the run adds `cooldown=` epochs (the
+recipe's 10 unless given). docs/recipes.md gives every value with its source;
+a test checks this file against that table, and tests/recipes checks the
+optimizer, schedule, crop and Mixup against timm itself.
 
 Crop sizes: each model's published single-crop size (zoo.INPUT_SIZES: 299
 for Inception-ResNet-v2, with a 352 resize for evaluation; 224 and 256 for the
@@ -26,12 +31,16 @@ rest) under `paper` and `mobile`, the recipe's own sizes under `rsb_*`, unless
 `image_size` / `eval_resize` are given.
 
 Arguments: `configs/imagenet.py:model=se_resnet50,r=8,batch=256,schedule=cosine`,
+`configs/imagenet.py:model=resnet50,recipe=rsb_a3,epochs=20,cooldown=0`,
 `configs/imagenet.py:model=se_mobilenet_v1,recipe=mobile`,
 `configs/imagenet.py:model=se_resnet50,recipe=rsb_a3`.
 """
 
+import math
+
 from configs import default
 from configs import recipes
+from se_flax import models
 from se_flax.models import zoo
 
 # The evaluation resize that goes with each training crop size (paper, mobile).
@@ -55,7 +64,7 @@ RECIPES = {
 def get_config(arg=None):
   args = default.parse_arg(arg, model='se_resnet50', r=16, batch=0, epochs=0.0, schedule='',
                            warmup=-1.0, smoothing=-1.0, nesterov=False, dtype='float32',
-                           recipe='paper', image_size=0, eval_resize=0)
+                           recipe='paper', image_size=0, eval_resize=0, cooldown=-1.0)
   if args['recipe'] not in RECIPES:
     raise ValueError(f'config argument recipe={args["recipe"]!r} is unknown; choose one of '
                      f'{sorted(RECIPES)}')
@@ -69,17 +78,28 @@ def get_config(arg=None):
   batch = args['batch'] or recipe['batch']
   config.batch_size = batch
   config.eval_batch_size = batch
-  config.num_epochs = args['epochs'] or recipe['epochs']
-  # The learning rate is given at the recipe's own batch and scaled linearly from there.
+  # timm trains its schedule's epochs, then the cool-down at the floor.
+  cooldown = args['cooldown'] if args['cooldown'] >= 0 else recipe.get('cooldown', 0.0)
+  config.num_epochs = (args['epochs'] or recipe['epochs']) + cooldown
+  # The learning rate is given at the recipe's own batch and scaled (lr_scaling) from there.
   config.learning_rate = recipe['learning_rate']
   config.lr_reference_batch = recipe['batch']
   config.optimizer.weight_decay = recipe['weight_decay']
   config.optimizer.nesterov = args['nesterov']
-  config.schedule.name = args['schedule'] or recipe['schedule']
+  config.schedule.name = recipe['schedule']
   config.schedule.step_epochs = recipe.get('step_epochs', config.schedule.step_epochs)
   config.schedule.warmup_epochs = recipe.get('warmup', 0.0)
+  config.schedule.cooldown_epochs = cooldown
   recipes.set_fields(config, recipe.get('fields', {}))
+  if args['recipe'] in recipes.RSB:
+    _timm_defaults(config, recipe['gpu_batch'])
   # Arguments given on the command line win over the recipe.
+  if args['schedule']:
+    config.schedule.name = args['schedule']
+    if args['schedule'] == 'step':
+      # A step decay has no floor, no cool-down and starts its warm-up at its first step.
+      for field in ('warmup_lr', 'min_lr', 'cooldown_epochs'):
+        config.schedule[field] = 0.0
   if args['warmup'] >= 0:
     config.schedule.warmup_epochs = args['warmup']
   if args['smoothing'] >= 0:
@@ -87,6 +107,20 @@ def get_config(arg=None):
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   return config
+
+
+def _timm_defaults(config, gpu_batch):
+  """What RSB's timm did beyond its command line: the crop sampler, BatchNorm and Mixup per GPU
+  batch, and the ResNet layout of timm's resnet50 (stride on the 3x3) where the network has one."""
+  recipes.set_fields(config, recipes.IMAGENET_FIELDS)
+  groups = recipes.group_size(config.batch_size, gpu_batch)
+  config.bn_group_size = groups
+  config.mix.group_size = groups
+  try:
+    models.create_model(config.model.name, 1, stride_in_1x1=recipes.STRIDE_IN_1X1)
+  except ValueError:
+    return  # no bottleneck stride to place (or an unknown name, which the check reports)
+  config.model.stride_in_1x1 = recipes.STRIDE_IN_1X1
 
 
 def _set_sizes(config, args, recipe):
@@ -98,7 +132,8 @@ def _set_sizes(config, args, recipe):
   if args['eval_resize']:
     eval_resize = args['eval_resize']
   elif 'eval_crop' in recipe:
-    eval_resize = round(test_size / recipe['eval_crop'])
+    # timm's resize for a crop ratio: floor(224 / 0.95) = 235.
+    eval_resize = math.floor(test_size / recipe['eval_crop'])
   else:
     eval_resize = EVAL_RESIZES.get(test_size, round(test_size / 0.875))
   config.dataset.name = 'imagenet2012'

@@ -73,11 +73,43 @@ def test_every_field_a_recipe_changes_is_in_the_table(recipe):
 def test_arguments_win_over_the_recipe():
   config = imagenet.get_config('recipe=rsb_a3,batch=256,epochs=10,warmup=1,smoothing=0.1,'
                                'image_size=128')
-  assert (config.batch_size, config.num_epochs) == (256, 10.0)
+  # epochs= is the cosine's length, as timm's --epochs: the recipe's 10 cool-down epochs follow.
+  assert (config.batch_size, config.num_epochs) == (256, 20.0)
+  assert config.schedule.cooldown_epochs == 10.0
   assert (config.schedule.warmup_epochs, config.label_smoothing) == (1.0, 0.1)
   assert config.dataset.image_size == 128 and config.dataset.eval_image_size == 224
-  # The rate stays given at the recipe's batch: 8e-3 * 256 / 2048 when scaled.
+  # The rate stays given at the recipe's batch: 8e-3 * sqrt(256 / 2048) when scaled.
   assert (config.learning_rate, config.lr_reference_batch) == (0.008, 2048)
+  assert config.lr_scaling == 'sqrt'
+  # A batch of one GPU's 512 or less is one BatchNorm and Mixup group.
+  assert config.bn_group_size == 0 and config.mix.group_size == 0
+
+
+def test_cooldown_and_schedule_arguments():
+  config = imagenet.get_config('recipe=rsb_a2,epochs=20,cooldown=0')
+  assert (config.num_epochs, config.schedule.cooldown_epochs) == (20.0, 0.0)
+  config = imagenet.get_config('recipe=rsb_a2,schedule=cosine')
+  assert config.schedule.name == 'cosine' and config.schedule.min_lr == 1e-6
+  # A step decay reads no warm-up start, floor or cool-down.
+  config = imagenet.get_config('recipe=rsb_a2,schedule=step')
+  assert config.schedule.name == 'step'
+  assert (config.schedule.warmup_lr, config.schedule.min_lr,
+          config.schedule.cooldown_epochs) == (0.0, 0.0, 0.0)
+  assert imagenet.get_config('recipe=paper,schedule=cosine').schedule.name == 'cosine'
+
+
+@pytest.mark.parametrize('batch,groups', [(4096, 512), (1024, 512), (512, 0), (256, 0),
+                                          (1536, 512), (768, 0)])
+def test_bn_and_mix_groups_are_the_gpu_batch_where_it_divides_the_batch(batch, groups):
+  config = imagenet.get_config(f'recipe=rsb_a1,batch={batch}')
+  assert (config.bn_group_size, config.mix.group_size) == (groups, groups)
+
+
+@pytest.mark.parametrize('model,stride_in_1x1', [('resnet50', False), ('se_resnext50_32x4d', False),
+                                                 ('vgg16_bn', None)])
+def test_the_timm_layout_is_set_where_the_network_has_the_option(model, stride_in_1x1):
+  assert imagenet.get_config(f'model={model},recipe=rsb_a3').model.stride_in_1x1 is stride_in_1x1
+  assert imagenet.get_config(f'model={model}').model.stride_in_1x1 is None
 
 
 def test_an_unknown_recipe_names_the_known_ones():
