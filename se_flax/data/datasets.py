@@ -9,8 +9,8 @@ augment.py holds them); adding a data set is adding one entry below.
 import dataclasses
 from typing import Optional
 
-from se_flax.errors import ConfigError
 from se_flax.errors import check_choice
+from se_flax.errors import ConfigError
 
 # config.dataset.crop_sampler: how the random-size crop draws its window (se_flax/data/augment.py).
 # 'tf': tf.image's bounding-box sampler (aspect and height uniform), the paper recipe's;

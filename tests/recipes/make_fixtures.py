@@ -27,7 +27,6 @@ Files (each small; the tests in this folder read them without torch):
 """
 
 import json
-import math
 import os
 import random
 import sys
@@ -35,12 +34,12 @@ import sys
 import numpy as np
 import PIL.Image
 import timm
-import torch
 from timm.data import mixup as timm_mixup
 from timm.data import transforms as timm_transforms
 from timm.loss import BinaryCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
