@@ -195,6 +195,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     mix_cfg: config.mix; when `mix.enabled(mix_cfg)`, the normalised batch and
       its targets are mixed with a key of their own, `fold_in(fold_in(rng, 1),
       step)`, so the dropout key of every step stays what it was without it.
+      The whole global batch is paired at once, or with `mix_cfg.group_size`
+      each group of that many consecutive examples on its own (timm mixes
+      each process's batch).
     ema_decay: the EMA's decay, used when the state holds an EMA.
     nan_policy: what a non-finite loss or gradient does. `stop`: the state
       comes back unchanged (step not advanced) with `finite == 0` and the
