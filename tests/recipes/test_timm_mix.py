@@ -45,7 +45,7 @@ def inputs(name):
 
 # One compiled program each (eager, every small op compiles on its own: seconds).
 apply = jax.jit(mix.apply)
-apply_groups = jax.jit(mix.apply_groups)
+apply_groups = jax.jit(lambda d, x, t: mix.apply_groups(d, x, t))
 bce = jax.jit(step.per_example_loss, static_argnums=(2, 3))
 cutmix_box = jax.jit(lambda lam, cy, cx: mix.cutmix_box(lam, cy, cx, H, W))
 
