@@ -28,11 +28,11 @@ from experiments import runs as runs_lib
 from experiments import targets
 from se_flax import check
 from se_flax import config_lib
+from se_flax import models
 from se_flax import paths
 from se_flax.data import datasets
 from se_flax.errors import ConfigError
 from se_flax.models import summary
-from se_flax.train import init_from
 
 REPORT_FILE = 'report.md'
 
@@ -153,7 +153,7 @@ def model_cost(config: dict):
   key = json.dumps([config['model'], config.get('init_from'), shape, num_classes], sort_keys=True)
   if key not in _COSTS:
     try:
-      cost = summary.summarize(init_from.model_for(cfg, num_classes), shape)
+      cost = summary.summarize(models.from_config(cfg, num_classes), shape)
       _COSTS[key] = cost.params, cost.macs
     except (ValueError, KeyError, TypeError) as e:
       print(f'warning: no size for {config["model"].get("name")}: {e}', file=sys.stderr)

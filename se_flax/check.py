@@ -21,8 +21,8 @@ import jax.numpy as jnp
 from se_flax.data import datasets
 from se_flax.data import shard
 from se_flax.errors import ConfigError
+from se_flax import models
 from se_flax.models import summary
-from se_flax.train import init_from
 from se_flax.train import optim
 from se_flax.train import step
 
@@ -77,7 +77,7 @@ def _checked_model(config, num_devices, num_processes):
   _check_run(config)
   optim.check_config(config)
   step.check_config(config)
-  return init_from.model_for(config, spec.num_classes)
+  return models.from_config(config, spec.num_classes)
 
 
 @contextlib.contextmanager

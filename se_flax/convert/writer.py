@@ -19,9 +19,10 @@ import orbax.checkpoint as ocp
 
 from se_flax import paths
 from se_flax.models import registry
+from se_flax.models.stored import MODEL_JSON
+from se_flax.models.stored import read_meta
+from se_flax.models.stored import VARIABLES
 
-VARIABLES = 'variables'
-MODEL_JSON = 'model.json'
 COLLECTIONS = ('params', 'batch_stats')
 
 
@@ -46,16 +47,6 @@ def save_variables(out_dir, variables, model_meta, overwrite: bool = False):
     checkpointer.close()
   meta = dict(model_meta)
   (out_dir / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True) + '\n')
-
-
-def read_meta(directory) -> Dict[str, Any]:
-  """model.json of an imported-weights directory, checking that the variables are there too."""
-  directory = paths.resolve(directory)
-  meta_path = directory / MODEL_JSON
-  if not meta_path.is_file() or not (directory / VARIABLES).is_dir():
-    raise ValueError(f'{str(directory)!r} is not an imported-weights directory: it needs {MODEL_JSON} '
-                     f'and {VARIABLES}/ (written by python -m se_flax.convert)')
-  return json.loads(meta_path.read_text())
 
 
 def load_variables(directory) -> Tuple[Dict[str, Any], Dict[str, Any]]:

@@ -4,8 +4,9 @@ Each plain backbone has an SE twin, named by `se_twin` (`plain_twin` goes back).
 
 `create_model('se_resnet50', 1000, se=SESpec(reduction=8))` builds any preset;
 overrides replace the preset's attributes and are checked by name.
-`from_config(config.model, num_classes)` builds the configured network; it is
-the one place where config.model's fields become model attributes.
+`from_config(config, num_classes)` builds a run's network; it is the one place
+where config.model's fields (and the layout of config.init_from's weights)
+become model attributes.
 """
 
 import dataclasses
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 from se_flax.errors import check_choice
 from se_flax.errors import ConfigError
 from se_flax.layers.se import SESpec
+from se_flax.models import stored
 from se_flax.models import zoo
 from se_flax.models.cifar import CifarResNet
 from se_flax.models.resnet import ResNet
@@ -142,26 +144,31 @@ def _dtype(value):
   return value
 
 
-def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
-                architecture: Optional[Mapping[str, Any]] = None):
-  """The network `model_cfg` (config.model) describes, with `num_classes` outputs.
+def from_config(config, num_classes: int):
+  """The network a run trains: config.model's, in the layout of config.init_from's weights if set.
+
+  The one way from a config to a network: the upfront check, the training set-up
+  and the report all build their model here.
 
   Args:
-    model_cfg: config.model: name, dtype, bn_momentum, bn_epsilon,
-      zero_init_residual, stride_in_1x1 (None: the preset's), drop_path_rate
-      (residual networks only), se (read for SE models only; a plain backbone
-      ignores it).
-    num_classes: classifier width.
-    bn_group_size: config.bn_group_size.
-    architecture: the layout stored with imported weights (model.json's
-      'overrides', 'se' included). It replaces the config's layout fields, so
+    config: the run's config. Read: config.model (name, dtype, bn_momentum,
+      bn_epsilon, zero_init_residual, stride_in_1x1 (None: the preset's),
+      drop_path_rate (residual networks only), se (read for SE models only; a
+      plain backbone ignores it)), config.bn_group_size, and config.init_from.
+      With init_from set, the layout stored with the weights (model.json's
+      'overrides', 'se' included) replaces the config's layout fields, so
       weights never load into a network of another layout; the config still
       sets dtype, bn_momentum, bn_group_size and drop_path_rate.
+    num_classes: classifier width.
 
   Raises:
-    ConfigError: a value the model cannot take; the message names the field.
+    ConfigError: a value the model cannot take (the message names the field),
+      an init_from directory that is not one, or weights of another model
+      than config.model.name.
   """
+  model_cfg = config.model
   try:
+    architecture = _stored_layout(config)
     with_se = has_se(model_cfg.name)
     _check_bn(model_cfg)
     if architecture is not None:
@@ -173,7 +180,8 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
       if with_se:
         attrs['se'] = SESpec.from_config(model_cfg.se)
         _check_se(model_cfg.name, attrs['se'])
-    attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES}, bn_group_size=bn_group_size)
+    attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES},
+                 bn_group_size=config.bn_group_size)
     drop_path_rate = _check_drop_path(model_cfg)
     if drop_path_rate:
       attrs['drop_path_rate'] = drop_path_rate
@@ -182,6 +190,18 @@ def from_config(model_cfg, num_classes: int, *, bn_group_size: int = 0,
     raise
   except ValueError as e:
     raise ConfigError(str(e)) from e
+
+
+def _stored_layout(config) -> Optional[Mapping[str, Any]]:
+  """The layout saved with config.init_from's weights, or None for a fresh start."""
+  if not config.get('init_from'):
+    return None
+  meta = stored.read_meta(config.init_from)
+  if meta['model'] != config.model.name:
+    raise ConfigError(f'config.model.name={config.model.name!r}, but config.init_from='
+                      f'{config.init_from!r} holds {meta["model"]!r} weights; set '
+                      f'config.model.name={meta["model"]!r}')
+  return meta.get('overrides', {})
 
 
 def _check_se(name, se):

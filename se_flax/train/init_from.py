@@ -1,11 +1,11 @@
-"""The model a run trains, and its start from imported weights (`config.init_from`).
+"""A run's start from imported weights (`config.init_from`).
 
 The directory is what `python -m se_flax.convert` writes: the variables and
-model.json, whose layout builds the model, so weights never load into a network
-of another layout. Every parameter and BN statistic must match the model by
-path and shape, except the classifier (`fc`), which keeps its fresh
-initialisation when the number of classes differs: that is fine-tuning onto a
-new label set.
+model.json, whose layout `models.from_config` builds the network in, so weights
+never load into a network of another layout. Every parameter and BN statistic
+must match the model by path and shape, except the classifier (`fc`), which
+keeps its fresh initialisation when the number of classes differs: that is
+fine-tuning onto a new label set.
 """
 
 from absl import logging
@@ -13,34 +13,10 @@ import flax
 import jax
 import numpy as np
 
-from se_flax import models
 from se_flax.errors import ConfigError
 from se_flax.train import parallel
 
 HEAD = 'fc'
-
-
-def model_for(config, num_classes: int):
-  """The network the run trains: the layout of `config.init_from` when set, else config.model's.
-
-  Raises:
-    ConfigError: a model config that cannot work, an init_from directory that is
-      not one, or weights of another model than config.model.name.
-  """
-  if not config.get('init_from'):
-    return models.from_config(config.model, num_classes, bn_group_size=config.bn_group_size)
-  # Imported lazily: reading weights needs Orbax, a fresh run does not.
-  from se_flax.convert import writer  # pylint: disable=g-import-not-at-top
-  try:
-    meta = writer.read_meta(config.init_from)
-  except ValueError as e:
-    raise ConfigError(str(e)) from e
-  if meta['model'] != config.model.name:
-    raise ConfigError(f'config.model.name={config.model.name!r}, but config.init_from='
-                      f'{config.init_from!r} holds {meta["model"]!r} weights; set '
-                      f'config.model.name={meta["model"]!r}')
-  return models.from_config(config.model, num_classes, bn_group_size=config.bn_group_size,
-                            architecture=meta.get('overrides', {}))
 
 
 def _merge(fresh, loaded, collection, mismatched):

@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 import ml_collections
 import optax
 
+from se_flax import models
 from se_flax.data import feed
 from se_flax.train import init_from
 from se_flax.train import optim
@@ -82,7 +83,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   tx, schedule = optim.create_optimizer(config, steps_per_epoch, steps)
   return Run(
       config=config, workdir=workdir, info=info, mesh=parallel.create_mesh(),
-      model=init_from.model_for(config, info.num_classes),
+      model=models.from_config(config, info.num_classes),
       steps_per_epoch=steps_per_epoch, total_steps=steps,
       eval_every=(config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch),
       tx=tx, schedule=schedule, input_shape=(1,) + tuple(info.image_shape))

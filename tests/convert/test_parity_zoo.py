@@ -5,6 +5,8 @@ cover every timm name); these tests pin the two conversions that differ from
 the ResNets': VGG's fc1 permutation and Inception-ResNet-v2's BN epsilon.
 """
 
+import json
+
 import numpy as np
 from safetensors.numpy import save_file
 
@@ -14,6 +16,7 @@ from se_flax.convert import __main__ as convert_cli
 from se_flax.convert import importer
 from se_flax.convert import mapping
 from se_flax.convert import timm_names
+from se_flax.models import stored
 
 
 def test_fc1_conv_becomes_a_dense_on_the_flattened_map():
@@ -40,13 +43,15 @@ def test_vgg_plan_reads_fc1_as_a_7x7_conv():
   assert shapes['features.41.running_var'] == (512,)
 
 
-def test_inception_resnet_v2_keeps_its_bn_epsilon_under_any_config():
+def test_inception_resnet_v2_keeps_its_bn_epsilon_under_any_config(tmp_path):
   meta = importer.model_meta('inception_resnet_v2', 1000)
   assert meta['overrides']['bn_epsilon'] == 1e-3
+  (tmp_path / stored.VARIABLES).mkdir()
+  (tmp_path / stored.MODEL_JSON).write_text(json.dumps(meta))
   config = default.get_base_config()
-  config.model.name = 'inception_resnet_v2'
+  config.model.name, config.init_from = 'inception_resnet_v2', str(tmp_path)
   assert config.model.bn_epsilon == 1e-5
-  model = models.from_config(config.model, 1000, architecture=meta['overrides'])
+  model = models.from_config(config, 1000)
   assert model.bn_epsilon == 1e-3
 
 

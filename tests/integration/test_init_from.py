@@ -13,7 +13,7 @@ from configs import digits
 from se_flax.convert import writer
 from se_flax.layers.se import SESpec
 from se_flax.models import registry
-from se_flax.train import init_from
+from se_flax import models
 from se_flax.train import setup as setup_lib
 from tests.integration import harness
 
@@ -101,11 +101,11 @@ def test_the_network_follows_the_layout_in_model_json(tmp_path):
       json.dumps({'model': 'se_resnet50', 'num_classes': 1000, 'overrides': LAYOUT}))
   config = default.get_base_config()
   config.model.name, config.init_from = 'se_resnet50', str(tmp_path)
-  built = init_from.model_for(config, 10)
+  built = models.from_config(config, 10)
   expected = registry.create_model('se_resnet50', 10, stride_in_1x1=False, bn_epsilon=1e-3,
                                    se=SESpec(reduction=8, rounding='multiple8'))
   config.init_from = ''
-  default_layout = init_from.model_for(config, 10)
+  default_layout = models.from_config(config, 10)
 
   shape = (32, 32, 3)
   variables = _random_variables(expected, shape, seed=3)

@@ -12,7 +12,7 @@ import pytest
 
 from configs import default
 from se_flax.layers.norm import BatchNorm
-from se_flax.train import init_from
+from se_flax import models
 
 BATCH = 8
 
@@ -56,7 +56,7 @@ def _grouped_reference(x, scale, bias, epsilon, group_size):
                                                    ('se_cifar_resnet20', (8, 8, 1), 4),
                                                    ('se_resnet18', (32, 32, 3), 2)])
 def test_every_batchnorm_uses_the_configured_groups(name, shape, group_size):
-  model = init_from.model_for(_config(name, group_size), 10)
+  model = models.from_config(_config(name, group_size), 10)
   x = np.random.default_rng(0).normal(size=(BATCH,) + shape).astype(np.float32)
   calls = _bn_calls(model, x)
   assert len(calls) > 10
@@ -69,7 +69,7 @@ def test_group_statistics_differ_from_whole_batch_statistics():
   # Otherwise the test above could not tell a group size from another.
   x = np.random.default_rng(0).normal(size=(BATCH, 8, 8, 1)).astype(np.float32)
   x[:BATCH // 2] += 3.0
-  calls = _bn_calls(init_from.model_for(_config('se_cifar_resnet20', 2), 10), x)
+  calls = _bn_calls(models.from_config(_config('se_cifar_resnet20', 2), 10), x)
   inp, out, scale, bias, epsilon = calls[0]
   whole = _grouped_reference(inp, scale, bias, epsilon, BATCH)
   assert np.abs(out - whole).max() > 0.1

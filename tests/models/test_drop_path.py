@@ -124,7 +124,7 @@ def model_config(name, rate):
   config = default.get_base_config()
   config.model.name = name
   config.model.drop_path_rate = rate
-  return config.model
+  return config
 
 
 def test_from_config_sets_the_rate_on_residual_networks():

@@ -1,4 +1,4 @@
-"""config.model -> the network: models.from_config, and init_from.model_for for imported weights."""
+"""config -> the network: models.from_config, with the layout of imported weights (init_from)."""
 
 import json
 
@@ -9,7 +9,6 @@ from configs import default
 from se_flax import models
 from se_flax.errors import ConfigError
 from se_flax.layers.se import SESpec
-from se_flax.train import init_from
 
 
 def model_config(**changes):
@@ -25,19 +24,20 @@ def model_config(**changes):
 
 def test_the_config_sets_name_spec_and_attributes():
   cfg = model_config(**{'name': 'se_cifar_resnet20', 'dtype': 'bfloat16', 'bn_momentum': 0.99,
-                        'se.reduction': 8, 'se.stages': (1, 2)}).model
-  model = models.from_config(cfg, 10, bn_group_size=4)
+                        'se.reduction': 8, 'se.stages': (1, 2)})
+  cfg.bn_group_size = 4
+  model = models.from_config(cfg, 10)
   assert model.se == SESpec(reduction=8, stages=(1, 2))
   assert (model.num_classes, model.dtype, model.bn_momentum, model.bn_group_size) == (
       10, jnp.bfloat16, 0.99, 4)
   # stride_in_1x1=None keeps the preset's; the CIFAR networks have no such field.
-  assert models.from_config(model_config(name='se_resnet50').model, 10).stride_in_1x1 is True
+  assert models.from_config(model_config(name='se_resnet50'), 10).stride_in_1x1 is True
   assert models.from_config(
-      model_config(name='se_resnet50', stride_in_1x1=False).model, 10).stride_in_1x1 is False
+      model_config(name='se_resnet50', stride_in_1x1=False), 10).stride_in_1x1 is False
 
 
 def test_a_plain_backbone_ignores_the_se_fields():
-  cfg = model_config(**{'name': 'cifar_resnet20', 'se.gate': 'swish'}).model
+  cfg = model_config(**{'name': 'cifar_resnet20', 'se.gate': 'swish'})
   model = models.from_config(cfg, 10)
   assert model.se is None
 
@@ -52,17 +52,20 @@ def test_a_plain_backbone_ignores_the_se_fields():
 ])
 def test_bad_values_are_config_errors(changes, words):
   with pytest.raises(ConfigError) as info:
-    models.from_config(model_config(**changes).model, 10)
+    models.from_config(model_config(**changes), 10)
   for word in words:
     assert word in str(info.value)
 
 
-def test_a_stored_architecture_replaces_the_layout_but_not_the_arithmetic():
+def test_a_stored_architecture_replaces_the_layout_but_not_the_arithmetic(tmp_path):
   cfg = model_config(**{'name': 'se_resnet18', 'dtype': 'bfloat16', 'bn_momentum': 0.5,
-                        'bn_epsilon': 1e-3, 'se.reduction': 4}).model
+                        'bn_epsilon': 1e-3, 'se.reduction': 4})
   stored = {'stage_sizes': [1, 1, 1, 1], 'stem_pool': 'ceil', 'se': {'reduction': 8},
             'dtype': 'float32', 'bn_momentum': 0.9}
-  model = models.from_config(cfg, 7, bn_group_size=2, architecture=stored)
+  cfg.bn_group_size = 2
+  cfg.init_from = _imported(tmp_path, {'model': 'se_resnet18', 'num_classes': 1000,
+                                       'overrides': stored})
+  model = models.from_config(cfg, 7)
   assert (model.stage_sizes, model.stem_pool, model.se) == (
       (1, 1, 1, 1), 'ceil', SESpec(reduction=8))
   # The weights' layout keeps its own epsilon (here the preset's); the run sets the rest.
@@ -76,25 +79,25 @@ def _imported(tmp_path, meta):
   return str(tmp_path)
 
 
-def test_model_for_reads_the_imported_layout(tmp_path):
+def test_the_imported_layout_is_read_from_model_json(tmp_path):
   config = default.get_base_config()
   config.model.name = 'se_cifar_resnet20'
-  assert init_from.model_for(config, 10).se == SESpec()
+  assert models.from_config(config, 10).se == SESpec()
   config.init_from = _imported(tmp_path, {'model': 'se_cifar_resnet20', 'num_classes': 1000,
                                           'overrides': {'se': {'reduction': 2}}})
-  assert init_from.model_for(config, 10).se == SESpec(reduction=2)
+  assert models.from_config(config, 10).se == SESpec(reduction=2)
 
 
-def test_model_for_refuses_weights_of_another_model(tmp_path):
+def test_weights_of_another_model_are_refused(tmp_path):
   config = default.get_base_config()
   config.model.name = 'se_cifar_resnet20'
   config.init_from = _imported(tmp_path, {'model': 'cifar_resnet20', 'num_classes': 10})
   with pytest.raises(ConfigError, match="holds 'cifar_resnet20' weights; set "
                                         "config.model.name='cifar_resnet20'"):
-    init_from.model_for(config, 10)
+    models.from_config(config, 10)
   config.init_from = str(tmp_path / 'nothing')
   with pytest.raises(ConfigError, match='is not an imported-weights directory'):
-    init_from.model_for(config, 10)
+    models.from_config(config, 10)
 
 
 def test_float16_is_refused_with_a_pointer_to_bfloat16():
@@ -102,4 +105,4 @@ def test_float16_is_refused_with_a_pointer_to_bfloat16():
   config.model.name = 'se_cifar_resnet20'
   config.model.dtype = 'float16'
   with pytest.raises(ConfigError, match=r"float16.*loss scaling.*'bfloat16'"):
-    models.from_config(config.model, 10)
+    models.from_config(config, 10)
