@@ -49,8 +49,10 @@ format: $(STAMP)
 # mutmut's clean time leaves out fixtures (preparing the digits data, building pipelines): with
 # its default constant of 1 s, tests that only take long to set up timed out without failing.
 MUTATE ?= layers blocks mapping optim augment step
+# A module's sources are separated by commas.
+comma := ,
 MUTATE_layers := se_flax/layers/* | tests/layers tests/models/test_drop_path.py
-MUTATE_blocks := se_flax/models/blocks.py | tests/models/test_blocks.py tests/models/test_drop_path.py
+MUTATE_blocks := se_flax/models/blocks.py,se_flax/models/unit.py | tests/models/test_blocks.py tests/models/test_drop_path.py
 MUTATE_mapping := se_flax/convert/mapping.py | tests/convert/test_mapping.py
 MUTATE_optim := se_flax/train/optim.py | tests/train/test_optim.py tests/train/test_recipe_optim.py
 MUTATE_augment := se_flax/data/augment.py | tests/data/test_augment.py tests/data/test_augment_edges.py tests/data/test_augment_epochs.py tests/data/test_erasing.py
@@ -63,8 +65,8 @@ MUTATE_step := se_flax/train/step.py | tests/train/test_step.py tests/train/test
 define mutate_one
 	rm -rf mutants/$(1) && mkdir -p mutants/$(1)
 	tar -cf - --exclude=./.venv --exclude=./mutants --exclude=./workdirs . | tar -C mutants/$(1) -xf -
-	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate = %s\nalso_copy =\n  pyproject.toml\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\nforkserver_warmup = %s\ntimeout_multiplier = 5\ntimeout_constant = 30\npytest_add_cli_args_test_selection =\n%b' \
-	  '$(strip $(word 1,$(subst |, ,$(MUTATE_$(1)))))' \
+	printf '[mutmut]\nsource_paths = se_flax/\nonly_mutate =\n  %b\nalso_copy =\n  pyproject.toml\n  configs/\n  experiments/\n  main.py\nprocess_isolation = forkserver\nforkserver_warmup = %s\ntimeout_multiplier = 5\ntimeout_constant = 30\npytest_add_cli_args_test_selection =\n%b' \
+	  '$(subst $(comma),\n  ,$(strip $(word 1,$(subst |, ,$(MUTATE_$(1))))))' \
 	  '$(or $(MUTATE_WARMUP_$(1)),collect)' \
 	  '$(foreach t,$(wordlist 2,99,$(subst |, ,$(MUTATE_$(1)))),  $(t)\n)' > mutants/$(1)/setup.cfg
 	cd mutants/$(1) && $(CURDIR)/$(PY) -m mutmut run --max-children 1 > ../$(1).log 2>&1; \

@@ -267,10 +267,11 @@ def step_table(benches, args, peak):
 
 def overhead_rows(benches, timm):
   """(SE bench, plain bench, timm's (median, best) ratio or None) for every measured twin pair."""
+  registry = import_training_code().registry
   by_key = {(b.name, b.per_device_batch): b for b in benches}
   rows = []
   for (name, batch), se in by_key.items():
-    plain = by_key.get((name[3:], batch)) if name.startswith('se_') else None
+    plain = by_key.get((registry.plain_twin(name), batch)) if registry.has_se(name) else None
     if plain is None:
       continue
     ratio_timm = None
