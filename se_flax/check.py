@@ -1,16 +1,17 @@
 """The whole config, checked once per command before TensorFlow is imported or anything compiles.
 
 This module owns the run-level fields: batch sizes and how they split over
-devices and processes, BN groups (which must not straddle devices), the
-run's length, cadences, checkpoints
-kept, profiling, split names. Every other field is checked where it is used:
-the data set by `datasets.get`, config.model by `models.from_config` (the SE
-fields by `SESpec`), the optimizer and schedule by `optim.check_config`, the
-NaN policy and label smoothing by `step.check_config`. Last, the model's
-initialisation is traced (not compiled) on the data set's input, so that an SE
-width or gather extent that does not fit a stage fails here too. Each message
-names the field, the value given and what is allowed, so a typo in a sweep
-costs seconds, not a queued job (docs/design.md).
+devices, BN groups (which must not straddle devices), the run's length,
+cadences, checkpoints kept, profiling. Every other field is checked by its
+owner, which this module calls: the data set by `datasets.check_config`,
+the split over processes by `shard.local_batch`, config.model by
+`models.from_config` (the SE fields by `SESpec`), the optimizer and schedule
+by `optim.check_config`, the loss, NaN policy, EMA and Mixup by
+`step.check_config`. Last, the model's initialisation is traced (not
+compiled) on the data set's input, so that an SE width or gather extent that
+does not fit a stage fails here too. Each message names the field, the value
+given and what is allowed, so a typo in a sweep costs seconds, not a queued
+job (docs/design.md).
 """
 
 import contextlib
