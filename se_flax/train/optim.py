@@ -93,18 +93,15 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
 
 
 def _check_ends(sched):
-  """warmup_lr, min_lr and cooldown_epochs: where the rate starts and ends, where read."""
+  """warmup_lr, min_lr and cooldown_epochs: where the rate starts and ends.
+
+  Every warm-up starts from warmup_lr; min_lr and cooldown_epochs shape the
+  cosine schedules and a step decay ignores them, so a recipe's cosine
+  settings may stay when only schedule.name changes.
+  """
   for field in ('warmup_lr', 'min_lr', 'cooldown_epochs'):
     if not sched.get(field, 0.0) >= 0:
       raise ConfigError(f'config.schedule.{field}={sched[field]} must be >= 0')
-  if sched.get('warmup_lr', 0.0) and sched.name == 'step':
-    raise ConfigError(f'config.schedule.warmup_lr={sched.warmup_lr} is read by the cosine '
-                      "schedules only ('cosine', 'timm_cosine'); the step schedule's warm-up "
-                      'starts at its first step')
-  for field in ('min_lr', 'cooldown_epochs'):
-    if sched.get(field, 0.0) and sched.name == 'step':
-      raise ConfigError(f'config.schedule.{field}={sched[field]} is read by the cosine '
-                        "schedules only ('cosine', 'timm_cosine'); 0 with schedule.name='step'")
 
 
 def _check_adaptive(opt):
@@ -133,7 +130,7 @@ def _check_steps(sched, steps_per_epoch, total_steps):
         f'config.schedule.warmup_epochs={sched.warmup_epochs} is longer than the run '
         f'({total_steps} steps = {epochs:g} epochs); allowed: 0 to {epochs:g}')
   cooldown = sched.get('cooldown_epochs', 0.0)
-  if cooldown and round(cooldown * steps_per_epoch) >= total_steps:
+  if sched.name != 'step' and cooldown and round(cooldown * steps_per_epoch) >= total_steps:
     raise ConfigError(
         f'config.schedule.cooldown_epochs={cooldown} leaves no cosine in a run of {epochs:g} '
         'epochs; allowed: 0 up to less than the run')
@@ -151,8 +148,8 @@ def create_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int,
   `schedule.boundaries_epochs` is given, `base * step_factor ** k` after the
   k-th boundary. `cosine`: a half cosine from `base` right after warm-up to
   `schedule.min_lr` (0 by default) `schedule.cooldown_epochs` before the end,
-  then that floor; with `schedule.warmup_lr` the warm-up starts from that rate.
-  `timm_cosine`: see `timm_cosine_schedule`.
+  then that floor. With `schedule.warmup_lr` either warm-up starts from that
+  rate instead of 0. `timm_cosine`: see `timm_cosine_schedule`.
   """
   check_config(config, steps_per_epoch, total_steps)
   sched = config.schedule

@@ -287,10 +287,7 @@ def test_the_rate_moves_with_the_batch_by_lr_scaling(scaling, expected):
     ({'lr_scaling': 'log'}, "config.lr_scaling='log' is not allowed; choose one of "
                             "['linear', 'sqrt']"),
     ({'schedule.min_lr': -1e-6}, 'config.schedule.min_lr=-1e-06 must be >= 0'),
-    ({'schedule.warmup_lr': 1e-4}, 'config.schedule.warmup_lr=0.0001 is read by the cosine '
-                                   "schedules only ('cosine', 'timm_cosine')"),
-    ({'schedule.cooldown_epochs': 1.0}, 'config.schedule.cooldown_epochs=1.0 is read by the '
-                                        'cosine schedules only'),
+    ({'schedule.cooldown_epochs': -1.0}, 'config.schedule.cooldown_epochs=-1.0 must be >= 0'),
     ({'schedule.name': 'timm_cosine', 'schedule.cooldown_epochs': 10.0},
      'config.schedule.cooldown_epochs=10.0 leaves no cosine in a run of 10 epochs'),
 ])
@@ -298,3 +295,14 @@ def test_refused_schedule_ends_and_scalings_are_named(fields, message):
   with pytest.raises(ConfigError) as info:
     optim.check_config(paper_config(**fields), steps_per_epoch=10, total_steps=100)
   assert message in str(info.value)
+
+
+def test_a_step_decay_warms_up_from_warmup_lr_and_ignores_the_cosines_ends():
+  # A recipe's cosine settings may stay when only schedule.name changes.
+  fields = {'schedule.warmup_epochs': 1.0, 'schedule.step_epochs': 5.0}
+  ends = {'schedule.warmup_lr': 0.05, 'schedule.min_lr': 0.01, 'schedule.cooldown_epochs': 20.0}
+  plain = optim.create_schedule(paper_config(**fields), 10, 100)
+  schedule = optim.create_schedule(paper_config(**fields, **ends), 10, 100)
+  np.testing.assert_allclose(float(schedule(0)), 0.05 + (0.15 - 0.05) / 10, rtol=1e-6)
+  steps = np.arange(10, 100)
+  np.testing.assert_array_equal(np.asarray(schedule(steps)), np.asarray(plain(steps)))
