@@ -78,8 +78,11 @@ def get_config(arg=None):
   batch = args['batch'] or recipe['batch']
   config.batch_size = batch
   config.eval_batch_size = batch
-  # timm trains its schedule's epochs, then the cool-down at the floor.
-  cooldown = args['cooldown'] if args['cooldown'] >= 0 else recipe.get('cooldown', 0.0)
+  # timm trains its schedule's epochs, then the cool-down at the floor (a step decay has none).
+  schedule = args['schedule'] or recipe['schedule']
+  cooldown = recipe.get('cooldown', 0.0) if schedule != 'step' else 0.0
+  if args['cooldown'] >= 0:
+    cooldown = args['cooldown']
   config.num_epochs = (args['epochs'] or recipe['epochs']) + cooldown
   # The learning rate is given at the recipe's own batch and scaled (lr_scaling) from there.
   config.learning_rate = recipe['learning_rate']
@@ -97,7 +100,7 @@ def get_config(arg=None):
   if args['schedule']:
     config.schedule.name = args['schedule']
     if args['schedule'] == 'step':
-      # A step decay has no floor, no cool-down and starts its warm-up at its first step.
+      # A step decay reads none of the cosine's ends; its warm-up starts at its first step.
       for field in ('warmup_lr', 'min_lr', 'cooldown_epochs'):
         config.schedule[field] = 0.0
   if args['warmup'] >= 0:

@@ -92,7 +92,7 @@ def test_cooldown_and_schedule_arguments():
   assert config.schedule.name == 'cosine' and config.schedule.min_lr == 1e-6
   # A step decay reads no warm-up start, floor or cool-down.
   config = imagenet.get_config('recipe=rsb_a2,schedule=step')
-  assert config.schedule.name == 'step'
+  assert (config.schedule.name, config.num_epochs) == ('step', 300.0)
   assert (config.schedule.warmup_lr, config.schedule.min_lr,
           config.schedule.cooldown_epochs) == (0.0, 0.0, 0.0)
   assert imagenet.get_config('recipe=paper,schedule=cosine').schedule.name == 'cosine'
