@@ -37,6 +37,9 @@ LISTS = {
     'model.dtype': (tuple(models.DTYPES), 'float8', {}),
     'optimizer.name': (optim.OPTIMIZERS, 'adam', {}),
     'schedule.name': (optim.SCHEDULES, 'linear', {}),
+    'lr_scaling': (optim.LR_SCALINGS, 'log', {}),
+    # ImageNet: the only data set whose training crop samples a window.
+    'dataset.crop_sampler': (datasets.CROP_SAMPLERS, 'torchvision', {}),
     'nan_policy': (step.NAN_POLICIES, 'ignore', {}),
     'loss': (step.LOSSES, 'hinge', {}),
     'ema.select_best': (step.EMA_SELECT_BEST, 'last', {'ema.decay': 0.999}),
