@@ -39,6 +39,6 @@ def test_eval_without_a_config_fills_the_fields_an_older_checkpoint_lacks(monkey
     del old[field]
   monkeypatch.setattr(checkpoint, 'stored_config',
                       lambda workdir, step: (ml_collections.ConfigDict(old), 7))
-  config = cli._stored_config('eval', '/unused', None, default.get_base_config())  # pylint: disable=protected-access
+  config = cli._stored_config('/unused', None, default.get_base_config())  # pylint: disable=protected-access
   assert (config.loss, config.ema.decay, config.mix.cutmix_alpha) == ('softmax', 0.0, 0.0)
   assert config.dataset.name == 'digits'
