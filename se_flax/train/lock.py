@@ -60,14 +60,16 @@ class WorkdirLock:
   def _holder(self):
     """(holder dict, seconds since its heartbeat), or (None, None) if there is no lock file."""
     try:
-      text = self.path.read_text()
+      data = self.path.read_bytes()
       mtime = None if self._object_store else os.stat(self.path).st_mtime
     except FileNotFoundError:
       return None, None
     try:
-      holder = json.loads(text)
-    except ValueError:
-      holder = {}  # a lock file whose write was cut short: only its age counts
+      holder = json.loads(data.decode('utf-8'))
+    except ValueError:  # UnicodeDecodeError too: a write cut short, or bytes from elsewhere
+      holder = {}  # only its age counts
+    if not isinstance(holder, dict):
+      holder = {}
     if mtime is None:  # an object store: the holder writes its heartbeat into the object
       mtime = float(holder.get('heartbeat', 0.0))
     return holder, time.time() - mtime

@@ -98,3 +98,16 @@ def test_release_leaves_a_lock_taken_over_by_another_run(tmp_path):
   _write_lock(tmp_path / lock_lib.LOCK_FILE, 'elsewhere', 7, age=0)
   held.release()
   assert json.loads((tmp_path / lock_lib.LOCK_FILE).read_text())['pid'] == 7
+
+
+@pytest.mark.parametrize('content', [b'\xff\xfe\x00garbage\x80', b'[1, 2]', b''])
+def test_damaged_lock_file_counts_by_its_age(tmp_path, content):
+  path = tmp_path / lock_lib.LOCK_FILE
+  path.write_bytes(content)
+  with pytest.raises(errors.WorkdirLockedError, match='pid \\? on host \\?'):
+    lock_lib.WorkdirLock(str(tmp_path)).acquire()  # fresh: maybe a run still writing it
+  past = time.time() - lock_lib.STALE_SECONDS - 60
+  os.utime(path, (past, past))
+  with lock_lib.WorkdirLock(str(tmp_path)).acquire() as held:
+    assert 'took over the lock of a run that is gone' in held.note
+  assert not path.exists()
