@@ -31,13 +31,21 @@ for _name in HIDDEN:
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from benchmarks import throughput
+from benchmarks import throughput  # noqa: E402
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 DEFAULTS = [
     '--models=se_resnet50,resnet50,se_resnext50_32x4d,resnext50_32x4d',
-    '--batch=256', '--image_size=224', '--dtype=bfloat16', '--stride_in_1x1=false',
-    '--steps=10', '--warmup=3', '--rounds=3', '--eval=false', '--timm',
+    '--batch=256',
+    '--image_size=224',
+    '--dtype=bfloat16',
+    '--stride_in_1x1=false',
+    '--steps=10',
+    '--warmup=3',
+    '--rounds=3',
+    '--eval=false',
+    '--timm',
     f'--torch_python={sys.executable}',
     # Builds no further model after this; what was built is still timed and reported, so the
     # whole run (timm, compilation, timing) stays inside 8 minutes on one H200.
@@ -48,14 +56,18 @@ DEFAULTS = [
 
 def imported_hidden():
   """Hidden packages that something imported anyway (a real module now sits in sys.modules)."""
-  return sorted({name.split('.')[0] for name, mod in sys.modules.items()
-                 if name.split('.')[0] in HIDDEN and mod is not None
-                 and not getattr(mod, 'STAND_IN', False)})
+  return sorted({
+      name.split('.')[0]
+      for name, mod in sys.modules.items()
+      if name.split('.')[0] in HIDDEN and mod is not None and not getattr(mod, 'STAND_IN', False)
+  })
 
 
 def main():
-  notes = [f'run by benchmarks/gpu_driver.py with {", ".join(HIDDEN)} made unimportable',
-           lambda: 'hidden packages imported anyway: ' + (', '.join(imported_hidden()) or 'none')]
+  notes = [
+      f'run by benchmarks/gpu_driver.py with {", ".join(HIDDEN)} made unimportable',
+      lambda: 'hidden packages imported anyway: ' + (', '.join(imported_hidden()) or 'none')
+  ]
   throughput.main(DEFAULTS + sys.argv[1:], notes=notes)
   if imported_hidden():
     sys.exit(f'error: {", ".join(imported_hidden())} got imported; the GPU machine lacks them')

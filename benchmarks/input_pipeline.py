@@ -64,8 +64,8 @@ EMPTY = 'pipeline.train_batches, a constant image for the crop (read, shuffle, b
 # (width, height) and how often each occurs: most ImageNet photos are 500 on the long side.
 SIZES = (((500, 375), 0.6), ((375, 500), 0.15), ((500, 333), 0.15), ((500, 500), 0.1))
 
-
 # ---------------------------------------------------------------- data
+
 
 def _photo_jpeg(rng, width, height):
   """Smooth colour fields plus grain: compresses like a photograph (about 105 KB at 500x375)."""
@@ -83,6 +83,7 @@ def make_photo_imagenet(manual_dir, num_classes, per_class, num_val=8, seed=0):
   """Writes the two ILSVRC2012 tars of `num_classes` x `per_class` photo-sized JPEGs."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   from tests.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
   os.makedirs(manual_dir, exist_ok=True)
   rng = np.random.default_rng(seed)
@@ -106,6 +107,7 @@ def make_photo_imagenet(manual_dir, num_classes, per_class, num_val=8, seed=0):
 def prepare(data_dir, num_classes, per_class):
   """Generates and prepares the data set in `data_dir` unless it is already there."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   from tests.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
   if tfds.builder('imagenet2012', data_dir=data_dir).is_prepared():
     return
@@ -114,11 +116,13 @@ def prepare(data_dir, num_classes, per_class):
   make_photo_imagenet(manual, num_classes, per_class)
   t1 = time.perf_counter()
   tiny_imagenet.prepare_tiny_imagenet(data_dir, manual)
-  print(f'generated {num_classes * per_class} JPEGs in {t1 - t0:.0f} s, prepared with tfds in '
-        f'{time.perf_counter() - t1:.0f} s', flush=True)
+  print(
+      f'generated {num_classes * per_class} JPEGs in {t1 - t0:.0f} s, prepared with tfds in '
+      f'{time.perf_counter() - t1:.0f} s', flush=True)
 
 
 # ---------------------------------------------------------------- one core count
+
 
 def _options(tf):
   # The pipeline's own tf.data options (se_flax.data.pipeline._options).
@@ -162,8 +166,12 @@ def worker(args):
   # pylint: disable=g-import-not-at-top
   import tensorflow as tf
   import tensorflow_datasets as tfds
+
   from configs import default
-  from se_flax.data import augment, datasets, pipeline, randaugment
+  from se_flax.data import augment
+  from se_flax.data import datasets
+  from se_flax.data import pipeline
+  from se_flax.data import randaugment
   # pylint: enable=g-import-not-at-top
 
   builder = tfds.builder('imagenet2012', data_dir=args.data_dir)
@@ -171,8 +179,12 @@ def worker(args):
   stored = builder.as_dataset(split='train', decoders={'image': tfds.decode.SkipDecoding()})
   jpegs = [x['image'] for x in stored.as_numpy_iterator()]
   shapes = [tf.image.extract_jpeg_shape(j).numpy() for j in jpegs[:200]]
-  facts = {'images': len(jpegs), 'mean_kb': float(np.mean([len(j) for j in jpegs]) / 1024),
-           'mean_hw': [float(np.mean([s[0] for s in shapes])), float(np.mean([s[1] for s in shapes]))]}
+  facts = {
+      'images': len(jpegs),
+      'mean_kb': float(np.mean([len(j) for j in jpegs]) / 1024),
+      'mean_hw': [float(np.mean([s[0] for s in shapes])),
+                  float(np.mean([s[1] for s in shapes]))]
+  }
 
   def bare(fn):
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(jpegs)).enumerate().repeat()
@@ -209,16 +221,23 @@ def worker(args):
     return randaugment.rand_augment(augmented(i, j), seed, **RANDAUGMENT)
 
   iterators = {
-      BASE: bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
-      'decode_jpeg (INTEGER_ACCURATE)': bare(
-          lambda i, j: tf.io.decode_jpeg(j, channels=3, dct_method=augment.JPEG_DCT_METHOD)),
-      'decode_and_crop_jpeg (random-size crop, full resolution)': bare(crop),
-      RATIO: bare(crop_at_ratio),
-      RESIZED: bare(lambda i, j: augment.resize(tf.cast(crop_at_ratio(i, j), tf.float32), 224,
-                                                antialias=False)),
-      'full-resolution crop, antialiased resize, flip, normalise (float32)': bare(exact_augmented),
-      AUGMENT: bare(augmented),
-      f'augment.imagenet_train + {RA_NAME}': bare(rand_augmented),
+      BASE:
+          bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
+      'decode_jpeg (INTEGER_ACCURATE)':
+          bare(lambda i, j: tf.io.decode_jpeg(j, channels=3, dct_method=augment.JPEG_DCT_METHOD)),
+      'decode_and_crop_jpeg (random-size crop, full resolution)':
+          bare(crop),
+      RATIO:
+          bare(crop_at_ratio),
+      RESIZED:
+          bare(lambda i, j: augment.resize(tf.cast(crop_at_ratio(i, j), tf.float32), 224, antialias=
+                                           False)),
+      'full-resolution crop, antialiased resize, flip, normalise (float32)':
+          bare(exact_augmented),
+      AUGMENT:
+          bare(augmented),
+      f'augment.imagenet_train + {RA_NAME}':
+          bare(rand_augmented),
   }
   cfg = default.get_base_config().dataset
   cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir
@@ -235,14 +254,21 @@ def worker(args):
   finally:
     augment.TRAIN['inception_crop'] = crop
   cfg.randaugment.update(RANDAUGMENT)
-  iterators[f'{PIPELINE} + {RA_NAME}'] = pipeline.train_batches(
-      cfg, global_batch_size=args.batch, seed=0, process_index=0, process_count=1)
+  iterators[f'{PIPELINE} + {RA_NAME}'] = pipeline.train_batches(cfg, global_batch_size=args.batch,
+                                                                seed=0, process_index=0,
+                                                                process_count=1)
   rates, samples = _rates_in_rounds(iterators, args.batch, args.warmup, args.batches, args.rounds)
-  print(MARKER + json.dumps({'cores': args.worker_cores, 'rates': rates, 'samples': samples,
-                             'facts': facts}), flush=True)
+  print(
+      MARKER + json.dumps({
+          'cores': args.worker_cores,
+          'rates': rates,
+          'samples': samples,
+          'facts': facts
+      }), flush=True)
 
 
 # ---------------------------------------------------------------- main
+
 
 def _randaugment_cost(results):
   """One line per core count and stage: images/s per core without and with RandAugment."""
@@ -270,9 +296,9 @@ def _time_per_image(results):
              ('resize to 224', ms[RESIZED] - ms[RATIO]),
              ('uint8, flip and seeds', ms[AUGMENT] - ms[RESIZED]),
              ('the pipeline around them', ms[PIPELINE] - ms[AUGMENT])]
-    lines.append(f'- {res["cores"]} core(s): ' + ' + '.join(f'{name} {value:.3f}'
-                                                           for name, value in parts)
-                 + f' = {ms[PIPELINE]:.3f}, against bare decode_jpeg {ms[BASE]:.3f}; the '
+    lines.append(f'- {res["cores"]} core(s): ' +
+                 ' + '.join(f'{name} {value:.3f}' for name, value in parts) +
+                 f' = {ms[PIPELINE]:.3f}, against bare decode_jpeg {ms[BASE]:.3f}; the '
                  f'pipeline alone (constant images) {ms[EMPTY]:.3f}')
   return '\n'.join(lines)
 
@@ -310,9 +336,12 @@ def main(argv=None):
     prepare(data_dir, args.classes, args.per_class)
     results = []
     for cores in [int(c) for c in args.cores.split(',') if c]:
-      cmd = [sys.executable, os.path.abspath(__file__), f'--worker_cores={cores}',
-             f'--data_dir={data_dir}', f'--batch={args.batch}', f'--warmup={args.warmup}',
-             f'--batches={args.batches}', f'--rounds={args.rounds}']
+      cmd = [
+          sys.executable,
+          os.path.abspath(__file__), f'--worker_cores={cores}', f'--data_dir={data_dir}',
+          f'--batch={args.batch}', f'--warmup={args.warmup}', f'--batches={args.batches}',
+          f'--rounds={args.rounds}'
+      ]
       print('running', ' '.join(cmd), flush=True)
       out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
       results += [json.loads(l[len(MARKER):]) for l in out.splitlines() if l.startswith(MARKER)]
@@ -324,25 +353,31 @@ def main(argv=None):
     for what, rate in res['rates'].items():
       # The ratio of each round (same minute, same load), then the median and range of those.
       ratios = [r / b for r, b in zip(res['samples'][what], base)]
-      rows.append([res['cores'], what, f'{rate:,.0f}', f'{rate / res["cores"]:,.0f}',
-                   f'{np.median(ratios):.2f}', f'{min(ratios):.2f}-{max(ratios):.2f}'])
+      rows.append([
+          res['cores'], what, f'{rate:,.0f}', f'{rate / res["cores"]:,.0f}',
+          f'{np.median(ratios):.2f}', f'{min(ratios):.2f}-{max(ratios):.2f}'
+      ])
     per_core[res['cores']] = res['rates'][PIPELINE] / res['cores']
-  extra = [f'data: {facts["images"]} generated JPEGs, mean {facts["mean_kb"]:.0f} KB, mean size '
-           f'{facts["mean_hw"][0]:.0f}x{facts["mean_hw"][1]:.0f} (HxW), prepared by tfds imagenet2012',
-           f'global batch {args.batch}; {args.warmup} warm-up then {args.batches} timed batches '
-           f'per measurement; {args.rounds} rounds measuring every stage in turn (medians); each '
-           'core count in its own process, pinned by sched_setaffinity']
+  extra = [
+      f'data: {facts["images"]} generated JPEGs, mean {facts["mean_kb"]:.0f} KB, mean size '
+      f'{facts["mean_hw"][0]:.0f}x{facts["mean_hw"][1]:.0f} (HxW), prepared by tfds imagenet2012',
+      f'global batch {args.batch}; {args.warmup} warm-up then {args.batches} timed batches '
+      f'per measurement; {args.rounds} rounds measuring every stage in turn (medians); each '
+      'core count in its own process, pinned by sched_setaffinity'
+  ]
   extra += [args.note] if args.note else []
   text = report.header('ImageNet input pipeline', 'CPU only (the pipeline runs on the host)',
                        ['tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'numpy', 'pillow'],
                        extra)
-  text += '\n' + report.table(['cores', 'what', 'images/s', 'images/s per core',
-                               'vs bare decode_jpeg', 'range over rounds'], rows) + '\n'
+  text += '\n' + report.table([
+      'cores', 'what', 'images/s', 'images/s per core', 'vs bare decode_jpeg', 'range over rounds'
+  ], rows) + '\n'
   best = per_core[max(per_core)]
-  needs = [f'{int(r):,} img/s: about {int(r) / best:.0f} cores'
-           for r in args.feed_rates.split(',') if r]
-  text += (f'\nAt {best:,.0f} images/s per core (pipeline, {max(per_core)} cores), feeding '
-           + '; '.join(needs) + '.\n')
+  needs = [
+      f'{int(r):,} img/s: about {int(r) / best:.0f} cores' for r in args.feed_rates.split(',') if r
+  ]
+  text += (f'\nAt {best:,.0f} images/s per core (pipeline, {max(per_core)} cores), feeding ' +
+           '; '.join(needs) + '.\n')
   text += '\n' + _time_per_image(results) + '\n'
   text += '\n' + _randaugment_cost(results) + '\n'
   text += f'\ntotal wall time {time.perf_counter() - start:.0f} s\n'

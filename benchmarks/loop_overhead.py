@@ -41,7 +41,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-LOOP_TARGET = 0.98   # README: the loop runs at 98% of the bare step's speed or better
+LOOP_TARGET = 0.98  # README: the loop runs at 98% of the bare step's speed or better
 
 
 def _config(model, batch, steps, log_every, data_dir, source='digits', image_size=32):
@@ -63,6 +63,7 @@ def bare_step_time(config, workdir, steps, warmup, num_batches=8):
   """Seconds per step of the jitted step alone, with `num_batches` real batches on the devices."""
   # pylint: disable=g-import-not-at-top
   import jax
+
   from se_flax.data import feed
   from se_flax.train import parallel
   from se_flax.train import setup as setup_lib
@@ -72,8 +73,7 @@ def bare_step_time(config, workdir, steps, warmup, num_batches=8):
   state = run.fresh_state()
   train_step = step_lib.make_train_step(run.model, config, run.mesh, run.schedule,
                                         run.info.num_classes)
-  stream = feed.train_batches(config.dataset, global_batch_size=config.batch_size,
-                              seed=config.seed)
+  stream = feed.train_batches(config.dataset, global_batch_size=config.batch_size, seed=config.seed)
   batches = [parallel.global_batch(next(stream), run.mesh) for _ in range(num_batches)]
   for i in range(warmup):
     state, metrics = train_step(state, batches[i % num_batches])
@@ -88,8 +88,7 @@ def bare_step_time(config, workdir, steps, warmup, num_batches=8):
 def pipeline_time(config, batches, warmup=5):
   """(wall, CPU) seconds per batch of the training input pipeline alone, all threads' CPU counted."""
   from se_flax.data import feed  # pylint: disable=g-import-not-at-top
-  stream = feed.train_batches(config.dataset, global_batch_size=config.batch_size,
-                              seed=config.seed)
+  stream = feed.train_batches(config.dataset, global_batch_size=config.batch_size, seed=config.seed)
   for _ in range(warmup):
     next(stream)
   wall, cpu = time.perf_counter(), time.process_time()
@@ -164,26 +163,30 @@ def main(argv=None):
       data_wall, data_cpu = pipeline_time(config, timed)
       bare = (before + after) / 2
       eff = bare / looped
-      rows.append([model, batch, f'{report.ms(before)} / {report.ms(after)}', report.ms(looped),
-                   f'{1e3 * (looped - bare):+.1f}', f'{100 * eff:.1f}%',
-                   f'>= {100 * LOOP_TARGET:.0f}%: {"met" if eff >= LOOP_TARGET else "missed"}',
-                   f'{report.ms(data_wall)} / {report.ms(data_cpu)}', steps])
+      rows.append([
+          model, batch, f'{report.ms(before)} / {report.ms(after)}',
+          report.ms(looped), f'{1e3 * (looped - bare):+.1f}', f'{100 * eff:.1f}%',
+          f'>= {100 * LOOP_TARGET:.0f}%: {"met" if eff >= LOOP_TARGET else "missed"}',
+          f'{report.ms(data_wall)} / {report.ms(data_cpu)}', steps
+      ])
   data = ('digits data (configs/digits.py)' if args.source == 'digits' else
           f'synthetic batches at {args.image_size}x{args.image_size}x3 (se_flax/data/synthetic.py, '
           'no TensorFlow)')
-  extra = [f'{data}, {args.steps} loop steps, logging every '
-           f'{args.log_every}, checkpoints every {config.checkpoint_every_steps} (the config\'s '
-           f'cadence); loop timed over the steps after the first {args.skip_logs} log intervals',
-           'efficiency = mean bare ms/step / loop ms/step; the input pipeline alone: batches '
-           'pulled from train_batches with no training, wall time and CPU time of all threads']
+  extra = [
+      f'{data}, {args.steps} loop steps, logging every '
+      f'{args.log_every}, checkpoints every {config.checkpoint_every_steps} (the config\'s '
+      f'cadence); loop timed over the steps after the first {args.skip_logs} log intervals',
+      'efficiency = mean bare ms/step / loop ms/step; the input pipeline alone: batches '
+      'pulled from train_batches with no training, wall time and CPU time of all threads'
+  ]
   devices = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'
   text = report.header('Training loop overhead', devices,
                        ['jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-cpu'],
                        extra)
-  text += '\n' + report.table(['model', 'global batch', 'bare ms/step (before / after)',
-                               'loop ms/step', 'loop - bare ms', 'efficiency', 'target',
-                               'input pipeline alone ms/batch (wall / CPU)', 'loop steps timed'],
-                              rows) + '\n'
+  text += '\n' + report.table([
+      'model', 'global batch', 'bare ms/step (before / after)', 'loop ms/step', 'loop - bare ms',
+      'efficiency', 'target', 'input pipeline alone ms/batch (wall / CPU)', 'loop steps timed'
+  ], rows) + '\n'
   text += f'\ntotal wall time {time.perf_counter() - start:.0f} s\n'
   report.emit(text, args.out)
 

@@ -72,7 +72,8 @@ def command_line() -> str:
 def header(title: str, devices: str, packages, extra=()) -> str:
   """The lines above a table: what ran, where, with which versions, and how busy the machine was."""
   lines = [
-      f'# {title}', '',
+      f'# {title}',
+      '',
       f'- started: {_STARTED}',
       f'- machine: {cpu_model()}, {usable_cores()} usable cores '
       f'(os.cpu_count {os.cpu_count()}), {platform.system()} {platform.machine()}',

@@ -43,18 +43,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import report
 from benchmarks import throughput
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # SE-ResNet-50's SE blocks: (stage, blocks, output stride, channels).
-STAGES = (('layer1', 3, 4, 256), ('layer2', 4, 8, 512), ('layer3', 6, 16, 1024),
-          ('layer4', 3, 32, 2048))
+STAGES = (('layer1', 3, 4, 256), ('layer2', 4, 8, 512), ('layer3', 6, 16, 1024), ('layer4', 3, 32,
+                                                                                  2048))
 VARIANTS = ('current', 'sum_x_inv', 'pool_dtype', 'conv1x1')
 # Profiler events that wrap or wait for others (XLA:CPU's thunk executor, its thread pool):
 # counting them would count their contents twice.
 CONTAINER_EVENTS = ('ThunkExecutor', 'SlinkyThreadPool', 'PjRt')
 
-
 # ---------------------------------------------------------------- formulations
+
 
 def _variant_ops(name):
   """(squeeze fn or None, excitation fn or None) replacing the registered 'avg' / 'fc'."""
@@ -63,22 +64,28 @@ def _variant_ops(name):
   import jax.numpy as jnp
   # pylint: enable=g-import-not-at-top
   if name == 'sum_x_inv':
+
     def squeeze(x, spec, module):
       del spec, module
-      return jnp.sum(x, axis=(1, 2), keepdims=True, dtype=jnp.float32) * (
-          1.0 / (x.shape[1] * x.shape[2]))
+      return jnp.sum(x, axis=(1, 2), keepdims=True, dtype=jnp.float32) * (1.0 /
+                                                                          (x.shape[1] * x.shape[2]))
+
     return squeeze, None
   if name == 'pool_dtype':
+
     def squeeze(x, spec, module):
       del spec, module
       return jnp.mean(x, axis=(1, 2), keepdims=True).astype(jnp.float32)
+
     return squeeze, None
   if name == 'conv1x1':
+
     def excite(z, channels, reduced, spec, module):
       conv = functools.partial(
           nn.Conv, kernel_size=(1, 1), use_bias=spec.bias, dtype=module.dtype,
           kernel_init=nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform'))
       return conv(channels, name='fc2')(nn.relu(conv(reduced, name='fc1')(z)))
+
     return None, excite
   return None, None
 
@@ -102,6 +109,7 @@ def formulation(name):
 
 # ---------------------------------------------------------------- micro
 
+
 def _interleaved_times(fns, reps, x):
   """Median seconds per call of each `fn(params, x)`, calls interleaved across fns."""
   import jax  # pylint: disable=g-import-not-at-top
@@ -122,7 +130,9 @@ def micro(args):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from se_flax.layers.se import SEBlock, SESpec
+
+  from se_flax.layers.se import SEBlock
+  from se_flax.layers.se import SESpec
   # pylint: enable=g-import-not-at-top
   dtype = jnp.dtype(args.dtype)
   rng = np.random.default_rng(0)
@@ -167,6 +177,7 @@ def micro_table(args, harness, net):
 
 
 # ---------------------------------------------------------------- full step
+
 
 def full_step(args):
   """Interleaved train-step timings: resnet50 and se_resnet50 under each formulation."""
@@ -226,10 +237,14 @@ def profile_table(jax, benches, steps, top=12):
   rows = []
   for kind in sorted(set(plain) | set(se), key=grow, reverse=True)[:top]:
     (tp, n_p), (ts, n_s) = plain.get(kind, (0, 0)), se.get(kind, (0, 0))
-    rows.append([f'`{kind}`', report.ms(tp), report.ms(ts), f'{1e3 * (ts - tp):+.1f}',
-                 f'{n_s - n_p:+.0f}'])
-  return report.table(['op kind', 'resnet50 ms/step', 'se_resnet50 ms/step', 'difference ms',
-                       'events/step difference'], rows)
+    rows.append(
+        [f'`{kind}`',
+         report.ms(tp),
+         report.ms(ts), f'{1e3 * (ts - tp):+.1f}', f'{n_s - n_p:+.0f}'])
+  return report.table([
+      'op kind', 'resnet50 ms/step', 'se_resnet50 ms/step', 'difference ms',
+      'events/step difference'
+  ], rows)
 
 
 def full_table(times, totals):
@@ -237,10 +252,15 @@ def full_table(times, totals):
   rows = [['resnet50 (no SE)', report.ms(*times['resnet50']), '1.000', '-', '-']]
   for v in [v for v in VARIANTS if v in times]:
     t, iqr = times[v]
-    rows.append([f'se_resnet50 ({v})', report.ms(t, iqr), f'{t / plain:.3f}',
-                 f'{100 * (t / plain - 1):+.1f}%', report.ms(totals[v])])
-  return report.table(['network', 'train ms/step (IQR)', 'vs resnet50', 'SE overhead',
-                       'SE blocks alone (micro, fwd+bwd)'], rows)
+    rows.append([
+        f'se_resnet50 ({v})',
+        report.ms(t, iqr), f'{t / plain:.3f}', f'{100 * (t / plain - 1):+.1f}%',
+        report.ms(totals[v])
+    ])
+  return report.table([
+      'network', 'train ms/step (IQR)', 'vs resnet50', 'SE overhead',
+      'SE blocks alone (micro, fwd+bwd)'
+  ], rows)
 
 
 def _args(argv=None):
@@ -269,9 +289,11 @@ def main(argv=None):
   jax = lib.jax
   harness, net = micro(args)
   table, totals = micro_table(args, harness, net)
-  extra = [f'compute dtype {args.dtype}, batch {args.batch}, image {args.image_size}x'
-           f'{args.image_size}; micro: median of {args.reps} calls, each SE time net of the '
-           'identity harness (`harness ms`)']
+  extra = [
+      f'compute dtype {args.dtype}, batch {args.batch}, image {args.image_size}x'
+      f'{args.image_size}; micro: median of {args.reps} calls, each SE time net of the '
+      'identity harness (`harness ms`)'
+  ]
   if args.full_step or args.profile:
     extra.append(f'full step: {args.warmup} warm-up steps, then {args.rounds} interleaved rounds '
                  f'of {args.steps} steps per network; bottleneck stride: {args.stride_in_1x1}')
@@ -286,8 +308,8 @@ def main(argv=None):
     if args.profile:
       text += ('\n## Profile: where se_resnet50\'s step spends more than resnet50\'s\n\n'
                'Thread- (CPU) or device-time per step by op kind, from jax.profiler traces of '
-               f'{args.steps} steps of each; the 12 kinds that grow most.\n\n'
-               + profile_table(jax, benches, args.steps) + '\n')
+               f'{args.steps} steps of each; the 12 kinds that grow most.\n\n' +
+               profile_table(jax, benches, args.steps) + '\n')
   text += f'\ntotal wall time {time.perf_counter() - start:.0f} s\n'
   report.emit(text, args.out)
 

@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import report
 from benchmarks import timm_throughput
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # Dense peak FLOP/s per device, by a substring of `device.device_kind`, for the
@@ -50,28 +51,52 @@ from benchmarks import timm_throughput
 # 275, v5e 197, v5p 459, v6e 918). Float32 on GPUs is counted at the TF32 rate,
 # which XLA's default matmul precision uses. Order matters: first match wins.
 PEAK_FLOPS = (
-    ('H100 PCIe', {'bfloat16': 756e12, 'float32': 378e12}),
-    ('H100', {'bfloat16': 989e12, 'float32': 494.5e12}),
-    ('H200', {'bfloat16': 989e12, 'float32': 494.5e12}),
-    ('A100', {'bfloat16': 312e12, 'float32': 156e12}),
-    ('TPU v4', {'bfloat16': 275e12}),
-    ('TPU v5 lite', {'bfloat16': 197e12}),
-    ('TPU v5e', {'bfloat16': 197e12}),
-    ('TPU v5p', {'bfloat16': 459e12}),
-    ('TPU v5', {'bfloat16': 459e12}),
-    ('TPU v6', {'bfloat16': 918e12}),
+    ('H100 PCIe', {
+        'bfloat16': 756e12,
+        'float32': 378e12
+    }),
+    ('H100', {
+        'bfloat16': 989e12,
+        'float32': 494.5e12
+    }),
+    ('H200', {
+        'bfloat16': 989e12,
+        'float32': 494.5e12
+    }),
+    ('A100', {
+        'bfloat16': 312e12,
+        'float32': 156e12
+    }),
+    ('TPU v4', {
+        'bfloat16': 275e12
+    }),
+    ('TPU v5 lite', {
+        'bfloat16': 197e12
+    }),
+    ('TPU v5e', {
+        'bfloat16': 197e12
+    }),
+    ('TPU v5p', {
+        'bfloat16': 459e12
+    }),
+    ('TPU v5', {
+        'bfloat16': 459e12
+    }),
+    ('TPU v6', {
+        'bfloat16': 918e12
+    }),
 )
 NUM_CLASSES = 1000
 # Steps per epoch of ImageNet at batch 1024: only shapes the (unused) schedule.
 STEPS_PER_EPOCH = 1251
-SE_TARGET = 0.05   # README: SE overhead on the training step at most 5%
-
+SE_TARGET = 0.05  # README: SE overhead on the training step at most 5%
 
 # ---------------------------------------------------------------- imports
 
+
 def _importable(name):
   if name in sys.modules:
-    return sys.modules[name] is not None   # None: made unimportable on purpose
+    return sys.modules[name] is not None  # None: made unimportable on purpose
   return importlib.util.find_spec(name) is not None
 
 
@@ -90,8 +115,13 @@ def import_training_code():
     sys.modules['ml_collections'] = stub
   # pylint: disable=g-import-not-at-top
   import jax
-  from se_flax.models import registry, summary
-  from se_flax.train import optim, parallel, step, state
+
+  from se_flax.models import registry
+  from se_flax.models import summary
+  from se_flax.train import optim
+  from se_flax.train import parallel
+  from se_flax.train import state
+  from se_flax.train import step
   return types.SimpleNamespace(jax=jax, registry=registry, summary=summary, optim=optim,
                                parallel=parallel, step=step, state=state)
 
@@ -121,14 +151,15 @@ def train_config(global_batch: int):
     config = Fields(
         learning_rate=0.6, lr_reference_batch=1024, label_smoothing=0.0, nan_policy='stop',
         optimizer=Fields(name='sgd', momentum=0.9, nesterov=False, weight_decay=1e-4,
-                         decay_bn_and_bias=True),
-        schedule=Fields(name='step', warmup_epochs=0.0, step_epochs=30.0, step_factor=0.1,
-                        boundaries_epochs=()))
+                         decay_bn_and_bias=True), schedule=Fields(name='step', warmup_epochs=0.0,
+                                                                  step_epochs=30.0, step_factor=0.1,
+                                                                  boundaries_epochs=()))
   config.batch_size = global_batch
   return config
 
 
 # ---------------------------------------------------------------- one model
+
 
 def peak_flops(device, dtype):
   for key, rates in PEAK_FLOPS:
@@ -141,8 +172,8 @@ def _compiled_bytes(compiled):
   """XLA's estimate of the device memory one call of `compiled` needs (donated inputs counted once)."""
   try:
     m = compiled.memory_analysis()
-    return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-            + m.temp_size_in_bytes)
+    return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes +
+            m.temp_size_in_bytes)
   except Exception:  # pylint: disable=broad-except  (not every backend reports it)
     return None
 
@@ -185,12 +216,14 @@ class ModelBench:
     self.macs = count_macs(lib, self.model, shape)
     config = train_config(self.global_batch)
     tx, schedule = lib.optim.create_optimizer(config, STEPS_PER_EPOCH, 100 * STEPS_PER_EPOCH)
-    self.state = lib.state.create_train_state(self.model, jax.random.PRNGKey(0), (1,) + shape,
-                                              tx, mesh)
+    self.state = lib.state.create_train_state(self.model, jax.random.PRNGKey(0), (1,) + shape, tx,
+                                              mesh)
     self.params = lib.summary.count_params(self.state.params)
     rng = np.random.default_rng(0)
-    local = {'image': rng.standard_normal((self.global_batch,) + shape, np.float32),
-             'label': rng.integers(0, NUM_CLASSES, self.global_batch).astype(np.int32)}
+    local = {
+        'image': rng.standard_normal((self.global_batch,) + shape, np.float32),
+        'label': rng.integers(0, NUM_CLASSES, self.global_batch).astype(np.int32)
+    }
     self.jax = jax
     self.batch = jax.device_put(local, lib.parallel.batch_sharding(mesh))
 
@@ -233,6 +266,7 @@ class ModelBench:
 
 # ---------------------------------------------------------------- tables
 
+
 def _gb(nbytes):
   return '-' if not nbytes else f'{nbytes / 2**30:.2f}'
 
@@ -248,18 +282,26 @@ def step_table(benches, args, peak):
     mfu = '-'
     if peak and b.macs:
       mfu = f'{100 * 6 * b.macs * b.global_batch / t / (peak * b.devices):.1f}%'
-    row = [b.name, f'{b.macs / 1e9:.3f}' if b.macs else '-', f'{b.params / 1e6:.2f}M',
-           f'{b.per_device_batch} x {b.devices}',
-           f'{b.train_lower_s:.1f} + {b.train_compile_s:.1f}', report.ms(t, t_iqr),
-           report.ms(min(b.train_times)), _rate(b.global_batch, t), mfu, _gb(b.train_bytes)]
+    row = [
+        b.name, f'{b.macs / 1e9:.3f}' if b.macs else '-', f'{b.params / 1e6:.2f}M',
+        f'{b.per_device_batch} x {b.devices}', f'{b.train_lower_s:.1f} + {b.train_compile_s:.1f}',
+        report.ms(t, t_iqr),
+        report.ms(min(b.train_times)),
+        _rate(b.global_batch, t), mfu,
+        _gb(b.train_bytes)
+    ]
     if args.eval:
       e, e_iqr = report.median_iqr(b.eval_times)
-      row += [f'{b.eval_lower_s:.1f} + {b.eval_compile_s:.1f}', report.ms(e, e_iqr),
-              _rate(b.global_batch, e)]
+      row += [
+          f'{b.eval_lower_s:.1f} + {b.eval_compile_s:.1f}',
+          report.ms(e, e_iqr),
+          _rate(b.global_batch, e)
+      ]
     rows.append(row)
-  cols = ['model', 'GMACs/img', 'params', 'batch/device x devices',
-          'train compile s (lower + compile)', 'train ms/step (IQR)', 'best ms', 'train img/s',
-          'MFU', 'train step GiB (XLA)']
+  cols = [
+      'model', 'GMACs/img', 'params', 'batch/device x devices', 'train compile s (lower + compile)',
+      'train ms/step (IQR)', 'best ms', 'train img/s', 'MFU', 'train step GiB (XLA)'
+  ]
   if args.eval:
     cols += ['eval compile s', 'eval ms/step (IQR)', 'eval img/s']
   return report.table(cols, rows)
@@ -292,16 +334,20 @@ def overhead_table(benches, timm):
     ratio = s / p
     best = min(se.train_times) / min(plain.train_times)
     verdict = 'met' if ratio - 1 <= SE_TARGET else 'missed'
-    rows.append([f'{se.name} / {plain.name}', se.per_device_batch, report.ms(s), report.ms(p),
-                 f'{ratio:.3f}', f'{100 * (ratio - 1):+.1f}%', f'{best:.3f}',
-                 f'<= +5%: {verdict}',
-                 '{:.3f} / {:.3f}'.format(*ratio_timm) if ratio_timm else '-'])
-  return report.table(['SE / plain', 'batch/device', 'SE ms (median)', 'plain ms (median)',
-                       'ratio of medians', 'overhead', 'ratio of bests', 'target',
-                       'timm ratio (medians / bests)'], rows)
+    rows.append([
+        f'{se.name} / {plain.name}', se.per_device_batch,
+        report.ms(s),
+        report.ms(p), f'{ratio:.3f}', f'{100 * (ratio - 1):+.1f}%', f'{best:.3f}',
+        f'<= +5%: {verdict}', '{:.3f} / {:.3f}'.format(*ratio_timm) if ratio_timm else '-'
+    ])
+  return report.table([
+      'SE / plain', 'batch/device', 'SE ms (median)', 'plain ms (median)', 'ratio of medians',
+      'overhead', 'ratio of bests', 'target', 'timm ratio (medians / bests)'
+  ], rows)
 
 
 # ---------------------------------------------------------------- main
+
 
 def _args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -368,10 +414,12 @@ def main(argv=None, notes=()):
     error = traceback.format_exc()
     print(error, file=sys.stderr, flush=True)
 
-  extra = [f'compute dtype {args.dtype}, image {args.image_size}x{args.image_size}, '
-           f'bottleneck stride: {args.stride_in_1x1}; {args.warmup} warm-up steps, then '
-           f'{args.rounds} interleaved rounds of {args.steps} timed steps per model',
-           'synthetic data already on the devices; training FLOPs = 3 x 2 x forward MACs']
+  extra = [
+      f'compute dtype {args.dtype}, image {args.image_size}x{args.image_size}, '
+      f'bottleneck stride: {args.stride_in_1x1}; {args.warmup} warm-up steps, then '
+      f'{args.rounds} interleaved rounds of {args.steps} timed steps per model',
+      'synthetic data already on the devices; training FLOPs = 3 x 2 x forward MACs'
+  ]
   devices, peak = 'jax did not start', None
   try:
     import jax  # pylint: disable=g-import-not-at-top
@@ -379,10 +427,12 @@ def main(argv=None, notes=()):
     peak = peak_flops(device, args.dtype)
     stats = device.memory_stats() or {}
     devices = f'{len(jax.devices())} x {device.device_kind} ({jax.default_backend()})'
-    extra += [f'peak FLOP/s per device for MFU: '
-              f'{f"{peak / 1e12:g} T" if peak else "unknown (no MFU)"}',
-              'device peak memory (whole process, all models): '
-              + (_gb(stats.get('peak_bytes_in_use')) + ' GiB' if stats else 'not reported')]
+    extra += [
+        f'peak FLOP/s per device for MFU: '
+        f'{f"{peak / 1e12:g} T" if peak else "unknown (no MFU)"}',
+        'device peak memory (whole process, all models): ' +
+        (_gb(stats.get('peak_bytes_in_use')) + ' GiB' if stats else 'not reported')
+    ]
   except Exception:  # pylint: disable=broad-except  (already reported as the jax half's error)
     pass
   if skipped:
@@ -398,7 +448,8 @@ def main(argv=None, notes=()):
     text += '\n## SE overhead (SE model step time / its plain twin\'s)\n\n'
     text += overhead_table(benches, timm) + '\n'
   if timm and benches:
-    text += '\n## se_flax / timm (training step, per device)\n\n' + timm_throughput.comparison_table(benches, timm) + '\n'
+    text += '\n## se_flax / timm (training step, per device)\n\n' + timm_throughput.comparison_table(
+        benches, timm) + '\n'
   elif timm:
     text += '\n## timm alone\n\n' + json.dumps(timm, indent=1) + '\n'
   if error:

@@ -28,8 +28,8 @@ from benchmarks import report  # pylint: disable=g-import-not-at-top,wrong-impor
 
 MARKER = 'TIMM_JSON '
 
-
 # ---------------------------------------------------------------- called by throughput.py
+
 
 def timm_name(name: str) -> str:
   """timm's counterpart: se_resnet50 -> seresnet50, se_resnext50_32x4d -> seresnext50_32x4d."""
@@ -49,9 +49,12 @@ def launch(args, models, batch):
   if not python:
     print('--timm: this interpreter lacks torch or timm; pass --torch_python=PATH', file=sys.stderr)
     return None
-  cmd = [python, os.path.abspath(__file__), '--models=' + ','.join(timm_name(m) for m in models),
-         f'--batch={batch}', f'--image_size={args.image_size}', f'--steps={args.steps}',
-         f'--warmup={args.warmup}', f'--rounds={args.rounds}']
+  cmd = [
+      python,
+      os.path.abspath(__file__), '--models=' + ','.join(timm_name(m) for m in models),
+      f'--batch={batch}', f'--image_size={args.image_size}', f'--steps={args.steps}',
+      f'--warmup={args.warmup}', f'--rounds={args.rounds}'
+  ]
   if args.timm_compile:
     cmd.append('--compile')
   print('running', ' '.join(cmd), flush=True)
@@ -77,18 +80,22 @@ def comparison_table(benches, timm):
       continue
     ours = report.median_iqr(b.train_times)[0]
     theirs, theirs_iqr = report.median_iqr(entry['times'])
-    ours_rate = b.per_device_batch / ours   # per device: timm runs on one
+    ours_rate = b.per_device_batch / ours  # per device: timm runs on one
     theirs_rate = b.per_device_batch / theirs
     best_ratio = min(entry['times']) / min(b.train_times)
-    rows.append([b.name, timm_name(b.name),
-                 f'{b.macs / 1e9:.3f} / {entry["macs"] / 1e9:.3f}' if b.macs else '-',
-                 b.per_device_batch, f'{ours_rate:,.1f}', f'{theirs_rate:,.1f}',
-                 report.ms(theirs, theirs_iqr), report.ms(min(entry['times'])),
-                 _gb(entry.get('peak_bytes')), f'{ours_rate / theirs_rate:.2f}',
-                 f'{best_ratio:.2f}'])
-  return report.table(['model', 'timm model', 'GMACs/img ours / timm', 'batch', 'ours img/s/device',
-                       'timm img/s', 'timm ms/step (IQR)', 'timm best ms', 'timm peak GiB',
-                       'ours / timm (medians)', 'ours / timm (bests)'], rows)
+    rows.append([
+        b.name,
+        timm_name(b.name), f'{b.macs / 1e9:.3f} / {entry["macs"] / 1e9:.3f}' if b.macs else '-',
+        b.per_device_batch, f'{ours_rate:,.1f}', f'{theirs_rate:,.1f}',
+        report.ms(theirs, theirs_iqr),
+        report.ms(min(entry['times'])),
+        _gb(entry.get('peak_bytes')), f'{ours_rate / theirs_rate:.2f}', f'{best_ratio:.2f}'
+    ])
+  return report.table([
+      'model', 'timm model', 'GMACs/img ours / timm', 'batch', 'ours img/s/device', 'timm img/s',
+      'timm ms/step (IQR)', 'timm best ms', 'timm peak GiB', 'ours / timm (medians)',
+      'ours / timm (bests)'
+  ], rows)
 
 
 # ---------------------------------------------------------------- run as a script
@@ -201,8 +208,14 @@ def main(argv=None):
       'amp': amp,
       'compiled': args.compile,
       'channels_last': True,
-      'models': {t.name: {'times': t.times, 'params': t.params, 'macs': t.macs,
-                          'peak_bytes': t.peak_bytes or None} for t in trainees},
+      'models': {
+          t.name: {
+              'times': t.times,
+              'params': t.params,
+              'macs': t.macs,
+              'peak_bytes': t.peak_bytes or None
+          } for t in trainees
+      },
   }
   print(MARKER + json.dumps(result), flush=True)
 

@@ -22,8 +22,8 @@ LAMB_RATE = digits.LAMB_RATE
 
 
 def get_config(arg=None):
-  args = default.parse_arg(arg, model='se_cifar_resnet110', dataset='cifar10', r=16,
-                           batch=128, epochs=164.0, dtype='float32', recipe='paper')
+  args = default.parse_arg(arg, model='se_cifar_resnet110', dataset='cifar10', r=16, batch=128,
+                           epochs=164.0, dtype='float32', recipe='paper')
   config = default.small_image_config(args, args['dataset'], shuffle_buffer=50_000,
                                       eval_batch_size=1000)
   config.schedule.name = 'step'

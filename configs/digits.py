@@ -30,6 +30,6 @@ def get_config(arg=None):
   config.schedule.name = 'cosine'
   config.schedule.warmup_epochs = 1.0
   config.log_every_steps = 20
-  config.eval_every_steps = 110       # every 10 epochs
+  config.eval_every_steps = 110  # every 10 epochs
   config.checkpoint_every_steps = 110
   return recipes.apply_pieces(config, args['recipe'], LAMB_RATE, warmup_epochs=1.0)

@@ -46,17 +46,23 @@ from se_flax.models import zoo
 # The evaluation resize that goes with each training crop size (paper, mobile).
 EVAL_RESIZES = {224: 256, 299: 352}
 # Random-size crop area ranges (fractions of the image) per recipe.
-CROP_AREA_RANGES = {'paper': (0.08, 1.0), 'mobile': (0.25, 1.0), 'rsb_a1': (0.08, 1.0),
-                    'rsb_a2': (0.08, 1.0), 'rsb_a3': (0.08, 1.0)}
-
+CROP_AREA_RANGES = {
+    'paper': (0.08, 1.0),
+    'mobile': (0.25, 1.0),
+    'rsb_a1': (0.08, 1.0),
+    'rsb_a2': (0.08, 1.0),
+    'rsb_a3': (0.08, 1.0)
+}
 
 # Each recipe's batch (the one its learning rate is given at), length, schedule, weight decay,
 # and the other fields it sets. docs/recipes.md cites the source of every value.
 RECIPES = {
-    'paper': dict(batch=1024, epochs=100.0, schedule='step', step_epochs=30.0, learning_rate=0.6,
-                  weight_decay=1e-4),
-    'mobile': dict(batch=256, epochs=400.0, schedule='step', step_epochs=100.0,
-                   learning_rate=0.1, weight_decay=4e-5),
+    'paper':
+        dict(batch=1024, epochs=100.0, schedule='step', step_epochs=30.0, learning_rate=0.6,
+             weight_decay=1e-4),
+    'mobile':
+        dict(batch=256, epochs=400.0, schedule='step', step_epochs=100.0, learning_rate=0.1,
+             weight_decay=4e-5),
     **recipes.RSB,
 }
 
@@ -145,4 +151,3 @@ def _set_sizes(config, args, recipe):
   config.dataset.image_size = image_size
   config.dataset.eval_image_size = eval_image_size
   config.dataset.eval_resize = eval_resize
-

@@ -35,10 +35,9 @@ def _rsb(epochs, learning_rate, weight_decay, label_smoothing, drop_path, magnit
          image_size, aug_repeats):
   """One procedure: what A1, A2 and A3 share, and what they don't."""
   return dict(
-      batch=2048, epochs=epochs, cooldown=TIMM_COOLDOWN_EPOCHS, schedule='timm_cosine',
-      warmup=5.0, learning_rate=learning_rate, weight_decay=weight_decay, image_size=image_size,
-      eval_image_size=224, eval_crop=0.95, gpu_batch=GPU_BATCH,
-      fields={
+      batch=2048, epochs=epochs, cooldown=TIMM_COOLDOWN_EPOCHS, schedule='timm_cosine', warmup=5.0,
+      learning_rate=learning_rate, weight_decay=weight_decay, image_size=image_size,
+      eval_image_size=224, eval_crop=0.95, gpu_batch=GPU_BATCH, fields={
           'optimizer.name': 'lamb',
           'optimizer.weight_decay': weight_decay,
           'optimizer.decay_bn_and_bias': False,
@@ -65,12 +64,15 @@ def _rsb(epochs, learning_rate, weight_decay, label_smoothing, drop_path, magnit
 
 
 RSB = {
-    'rsb_a1': _rsb(600.0, 5e-3, 0.01, label_smoothing=0.1, drop_path=0.05, magnitude=7.0,
-                   mixup=0.2, image_size=224, aug_repeats=3),
-    'rsb_a2': _rsb(300.0, 5e-3, 0.02, label_smoothing=0.0, drop_path=0.05, magnitude=7.0,
-                   mixup=0.1, image_size=224, aug_repeats=3),
-    'rsb_a3': _rsb(100.0, 8e-3, 0.02, label_smoothing=0.0, drop_path=0.0, magnitude=6.0,
-                   mixup=0.1, image_size=160, aug_repeats=1),
+    'rsb_a1':
+        _rsb(600.0, 5e-3, 0.01, label_smoothing=0.1, drop_path=0.05, magnitude=7.0, mixup=0.2,
+             image_size=224, aug_repeats=3),
+    'rsb_a2':
+        _rsb(300.0, 5e-3, 0.02, label_smoothing=0.0, drop_path=0.05, magnitude=7.0, mixup=0.1,
+             image_size=224, aug_repeats=3),
+    'rsb_a3':
+        _rsb(100.0, 8e-3, 0.02, label_smoothing=0.0, drop_path=0.0, magnitude=6.0, mixup=0.1,
+             image_size=160, aug_repeats=1),
 }
 
 # ImageNet only: timm's RandomResizedCrop, and timm's resnet50, which strides the 3x3

@@ -33,7 +33,8 @@ def differences(stored: Any, current: Any) -> list:
   """
   a, b = flatten(as_json(stored)), flatten(as_json(current))
   return [(k, a.get(k, ABSENT), b.get(k, ABSENT))
-          for k in sorted(set(a) | set(b)) if a.get(k, ABSENT) != b.get(k, ABSENT)]
+          for k in sorted(set(a) | set(b))
+          if a.get(k, ABSENT) != b.get(k, ABSENT)]
 
 
 def format_differences(diffs: list, limit: int = 20) -> str:

@@ -23,12 +23,14 @@ def test_missing_fields_come_from_the_defaults_and_stored_values_win():
   assert config.mix == base.mix and config.ema == base.ema and config.loss == 'softmax'
   assert config.model.drop_path_rate == 0.0
   assert config.dataset.randaugment.num_ops == 0
-  assert config.optimizer.weight_decay == 0.123          # stored, not the default 1e-4
-  assert config.dataset.name == 'digits'                  # stored, not the default imagenet2012
-  assert not config_lib.differences(config, {**config_lib.as_json(digits.get_config()),
-                                             'optimizer': {**config_lib.as_json(
-                                                 digits.get_config())['optimizer'],
-                                                           'weight_decay': 0.123}})
+  assert config.optimizer.weight_decay == 0.123  # stored, not the default 1e-4
+  assert config.dataset.name == 'digits'  # stored, not the default imagenet2012
+  assert not config_lib.differences(
+      config, {
+          **config_lib.as_json(digits.get_config()), 'optimizer': {
+              **config_lib.as_json(digits.get_config())['optimizer'], 'weight_decay': 0.123
+          }
+      })
 
 
 def test_eval_without_a_config_fills_the_fields_an_older_checkpoint_lacks(monkeypatch):
@@ -37,8 +39,8 @@ def test_eval_without_a_config_fills_the_fields_an_older_checkpoint_lacks(monkey
   old = config_lib.as_json(digits.get_config())
   for field in ('mix', 'ema', 'loss', 'bce_target_threshold'):
     del old[field]
-  monkeypatch.setattr(checkpoint, 'stored_config',
-                      lambda workdir, step: (ml_collections.ConfigDict(old), 7))
+  monkeypatch.setattr(checkpoint, 'stored_config', lambda workdir, step:
+                      (ml_collections.ConfigDict(old), 7))
   config = cli._stored_config('/unused', None, default.get_base_config())  # pylint: disable=protected-access
   assert (config.loss, config.ema.decay, config.mix.cutmix_alpha) == ('softmax', 0.0, 0.0)
   assert config.dataset.name == 'digits'

@@ -79,8 +79,10 @@ def _probe():
 
 def test_importing_every_module_changes_nothing():
   result = _probe()
-  assert {'se_flax.cli', 'se_flax.runtime', 'se_flax.train.loop', 'se_flax.train.checkpoint',
-          'se_flax.train.orbax_quiet', 'se_flax.data.pipeline'} <= set(result['modules'])
+  assert {
+      'se_flax.cli', 'se_flax.runtime', 'se_flax.train.loop', 'se_flax.train.checkpoint',
+      'se_flax.train.orbax_quiet', 'se_flax.data.pipeline'
+  } <= set(result['modules'])
   assert result['changed'] == {}
 
 
@@ -116,5 +118,10 @@ def test_runtime_setup_is_idempotent():
   assert done.returncode == 0, done.stderr[-5000:]
   result = json.loads(done.stdout.strip().splitlines()[-1])
   # TensorFlow comes up without Keras, which it would otherwise import eagerly (1.5 s).
-  assert result == {'level': '2', 'hooked': True, 'filters': [1, 1], 'idempotent': True,
-                    'keras': False}
+  assert result == {
+      'level': '2',
+      'hooked': True,
+      'filters': [1, 1],
+      'idempotent': True,
+      'keras': False
+  }

@@ -42,9 +42,11 @@ def test_the_library_imports_nothing_above_it(path):
 
 
 def test_only_main_imports_the_command_line_module():
-  users = sorted(str(p.relative_to(REPO)) for folder in ('se_flax', 'experiments', 'configs')
-                 for p in (REPO / folder).rglob('*.py')
-                 if any(m in ('se_flax.cli', 'se_flax.cli.run') for m in imported_modules(p)))
+  users = sorted(
+      str(p.relative_to(REPO))
+      for folder in ('se_flax', 'experiments', 'configs')
+      for p in (REPO / folder).rglob('*.py')
+      if any(m in ('se_flax.cli', 'se_flax.cli.run') for m in imported_modules(p)))
   assert users == [], users
 
 

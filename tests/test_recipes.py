@@ -55,8 +55,11 @@ def test_the_table_has_the_four_recipes_and_every_row_has_a_source():
 @pytest.mark.parametrize('recipe', list(TABLE))
 def test_the_config_sets_every_value_of_the_table(recipe):
   config = imagenet.get_config(f'model=se_resnet50,recipe={recipe}')
-  wrong = {field: (value_at(config, field), want) for field, want in TABLE[recipe].items()
-           if value_at(config, field) != want}
+  wrong = {
+      field: (value_at(config, field), want)
+      for field, want in TABLE[recipe].items()
+      if value_at(config, field) != want
+  }
   assert not wrong, f'{recipe}: config value, table value: {wrong}'
 
 
@@ -98,8 +101,8 @@ def test_cooldown_and_schedule_arguments():
   assert imagenet.get_config('recipe=paper,schedule=cosine').schedule.name == 'cosine'
 
 
-@pytest.mark.parametrize('batch,groups', [(4096, 512), (1024, 512), (512, 0), (256, 0),
-                                          (1536, 512), (768, 0)])
+@pytest.mark.parametrize('batch,groups', [(4096, 512), (1024, 512), (512, 0), (256, 0), (1536, 512),
+                                          (768, 0)])
 def test_bn_and_mix_groups_are_the_gpu_batch_where_it_divides_the_batch(batch, groups):
   config = imagenet.get_config(f'recipe=rsb_a1,batch={batch}')
   assert (config.bn_group_size, config.mix.group_size) == (groups, groups)

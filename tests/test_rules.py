@@ -29,11 +29,16 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # field -> (the allowed values, a value outside them, fields that let every value pass)
 LISTS = {
     # Not cached: ImageNet's decoded images do not fit in memory, and the check says so.
-    'dataset.name': (datasets.NAMES, 'mnist', {'dataset.cache': False}),
+    'dataset.name': (datasets.NAMES, 'mnist', {
+        'dataset.cache': False
+    }),
     # ImageNet's input: every network takes it (the cost of a trace does not depend on the size).
-    'model.name': (tuple(models.list_models()), 'se_resnet51',
-                   {'dataset.name': 'imagenet2012', 'dataset.image_size': 224,
-                    'dataset.eval_resize': 256, 'dataset.cache': False}),
+    'model.name': (tuple(models.list_models()), 'se_resnet51', {
+        'dataset.name': 'imagenet2012',
+        'dataset.image_size': 224,
+        'dataset.eval_resize': 256,
+        'dataset.cache': False
+    }),
     'model.dtype': (tuple(models.DTYPES), 'float8', {}),
     'optimizer.name': (optim.OPTIMIZERS, 'adam', {}),
     'schedule.name': (optim.SCHEDULES, 'linear', {}),
@@ -42,7 +47,9 @@ LISTS = {
     'dataset.crop_sampler': (datasets.CROP_SAMPLERS, 'torchvision', {}),
     'nan_policy': (step.NAN_POLICIES, 'ignore', {}),
     'loss': (step.LOSSES, 'hinge', {}),
-    'ema.select_best': (step.EMA_SELECT_BEST, 'last', {'ema.decay': 0.999}),
+    'ema.select_best': (step.EMA_SELECT_BEST, 'last', {
+        'ema.decay': 0.999
+    }),
     'model.se.squeeze': (tuple(squeeze.SQUEEZES), 'median', {}),
     'model.se.excite': (tuple(excite.EXCITATIONS), 'mlp', {}),
     'model.se.gate': (tuple(excite.GATES), 'swish', {}),
@@ -50,8 +57,10 @@ LISTS = {
     'model.se.position': (se.POSITIONS, 'first', {}),
     'model.se.rounding': (se.ROUNDINGS, 'ceil', {}),
     # Extents up to 8 need feature maps of 8 and more: 32x32 inputs.
-    'model.se.gather_extent': (se.GATHER_EXTENTS, 3,
-                               {'model.se.squeeze': 'gather', 'dataset.image_size': 32}),
+    'model.se.gather_extent': (se.GATHER_EXTENTS, 3, {
+        'model.se.squeeze': 'gather',
+        'dataset.image_size': 32
+    }),
 }
 
 
@@ -70,8 +79,8 @@ def run_check(config):
   check.check_config(config, num_devices=1, num_processes=1)
 
 
-@pytest.mark.parametrize('field, value', [(f, v) for f, (values, _, _) in LISTS.items()
-                                          for v in values])
+@pytest.mark.parametrize('field, value',
+                         [(f, v) for f, (values, _, _) in LISTS.items() for v in values])
 def test_every_allowed_value_passes_the_check(field, value):
   run_check(config_with(**{**LISTS[field][2], field: value}))
 
@@ -103,8 +112,9 @@ def _literal_collections(path):
 
 
 def _modules_with(predicate):
-  return sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'se_flax').rglob('*.py')
-                if any(predicate(c) for c in _literal_collections(p)))
+  return sorted(
+      str(p.relative_to(ROOT)) for p in (ROOT / 'se_flax').rglob('*.py') if any(
+          predicate(c) for c in _literal_collections(p)))
 
 
 @pytest.mark.parametrize('values, home', [
@@ -128,7 +138,10 @@ def test_the_dtypes_are_listed_once():
 
 def test_config_se_fields_are_the_spec_fields():
   assert dict(digits.get_config().model.se) == {
-      **{f: getattr(se.SESpec(), f) for f in se.SESpec.__dataclass_fields__}, 'reduction': 4}
+      **{
+          f: getattr(se.SESpec(), f) for f in se.SESpec.__dataclass_fields__
+      }, 'reduction': 4
+  }
 
 
 def test_checking_a_config_imports_no_tensorflow():

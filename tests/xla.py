@@ -17,5 +17,5 @@ FAST_COMPILE = '--xla_backend_optimization_level=0'
 
 def flags(devices: int, *, fast_compile: bool) -> str:
   """XLA_FLAGS for a CPU process with `devices` host devices."""
-  return f'--xla_force_host_platform_device_count={devices}' + (
-      f' {FAST_COMPILE}' if fast_compile else '')
+  return f'--xla_force_host_platform_device_count={devices}' + (f' {FAST_COMPILE}'
+                                                                if fast_compile else '')

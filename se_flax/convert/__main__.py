@@ -38,9 +38,9 @@ def parse_args(argv=None):
   parser.add_argument('--from', dest='source', default='timm', choices=SOURCES,
                       help='where the weights come from')
   parser.add_argument('--model', help='our preset name (default: from --timm_name)')
-  parser.add_argument('--timm_name', choices=sorted(timm_names.TIMM_MODELS), metavar='TIMM_NAME',
-                      help='timm model the weights belong to; one of: '
-                      + ', '.join(sorted(timm_names.TIMM_MODELS)))
+  parser.add_argument(
+      '--timm_name', choices=sorted(timm_names.TIMM_MODELS), metavar='TIMM_NAME',
+      help='timm model the weights belong to; one of: ' + ', '.join(sorted(timm_names.TIMM_MODELS)))
   parser.add_argument('--weights', required=True, help='.safetensors, or .pth/.bin with torch')
   parser.add_argument('--out', required=True, help='output directory, local or a URL (gs://...)')
   parser.add_argument('--num_classes', type=int, default=None,
@@ -59,9 +59,10 @@ def main(argv=None) -> int:
   try:
     preset, timm_name = timm_names.resolve(args.model, args.timm_name)
     state_dict = loaders.load_state_dict(args.weights)
-    variables, meta = importer.convert_state_dict(
-        state_dict, timm_name, model=preset, num_classes=args.num_classes,
-        stage_sizes=args.stage_sizes, weights=paths.resolve_str(args.weights))
+    variables, meta = importer.convert_state_dict(state_dict, timm_name, model=preset,
+                                                  num_classes=args.num_classes,
+                                                  stage_sizes=args.stage_sizes,
+                                                  weights=paths.resolve_str(args.weights))
     writer.save_variables(args.out, variables, meta, overwrite=args.overwrite)
   except ValueError as e:  # MappingError and LoaderError are ValueErrors
     print(f'error: {e}', file=sys.stderr)

@@ -20,14 +20,24 @@ from flax import traverse_util
 MODULES = ('3a', '3b', '3c', '4a', '4b', '4c', '4d', '4e', '5a', '5b')
 STEM = {'conv1': 'conv1/7x7_s2', 'conv2_reduce': 'conv2/3x3_reduce', 'conv2': 'conv2/3x3'}
 # Our branch{b}_{k} -> the conv's name in a module; 3c and 4e have neither 1x1 nor pool branch.
-_BRANCHES = {'branch0_0': '1x1', 'branch1_0': '3x3_reduce', 'branch1_1': '3x3',
-             'branch2_0': 'double3x3_reduce', 'branch2_1': 'double3x3a',
-             'branch2_2': 'double3x3b', 'branch3_1': 'pool_proj'}
-_REDUCTION_BRANCHES = {'branch0_0': '3x3_reduce', 'branch0_1': '3x3',
-                       'branch1_0': 'double3x3_reduce', 'branch1_1': 'double3x3a',
-                       'branch1_2': 'double3x3b'}
+_BRANCHES = {
+    'branch0_0': '1x1',
+    'branch1_0': '3x3_reduce',
+    'branch1_1': '3x3',
+    'branch2_0': 'double3x3_reduce',
+    'branch2_1': 'double3x3a',
+    'branch2_2': 'double3x3b',
+    'branch3_1': 'pool_proj'
+}
+_REDUCTION_BRANCHES = {
+    'branch0_0': '3x3_reduce',
+    'branch0_1': '3x3',
+    'branch1_0': 'double3x3_reduce',
+    'branch1_1': 'double3x3a',
+    'branch1_2': 'double3x3b'
+}
 _REDUCTIONS = ('3c', '4e')
-_STAGE_STARTS = {1: 0, 2: 3, 3: 8}     # index in MODULES of each stage's first module
+_STAGE_STARTS = {1: 0, 2: 3, 3: 8}  # index in MODULES of each stage's first module
 
 
 def layer_name(path: Tuple[str, ...]) -> str:
@@ -55,8 +65,12 @@ def caffe_plan(abstract_variables) -> Dict[str, tuple]:
       layer = layer_name(path[:-2])
       if leaf == 'scale':
         # Caffe's BatchNorm blobs are the statistics and the factor they are scaled by.
-        plan.update({f'{layer}/bn#0': shape, f'{layer}/bn#1': shape, f'{layer}/bn#2': (1,),
-                     f'{layer}/bn/scale#0': shape})
+        plan.update({
+            f'{layer}/bn#0': shape,
+            f'{layer}/bn#1': shape,
+            f'{layer}/bn#2': (1,),
+            f'{layer}/bn/scale#0': shape
+        })
       else:
         plan[f'{layer}/bn/scale#1'] = shape
       continue

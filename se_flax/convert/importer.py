@@ -30,7 +30,11 @@ def model_meta(timm_name: str, num_classes: int, stage_sizes: Optional[Sequence[
       'model': entry.preset,
       'num_classes': int(num_classes),
       'overrides': overrides,
-      'source': {'from': 'timm', 'timm_name': timm_name, 'weights': weights},
+      'source': {
+          'from': 'timm',
+          'timm_name': timm_name,
+          'weights': weights
+      },
   }
 
 
@@ -85,5 +89,6 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], timm_name: Optional
   plan = mapping.make_plan(abstract_variables(writer.model_from_meta(meta)),
                            timm_names.FAMILIES[entry.family])
   what = f'{weights or "the state dict"} does not match timm {timm_name!r} -> our {entry.preset!r}'
-  variables = mapping.apply(state_dict, plan, what, timm_names.family_hint(state_dict, entry.family))
+  variables = mapping.apply(state_dict, plan, what,
+                            timm_names.family_hint(state_dict, entry.family))
   return variables, meta

@@ -17,14 +17,14 @@ import dataclasses
 import re
 from typing import Callable, Mapping
 
-import numpy as np
 from flax import traverse_util
+import numpy as np
 
-CONV = 'conv'                    # nn.Conv2d without bias
-BN = 'bn'                        # nn.BatchNorm2d
-LINEAR = 'linear'                # nn.Linear
+CONV = 'conv'  # nn.Conv2d without bias
+BN = 'bn'  # nn.BatchNorm2d
+LINEAR = 'linear'  # nn.Linear
 CONV1X1_DENSE = 'conv1x1_dense'  # a 1x1 nn.Conv2d on a pooled (N, C, 1, 1) map: our nn.Dense
-CONV_BIAS = 'conv_bias'          # nn.Conv2d with bias
+CONV_BIAS = 'conv_bias'  # nn.Conv2d with bias
 CONV7X7_DENSE = 'conv7x7_dense'  # a 7x7 nn.Conv2d on a 7x7 map: our nn.Dense on the flattened map
 
 _FLAT = 7  # the map side CONV7X7_DENSE covers (VGG's fc1 on its 7x7 pooled features)
@@ -32,18 +32,18 @@ _FLAT = 7  # the map side CONV7X7_DENSE covers (VGG's fc1 on its 7x7 pooled feat
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  ours: str     # regex, fully matched against our module path
-  source: str   # expansion template giving the PyTorch module name
+  ours: str  # regex, fully matched against our module path
+  source: str  # expansion template giving the PyTorch module name
   kind: str
 
 
 @dataclasses.dataclass(frozen=True)
 class _Leaf:
-  collection: str                # 'params' or 'batch_stats'
-  name: str                      # our leaf name
-  source: str                    # the PyTorch tensor's name inside its module
-  to_flax: Callable              # PyTorch layout -> ours
-  source_shape: Callable         # our shape -> PyTorch shape
+  collection: str  # 'params' or 'batch_stats'
+  name: str  # our leaf name
+  source: str  # the PyTorch tensor's name inside its module
+  to_flax: Callable  # PyTorch layout -> ours
+  source_shape: Callable  # our shape -> PyTorch shape
 
 
 def _same(x):
@@ -52,26 +52,24 @@ def _same(x):
 
 _KINDS = {
     # OIHW -> HWIO; grouped convs are (O, I/groups, kh, kw) -> (kh, kw, I/groups, O), the same transpose.
-    CONV: (_Leaf('params', 'kernel', 'weight', lambda w: w.transpose(2, 3, 1, 0),
-                 lambda s: (s[3], s[2], s[0], s[1])),),
+    CONV: (_Leaf('params', 'kernel', 'weight', lambda w: w.transpose(2, 3, 1, 0), lambda s:
+                 (s[3], s[2], s[0], s[1])),),
     # Both PyTorch and our BatchNorm store the running variance unbiased, so it copies as is.
-    BN: (_Leaf('params', 'scale', 'weight', _same, _same),
-         _Leaf('params', 'bias', 'bias', _same, _same),
-         _Leaf('batch_stats', 'mean', 'running_mean', _same, _same),
+    BN: (_Leaf('params', 'scale', 'weight', _same,
+               _same), _Leaf('params', 'bias', 'bias', _same,
+                             _same), _Leaf('batch_stats', 'mean', 'running_mean', _same, _same),
          _Leaf('batch_stats', 'var', 'running_var', _same, _same)),
-    LINEAR: (_Leaf('params', 'kernel', 'weight', lambda w: w.T, lambda s: (s[1], s[0])),
-             _Leaf('params', 'bias', 'bias', _same, _same)),
-    CONV1X1_DENSE: (_Leaf('params', 'kernel', 'weight', lambda w: w[:, :, 0, 0].T,
-                          lambda s: (s[1], s[0], 1, 1)),
-                    _Leaf('params', 'bias', 'bias', _same, _same)),
-    CONV_BIAS: (_Leaf('params', 'kernel', 'weight', lambda w: w.transpose(2, 3, 1, 0),
-                      lambda s: (s[3], s[2], s[0], s[1])),
-                _Leaf('params', 'bias', 'bias', _same, _same)),
+    LINEAR: (_Leaf('params', 'kernel', 'weight', lambda w: w.T, lambda s:
+                   (s[1], s[0])), _Leaf('params', 'bias', 'bias', _same, _same)),
+    CONV1X1_DENSE: (_Leaf('params', 'kernel', 'weight', lambda w: w[:, :, 0, 0].T, lambda s:
+                          (s[1], s[0], 1, 1)), _Leaf('params', 'bias', 'bias', _same, _same)),
+    CONV_BIAS: (_Leaf('params', 'kernel', 'weight', lambda w: w.transpose(2, 3, 1, 0), lambda s:
+                      (s[3], s[2], s[0], s[1])), _Leaf('params', 'bias', 'bias', _same, _same)),
     # PyTorch convolves (C, 7, 7) with one kernel per output; our Dense reads the map flattened
     # as (H, W, C), so the kernel becomes (7, 7, C, O) before it is flattened the same way.
     CONV7X7_DENSE: (_Leaf('params', 'kernel', 'weight',
-                          lambda w: w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]),
-                          lambda s: (s[1], s[0] // _FLAT ** 2, _FLAT, _FLAT)),
+                          lambda w: w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]), lambda s:
+                          (s[1], s[0] // _FLAT ** 2, _FLAT, _FLAT)),
                     _Leaf('params', 'bias', 'bias', _same, _same)),
 }
 
@@ -86,15 +84,15 @@ class Entry:
   """One planned tensor: where it comes from and where it goes."""
   source_key: str
   source_shape: tuple
-  target: tuple                  # (collection, *module_path, leaf)
+  target: tuple  # (collection, *module_path, leaf)
   to_flax: Callable
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  entries: tuple                 # Entry, ordered by our module path
-  ignored: tuple                 # names of consumable buffers (see IGNORED)
-  layout: tuple                  # (PyTorch key, shape) of the whole state dict
+  entries: tuple  # Entry, ordered by our module path
+  ignored: tuple  # names of consumable buffers (see IGNORED)
+  layout: tuple  # (PyTorch key, shape) of the whole state dict
 
   def source_shapes(self) -> dict:
     """PyTorch key -> shape for every tensor of the matching state dict (ignorable buffers: ())."""
@@ -105,11 +103,13 @@ class MappingError(ValueError):
   """A state dict does not match the plan; lists every offending tensor."""
 
   def __init__(self, what, missing, unexpected, misshaped, hint=''):
-    self.missing = missing        # [(key, expected shape)]
+    self.missing = missing  # [(key, expected shape)]
     self.unexpected = unexpected  # [(key, shape)]
-    self.misshaped = misshaped    # [(key, shape given, shape expected)]
-    lines = [f'{what}: {len(missing)} missing, {len(unexpected)} unexpected, '
-             f'{len(misshaped)} mis-shaped tensors']
+    self.misshaped = misshaped  # [(key, shape given, shape expected)]
+    lines = [
+        f'{what}: {len(missing)} missing, {len(unexpected)} unexpected, '
+        f'{len(misshaped)} mis-shaped tensors'
+    ]
     lines += [f'  missing     {k}  expected shape {_fmt(s)}' for k, s in missing]
     lines += [f'  unexpected  {k}  shape {_fmt(s)}' for k, s in unexpected]
     lines += [f'  mis-shaped  {k}  shape {_fmt(g)}, expected {_fmt(e)}' for k, g, e in misshaped]

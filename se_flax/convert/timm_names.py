@@ -28,12 +28,18 @@ import re
 import types
 from typing import Any, Mapping, Optional
 
-from se_flax.convert.mapping import BN, CONV, CONV1X1_DENSE, CONV7X7_DENSE, CONV_BIAS, LINEAR, Rule
+from se_flax.convert.mapping import BN
+from se_flax.convert.mapping import CONV
+from se_flax.convert.mapping import CONV1X1_DENSE
+from se_flax.convert.mapping import CONV7X7_DENSE
+from se_flax.convert.mapping import CONV_BIAS
+from se_flax.convert.mapping import LINEAR
+from se_flax.convert.mapping import Rule
 from se_flax.layers.se import SESpec
 from se_flax.models import inception
 from se_flax.models import vgg
 
-_UNIT = r'layer(\d+)_(\d+)'   # our unit `layer{i}_{j}` <-> PyTorch `layer{i}.{j}`
+_UNIT = r'layer(\d+)_(\d+)'  # our unit `layer{i}_{j}` <-> PyTorch `layer{i}.{j}`
 
 RESNET_RULES = (
     Rule('conv1', 'conv1', CONV),
@@ -49,7 +55,7 @@ RESNET_RULES = (
 SENET_RULES = (
     Rule('conv1', 'layer0.conv1', CONV),
     Rule('bn1', 'layer0.bn1', BN),
-    Rule(r'stem_conv([123])', r'layer0.conv\1', CONV),   # SENet-154's three 3x3 stem convs
+    Rule(r'stem_conv([123])', r'layer0.conv\1', CONV),  # SENet-154's three 3x3 stem convs
     Rule(r'stem_bn([123])', r'layer0.bn\1', BN),
     Rule(_UNIT + r'/(conv\d)', r'layer\1.\2.\3', CONV),
     Rule(_UNIT + r'/(bn\d)', r'layer\1.\2.\3', BN),
@@ -60,19 +66,20 @@ SENET_RULES = (
 )
 
 
-
 def _vgg_rules(widths):
   # features.{i}: conv, BN, ReLU per conv, one max-pool per stage.
   rules, index = [], 0
   for s, stage in enumerate(widths):
     for j in range(len(stage)):
-      rules += [Rule(f'layer{s + 1}_{j}/conv', f'features.{index}', CONV_BIAS),
-                Rule(f'layer{s + 1}_{j}/bn', f'features.{index + 1}', BN)]
+      rules += [
+          Rule(f'layer{s + 1}_{j}/conv', f'features.{index}', CONV_BIAS),
+          Rule(f'layer{s + 1}_{j}/bn', f'features.{index + 1}', BN)
+      ]
       index += 3
     index += 1
-  return tuple(rules) + (Rule('fc1', 'pre_logits.fc1', CONV7X7_DENSE),
-                         Rule('fc2', 'pre_logits.fc2', CONV1X1_DENSE),
-                         Rule('fc', 'head.fc', LINEAR))
+  return tuple(rules) + (Rule('fc1', 'pre_logits.fc1',
+                              CONV7X7_DENSE), Rule('fc2', 'pre_logits.fc2',
+                                                   CONV1X1_DENSE), Rule('fc', 'head.fc', LINEAR))
 
 
 VGG_RULES = _vgg_rules(vgg.VGG16_WIDTHS)
@@ -98,8 +105,9 @@ def _irv2_rules():
   modules = [('mixed_5b', inception.MIXED_5B), ('mixed_6a', inception.MIXED_6A),
              ('mixed_7a', inception.MIXED_7A)]
   for stage, (branches, _) in enumerate(inception.IRV2_UNITS, start=1):
-    modules += [(f'layer{stage}_{j}', branches)
-                for j in range(inception.InceptionResNetV2.units[stage - 1])]
+    modules += [
+        (f'layer{stage}_{j}', branches) for j in range(inception.InceptionResNetV2.units[stage - 1])
+    ]
   for module, branches in modules:
     source = _irv2_source(module)
     for b, branch in enumerate(branches):
@@ -108,8 +116,10 @@ def _irv2_rules():
           continue
         # A one-step branch is the BasicConv2d itself, a longer one a Sequential.
         src = f'{source}.branch{b}' if len(branch) == 1 else f'{source}.branch{b}.{k}'
-        rules += [Rule(f'{module}/branch{b}_{k}/conv', f'{src}.conv', CONV),
-                  Rule(f'{module}/branch{b}_{k}/bn', f'{src}.bn', BN)]
+        rules += [
+            Rule(f'{module}/branch{b}_{k}/conv', f'{src}.conv', CONV),
+            Rule(f'{module}/branch{b}_{k}/bn', f'{src}.bn', BN)
+        ]
     if module.startswith('layer'):
       rules.append(Rule(f'{module}/conv', f'{source}.conv2d', CONV_BIAS))
   return tuple(rules) + (Rule('fc', 'classif', LINEAR),)
@@ -123,8 +133,12 @@ FAMILIES = {
     'vgg': VGG_RULES,
     'inception_resnet_v2': IRV2_RULES,
 }
-HEADS = {'resnet': 'fc.weight', 'senet': 'last_linear.weight', 'vgg': 'head.fc.weight',
-         'inception_resnet_v2': 'classif.weight'}
+HEADS = {
+    'resnet': 'fc.weight',
+    'senet': 'last_linear.weight',
+    'vgg': 'head.fc.weight',
+    'inception_resnet_v2': 'classif.weight'
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +171,7 @@ class TimmModel:
 # PyTorch's BatchNorm2d epsilon; written out so that the import does not depend on our default.
 _COMMON = {'bn_epsilon': 1e-5}
 _TIMM = {**_COMMON, 'stem_pool': 'pad1'}
-_TIMM_BOTTLENECK = {**_TIMM, 'stride_in_1x1': False}     # torchvision "v1.5"
+_TIMM_BOTTLENECK = {**_TIMM, 'stride_in_1x1': False}  # torchvision "v1.5"
 # timm's SENet class: ceil-mode pooling for the Caffe weights, drop_rate=0.2 by default.
 _CAFFE = {**_COMMON, 'stem_pool': 'ceil', 'dropout': 0.2}
 _TIMM_SE = SESpec(rounding='multiple8')
@@ -167,39 +181,70 @@ _CAFFE_SE = SESpec(rounding='floor')
 _CAFFE_BASIC = {**_CAFFE, 'basic_act_before_se': True}
 
 TIMM_MODELS = {
-    'resnet18': TimmModel('resnet18', 'resnet', _TIMM),
-    'resnet34': TimmModel('resnet34', 'resnet', _TIMM),
-    'resnet50': TimmModel('resnet50', 'resnet', _TIMM_BOTTLENECK),
-    'resnet101': TimmModel('resnet101', 'resnet', _TIMM_BOTTLENECK),
-    'resnet152': TimmModel('resnet152', 'resnet', _TIMM_BOTTLENECK),
-    'resnext50_32x4d': TimmModel('resnext50_32x4d', 'resnet', _TIMM_BOTTLENECK),
-    'resnext101_32x4d': TimmModel('resnext101_32x4d', 'resnet', _TIMM_BOTTLENECK),
-    'seresnet18': TimmModel('se_resnet18', 'resnet', _TIMM, _TIMM_SE),
-    'seresnet34': TimmModel('se_resnet34', 'resnet', _TIMM, _TIMM_SE),
-    'seresnet50': TimmModel('se_resnet50', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
-    'seresnet101': TimmModel('se_resnet101', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
-    'seresnet152': TimmModel('se_resnet152', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
-    'seresnext50_32x4d': TimmModel('se_resnext50_32x4d', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
-    'seresnext101_32x4d': TimmModel('se_resnext101_32x4d', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
-    'legacy_seresnet18': TimmModel('se_resnet18', 'senet', _CAFFE_BASIC, _CAFFE_SE),
-    'legacy_seresnet34': TimmModel('se_resnet34', 'senet', _CAFFE_BASIC, _CAFFE_SE),
+    'resnet18':
+        TimmModel('resnet18', 'resnet', _TIMM),
+    'resnet34':
+        TimmModel('resnet34', 'resnet', _TIMM),
+    'resnet50':
+        TimmModel('resnet50', 'resnet', _TIMM_BOTTLENECK),
+    'resnet101':
+        TimmModel('resnet101', 'resnet', _TIMM_BOTTLENECK),
+    'resnet152':
+        TimmModel('resnet152', 'resnet', _TIMM_BOTTLENECK),
+    'resnext50_32x4d':
+        TimmModel('resnext50_32x4d', 'resnet', _TIMM_BOTTLENECK),
+    'resnext101_32x4d':
+        TimmModel('resnext101_32x4d', 'resnet', _TIMM_BOTTLENECK),
+    'seresnet18':
+        TimmModel('se_resnet18', 'resnet', _TIMM, _TIMM_SE),
+    'seresnet34':
+        TimmModel('se_resnet34', 'resnet', _TIMM, _TIMM_SE),
+    'seresnet50':
+        TimmModel('se_resnet50', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
+    'seresnet101':
+        TimmModel('se_resnet101', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
+    'seresnet152':
+        TimmModel('se_resnet152', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
+    'seresnext50_32x4d':
+        TimmModel('se_resnext50_32x4d', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
+    'seresnext101_32x4d':
+        TimmModel('se_resnext101_32x4d', 'resnet', _TIMM_BOTTLENECK, _TIMM_SE),
+    'legacy_seresnet18':
+        TimmModel('se_resnet18', 'senet', _CAFFE_BASIC, _CAFFE_SE),
+    'legacy_seresnet34':
+        TimmModel('se_resnet34', 'senet', _CAFFE_BASIC, _CAFFE_SE),
     # SEResNetBottleneck: the Caffe layout, stride on the first 1x1 conv (paper Table 2 GFLOPs).
-    'legacy_seresnet50': TimmModel('se_resnet50', 'senet', {**_CAFFE, 'stride_in_1x1': True}, _CAFFE_SE),
-    'legacy_seresnet101': TimmModel('se_resnet101', 'senet', {**_CAFFE, 'stride_in_1x1': True},
-                                    _CAFFE_SE),
-    'legacy_seresnet152': TimmModel('se_resnet152', 'senet', {**_CAFFE, 'stride_in_1x1': True},
-                                    _CAFFE_SE),
+    'legacy_seresnet50':
+        TimmModel('se_resnet50', 'senet', {
+            **_CAFFE, 'stride_in_1x1': True
+        }, _CAFFE_SE),
+    'legacy_seresnet101':
+        TimmModel('se_resnet101', 'senet', {
+            **_CAFFE, 'stride_in_1x1': True
+        }, _CAFFE_SE),
+    'legacy_seresnet152':
+        TimmModel('se_resnet152', 'senet', {
+            **_CAFFE, 'stride_in_1x1': True
+        }, _CAFFE_SE),
     # SEResNeXtBottleneck and SEBottleneck put the stride on the grouped 3x3 conv.
-    'legacy_seresnext50_32x4d': TimmModel('se_resnext50_32x4d', 'senet',
-                                          {**_CAFFE, 'stride_in_1x1': False}, _CAFFE_SE),
-    'legacy_seresnext101_32x4d': TimmModel('se_resnext101_32x4d', 'senet',
-                                           {**_CAFFE, 'stride_in_1x1': False}, _CAFFE_SE),
+    'legacy_seresnext50_32x4d':
+        TimmModel('se_resnext50_32x4d', 'senet', {
+            **_CAFFE, 'stride_in_1x1': False
+        }, _CAFFE_SE),
+    'legacy_seresnext101_32x4d':
+        TimmModel('se_resnext101_32x4d', 'senet', {
+            **_CAFFE, 'stride_in_1x1': False
+        }, _CAFFE_SE),
     # Deep stem, ceil pool, halved first 1x1, 3x3 projections and dropout 0.2 are the preset's own.
-    'legacy_senet154': TimmModel('senet154', 'senet', {**_CAFFE, 'stride_in_1x1': False}, _CAFFE_SE),
-    'vgg16_bn': TimmModel('vgg16_bn', 'vgg', _COMMON),
+    'legacy_senet154':
+        TimmModel('senet154', 'senet', {
+            **_CAFFE, 'stride_in_1x1': False
+        }, _CAFFE_SE),
+    'vgg16_bn':
+        TimmModel('vgg16_bn', 'vgg', _COMMON),
     # TensorFlow's BN epsilon, stored so that config.model.bn_epsilon (1e-5) cannot replace it.
-    'inception_resnet_v2': TimmModel('inception_resnet_v2', 'inception_resnet_v2',
-                                     {'bn_epsilon': 1e-3}),
+    'inception_resnet_v2':
+        TimmModel('inception_resnet_v2', 'inception_resnet_v2', {'bn_epsilon': 1e-3}),
 }
 
 
@@ -225,7 +270,8 @@ def resolve(model: Optional[str], timm_name: Optional[str]):
                        f'{sorted(DEFAULT_TIMM_NAME)}')
     timm_name = DEFAULT_TIMM_NAME[model]
   if timm_name not in TIMM_MODELS:
-    raise ValueError(f'--timm_name={timm_name!r} is not supported; choose one of {sorted(TIMM_MODELS)}')
+    raise ValueError(
+        f'--timm_name={timm_name!r} is not supported; choose one of {sorted(TIMM_MODELS)}')
   preset = TIMM_MODELS[timm_name].preset
   if model is not None and model != preset:
     raise ValueError(f'--model={model!r} does not match --timm_name={timm_name!r}, whose layout is '

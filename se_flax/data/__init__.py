@@ -5,7 +5,6 @@ modules that read data; importing the package, or its plain-Python data set
 registry (datasets.py), imports none.
 """
 
-
 _hidden = False
 
 

@@ -36,7 +36,7 @@ import tensorflow as tf
 from se_flax.data import datasets
 
 # Random-size crop of Szegedy et al. (2015), as the paper trains (Sec. 5.1).
-CROP_SAMPLERS = datasets.CROP_SAMPLERS   # config.dataset.crop_sampler; module docstring
+CROP_SAMPLERS = datasets.CROP_SAMPLERS  # config.dataset.crop_sampler; module docstring
 CROP_AREA_RANGE = (0.08, 1.0)
 CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 CROP_MAX_ATTEMPTS = 10
@@ -130,8 +130,8 @@ def sample_crop_window(image_shape, seed, *, sampler='tf', fallback_fraction=224
   height, width = image_shape[0], image_shape[1]
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       image_shape, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-      min_object_covered=area_range[0], aspect_ratio_range=aspect_range,
-      area_range=area_range, max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
+      min_object_covered=area_range[0], aspect_ratio_range=aspect_range, area_range=area_range,
+      max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
   window = tf.stack([begin[0], begin[1], size[0], size[1]])
   failed = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
   # Both windows are a few scalar ops: a select costs less than a tf.cond's branch.
@@ -153,10 +153,11 @@ def timm_crop_window(image_shape, seed, *, area_range=CROP_AREA_RANGE,
   area_seed, aspect_seed, top_seed, left_seed = split_seed(seed, 4)
   image_shape = tf.cast(image_shape, tf.int32)
   height, width = image_shape[0], image_shape[1]
-  area = tf.cast(height * width, tf.float32) * tf.random.stateless_uniform(
-      [max_attempts], area_seed, *area_range)
-  aspect = tf.exp(tf.random.stateless_uniform([max_attempts], aspect_seed,
-                                              *[math.log(a) for a in aspect_range]))
+  area = tf.cast(height * width, tf.float32) * tf.random.stateless_uniform([max_attempts],
+                                                                           area_seed, *area_range)
+  aspect = tf.exp(
+      tf.random.stateless_uniform([max_attempts], aspect_seed,
+                                  *[math.log(a) for a in aspect_range]))
   box_w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
   box_h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
   fits = (box_w <= width) & (box_h <= height) & (box_w > 0) & (box_h > 0)
@@ -192,8 +193,7 @@ def inception_crop(image_bytes, seed, image_size, *, antialias=True, **window_kw
     float32 (image_size, image_size, 3), values in 0..255.
   """
   window = sample_crop_window(tf.image.extract_jpeg_shape(image_bytes), seed, **window_kwargs)
-  crop = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3,
-                                      dct_method=JPEG_DCT_METHOD)
+  crop = tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3, dct_method=JPEG_DCT_METHOD)
   return resize(crop, image_size, antialias)
 
 
@@ -216,12 +216,16 @@ def decode_window(image_bytes, window, ratio):
   The window is scaled to the reduced image (its corners rounded down to that
   grid); libjpeg then decodes only the blocks it covers.
   """
+
   def branch(r):
+
     def decode():
       scaled = window // r
       return tf.raw_ops.DecodeAndCropJpeg(contents=image_bytes, crop_window=scaled, channels=3,
                                           ratio=r, dct_method=JPEG_DCT_METHOD)
+
     return decode
+
   index = tf.cast(tf.math.log(tf.cast(ratio, tf.float32)) / tf.math.log(2.0) + 0.5, tf.int32)
   return tf.switch_case(index, [branch(r) for r in JPEG_RATIOS])
 
@@ -346,8 +350,8 @@ def sample_erase_box(image_shape, seed, area_range=ERASE_AREA_RANGE,
   """
   area_seed, aspect_seed, top_seed, left_seed = split_seed(seed, 4)
   height, width = image_shape[0], image_shape[1]
-  area = tf.cast(height * width, tf.float32) * tf.random.stateless_uniform(
-      [max_attempts], area_seed, *area_range)
+  area = tf.cast(height * width, tf.float32) * tf.random.stateless_uniform([max_attempts],
+                                                                           area_seed, *area_range)
   log_aspect = tf.random.stateless_uniform([max_attempts], aspect_seed,
                                            *[math.log(a) for a in aspect_range])
   box_h = tf.cast(tf.round(tf.sqrt(area * tf.exp(log_aspect))), tf.int32)
@@ -370,8 +374,8 @@ def erase(image, box, noise, mean, std):
   """
   shape = tf.shape(image)
   rows, cols = tf.range(shape[0])[:, None, None], tf.range(shape[1])[None, :, None]
-  inside = ((rows >= box[0]) & (rows < box[0] + box[2]) &
-            (cols >= box[1]) & (cols < box[1] + box[3]))
+  inside = ((rows >= box[0]) & (rows < box[0] + box[2]) & (cols >= box[1]) &
+            (cols < box[1] + box[3]))
   pixels = tf.constant(mean, tf.float32) + tf.constant(std, tf.float32) * noise
   return tf.where(inside, to_pixels(pixels), image)
 
@@ -399,4 +403,3 @@ EVAL = {
     'resize_center_crop': decode_resize_center_crop,
     'resize_if_needed': resize_if_needed,
 }
-

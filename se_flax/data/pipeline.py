@@ -58,7 +58,6 @@ _SHUFFLE, _FILE_ORDER, _AUGMENT, _REPEAT = 1, 2, 3, 4
 # Folded into an example's augmentation key: RandAugment and random erasing.
 _RECIPE = 1
 
-
 # Plain-Python facts, defined with the registry so that the synthetic source shares them.
 DatasetInfo = datasets.DatasetInfo
 steps_per_epoch = datasets.steps_per_epoch
@@ -68,12 +67,10 @@ def _open(cfg):
   """(info, builder, spec) of `cfg`, checking the fields before any I/O."""
   spec = datasets.check_config(cfg)
   builder = sources.get_builder(cfg)
-  info = DatasetInfo(
-      name=cfg.name,
-      num_classes=builder.info.features['label'].num_classes,
-      num_train=sources.split_size(builder, cfg.train_split, 'train_split'),
-      num_eval=sources.split_size(builder, cfg.eval_split, 'eval_split'),
-      image_shape=spec.input_shape(cfg.image_size))
+  info = DatasetInfo(name=cfg.name, num_classes=builder.info.features['label'].num_classes,
+                     num_train=sources.split_size(builder, cfg.train_split, 'train_split'),
+                     num_eval=sources.split_size(builder, cfg.eval_split, 'eval_split'),
+                     image_shape=spec.input_shape(cfg.image_size))
   return info, builder, spec
 
 
@@ -112,13 +109,14 @@ def _augment_keys(seed, epoch, index, copies=1):
   words = []
   for copy in range(copies):
     base = _key(seed, _AUGMENT, epoch) if copy == 0 else _key(seed, _REPEAT, epoch, copy)
-    words.append(tf.random.experimental.stateless_fold_in(
-        base, tf.constant(0, tf.int64), alg='philox')[0])
+    words.append(
+        tf.random.experimental.stateless_fold_in(base, tf.constant(0, tf.int64), alg='philox')[0])
   if copies == 1:
     return tf.stack([tf.fill(tf.shape(index), words[0]), index], axis=1)
   shape = [tf.shape(index)[0], copies]
-  return tf.stack([tf.broadcast_to(tf.stack(words)[None, :], shape),
-                   tf.broadcast_to(index[:, None], shape)], axis=-1)
+  return tf.stack(
+      [tf.broadcast_to(tf.stack(words)[None, :], shape),
+       tf.broadcast_to(index[:, None], shape)], axis=-1)
 
 
 def _kept(perm, copies):
@@ -229,11 +227,16 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
   """
   copies = datasets.aug_repeats(cfg)
   if cfg.cache:
+
     def epoch(e):
       rows = _kept(_permutation(n, _key(seed, _SHUFFLE, e)), copies)
       index = tf.cast(rows, tf.int64) + offset
-      return _repeat_copies(tf.data.Dataset.from_tensor_slices(
-          {'row': rows, 'index': index, 'key': _augment_keys(seed, e, index, copies)}), copies, n)
+      return _repeat_copies(
+          tf.data.Dataset.from_tensor_slices({
+              'row': rows,
+              'index': index,
+              'key': _augment_keys(seed, e, index, copies)
+          }), copies, n)
   else:
     window = min(cfg.shuffle_buffer, n)
     files = sources.num_files(builder, split)
@@ -253,10 +256,12 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
       # The next window is read while this one is decoded: two windows of stored images in memory.
       records = sources.records(builder, split, file_order=order).batch(window).enumerate()
       return _repeat_copies(records.map(shuffle_window).prefetch(1).unbatch(), copies, n)
+
   # One epoch after another, as flat_map, but the next epoch is opened while this one is
   # read: its first shuffle window fills in the background instead of stalling the stream.
-  return tf.data.Dataset.counter(first_epoch).interleave(
-      traced(epoch), cycle_length=1, block_length=1, num_parallel_calls=1, deterministic=True)
+  return tf.data.Dataset.counter(first_epoch).interleave(traced(epoch), cycle_length=1,
+                                                         block_length=1, num_parallel_calls=1,
+                                                         deterministic=True)
 
 
 def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
@@ -293,14 +298,17 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
 
   def preprocess(x):
     image, label = stored(x)
-    return {'image': _train_image(builder, spec, cfg, image, x['key']),
-            'label': tf.cast(label, tf.int32)}
+    return {
+        'image': _train_image(builder, spec, cfg, image, x['key']),
+        'label': tf.cast(label, tf.int32)
+    }
 
   if spec.jpeg:
     # Stream positions ride along into the batch; a gap between them after
     # ignore_errors is an example dropped as undecodable (_TrainIterator counts them).
-    ds = ds.enumerate(start).map(traced(lambda pos, x: {**preprocess(x), 'pos': pos}),
-                                 num_parallel_calls=sources.cores(), deterministic=True)
+    ds = ds.enumerate(start).map(traced(lambda pos, x: {
+        **preprocess(x), 'pos': pos
+    }), num_parallel_calls=sources.cores(), deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
   else:
     ds = ds.map(traced(preprocess), num_parallel_calls=sources.cores(), deterministic=True)
@@ -354,8 +362,11 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
     ds = sources.read(builder, splits[index], decode_image=False)
 
   def preprocess(x):
-    return {'image': _eval_image(builder, spec, cfg, x['image']),
-            'label': tf.cast(x['label'], tf.int32), 'mask': tf.constant(1.0, tf.float32)}
+    return {
+        'image': _eval_image(builder, spec, cfg, x['image']),
+        'label': tf.cast(x['label'], tf.int32),
+        'mask': tf.constant(1.0, tf.float32)
+    }
 
   ds = ds.map(traced(preprocess), num_parallel_calls=sources.cores(), deterministic=True)
   if spec.jpeg:

@@ -25,12 +25,13 @@ import tensorflow_datasets as tfds
 from se_flax import errors
 from se_flax import paths
 from se_flax.data import datasets
-from se_flax.data import digits  # pylint: disable=unused-import  (registers the builder)
+from se_flax.data import digits  # noqa: F401  # pylint: disable=unused-import  (registers the builder)
 
 
 def _manual_dir_help():
   return '; '.join(f'{spec.name}: the folder holding {" and ".join(spec.manual_files)}'
-                   for spec in datasets.DATASETS.values() if spec.preparation == 'manual')
+                   for spec in datasets.DATASETS.values()
+                   if spec.preparation == 'manual')
 
 
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -62,7 +63,8 @@ def _unreachable(builder):
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m se_flax.data.prepare', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--dataset', required=True, choices=[n for n, s in datasets.DATASETS.items() if not s.synthetic])
+  parser.add_argument('--dataset', required=True,
+                      choices=[n for n, s in datasets.DATASETS.items() if not s.synthetic])
   parser.add_argument('--data_dir', default=None,
                       help='tfds data directory, local or a URL (default: tfds\'s)')
   parser.add_argument('--manual_dir', default=None, help=_manual_dir_help())
@@ -82,16 +84,18 @@ def main(argv=None) -> int:
         epath.Path(data_dir or tfds.core.constants.DATA_DIR) / 'downloads' / 'manual')
     missing = [f for f in spec.manual_files if not (epath.Path(manual_dir) / f).is_file()]
     if missing:
-      print(f'error: {", ".join(missing)} not found in --manual_dir={manual_dir}; download '
-            f'{" and ".join(spec.manual_files)} from {spec.manual_source} and put them there',
-            file=sys.stderr)
+      print(
+          f'error: {", ".join(missing)} not found in --manual_dir={manual_dir}; download '
+          f'{" and ".join(spec.manual_files)} from {spec.manual_source} and put them there',
+          file=sys.stderr)
       return errors.EXIT_CONFIG_ERROR
   if spec.preparation == 'download':
     why = _unreachable(builder)
     if why:
-      print(f'error: {args.dataset} is downloaded, and {why}. Prepare it on a machine with network '
-            f'access (the same command) and copy its {builder.data_dir} folder to the same path '
-            f'under --data_dir here, or set HTTPS_PROXY', file=sys.stderr)
+      print(
+          f'error: {args.dataset} is downloaded, and {why}. Prepare it on a machine with network '
+          f'access (the same command) and copy its {builder.data_dir} folder to the same path '
+          f'under --data_dir here, or set HTTPS_PROXY', file=sys.stderr)
       return errors.EXIT_CONFIG_ERROR
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   for name, split in builder.info.splits.items():

@@ -26,15 +26,15 @@ import tensorflow as tf
 
 from se_flax.data import augment
 
-LEVEL_MAX = 10.0     # timm's _LEVEL_DENOM: the magnitude scale is 0..10
+LEVEL_MAX = 10.0  # timm's _LEVEL_DENOM: the magnitude scale is 0..10
 FILL = 128
 APPLY_PROB = 0.5
 # PIL's ITU-R 601-2 luma in 16-bit fixed point (its "RGB" -> "L" conversion).
 _LUMA = (19595, 38470, 7471)
 _SMOOTH = ((1., 1., 1.), (1., 5., 1.), (1., 1., 1.))  # ImageFilter.SMOOTH, divided by 13
 
-
 # ---------------------------------------------------------------- pixel ops (PIL's semantics)
+
 
 def _blend(degenerate, image, factor):
   """PIL's Image.blend(degenerate, image, factor): float32 arithmetic, clipped, truncated."""
@@ -151,9 +151,10 @@ def affine(image, matrix, fill=FILL):
   """
   a, b, c, d, e, f = (tf.cast(m, tf.float32) for m in matrix)
   transform = tf.stack([a, b, c + 0.5 * (a + b) - 0.5, d, e, f + 0.5 * (d + e) - 0.5, 0.0, 0.0])
-  out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform[None], output_shape=tf.shape(image)[:2],
-      fill_value=tf.cast(fill, tf.float32), interpolation='NEAREST', fill_mode='CONSTANT')
+  out = tf.raw_ops.ImageProjectiveTransformV3(images=image[None], transforms=transform[None],
+                                              output_shape=tf.shape(image)[:2],
+                                              fill_value=tf.cast(fill, tf.float32),
+                                              interpolation='NEAREST', fill_mode='CONSTANT')
   return tf.ensure_shape(out[0], image.shape)
 
 
@@ -192,13 +193,14 @@ def translate_y_rel(image, fraction, fill=FILL):
 
 # ---------------------------------------------------------------- magnitude -> argument (timm)
 
+
 def _signed(value, negate):
   return tf.where(negate, -value, value)
 
 
 def _enhance(level, negate):
   del negate
-  return level / LEVEL_MAX * 1.8 + 0.1          # 0.1 .. 1.9
+  return level / LEVEL_MAX * 1.8 + 0.1  # 0.1 .. 1.9
 
 
 def _enhance_increasing(level, negate):
@@ -216,11 +218,11 @@ _OPS = {
     'Invert': (lambda im, _, __: invert(im), None),
     'Rotate': (rotate, lambda l, n: _signed(l / LEVEL_MAX * 30.0, n)),
     'Posterize': (lambda im, a, _: posterize(im, a), lambda l, n: _int(l / LEVEL_MAX * 4)),
-    'PosterizeIncreasing': (lambda im, a, _: posterize(im, a),
-                            lambda l, n: 4 - _int(l / LEVEL_MAX * 4)),
+    'PosterizeIncreasing':
+        (lambda im, a, _: posterize(im, a), lambda l, n: 4 - _int(l / LEVEL_MAX * 4)),
     'Solarize': (lambda im, a, _: solarize(im, a), lambda l, n: _int(l / LEVEL_MAX * 256)),
-    'SolarizeIncreasing': (lambda im, a, _: solarize(im, a),
-                           lambda l, n: 256 - _int(l / LEVEL_MAX * 256)),
+    'SolarizeIncreasing':
+        (lambda im, a, _: solarize(im, a), lambda l, n: 256 - _int(l / LEVEL_MAX * 256)),
     'SolarizeAdd': (lambda im, a, _: solarize_add(im, a), lambda l, n: _int(l / LEVEL_MAX * 110)),
     'Color': (lambda im, a, _: color(im, a), _enhance),
     'ColorIncreasing': (lambda im, a, _: color(im, a), _enhance_increasing),
@@ -261,6 +263,7 @@ def apply_op(name, image, level, negate=False, fill=FILL):
 
 # ---------------------------------------------------------------- the policy
 
+
 def sample_op(seed, magnitude, magnitude_std, num_transforms=len(TRANSFORMS)):
   """(op index, applied, level, negate) of one RandAugment layer, a function of `seed`."""
   index_seed, apply_seed, level_seed, sign_seed = augment.split_seed(seed, 4)
@@ -274,8 +277,7 @@ def sample_op(seed, magnitude, magnitude_std, num_transforms=len(TRANSFORMS)):
   return index, applied, level, negate
 
 
-def rand_augment(image, seed, num_ops, magnitude, magnitude_std=0.0, increasing=False,
-                 fill=FILL):
+def rand_augment(image, seed, num_ops, magnitude, magnitude_std=0.0, increasing=False, fill=FILL):
   """RandAugment of one uint8 (H, W, C) image: `num_ops` layers, each drawn from `seed`.
 
   Args:

@@ -24,8 +24,7 @@ def process(process_index=None, process_count=None) -> tuple:
   return process_index, process_count
 
 
-def local_batch(global_batch_size: int, process_count: int,
-                name: str = 'global_batch_size') -> int:
+def local_batch(global_batch_size: int, process_count: int, name: str = 'global_batch_size') -> int:
   """Examples per process in a global batch of `global_batch_size`.
 
   Raises:

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from se_flax import data as data_lib
 from se_flax import paths
 from se_flax.data import datasets
-from se_flax.data import digits  # pylint: disable=unused-import  (registers the builder)
+from se_flax.data import digits  # noqa: F401  # pylint: disable=unused-import  (registers the builder)
 from se_flax.errors import ConfigError
 from se_flax.errors import DataError
 
@@ -85,8 +85,8 @@ def _explain_download(builder, cfg, spec):
 def _prepare_from_manual_files(builder, cfg, spec):
   """A data set built from files the user provides (ImageNet's tars) in manual_dir."""
   root = data_root(cfg)
-  manual_dir = (paths.resolve_str(cfg.manual_dir) if cfg.manual_dir
-                else os.fspath(epath.Path(root) / 'downloads' / 'manual'))
+  manual_dir = (paths.resolve_str(cfg.manual_dir) if cfg.manual_dir else os.fspath(
+      epath.Path(root) / 'downloads' / 'manual'))
   missing = [f for f in spec.manual_files if not (epath.Path(manual_dir) / f).is_file()]
   prepare = (f'`python -m se_flax.data.prepare --dataset={cfg.name} --data_dir={root} '
              f'--manual_dir={manual_dir}`')
@@ -104,8 +104,7 @@ def _prepare_from_manual_files(builder, cfg, spec):
                     f'once, before a multi-process run: {prepare}')
   logging.info('Preparing %s in %s from %s; this reads the full archives.', cfg.name, root,
                manual_dir)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
 
 # datasets.DatasetSpec.preparation -> what to do when the data set is not prepared.
@@ -175,8 +174,8 @@ def records(builder, split, *, file_order=None, cycle_length=16):
   table = _instructions(builder, split)
   files = tf.data.Dataset.from_tensor_slices(table)
   if file_order is not None:
-    files = tf.data.Dataset.from_tensor_slices(file_order).map(traced(
-        lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), table)))
+    files = tf.data.Dataset.from_tensor_slices(file_order).map(
+        traced(lambda i: tf.nest.map_structure(lambda column: tf.gather(column, i), table)))
 
   @traced
   def file_records(row):

@@ -21,7 +21,7 @@ from se_flax.data import shard
 
 POOL = 64
 _EVAL_SEED = 0
-_IMAGES, _ROWS = 0, 1   # distinct generator streams
+_IMAGES, _ROWS = 0, 1  # distinct generator streams
 
 
 def _generator(*words):
@@ -103,6 +103,8 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
     index = np.arange(start, start + global_batch_size)[rows]
     real = index < spec.num_eval
     picks = index % POOL
-    yield {'image': np.where(real[:, None, None, None], normalised[picks], 0.0).astype(np.float32),
-           'label': np.where(real, labels[picks], 0).astype(np.int32),
-           'mask': real.astype(np.float32)}
+    yield {
+        'image': np.where(real[:, None, None, None], normalised[picks], 0.0).astype(np.float32),
+        'label': np.where(real, labels[picks], 0).astype(np.int32),
+        'mask': real.astype(np.float32)
+    }

@@ -33,8 +33,8 @@ class BatchNorm(nn.Module):
   use_running_average: bool = False
   momentum: float = 0.9
   epsilon: float = 1e-5
-  group_size: int = 0          # 0: statistics over the whole batch
-  dtype: Any = jnp.float32     # output dtype
+  group_size: int = 0  # 0: statistics over the whole batch
+  dtype: Any = jnp.float32  # output dtype
   scale_init: Any = nn.initializers.ones
 
   @nn.compact

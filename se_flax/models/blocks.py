@@ -23,13 +23,14 @@ class BasicBlock(ResidualUnit):
   """Two 3x3 convolutions (ResNet-18/34, CIFAR ResNets); the shared fields are ResidualUnit's."""
   planes: int
   strides: int
-  shortcut_type: str = 'B'     # 'B': 1x1 projection; 'A': subsample + zero channel padding
+  shortcut_type: str = 'B'  # 'B': 1x1 projection; 'A': subsample + zero channel padding
   zero_init: bool = True
   # The Caffe-ported SE-ResNet-18/34 (timm's legacy SEResNetBlock): a ReLU after bn2, before SE.
   act_before_se: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
+
     def branch(h, se_3x3):
       h = conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h)
       h = self.se_block(self.act(self.norm(name='bn1')(h)), se_3x3)
@@ -100,12 +101,12 @@ class PreActBlock(ResidualUnit):
     def branch(h, se_3x3):
       if self.bottleneck:
         h = conv_padded(self.conv, self.planes, 1, name='conv1')(h)
-        h = conv_padded(self.conv, self.planes, 3, self.strides, name='conv2')(
-            self.act(self.norm(name='bn2')(h)))
+        h = conv_padded(self.conv, self.planes, 3, self.strides,
+                        name='conv2')(self.act(self.norm(name='bn2')(h)))
         h = self.se_block(h, se_3x3)
         return conv_padded(self.conv, out_ch, 1, name='conv3')(self.act(self.norm(name='bn3')(h)))
-      h = self.se_block(conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h),
-                        se_3x3)
+      h = self.se_block(
+          conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h), se_3x3)
       h = self.act(self.norm(name='bn2')(h))
       h = nn.Dropout(self.dropout, deterministic=not train)(h)
       return conv_padded(self.conv, out_ch, 3, name='conv2')(h)

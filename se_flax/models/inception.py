@@ -85,7 +85,7 @@ class ConvBN(nn.Module):
   conv: Any
   norm: Any
   act: Callable
-  width: float = 1.0       # multiplies `step.features` (1 for the published nets)
+  width: float = 1.0  # multiplies `step.features` (1 for the published nets)
   use_bias: bool = False
 
   @nn.compact
@@ -147,30 +147,31 @@ class InceptionModule(Unit):
 
 def _bn_inception_module(c1, c3r, c3, d3r, d3, pool, proj):
   """An Inception module of the BN-Inception paper (Fig. 5 of Ioffe & Szegedy, Table 1)."""
-  return ((Conv(c1),),
-          (Conv(c3r), Conv(c3, (3, 3))),
-          (Conv(d3r), Conv(d3, (3, 3)), Conv(d3, (3, 3))),
-          (Pool(pool), Conv(proj)))
+  return ((Conv(c1),), (Conv(c3r), Conv(c3, (3, 3))), (Conv(d3r), Conv(d3, (3, 3)),
+                                                       Conv(d3, (3, 3))), (Pool(pool), Conv(proj)))
 
 
 def _bn_inception_reduction(c3r, c3, d3r, d3):
   """3c and 4e: the 3x3 branches stride 2, the max-pool passes its input through (ceil mode)."""
-  return ((Conv(c3r), Conv(c3, (3, 3), 2)),
-          (Conv(d3r), Conv(d3, (3, 3)), Conv(d3, (3, 3), 2)),
-          (Pool('max', 2, 'ceil'),))
+  return ((Conv(c3r), Conv(c3, (3, 3),
+                           2)), (Conv(d3r), Conv(d3, (3, 3)), Conv(d3, (3, 3),
+                                                                   2)), (Pool('max', 2, 'ceil'),))
 
 
 BN_INCEPTION_STAGES = (
-    (_bn_inception_module(64, 64, 64, 64, 96, 'avg', 32),       # 3a -> 256
-     _bn_inception_module(64, 64, 96, 64, 96, 'avg', 64),       # 3b -> 320
-     _bn_inception_reduction(128, 160, 64, 96)),                # 3c -> 576
-    (_bn_inception_module(224, 64, 96, 96, 128, 'avg', 128),    # 4a -> 576
-     _bn_inception_module(192, 96, 128, 96, 128, 'avg', 128),   # 4b -> 576
-     _bn_inception_module(160, 128, 160, 128, 160, 'avg', 128),  # 4c -> 608
-     _bn_inception_module(96, 128, 192, 160, 192, 'avg', 128),  # 4d -> 608
-     _bn_inception_reduction(128, 192, 192, 256)),              # 4e -> 1056
-    (_bn_inception_module(352, 192, 320, 160, 224, 'avg', 128),  # 5a -> 1024
-     _bn_inception_module(352, 192, 320, 192, 224, 'max', 128)),  # 5b -> 1024
+    (
+        _bn_inception_module(64, 64, 64, 64, 96, 'avg', 32),  # 3a -> 256
+        _bn_inception_module(64, 64, 96, 64, 96, 'avg', 64),  # 3b -> 320
+        _bn_inception_reduction(128, 160, 64, 96)),  # 3c -> 576
+    (
+        _bn_inception_module(224, 64, 96, 96, 128, 'avg', 128),  # 4a -> 576
+        _bn_inception_module(192, 96, 128, 96, 128, 'avg', 128),  # 4b -> 576
+        _bn_inception_module(160, 128, 160, 128, 160, 'avg', 128),  # 4c -> 608
+        _bn_inception_module(96, 128, 192, 160, 192, 'avg', 128),  # 4d -> 608
+        _bn_inception_reduction(128, 192, 192, 256)),  # 4e -> 1056
+    (
+        _bn_inception_module(352, 192, 320, 160, 224, 'avg', 128),  # 5a -> 1024
+        _bn_inception_module(352, 192, 320, 192, 224, 'max', 128)),  # 5b -> 1024
 )
 
 
@@ -214,24 +215,20 @@ class BNInception(Backbone):
 
 
 # Inception-ResNet-v2 (timm's layout; Szegedy et al. 2017, Figs. 16-18 with the v2 widths).
-BLOCK35 = ((Conv(32),),
-           (Conv(32), Conv(32, (3, 3))),
-           (Conv(32), Conv(48, (3, 3)), Conv(64, (3, 3))))
-BLOCK17 = ((Conv(192),),
-           (Conv(128), Conv(160, (1, 7)), Conv(192, (7, 1))))
-BLOCK8 = ((Conv(192),),
-          (Conv(192), Conv(224, (1, 3)), Conv(256, (3, 1))))
-MIXED_5B = ((Conv(96),),
-            (Conv(48), Conv(64, (5, 5))),
-            (Conv(64), Conv(96, (3, 3)), Conv(96, (3, 3))),
+BLOCK35 = ((Conv(32),), (Conv(32), Conv(32, (3, 3))), (Conv(32), Conv(48, (3, 3)), Conv(64,
+                                                                                        (3, 3))))
+BLOCK17 = ((Conv(192),), (Conv(128), Conv(160, (1, 7)), Conv(192, (7, 1))))
+BLOCK8 = ((Conv(192),), (Conv(192), Conv(224, (1, 3)), Conv(256, (3, 1))))
+MIXED_5B = ((Conv(96),), (Conv(48), Conv(64, (5, 5))), (Conv(64), Conv(96,
+                                                                       (3, 3)), Conv(96, (3, 3))),
             (Pool('avg', count_include_pad=False), Conv(64)))
-MIXED_6A = ((Conv(384, (3, 3), 2, pad=False),),
-            (Conv(256), Conv(256, (3, 3)), Conv(384, (3, 3), 2, pad=False)),
-            (Pool('max', 2, 'valid'),))
-MIXED_7A = ((Conv(256), Conv(384, (3, 3), 2, pad=False)),
-            (Conv(256), Conv(288, (3, 3), 2, pad=False)),
-            (Conv(256), Conv(288, (3, 3)), Conv(320, (3, 3), 2, pad=False)),
-            (Pool('max', 2, 'valid'),))
+MIXED_6A = ((Conv(384, (3, 3), 2, pad=False),), (Conv(256), Conv(256, (3, 3)),
+                                                 Conv(384, (3, 3), 2,
+                                                      pad=False)), (Pool('max', 2, 'valid'),))
+MIXED_7A = ((Conv(256), Conv(384, (3, 3), 2,
+                             pad=False)), (Conv(256), Conv(288, (3, 3), 2, pad=False)),
+            (Conv(256), Conv(288, (3, 3)), Conv(320, (3, 3), 2,
+                                                pad=False)), (Pool('max', 2, 'valid'),))
 IRV2_UNITS = ((BLOCK35, 0.17), (BLOCK17, 0.10), (BLOCK8, 0.20))
 
 
@@ -288,7 +285,7 @@ class InceptionResNetV2(Backbone):
   width: float = 1.0
   dropout: float = 0.0
   drop_path_rate: float = 0.0
-  bn_epsilon: float = 1e-3      # timm's (TF's); config.model.bn_epsilon overrides it
+  bn_epsilon: float = 1e-3  # timm's (TF's); config.model.bn_epsilon overrides it
 
   def min_input(self) -> int:
     return 75

@@ -7,6 +7,7 @@ counts measure. Pooling, normalisation and activations are not counted.
 """
 
 import dataclasses
+
 import jax
 from jax.extend import core as jax_core
 import jax.numpy as jnp
@@ -52,11 +53,10 @@ class ModelSummary:
   input_shape: tuple
   params: int
   macs: int
-  stages: list           # (stage name, params, output shape)
+  stages: list  # (stage name, params, output shape)
 
   def table(self) -> str:
-    lines = [f'model {self.name}, input {self.input_shape}',
-             f'{"stage":<12}{"params":>14}  output']
+    lines = [f'model {self.name}, input {self.input_shape}', f'{"stage":<12}{"params":>14}  output']
     for stage, p, shape in self.stages:
       lines.append(f'{stage:<12}{p:>14,}  {shape or "-"}')
     lines.append(f'{"total":<12}{self.params:>14,}')
@@ -90,8 +90,8 @@ def summarize(model, input_shape, name='') -> ModelSummary:
 
   # The output shape of each stage, read from the last module of that stage.
   _, state = jax.eval_shape(
-      lambda v, xx: model.apply(v, xx, train=False, capture_intermediates=True,
-                                mutable=['intermediates']), variables, x)
+      lambda v, xx: model.apply(v, xx, train=False, capture_intermediates=True, mutable=
+                                ['intermediates']), variables, x)
   inter = state['intermediates']
   shapes = {}
   for module_name in inter:

@@ -34,8 +34,11 @@ def adaptive_avg_pool(x, size: int):
   def cells(n):
     return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
 
-  rows = [jnp.stack([jnp.mean(x[:, r0:r1, c0:c1], axis=(1, 2)) for c0, c1 in cells(w)], axis=1)
-          for r0, r1 in cells(h)]
+  rows = [
+      jnp.stack([jnp.mean(x[:, r0:r1, c0:c1], axis=(1, 2))
+                 for c0, c1 in cells(w)], axis=1)
+      for r0, r1 in cells(h)
+  ]
   return jnp.stack(rows, axis=1)
 
 
@@ -73,7 +76,7 @@ class VGG(Backbone):
   dropout: float = 0.5
 
   def min_input(self) -> int:
-    return 2 ** len(self.widths)   # every stage halves the map
+    return 2 ** len(self.widths)  # every stage halves the map
 
   @nn.compact
   def __call__(self, x, train: bool = False):

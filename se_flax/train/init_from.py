@@ -25,8 +25,9 @@ def _merge(fresh, loaded, collection, mismatched):
   missing = sorted(set(flat_fresh) - set(flat_loaded))
   extra = sorted(set(flat_loaded) - set(flat_fresh))
   if missing or extra:
-    raise ConfigError(f'config.init_from: {collection} do not match the model: missing {missing[:8]}, '
-                      f'unexpected {extra[:8]} (a different model or config.model options?)')
+    raise ConfigError(
+        f'config.init_from: {collection} do not match the model: missing {missing[:8]}, '
+        f'unexpected {extra[:8]} (a different model or config.model options?)')
   out = {}
   for path, value in flat_fresh.items():
     new = np.asarray(flat_loaded[path])

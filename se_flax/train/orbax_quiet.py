@@ -55,10 +55,12 @@ class _DamageNoiseFilter(std_logging.Filter):
 
 
 def _quiet_unraisable(previous):
+
   def hook(unraisable):
     if not (isinstance(unraisable.exc_value, RuntimeError)
             and str(unraisable.exc_value) == 'Event loop is closed'):
       previous(unraisable)
+
   return hook
 
 

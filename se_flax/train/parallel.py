@@ -16,7 +16,9 @@ from typing import Iterator, Mapping, Optional, Sequence
 from absl import logging
 import jax
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from se_flax import errors
@@ -144,8 +146,8 @@ def maybe_initialize_distributed(
         'Start every process with the same --coordinator_address and --num_processes, each '
         'with its own --process_id.') from e
   logging.info('jax.distributed: process %d of %d, %d local / %d global devices.',
-               jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
   return True
 
 

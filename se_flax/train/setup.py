@@ -36,10 +36,10 @@ class Run:
   model: nn.Module
   steps_per_epoch: int
   total_steps: int
-  eval_every: int            # steps between evaluations (config.eval_every_steps=-1: an epoch)
+  eval_every: int  # steps between evaluations (config.eval_every_steps=-1: an epoch)
   tx: optax.GradientTransformation
   schedule: Callable[[Any], jax.Array]
-  input_shape: tuple         # a batch of one, for initialisation
+  input_shape: tuple  # a batch of one, for initialisation
 
   def abstract_state(self) -> state_lib.TrainState:
     """The state's shapes and shardings: the target a checkpoint is restored onto.
@@ -83,7 +83,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   tx, schedule = optim.create_optimizer(config, steps_per_epoch, steps)
   return Run(
       config=config, workdir=workdir, info=info, mesh=parallel.create_mesh(),
-      model=models.from_config(config, info.num_classes),
-      steps_per_epoch=steps_per_epoch, total_steps=steps,
+      model=models.from_config(config, info.num_classes), steps_per_epoch=steps_per_epoch,
+      total_steps=steps,
       eval_every=(config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch),
       tx=tx, schedule=schedule, input_shape=(1,) + tuple(info.image_shape))

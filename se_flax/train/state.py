@@ -93,9 +93,9 @@ class TrainState:
     def average(ema, new):
       return (decay * ema + (1.0 - decay) * new).astype(ema.dtype)
 
-    return self.replace(ema_params=jax.tree.map(average, self.ema_params, self.params),
-                        ema_batch_stats=jax.tree.map(average, self.ema_batch_stats,
-                                                     self.batch_stats))
+    return self.replace(
+        ema_params=jax.tree.map(average, self.ema_params, self.params),
+        ema_batch_stats=jax.tree.map(average, self.ema_batch_stats, self.batch_stats))
 
   def ema_weights(self) -> 'TrainState':
     """This state with the averaged weights in place of the trained ones, for evaluation."""
@@ -109,6 +109,7 @@ def with_ema(state: TrainState) -> TrainState:
   abstract one a checkpoint is restored onto. The concrete arrays are copies,
   so the train step can donate params and EMA alike.
   """
+
   def copy(x):
     return x if isinstance(x, jax.ShapeDtypeStruct) else jnp.copy(x)
 
@@ -122,8 +123,10 @@ def _init_fn(model: nn.Module, input_shape: Sequence[int], tx: optax.GradientTra
 
   def init(rng: jax.Array) -> TrainState:
     params_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
-    variables = model.init({'params': params_rng, 'dropout': dropout_rng},
-                           jnp.zeros(tuple(input_shape), input_dtype), train=False)
+    variables = model.init({
+        'params': params_rng,
+        'dropout': dropout_rng
+    }, jnp.zeros(tuple(input_shape), input_dtype), train=False)
     variables = flax.core.unfreeze(variables)
     params = variables['params']
     return TrainState(
@@ -168,11 +171,9 @@ def abstract_train_state(model: nn.Module, input_shape: Sequence[int],
   This is the restore target: a checkpoint is read straight onto the current
   mesh's shardings, whatever mesh wrote it.
   """
-  shapes = jax.eval_shape(_init_fn(model, input_shape, tx, input_dtype),
-                          jax.random.PRNGKey(0))
+  shapes = jax.eval_shape(_init_fn(model, input_shape, tx, input_dtype), jax.random.PRNGKey(0))
   sharding = parallel.replicated(mesh)
-  return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
 
 
 def is_finite(state: TrainState) -> bool:

@@ -63,11 +63,13 @@ def _download_with_generation(request, response, storage, *args, **kwargs):
 def _patch():
   """Adds the moveTo route and the generation header (see the module docstring)."""
   objects.download = _download_with_generation  # `objects.get` calls it for ?alt=media
-  handlers = tuple((regex, {m: _download_with_generation if h is _download else h
-                            for m, h in methods.items()})
-                   for regex, methods in emulator_server.HANDLERS)
+  handlers = tuple((regex, {
+      m: _download_with_generation if h is _download else h for m, h in methods.items()
+  }) for regex, methods in emulator_server.HANDLERS)
   route = (r'^/storage/v1/b/(?P<bucket_name>[-.\w]+)/o/(?P<object_id>.*[^/]+)/moveTo/o/'
-           r'(?P<dest_object_id>.*[^/]+)$', {emulator_server.POST: _move})
+           r'(?P<dest_object_id>.*[^/]+)$', {
+               emulator_server.POST: _move
+           })
   emulator_server.HANDLERS = (route,) + handlers
 
 
@@ -105,10 +107,11 @@ def running(log_path, bucket: str = BUCKET):
 
   A process of its own keeps its request handling off the test's interpreter.
   """
+
   def start(port):
     with open(log_path, 'ab') as log:
-      proc = subprocess.Popen([sys.executable, '-m', 'tests.cloud.emulator', str(port), bucket],
-                              cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+      proc = subprocess.Popen([sys.executable, '-m', 'tests.cloud.emulator',
+                               str(port), bucket], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while not _ready(port):
       if proc.poll() is not None:

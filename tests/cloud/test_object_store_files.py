@@ -64,13 +64,16 @@ def test_metrics_on_object_store_resume_and_torn_line(gcs):
   with metrics_lib.MetricWriter(gcs, resume_step=8, enabled=True) as writer:
     assert [r['step'] for r in metrics_lib.read_metrics(gcs)] == [4, 8]
     writer.write(12, 'train', {'loss': 1.25})
-  assert [(r['step'], r['loss']) for r in metrics_lib.read_metrics(gcs)] == [
-      (4, 0.4), (8, 0.8), (12, 1.25)]
+  assert [(r['step'], r['loss']) for r in metrics_lib.read_metrics(gcs)] == [(4, 0.4), (8, 0.8),
+                                                                             (12, 1.25)]
   parts = sorted(p.name for p in (epath.Path(gcs) / 'tensorboard').iterdir())
   assert len(parts) == (1 + 3) + (1 + 1)  # each writer: its header, then one part per write
   from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
-  events = [event_pb2.Event.FromString(r) for p in parts
-            for r in _records((epath.Path(gcs) / 'tensorboard' / p).read_bytes())]
+  events = [
+      event_pb2.Event.FromString(r)
+      for p in parts
+      for r in _records((epath.Path(gcs) / 'tensorboard' / p).read_bytes())
+  ]
   assert [e.step for e in events if e.HasField('summary')] == [4, 8, 12, 12]
   assert [e.step for e in events if e.HasField('session_log')] == [9]
 
@@ -85,12 +88,15 @@ def test_write_check_on_object_store(gcs):
 
 def test_analysis_outputs_on_object_store(gcs):
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from se_flax.analysis import excitation  # pylint: disable=g-import-not-at-top
   from se_flax.analysis import gates as gates_lib  # pylint: disable=g-import-not-at-top
   stats = gates_lib.GateStats(classes=(0, 2))
   rng = np.random.RandomState(3)
-  stats.add({'layer1_0': rng.rand(12, 4), 'layer2_0': rng.rand(12, 8)},
-            np.repeat(np.arange(3), 4), np.ones(12))
+  stats.add({
+      'layer1_0': rng.rand(12, 4),
+      'layer2_0': rng.rand(12, 8)
+  }, np.repeat(np.arange(3), 4), np.ones(12))
   out = f'{gcs}/analysis'
   text = excitation.write_outputs(stats, out)
   names = sorted(p.name for p in epath.Path(out).iterdir())
@@ -102,9 +108,20 @@ def test_analysis_outputs_on_object_store(gcs):
 
 def test_converter_output_on_object_store(gcs):
   import numpy as np  # pylint: disable=g-import-not-at-top
+
   from se_flax.convert import writer  # pylint: disable=g-import-not-at-top
-  variables = {'params': {'conv1': {'kernel': np.arange(6, dtype=np.float32).reshape(2, 3)}},
-               'batch_stats': {'bn1': {'mean': np.ones(3, np.float32)}}}
+  variables = {
+      'params': {
+          'conv1': {
+              'kernel': np.arange(6, dtype=np.float32).reshape(2, 3)
+          }
+      },
+      'batch_stats': {
+          'bn1': {
+              'mean': np.ones(3, np.float32)
+          }
+      }
+  }
   meta = {'model': 'se_resnet50', 'num_classes': 2}
   writer.save_variables(f'{gcs}/weights', variables, meta)
   loaded, loaded_meta = writer.load_variables(f'{gcs}/weights')

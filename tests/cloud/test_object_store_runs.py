@@ -17,8 +17,13 @@ import gcsfs
 import pytest
 
 from tests.integration import harness
+
 # pylint: disable=unused-import
-from tests.integration.fixtures import digits_data, jax_cache, reference_run, shared_root
+from tests.integration.fixtures import digits_data
+from tests.integration.fixtures import jax_cache
+from tests.integration.fixtures import reference_run
+from tests.integration.fixtures import shared_root
+
 
 def _logged(workdir):
   path = epath.Path(workdir) / 'metrics.jsonl'
@@ -28,18 +33,23 @@ def _logged(workdir):
     return []
   return [line for line in text.splitlines() if line.strip()]
 
+
 def _finished_checkpoints(workdir):
   root = epath.Path(workdir) / 'checkpoints'
   if not root.exists():
     return []
-  return sorted(int(p.name) for p in root.iterdir()
-                if p.name.isdigit() and (p / 'commit_success.txt').exists())
+  return sorted(
+      int(p.name)
+      for p in root.iterdir()
+      if p.name.isdigit() and (p / 'commit_success.txt').exists())
+
 
 def _local_copy(url, destination):
   """The objects under `url`, copied to the local folder `destination`."""
   gcsfs.core.GCSFileSystem(token='anon').get(url.removeprefix('gs://'), str(destination),
                                              recursive=True)
   return destination
+
 
 def test_train_kill_resume_eval_on_gs(gcs, gcs_env, reference_run, digits_data, jax_cache,
                                       tmp_path):
@@ -52,8 +62,8 @@ def test_train_kill_resume_eval_on_gs(gcs, gcs_env, reference_run, digits_data, 
   proc = harness.start(workdir, digits_data, *sparse, cache_dir=jax_cache, env_extra=gcs_env,
                        log=logs / 'first')
   try:
-    harness.wait_until(lambda: len(_logged(workdir)) >= 2 and _finished_checkpoints(workdir),
-                       proc, interval=0.2, what='two log lines and a finished checkpoint')
+    harness.wait_until(lambda: len(_logged(workdir)) >= 2 and _finished_checkpoints(workdir), proc,
+                       interval=0.2, what='two log lines and a finished checkpoint')
   finally:
     harness.stop(proc, signal.SIGKILL)
   assert proc.wait() == -signal.SIGKILL, 'finished before it could be killed'
@@ -78,12 +88,12 @@ def test_train_kill_resume_eval_on_gs(gcs, gcs_env, reference_run, digits_data, 
 def test_sweep_and_report_with_a_gs_root(gcs, gcs_env, digits_data, jax_cache, tmp_path):
   root = f'{gcs}/sweeps/rr'
   environment = harness.env(devices=1, cache_dir=jax_cache, **gcs_env)
-  sweep = subprocess.run(
-      [sys.executable, '-m', 'experiments.sweep', str(harness.REPO / 'experiments/reduction_ratio.py'),
-       '--dataset=digits', f'--root={root}', '--only=se_reduction=8',
-       '--set=num_train_steps=4', '--set=schedule.warmup_epochs=0',
-       f'--set=dataset.data_dir={digits_data}'],
-      cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=400)
+  sweep = subprocess.run([
+      sys.executable, '-m', 'experiments.sweep',
+      str(harness.REPO / 'experiments/reduction_ratio.py'), '--dataset=digits', f'--root={root}',
+      '--only=se_reduction=8', '--set=num_train_steps=4', '--set=schedule.warmup_epochs=0',
+      f'--set=dataset.data_dir={digits_data}'
+  ], cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=400)
   assert sweep.returncode == 0, f'{sweep.stdout[-3000:]}\n{sweep.stderr[-3000:]}'
   run = epath.Path(root) / 'se_reduction=8'
   assert _finished_checkpoints(run) == [4]

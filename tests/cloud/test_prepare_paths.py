@@ -32,6 +32,7 @@ def store(monkeypatch):
 
 
 class _Builder:
+
   def __init__(self, name, data_dir):
     self.name, self.data_dir = name, f'{data_dir}/{name}/1.0.0'
     self.info = types.SimpleNamespace(homepage='', splits={})
@@ -53,10 +54,13 @@ def test_a_gs_data_dir_reaches_tfds_unchanged(store, monkeypatch, capsys, tmp_pa
 
 
 def test_a_gs_manual_dir_is_looked_in_not_made_local(store, monkeypatch, capsys):
-  monkeypatch.setattr(prepare.tfds, 'builder', lambda name, data_dir: types.SimpleNamespace(
-      is_prepared=lambda: False, data_dir=data_dir, info=types.SimpleNamespace(homepage='')))
-  code = prepare.main(['--dataset=imagenet2012', '--data_dir=gs://my-bucket/tfds',
-                       '--manual_dir=gs://my-bucket/manual'])
+  monkeypatch.setattr(
+      prepare.tfds, 'builder', lambda name, data_dir: types.SimpleNamespace(
+          is_prepared=lambda: False, data_dir=data_dir, info=types.SimpleNamespace(homepage='')))
+  code = prepare.main([
+      '--dataset=imagenet2012', '--data_dir=gs://my-bucket/tfds',
+      '--manual_dir=gs://my-bucket/manual'
+  ])
   assert code == 2
   err = capsys.readouterr().err
   assert 'not found in --manual_dir=gs://my-bucket/manual' in err
@@ -70,8 +74,9 @@ def test_training_opens_a_gs_data_dir_as_given(store, monkeypatch, tmp_path):
   # pylint: enable=g-import-not-at-top
   monkeypatch.chdir(tmp_path)
   asked = []
-  builder = types.SimpleNamespace(is_prepared=lambda: True, info=types.SimpleNamespace(
-      file_format=sources.tfds.core.FileFormat.TFRECORD))
+  builder = types.SimpleNamespace(
+      is_prepared=lambda: True,
+      info=types.SimpleNamespace(file_format=sources.tfds.core.FileFormat.TFRECORD))
   monkeypatch.setattr(sources.tfds, 'builder',
                       lambda name, data_dir: asked.append(data_dir) or builder)
   assert sources.get_builder(dataset_config('digits', 'gs://my-bucket/tfds')) is builder

@@ -53,8 +53,10 @@ def test_local_paths_become_absolute_and_urls_stay(abspath_calls, monkeypatch, t
 def test_sweep_plans_workdirs_under_a_gs_root(abspath_calls):
   from experiments import sweep  # pylint: disable=g-import-not-at-top
   out = []
-  code = sweep.main(['experiments/reduction_ratio.py', '--dataset=digits',
-                     '--root=gs://my-bucket/sweeps/rr', '--launcher=print'], say=out.append)
+  code = sweep.main([
+      'experiments/reduction_ratio.py', '--dataset=digits', '--root=gs://my-bucket/sweeps/rr',
+      '--launcher=print'
+  ], say=out.append)
   assert code == 0, out
   commands = [line for line in '\n'.join(out).splitlines() if 'main.py' in line]
   assert commands and all('--workdir=gs://my-bucket/sweeps/rr/' in c for c in commands)

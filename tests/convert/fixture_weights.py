@@ -54,11 +54,11 @@ def _hash_values(name: str, count: int, seed: int, scale: float, offset: float, 
     n = min(_CHUNK, count - start)
     zn, un = z[:n], u[:n]
     with np.errstate(over='ignore'):
-      np.add(counter[:n], np.uint64(start), out=zn)     # index + 1, as in arange(1, count + 1)
+      np.add(counter[:n], np.uint64(start), out=zn)  # index + 1, as in arange(1, count + 1)
       zn *= np.uint64(_GOLDEN)
       zn += base
     _mix(zn, tmp[:n])
-    zn >>= np.uint64(40)                                 # top 24 bits
+    zn >>= np.uint64(40)  # top 24 bits
     un[...] = zn
     un *= 2.0 ** -23
     un -= 1.0
@@ -82,11 +82,11 @@ def _rule(key: str, shape):
   if leaf == 'running_mean':
     return 0.5, 0.0
   if leaf == 'running_var':
-    return 0.6, 1.0                                      # in [0.4, 1.6)
+    return 0.6, 1.0  # in [0.4, 1.6)
   if leaf == 'bias':
-    return 0.2, 0.0                                      # BN shifts and layer biases
+    return 0.2, 0.0  # BN shifts and layer biases
   if leaf == 'weight' and len(shape) == 1:
-    return 0.4, 1.0                                      # BN scales
+    return 0.4, 1.0  # BN scales
   if leaf == 'weight':
     fan_in = int(np.prod(shape[1:]))
     # He-uniform for convs (ReLU follows), Glorot-like for the classifier.

@@ -11,19 +11,20 @@ from tests.convert import timm_layouts
 
 FIXTURE_DIR = pathlib.Path(__file__).parent / 'fixtures'
 STATE_DICTS = 'timm_state_dicts.json'
-FULL = '.full'   # <timm name>.full.json: full-size fixtures
+FULL = '.full'  # <timm name>.full.json: full-size fixtures
 
 
 @dataclasses.dataclass
 class Fixture:
   meta: dict
-  state_dict: dict     # PyTorch name -> float32 / int64 numpy array
-  images: np.ndarray   # NHWC, as our models take them
-  logits: np.ndarray   # timm's
+  state_dict: dict  # PyTorch name -> float32 / int64 numpy array
+  images: np.ndarray  # NHWC, as our models take them
+  logits: np.ndarray  # timm's
 
 
 def names():
-  return sorted(p.stem for p in FIXTURE_DIR.glob('*.json')
+  return sorted(p.stem
+                for p in FIXTURE_DIR.glob('*.json')
                 if p.name != STATE_DICTS and not p.stem.endswith(FULL))
 
 
@@ -50,7 +51,8 @@ def load_full(timm_name) -> Fixture:
   seed = meta_['seed']
   state_dict = fixture_weights.state_dict(timm_layouts.layout(timm_name), seed,
                                           damp_residuals=meta_['damp_residuals'])
-  assert fixture_weights.digest(state_dict) == meta_['digest'], f'{timm_name}: seeded weights differ'
+  assert fixture_weights.digest(
+      state_dict) == meta_['digest'], f'{timm_name}: seeded weights differ'
   images = fixture_weights.uniform('input', meta_['input_shape'], seed).astype(np.float32)
   return Fixture(meta_, state_dict, images.transpose(0, 2, 3, 1),
                  np.load(FIXTURE_DIR / meta_['logits']))

@@ -35,9 +35,9 @@ import sys
 
 import numpy as np
 import timm
-import torch
 from timm.models import resnet as timm_resnet
 from timm.models import senet as timm_senet
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -51,35 +51,36 @@ UNITS = [1, 1, 1, 1]
 FIXTURES = (
     # 7x7 stem + padded max-pool, stride on the 3x3, SE width rounded to a multiple of 8.
     dict(name='timm_seresnet_bottleneck', timm_name='seresnet50', timm_class='resnet.ResNet',
-         timm_args=dict(block='Bottleneck', layers=UNITS, block_args={'attn_layer': 'se'}),
-         input_shape=[2, 3, 64, 64], seed=1),
+         timm_args=dict(block='Bottleneck', layers=UNITS,
+                        block_args={'attn_layer': 'se'}), input_shape=[2, 3, 64, 64], seed=1),
     # Basic block with SE.
     dict(name='timm_seresnet_basic', timm_name='seresnet18', timm_class='resnet.ResNet',
-         timm_args=dict(block='BasicBlock', layers=UNITS, block_args={'attn_layer': 'se'}),
-         input_shape=[2, 3, 64, 64], seed=2),
+         timm_args=dict(block='BasicBlock', layers=UNITS,
+                        block_args={'attn_layer': 'se'}), input_shape=[2, 3, 64, 64], seed=2),
     # Plain grouped ResNeXt bottleneck.
     dict(name='timm_resnext_bottleneck', timm_name='resnext50_32x4d', timm_class='resnet.ResNet',
-         timm_args=dict(block='Bottleneck', layers=UNITS, cardinality=32, base_width=4),
-         input_shape=[2, 3, 64, 64], seed=3),
+         timm_args=dict(block='Bottleneck', layers=UNITS, cardinality=32,
+                        base_width=4), input_shape=[2, 3, 64, 64], seed=3),
     # Caffe port: 7x7 stem + ceil-mode pool, stride on the first 1x1, SE width C // 16.
     dict(name='legacy_seresnet_bottleneck', timm_name='legacy_seresnet50', timm_class='senet.SENet',
-         timm_args=dict(block='SEResNetBottleneck', layers=UNITS, groups=1, reduction=16),
-         input_shape=[2, 3, 64, 64], seed=4),
+         timm_args=dict(block='SEResNetBottleneck', layers=UNITS, groups=1,
+                        reduction=16), input_shape=[2, 3, 64, 64], seed=4),
     # Caffe port, grouped: stride on the 3x3.
     dict(name='legacy_seresnext_bottleneck', timm_name='legacy_seresnext50_32x4d',
-         timm_class='senet.SENet',
-         timm_args=dict(block='SEResNeXtBottleneck', layers=UNITS, groups=32, reduction=16),
+         timm_class='senet.SENet', timm_args=dict(block='SEResNeXtBottleneck', layers=UNITS,
+                                                  groups=32, reduction=16),
          input_shape=[2, 3, 64, 64], seed=5),
     # SENet-154: deep 3x3 stem, halved first 1x1, 64 groups, 3x3 stride-2 projections.
     # A non-square input whose stem output is odd on one side exercises ceil-mode pooling.
-    dict(name='legacy_senet154', timm_name='legacy_senet154', timm_class='senet.SENet',
-         timm_args=dict(block='SEBottleneck', layers=UNITS, groups=64, reduction=16, inplanes=128,
-                        input_3x3=True, downsample_kernel_size=3, downsample_padding=1),
-         input_shape=[2, 3, 72, 58], seed=6),
+    dict(
+        name='legacy_senet154', timm_name='legacy_senet154', timm_class='senet.SENet',
+        timm_args=dict(block='SEBottleneck', layers=UNITS, groups=64, reduction=16, inplanes=128,
+                       input_3x3=True, downsample_kernel_size=3, downsample_padding=1),
+        input_shape=[2, 3, 72, 58], seed=6),
     # Caffe-port basic block: a ReLU before its SE block that our BasicBlock lacks (known gap).
     dict(name='legacy_seresnet_basic', timm_name='legacy_seresnet18', timm_class='senet.SENet',
-         timm_args=dict(block='SEResNetBlock', layers=UNITS, groups=1, reduction=16),
-         input_shape=[2, 3, 64, 64], seed=7),
+         timm_args=dict(block='SEResNetBlock', layers=UNITS, groups=1,
+                        reduction=16), input_shape=[2, 3, 64, 64], seed=7),
 )
 NUM_CLASSES = 10
 # Full-size fixtures: batch 1, small enough to keep the tests fast. Both stems (7x7/2, or three
@@ -92,12 +93,12 @@ FULL_SEED = 100
 # an even side after the first stride-2 conv, as the test above checks of every full fixture.
 FULL_INPUT_SHAPES = {'inception_resnet_v2': [1, 3, 107, 115]}
 FULL_STATE_DICTS = ('seresnet50', 'legacy_senet154')
-SUPPORTED = (
-    'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d',
-    'resnext101_32x4d', 'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101', 'seresnet152',
-    'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnet18', 'legacy_seresnet34',
-    'legacy_seresnet50', 'legacy_seresnet101', 'legacy_seresnet152', 'legacy_seresnext50_32x4d',
-    'legacy_seresnext101_32x4d', 'legacy_senet154', 'vgg16_bn', 'inception_resnet_v2')
+SUPPORTED = ('resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d',
+             'resnext101_32x4d', 'seresnet18', 'seresnet34', 'seresnet50', 'seresnet101',
+             'seresnet152', 'seresnext50_32x4d', 'seresnext101_32x4d', 'legacy_seresnet18',
+             'legacy_seresnet34', 'legacy_seresnet50', 'legacy_seresnet101', 'legacy_seresnet152',
+             'legacy_seresnext50_32x4d', 'legacy_seresnext101_32x4d', 'legacy_senet154', 'vgg16_bn',
+             'inception_resnet_v2')
 
 
 def build(spec):
@@ -183,8 +184,8 @@ def _dumps(obj, indent=''):
 
 def main(names=None):
   """Writes every fixture, or with `names` (timm names) only those full-size fixtures."""
-  torch.manual_seed(0)                  # only timm's own init draws from it; all values are reloaded
-  torch.set_num_threads(1)              # one summation order: bitwise repeatable logits
+  torch.manual_seed(0)  # only timm's own init draws from it; all values are reloaded
+  torch.set_num_threads(1)  # one summation order: bitwise repeatable logits
   torch.use_deterministic_algorithms(True)
   os.makedirs(OUT, exist_ok=True)
   if not names:

@@ -14,8 +14,7 @@ import jax.numpy as jnp
 from se_flax.convert import caffe_names
 from se_flax.models import registry
 
-CONVS = ('1x1', '3x3_reduce', '3x3', 'double3x3_reduce', 'double3x3a', 'double3x3b',
-         'pool_proj')
+CONVS = ('1x1', '3x3_reduce', '3x3', 'double3x3_reduce', 'double3x3a', 'double3x3b', 'pool_proj')
 # module: num_output of CONVS (None: absent), and of <module>_1x1_down.
 PROTOTXT = {
     '3a': ((64, 64, 64, 64, 96, 96, 32), 16),
@@ -31,15 +30,28 @@ PROTOTXT = {
 }
 # conv1/7x7_s2: 64 x 3 x 7 x 7; conv2/3x3_reduce: 64 x 64 x 1 x 1; conv2/3x3: 192 x 64 x 3 x 3.
 STEM = (('conv1/7x7_s2', 64, 3, 7), ('conv2/3x3_reduce', 64, 64, 1), ('conv2/3x3', 192, 64, 3))
-KERNELS = {'1x1': 1, '3x3_reduce': 1, '3x3': 3, 'double3x3_reduce': 1, 'double3x3a': 3,
-           'double3x3b': 3, 'pool_proj': 1}
+KERNELS = {
+    '1x1': 1,
+    '3x3_reduce': 1,
+    '3x3': 3,
+    'double3x3_reduce': 1,
+    'double3x3a': 3,
+    'double3x3b': 3,
+    'pool_proj': 1
+}
 # Each conv's input: the module's input, or the conv before it in its branch.
 INPUTS = {'3x3': '3x3_reduce', 'double3x3a': 'double3x3_reduce', 'double3x3b': 'double3x3a'}
 
 
 def _conv_blobs(layer, out, inp, k):
-  return {f'{layer}#0': (out, inp, k, k), f'{layer}/bn#0': (out,), f'{layer}/bn#1': (out,),
-          f'{layer}/bn#2': (1,), f'{layer}/bn/scale#0': (out,), f'{layer}/bn/scale#1': (out,)}
+  return {
+      f'{layer}#0': (out, inp, k, k),
+      f'{layer}/bn#0': (out,),
+      f'{layer}/bn#1': (out,),
+      f'{layer}/bn#2': (1,),
+      f'{layer}/bn/scale#0': (out,),
+      f'{layer}/bn/scale#1': (out,)
+  }
 
 
 def prototxt_blobs():
@@ -56,10 +68,14 @@ def prototxt_blobs():
       blobs.update(_conv_blobs(f'inception_{module}/{conv}', width[conv], inp, KERNELS[conv]))
     concat = sum(width[c] or 0 for c in ('1x1', '3x3', 'double3x3b', 'pool_proj'))
     if width['pool_proj'] is None:
-      concat += channels        # the max-pool branch
+      concat += channels  # the max-pool branch
     down, up = f'inception_{module}_1x1_down', f'inception_{module}_1x1_up'
-    blobs.update({f'{down}#0': (reduced, concat, 1, 1), f'{down}#1': (reduced,),
-                  f'{up}#0': (concat, reduced, 1, 1), f'{up}#1': (concat,)})
+    blobs.update({
+        f'{down}#0': (reduced, concat, 1, 1),
+        f'{down}#1': (reduced,),
+        f'{up}#0': (concat, reduced, 1, 1),
+        f'{up}#1': (concat,)
+    })
     channels = concat
   blobs.update({'classifier#0': (1000, channels), 'classifier#1': (1000,)})
   return blobs
@@ -78,6 +94,5 @@ def test_plan_equals_the_prototxts_blobs():
 
 def test_prototxt_table_gives_the_release_parameter_count():
   # Learnable values only (BN statistics are not parameters): about 11.93M, as the release lists.
-  count = sum(int(jnp.prod(jnp.array(s))) for k, s in prototxt_blobs().items()
-              if '/bn#' not in k)
+  count = sum(int(jnp.prod(jnp.array(s))) for k, s in prototxt_blobs().items() if '/bn#' not in k)
   assert round(count / 1e6, 2) == 11.93

@@ -14,15 +14,26 @@ from tests.convert import fixtures_lib
 
 # Published by timm 1.0.31 (experiments/paper_reference.md, "timm 1.0.31 model sizes").
 PUBLISHED_PARAMS = {
-    'resnet18': 11_689_512, 'resnet34': 21_797_672, 'resnet50': 25_557_032,
-    'resnet101': 44_549_160, 'resnet152': 60_192_808,
-    'seresnet18': 11_779_624, 'seresnet34': 21_960_416, 'seresnet50': 28_088_024,
-    'seresnet101': 49_326_872, 'seresnet152': 66_821_848,
-    'resnext50_32x4d': 25_028_904, 'resnext101_32x4d': 44_177_704,
-    'seresnext50_32x4d': 27_559_896, 'seresnext101_32x4d': 48_955_416,
-    'legacy_seresnet18': 11_778_592, 'legacy_seresnet50': 28_088_024,
-    'legacy_seresnet101': 49_326_872, 'legacy_seresnet152': 66_821_848,
-    'legacy_seresnext50_32x4d': 27_559_896, 'legacy_seresnext101_32x4d': 48_955_416,
+    'resnet18': 11_689_512,
+    'resnet34': 21_797_672,
+    'resnet50': 25_557_032,
+    'resnet101': 44_549_160,
+    'resnet152': 60_192_808,
+    'seresnet18': 11_779_624,
+    'seresnet34': 21_960_416,
+    'seresnet50': 28_088_024,
+    'seresnet101': 49_326_872,
+    'seresnet152': 66_821_848,
+    'resnext50_32x4d': 25_028_904,
+    'resnext101_32x4d': 44_177_704,
+    'seresnext50_32x4d': 27_559_896,
+    'seresnext101_32x4d': 48_955_416,
+    'legacy_seresnet18': 11_778_592,
+    'legacy_seresnet50': 28_088_024,
+    'legacy_seresnet101': 49_326_872,
+    'legacy_seresnet152': 66_821_848,
+    'legacy_seresnext50_32x4d': 27_559_896,
+    'legacy_seresnext101_32x4d': 48_955_416,
     'legacy_senet154': 115_088_984,
 }
 
@@ -39,8 +50,10 @@ def _param_count(plan):
 
 def _small_state_dict(timm_name='seresnet18'):
   shapes = importer.expected_state_dict_shapes(timm_name, num_classes=10, stage_sizes=(1, 1, 1, 1))
-  return {k: np.zeros(s, np.int64 if k.endswith('num_batches_tracked') else np.float32)
-          for k, s in shapes.items()}
+  return {
+      k: np.zeros(s, np.int64 if k.endswith('num_batches_tracked') else np.float32)
+      for k, s in shapes.items()
+  }
 
 
 @pytest.mark.parametrize('timm_name', sorted(timm_names.TIMM_MODELS))
@@ -119,8 +132,8 @@ def test_resolve_names():
   assert timm_names.resolve(None, 'seresnet50') == ('se_resnet50', 'seresnet50')
   assert timm_names.resolve('se_resnet50', None) == ('se_resnet50', 'seresnet50')
   assert timm_names.resolve('senet154', None) == ('senet154', 'legacy_senet154')
-  assert timm_names.resolve('se_resnet50', 'legacy_seresnet50') == ('se_resnet50',
-                                                                    'legacy_seresnet50')
+  assert timm_names.resolve('se_resnet50',
+                            'legacy_seresnet50') == ('se_resnet50', 'legacy_seresnet50')
   with pytest.raises(ValueError, match='does not match'):
     timm_names.resolve('resnet50', 'seresnet50')
   with pytest.raises(ValueError, match='not supported'):
@@ -132,7 +145,7 @@ def test_resolve_names():
 def test_safetensors_bfloat16(tmp_path):
   # A hand-written file: safetensors' numpy backend cannot represent bfloat16 itself.
   values = np.array([[1.0, -2.5], [0.15625, 3.0]], np.float32)
-  raw = (values.view(np.uint32) >> 16).astype('<u2').tobytes()   # exact: few mantissa bits
+  raw = (values.view(np.uint32) >> 16).astype('<u2').tobytes()  # exact: few mantissa bits
   header = json.dumps({'w': {'dtype': 'BF16', 'shape': [2, 2], 'data_offsets': [0, len(raw)]}})
   header = header.encode() + b' ' * (-len(header) % 8)
   path = tmp_path / 'bf16.safetensors'
@@ -145,7 +158,7 @@ def test_safetensors_bfloat16(tmp_path):
 def test_pickle_without_torch_names_the_fix(tmp_path, monkeypatch):
   path = tmp_path / 'model.pth'
   path.write_bytes(b'not read')
-  monkeypatch.setitem(__import__('sys').modules, 'torch', None)   # import torch -> ImportError
+  monkeypatch.setitem(__import__('sys').modules, 'torch', None)  # import torch -> ImportError
   with pytest.raises(loaders.LoaderError, match='requirements-torch.txt'):
     loaders.load_state_dict(path)
 
@@ -166,27 +179,51 @@ RULES = (mapping.Rule('stem', 'conv1', mapping.CONV), mapping.Rule('norm', 'bn1'
 
 def _variables(**extra):
   variables = {
-      'params': {'stem': {'kernel': np.zeros((7, 7, 3, 8))},
-                 'norm': {'scale': np.zeros(8), 'bias': np.zeros(8)},
-                 'head': {'kernel': np.zeros((8, 5)), 'bias': np.zeros(5)}},
-      'batch_stats': {'norm': {'mean': np.zeros(8), 'var': np.zeros(8)}}}
+      'params': {
+          'stem': {
+              'kernel': np.zeros((7, 7, 3, 8))
+          },
+          'norm': {
+              'scale': np.zeros(8),
+              'bias': np.zeros(8)
+          },
+          'head': {
+              'kernel': np.zeros((8, 5)),
+              'bias': np.zeros(5)
+          }
+      },
+      'batch_stats': {
+          'norm': {
+              'mean': np.zeros(8),
+              'var': np.zeros(8)
+          }
+      }
+  }
   variables.update(extra)
   return variables
 
 
 def _torch(plan, dtype=np.float32):
   """A state dict that fits `plan`, every tensor numbered so that layouts can be followed."""
-  return {key: np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape) if shape else
-          np.array(3, np.int64) for key, shape in plan.layout}
+  return {
+      key:
+          np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape) if shape else np.array(
+              3, np.int64) for key, shape in plan.layout
+  }
 
 
 def test_plan_lists_torch_shapes_and_the_ignorable_step_counter():
   plan = mapping.make_plan(_variables(), RULES)
   assert plan.source_shapes() == {
       'conv1.weight': (8, 3, 7, 7),
-      'bn1.weight': (8,), 'bn1.bias': (8,), 'bn1.running_mean': (8,), 'bn1.running_var': (8,),
+      'bn1.weight': (8,),
+      'bn1.bias': (8,),
+      'bn1.running_mean': (8,),
+      'bn1.running_var': (8,),
       'bn1.num_batches_tracked': (),
-      'fc.weight': (5, 8), 'fc.bias': (5,)}
+      'fc.weight': (5, 8),
+      'fc.bias': (5,)
+  }
   assert plan.ignored == ('bn1.num_batches_tracked',)
 
 
@@ -197,8 +234,8 @@ def test_plan_of_params_alone_and_of_a_module_missing_its_first_leaf():
   del variables['batch_stats']
   del variables['params']['norm']['scale']
   plan = mapping.make_plan(variables, RULES)
-  assert [e.source_key for e in plan.entries] == ['conv1.weight', 'bn1.bias', 'fc.weight',
-                                                  'fc.bias']
+  assert [e.source_key for e in plan.entries
+         ] == ['conv1.weight', 'bn1.bias', 'fc.weight', 'fc.bias']
 
 
 def test_plan_refuses_what_it_cannot_map():
@@ -206,8 +243,15 @@ def test_plan_refuses_what_it_cannot_map():
     mapping.make_plan(_variables(intermediates={'x': np.zeros(1)}), RULES)
   stray = _variables()
   stray['params']['stem']['bias'] = np.zeros(8)
-  lost = _variables(params={**_variables()['params'], 'extra': {'kernel': np.zeros((1, 1))},
-                            'more': {'kernel': np.zeros((1, 1))}})
+  lost = _variables(
+      params={
+          **_variables()['params'], 'extra': {
+              'kernel': np.zeros((1, 1))
+          },
+          'more': {
+              'kernel': np.zeros((1, 1))
+          }
+      })
   with pytest.raises(ValueError) as info:
     mapping.make_plan(stray, RULES)
   assert str(info.value) == ("the name mapping does not cover the model:\n"
@@ -215,8 +259,10 @@ def test_plan_refuses_what_it_cannot_map():
   with pytest.raises(ValueError) as info:
     mapping.make_plan(lost, RULES)
   # Every problem, each on its own line.
-  assert str(info.value).splitlines()[1:] == ['  extra: matched by 0 rules, expected exactly 1',
-                                              '  more: matched by 0 rules, expected exactly 1']
+  assert str(info.value).splitlines()[1:] == [
+      '  extra: matched by 0 rules, expected exactly 1',
+      '  more: matched by 0 rules, expected exactly 1'
+  ]
 
 
 def test_a_state_dict_missing_one_tensor_is_refused_with_its_name_and_hint():
@@ -227,11 +273,13 @@ def test_a_state_dict_missing_one_tensor_is_refused_with_its_name_and_hint():
     mapping.apply(state_dict, plan, 'model.safetensors', hint='try --timm_name')
   assert str(info.value).splitlines() == [
       'model.safetensors: 1 missing, 0 unexpected, 0 mis-shaped tensors',
-      '  missing     fc.bias  expected shape (5,)',
-      'try --timm_name']
+      '  missing     fc.bias  expected shape (5,)', 'try --timm_name'
+  ]
   # Without a hint, nothing follows the list.
-  expected = ['w: 1 missing, 0 unexpected, 0 mis-shaped tensors',
-              '  missing     fc.bias  expected shape (5,)']
+  expected = [
+      'w: 1 missing, 0 unexpected, 0 mis-shaped tensors',
+      '  missing     fc.bias  expected shape (5,)'
+  ]
   for refuse in (mapping.check, mapping.apply):
     with pytest.raises(mapping.MappingError) as info:
       refuse(state_dict, plan, 'w')

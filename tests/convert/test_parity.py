@@ -27,8 +27,8 @@ def _forward(variables, meta, images):
 def test_logits_match_timm(name):
   fixture = fixtures_lib.load(name)
   meta = fixture.meta
-  variables, model_meta = importer.convert_state_dict(
-      fixture.state_dict, meta['timm_name'], stage_sizes=meta['stage_sizes'])
+  variables, model_meta = importer.convert_state_dict(fixture.state_dict, meta['timm_name'],
+                                                      stage_sizes=meta['stage_sizes'])
   assert model_meta['num_classes'] == meta['num_classes']  # read from the checkpoint's head
   ours = _forward(variables, model_meta, fixture.images)
   error = fixtures_lib.relative_error(ours, fixture.logits)
@@ -40,8 +40,10 @@ def test_cli_round_trip(tmp_path):
   weights = tmp_path / 'seresnet18.safetensors'
   save_file(fixture.state_dict, str(weights))
   out = tmp_path / 'imported'
-  argv = ['--from=timm', '--model=se_resnet18', '--timm_name=seresnet18', f'--weights={weights}',
-          f'--out={out}', '--stage_sizes=1,1,1,1']
+  argv = [
+      '--from=timm', '--model=se_resnet18', '--timm_name=seresnet18', f'--weights={weights}',
+      f'--out={out}', '--stage_sizes=1,1,1,1'
+  ]
   assert cli.main(argv) == 0
 
   variables, meta = writer.load_variables(out)
@@ -60,14 +62,18 @@ def test_cli_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize('name,wrong', [
-    ('legacy_seresnet_bottleneck', {'stride_in_1x1': False}),
-    ('timm_seresnet_bottleneck', {'stem_pool': 'ceil'}),
+    ('legacy_seresnet_bottleneck', {
+        'stride_in_1x1': False
+    }),
+    ('timm_seresnet_bottleneck', {
+        'stem_pool': 'ceil'
+    }),
 ])
 def test_layout_overrides_are_needed(name, wrong):
   # The fixtures tell the layouts apart: the wrong stride placement or pooling breaks parity.
   fixture = fixtures_lib.load(name)
-  variables, meta = importer.convert_state_dict(
-      fixture.state_dict, fixture.meta['timm_name'], stage_sizes=fixture.meta['stage_sizes'])
+  variables, meta = importer.convert_state_dict(fixture.state_dict, fixture.meta['timm_name'],
+                                                stage_sizes=fixture.meta['stage_sizes'])
   meta['overrides'].update(wrong)
   ours = _forward(variables, meta, fixture.images)
   assert fixtures_lib.relative_error(ours, fixture.logits) > 1e-2

@@ -37,7 +37,7 @@ def test_full_size_logits_match_timm(timm_name):
   height, width = fixture.images.shape[1:3]
   assert any(math.ceil(d / 2) % 2 == 0 for d in (height, width))
   variables, meta = importer.convert_state_dict(fixture.state_dict, timm_name)
-  assert 'stage_sizes' not in meta['overrides']   # the preset's own, full-size layout
+  assert 'stage_sizes' not in meta['overrides']  # the preset's own, full-size layout
   assert meta['num_classes'] == fixture.meta['num_classes']
   ours = np.asarray(writer.model_from_meta(meta).apply(variables, fixture.images))
   error = fixtures_lib.relative_error(ours, fixture.logits)

@@ -64,8 +64,8 @@ def test_zoo_names_resolve_both_ways():
 def test_cli_takes_vgg16_bn_and_lists_what_a_wrong_file_lacks(tmp_path, capsys):
   weights = tmp_path / 'partial.safetensors'
   save_file({'features.0.weight': np.zeros((64, 3, 3, 3), np.float32)}, str(weights))
-  code = convert_cli.main(['--from=timm', '--timm_name=vgg16_bn', f'--weights={weights}',
-                           f'--out={tmp_path / "out"}'])
+  code = convert_cli.main(
+      ['--from=timm', '--timm_name=vgg16_bn', f'--weights={weights}', f'--out={tmp_path / "out"}'])
   assert code == 1
   err = capsys.readouterr().err
   assert "timm 'vgg16_bn' -> our 'vgg16_bn'" in err

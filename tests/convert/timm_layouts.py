@@ -15,8 +15,13 @@ Pure Python: the generator imports this file by path, the tests as
 import math
 
 NUM_CLASSES = 1000
-_DEPTHS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
-           152: (3, 8, 36, 3)}
+_DEPTHS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3)
+}
 
 
 def _resnet(depth, se=False, groups=1, base_width=64):
@@ -53,17 +58,16 @@ ARCHITECTURES = {
     'legacy_seresnet152': _senet(152, 'SEResNetBottleneck'),
     'legacy_seresnext50_32x4d': _senet(50, 'SEResNeXtBottleneck', groups=32),
     'legacy_seresnext101_32x4d': _senet(101, 'SEResNeXtBottleneck', groups=32),
-    'legacy_senet154': _senet(152, 'SEBottleneck', groups=64, deep_stem=True,
-                              downsample_kernel=3),
+    'legacy_senet154': _senet(152, 'SEBottleneck', groups=64, deep_stem=True, downsample_kernel=3),
     'vgg16_bn': dict(family='vgg'),
     'inception_resnet_v2': dict(family='inception_resnet_v2'),
 }
 
 
 def _bn(prefix, channels):
-  return [[f'{prefix}.{leaf}', [channels]]
-          for leaf in ('weight', 'bias', 'running_mean', 'running_var')] + [
-              [f'{prefix}.num_batches_tracked', []]]
+  return [
+      [f'{prefix}.{leaf}', [channels]] for leaf in ('weight', 'bias', 'running_mean', 'running_var')
+  ] + [[f'{prefix}.num_batches_tracked', []]]
 
 
 def _conv(key, out, inp, k):
@@ -138,24 +142,25 @@ def _inception_resnet_v2():
   for name, o, i, k in (('conv2d_1a', 32, 3, 3), ('conv2d_2a', 32, 32, 3), ('conv2d_2b', 64, 32, 3),
                         ('conv2d_3b', 80, 64, 1), ('conv2d_4a', 192, 80, 3)):
     out += _basic_conv(name, o, i, k)
-  out += _branches('mixed_5b', 192, [[(96, 1)], [(48, 1), (64, 5)], [(64, 1), (96, 3), (96, 3)],
-                                     [None, (64, 1)]])
+  out += _branches('mixed_5b', 192, [[(96, 1)], [(48, 1), (64, 5)], [(64, 1), (96, 3),
+                                                                     (96, 3)], [None, (64, 1)]])
   block35 = [[(32, 1)], [(32, 1), (32, 3)], [(32, 1), (48, 3), (64, 3)]]
   block17 = [[(192, 1)], [(128, 1), (160, (1, 7)), (192, (7, 1))]]
   block8 = [[(192, 1)], [(192, 1), (224, (1, 3)), (256, (3, 1))]]
 
   def unit(prefix, channels, branches):
     mid = sum(steps[-1][0] for steps in branches)
-    return _branches(prefix, channels, branches) + _conv(f'{prefix}.conv2d', channels, mid, 1) + [
-        [f'{prefix}.conv2d.bias', [channels]]]
+    return _branches(prefix, channels, branches) + _conv(
+        f'{prefix}.conv2d', channels, mid, 1) + [[f'{prefix}.conv2d.bias', [channels]]]
 
   for j in range(10):
     out += unit(f'repeat.{j}', 320, block35)
   out += _branches('mixed_6a', 320, [[(384, 3)], [(256, 1), (256, 3), (384, 3)], [None]])
   for j in range(20):
     out += unit(f'repeat_1.{j}', 1088, block17)
-  out += _branches('mixed_7a', 1088, [[(256, 1), (384, 3)], [(256, 1), (288, 3)],
-                                      [(256, 1), (288, 3), (320, 3)], [None]])
+  out += _branches('mixed_7a', 1088,
+                   [[(256, 1), (384, 3)], [(256, 1), (288, 3)], [(256, 1), (288, 3),
+                                                                 (320, 3)], [None]])
   for j in range(9):
     out += unit(f'repeat_2.{j}', 2080, block8)
   out += unit('block8', 2080, block8) + _basic_conv('conv2d_7b', 1536, 2080, 1)
@@ -191,8 +196,8 @@ def layout(name):
         out += _se(f'{prefix}.se_module' if senet else f'{prefix}.se', width, reduced)
       if j == 0 and (stage > 0 or inplanes != width):
         k = arch.get('downsample_kernel', 1) if stage > 0 else 1
-        out += _conv(f'{prefix}.downsample.0', width, inplanes, k) + _bn(f'{prefix}.downsample.1',
-                                                                         width)
+        out += _conv(f'{prefix}.downsample.0', width, inplanes, k) + _bn(
+            f'{prefix}.downsample.1', width)
       inplanes = width
   head = 'last_linear' if senet else 'fc'
   return out + [[f'{head}.weight', [NUM_CLASSES, inplanes]], [f'{head}.bias', [NUM_CLASSES]]]

@@ -17,8 +17,10 @@ def digits_dir(tmp_path_factory):
 
 @pytest.fixture
 def digits_cfg(digits_dir):
+
   def make(name='digits', **overrides):
     return dataset_config(name, digits_dir, **overrides)
+
   return make
 
 
@@ -38,8 +40,7 @@ def imagenet(tmp_path_factory):
 @pytest.fixture(scope='session')
 def corrupt_imagenet(tmp_path_factory):
   """As `imagenet`, plus one truncated JPEG in each split."""
-  return _imagenet(tmp_path_factory, 'corrupt_imagenet', num_corrupt=1, num_corrupt_val=1,
-                   seed=1)
+  return _imagenet(tmp_path_factory, 'corrupt_imagenet', num_corrupt=1, num_corrupt_val=1, seed=1)
 
 
 @pytest.fixture(scope='session')

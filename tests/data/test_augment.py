@@ -3,10 +3,10 @@
 import io
 
 import numpy as np
-import pytest
-import tensorflow as tf
 from PIL import Image
+import pytest
 from sklearn import datasets as sklearn_datasets
+import tensorflow as tf
 
 from se_flax.data import augment
 from se_flax.data import datasets
@@ -28,8 +28,10 @@ def _jpeg(image):
 
 def _windows(padded, height, width):
   """Every (height, width) window of `padded`, keyed by its offset."""
-  return {(y, x): padded[y:y + height, x:x + width]
-          for y in range(padded.shape[0] - height + 1) for x in range(padded.shape[1] - width + 1)}
+  return {
+      (y, x): padded[y:y + height, x:x + width] for y in range(padded.shape[0] - height + 1)
+      for x in range(padded.shape[1] - width + 1)
+  }
 
 
 def _match(out, candidates):
@@ -191,8 +193,9 @@ def test_eval_crop_is_center_of_resized_decoded_image():
 def test_normalize_matches_numpy():
   image = _image(4, 4, 3)
   mean, std = (1.0, 2.0, 3.0), (4.0, 5.0, 6.0)
-  np.testing.assert_allclose(augment.normalize(tf.constant(image), mean, std).numpy(),
-                             (image - np.array(mean)) / np.array(std), rtol=1e-6)
+  np.testing.assert_allclose(
+      augment.normalize(tf.constant(image), mean, std).numpy(),
+      (image - np.array(mean)) / np.array(std), rtol=1e-6)
 
 
 def test_digits_statistics_are_those_of_the_train_split():
@@ -205,8 +208,8 @@ def test_digits_statistics_are_those_of_the_train_split():
 
 def test_published_statistics():
   np.testing.assert_allclose(datasets.IMAGENET_MEAN, (123.675, 116.28, 103.53))
-  np.testing.assert_allclose(datasets.CIFAR10_MEAN, np.array([0.4914, 0.4822, 0.4465]) * 255,
-                             atol=0.02)
+  np.testing.assert_allclose(datasets.CIFAR10_MEAN,
+                             np.array([0.4914, 0.4822, 0.4465]) * 255, atol=0.02)
 
 
 def test_every_named_augmentation_exists_and_every_one_is_used():
@@ -274,6 +277,7 @@ def test_crop_sampler_outside_the_list_is_a_config_error():
     config.dataset.crop_sampler = sampler
     datasets.check_config(config.dataset)
   config.dataset.crop_sampler = 'torchvision'
-  with pytest.raises(datasets.ConfigError, match=r"config.dataset.crop_sampler='torchvision' is "
-                                                 r"not allowed; choose one of \['tf', 'timm'\]"):
+  with pytest.raises(
+      datasets.ConfigError, match=r"config.dataset.crop_sampler='torchvision' is "
+      r"not allowed; choose one of \['tf', 'timm'\]"):
     datasets.check_config(config.dataset)

@@ -7,9 +7,9 @@ for the interpolation itself.
 import io
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from se_flax.data import augment
 
@@ -47,8 +47,8 @@ def test_grey_jpegs_decode_to_three_equal_channels():
     np.testing.assert_array_equal(out[..., 0], out[..., 2], err_msg=name)
 
 
-@pytest.mark.parametrize('short,expected', [(23, 1), (47, 1), (48, 2), (95, 2), (96, 4),
-                                            (191, 4), (192, 8), (1000, 8)])
+@pytest.mark.parametrize('short,expected', [(23, 1), (47, 1), (48, 2), (95, 2), (96, 4), (191, 4),
+                                            (192, 8), (1000, 8)])
 def test_jpeg_ratio_is_the_largest_that_keeps_the_output_size(short, expected):
   # With output 24: ratio r whenever the short side is at least r * 24, the boundary included.
   for window in ([0, 0, short, 1000], [5, 7, 1000, short]):
@@ -115,8 +115,10 @@ def test_normalize_accepts_integer_statistics():
 
 
 def _windows_of(shape, num=32, **kwargs):
-  return np.array([augment.sample_crop_window(tf.constant(shape), tf.constant([i, 5], tf.int64),
-                                              **kwargs).numpy() for i in range(num)])
+  return np.array([
+      augment.sample_crop_window(tf.constant(shape), tf.constant([i, 5], tf.int64),
+                                 **kwargs).numpy() for i in range(num)
+  ])
 
 
 def test_crop_windows_follow_a_configured_area_range():
@@ -144,6 +146,7 @@ def test_fewer_attempts_fall_back_more_often():
     windows = _windows_of([100, 100, 3], area_range=(0.6, 1.0), aspect_range=(0.3, 3.0),
                           max_attempts=attempts, fallback_fraction=0.5)
     return int((windows == [25, 25, 50, 50]).all(axis=1).sum())
+
   assert fallbacks(1) >= 8 and fallbacks(50) <= 1
 
 
@@ -164,8 +167,10 @@ def test_erase_accepts_integer_statistics():
 
 
 def _erase_boxes(shape, n=200):
-  return np.array([augment.sample_erase_box(tf.constant(shape), tf.constant([i, 9], tf.int64))
-                   .numpy() for i in range(n)])
+  return np.array([
+      augment.sample_erase_box(tf.constant(shape), tf.constant([i, 9], tf.int64)).numpy()
+      for i in range(n)
+  ])
 
 
 def test_erase_boxes_reach_every_edge_and_stay_inside():
@@ -210,15 +215,17 @@ def test_timm_windows_lie_inside_and_keep_the_area_and_aspect_ranges():
   # Sides are rounded to whole pixels: the bounds hold to a pixel or so.
   assert (h * w / (300 * 400) >= 0.08 * 0.97).all() and (w / h >= 3 / 4 * 0.97).all()
   assert (w / h <= 4 / 3 * 1.03).all()
-  assert len({tuple(x) for x in windows}) == len(windows)   # 64 different draws
+  assert len({tuple(x) for x in windows}) == len(windows)  # 64 different draws
 
 
-@pytest.mark.parametrize('shape,window', [
-    # Wider than 4/3: the full height, round(20 * 4/3) = 27 wide, centred ((400 - 27) // 2).
-    ([20, 400, 3], [0, 186, 20, 27]),
-    # Taller than 3/4 allows: the full width, round(20 / (3/4)) = 27 high, centred.
-    ([400, 20, 3], [186, 0, 27, 20]),
-])
+@pytest.mark.parametrize(
+    'shape,window',
+    [
+        # Wider than 4/3: the full height, round(20 * 4/3) = 27 wide, centred ((400 - 27) // 2).
+        ([20, 400, 3], [0, 186, 20, 27]),
+        # Taller than 3/4 allows: the full width, round(20 / (3/4)) = 27 high, centred.
+        ([400, 20, 3], [186, 0, 27, 20]),
+    ])
 def test_timms_fallback_is_the_centred_crop_at_the_nearest_aspect(shape, window):
   # No window of at least 8% of a 20-pixel strip fits at aspect 3/4..4/3: every draw fails.
   for seed in SEEDS[:3]:
@@ -240,11 +247,11 @@ def test_imagenet_train_passes_the_sampler_to_the_window():
   out = augment.imagenet_train(data, SEEDS[4], 16, 20, sampler='timm').numpy().astype(np.float32)
   ref = np.floor(raw + np.float32(0.5))
   assert np.array_equal(out, ref) or np.array_equal(out, ref[:, ::-1])
-  assert window.numpy().tolist() != augment.sample_crop_window(
-      tf.constant([240, 320, 3]), crop_seed).numpy().tolist()
+  assert window.numpy().tolist() != augment.sample_crop_window(tf.constant([240, 320, 3]),
+                                                               crop_seed).numpy().tolist()
 
 
 def test_an_unknown_sampler_is_refused_by_name():
   with pytest.raises(ValueError, match=r"crop sampler 'torch' is unknown; choose one of "
-                                       r"\['tf', 'timm'\]"):
+                     r"\['tf', 'timm'\]"):
     augment.sample_crop_window(tf.constant([20, 30, 3]), SEEDS[0], sampler='torch')

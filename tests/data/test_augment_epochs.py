@@ -17,7 +17,7 @@ from se_flax.data import pipeline
 from tests.data.dataset_configs import dataset_config
 
 NUM_TRAIN = 1437
-BATCH = 479          # 1437 = 3 x 479: three batches are one epoch.
+BATCH = 479  # 1437 = 3 x 479: three batches are one epoch.
 EPOCHS = 3
 
 
@@ -82,8 +82,8 @@ def test_every_epoch_draws_new_crops(in_memory, first, second):
 def test_same_seed_epoch_and_index_give_the_same_crop_in_any_order(in_memory, digits_dir, shifts):
   # The streamed reader delivers each epoch in another order than the in-memory one;
   # the crop follows the example, not its position in the stream.
-  streamed = _crops(dataset_config('digits', digits_dir, cache=False, shuffle_buffer=100),
-                    shifts, seed=5)
+  streamed = _crops(dataset_config('digits', digits_dir, cache=False, shuffle_buffer=100), shifts,
+                    seed=5)
   order = lambda crops: [row for e, row in crops if e == 0]
   assert order(streamed) != order(in_memory)
   for epoch in range(EPOCHS):

@@ -21,8 +21,8 @@ def _config(data_dir, **overrides):
 
 def test_info(cifar10):
   _, data_dir = cifar10
-  assert pipeline.get_info(_config(data_dir)) == pipeline.DatasetInfo(
-      'cifar10', 10, 20, 6, (32, 32, 3))
+  assert pipeline.get_info(_config(data_dir)) == pipeline.DatasetInfo('cifar10', 10, 20, 6,
+                                                                      (32, 32, 3))
 
 
 @pytest.mark.parametrize('cache', [True, False])
@@ -46,8 +46,10 @@ def test_an_epoch_is_every_image_padded_cropped_and_maybe_flipped(cifar10, cache
     found = [candidates.get((image.tobytes(), int(label))) for image, label in zip(out, out_labels)]
     assert all(found), 'not a padded crop (or its mirror) of a train image of its class'
     assert sorted(row for row, _ in found) == list(range(20))
-  flips = [flip for b in batches for image, label in zip(_pixels(b['image']), b['label'])
-           for _, flip in [candidates[image.tobytes(), int(label)]]]
+  flips = [
+      flip for b in batches for image, label in zip(_pixels(b['image']), b['label'])
+      for _, flip in [candidates[image.tobytes(), int(label)]]
+  ]
   assert 0 < sum(flips) < len(flips)
 
 
@@ -59,8 +61,9 @@ def test_eval_is_the_test_images_unchanged(cifar10, cache):
   mask = np.concatenate([b['mask'] for b in batches]) == 1
   out = _pixels(np.concatenate([b['image'] for b in batches])[mask])
   out_labels = np.concatenate([b['label'] for b in batches])[mask]
-  assert sorted(zip((i.tobytes() for i in out), out_labels.tolist())) == sorted(
-      zip((i.tobytes() for i in images), labels.tolist()))
+  assert sorted(zip(
+      (i.tobytes() for i in out),
+      out_labels.tolist())) == sorted(zip((i.tobytes() for i in images), labels.tolist()))
 
 
 def test_resume(cifar10):

@@ -54,24 +54,26 @@ def test_literal_dataset_names_only_in_the_registry():
             hits = len(_NAME.findall(f.read()))
           if hits:
             found[os.path.relpath(path, ROOT)] = hits
-  unexpected = {path: hits for path, hits in found.items()
-                if path not in NAME_ALLOWED or NAME_ALLOWED[path] not in (None, hits)}
+  unexpected = {
+      path: hits
+      for path, hits in found.items()
+      if path not in NAME_ALLOWED or NAME_ALLOWED[path] not in (None, hits)
+  }
   assert not unexpected, ('data set names outside se_flax/data/datasets.py: ask '
                           f'datasets.get(name) instead ({unexpected})')
 
 
 def test_registry_and_check_config_import_no_tensorflow():
-  out = _python(
-      'import sys\n'
-      'import se_flax.data, se_flax.data.datasets as d\n'
-      'from configs import default\n'
-      'cfg = default.get_base_config().dataset\n'
-      'cfg.shuffle_buffer = 0\n'
-      'try:\n'
-      '  d.check_config(cfg)\n'
-      'except d.ConfigError as e:\n'
-      '  print(e)\n'
-      'print("tensorflow" in sys.modules)')
+  out = _python('import sys\n'
+                'import se_flax.data, se_flax.data.datasets as d\n'
+                'from configs import default\n'
+                'cfg = default.get_base_config().dataset\n'
+                'cfg.shuffle_buffer = 0\n'
+                'try:\n'
+                '  d.check_config(cfg)\n'
+                'except d.ConfigError as e:\n'
+                '  print(e)\n'
+                'print("tensorflow" in sys.modules)')
   assert out.splitlines() == ['config.dataset.shuffle_buffer=0 must be an int >= 1', 'False']
 
 

@@ -4,8 +4,8 @@ import hashlib
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from sklearn import datasets
+import tensorflow_datasets as tfds
 
 from se_flax.data import digits
 
@@ -19,8 +19,9 @@ def sklearn_digits():
 @pytest.fixture(scope='module')
 def prepared(digits_dir):
   builder = tfds.builder('digits', data_dir=digits_dir)
-  return {split: tfds.as_numpy(builder.as_dataset(split, batch_size=-1))
-          for split in ('train', 'test')}
+  return {
+      split: tfds.as_numpy(builder.as_dataset(split, batch_size=-1)) for split in ('train', 'test')
+  }
 
 
 def _rows(images, labels):
@@ -39,8 +40,12 @@ def test_builder_info(digits_dir):
   assert builder.version == '1.0.0'
   assert builder.info.features['image'].shape == (8, 8, 1)
   assert builder.info.features['label'].num_classes == 10
-  assert {s: builder.info.splits[s].num_examples for s in ('train', 'test')} == {
-      'train': 1437, 'test': 360}
+  assert {
+      s: builder.info.splits[s].num_examples for s in ('train', 'test')
+  } == {
+      'train': 1437,
+      'test': 360
+  }
 
 
 def test_union_is_sklearn_data(prepared, sklearn_digits):
@@ -56,8 +61,8 @@ def test_splits_are_the_documented_rows(prepared, sklearn_digits):
   train, test = digits.split_indices(labels)
   assert len(set(train) & set(test)) == 0 and len(train) + len(test) == 1797
   for split, rows in (('train', train), ('test', test)):
-    assert _rows(prepared[split]['image'], prepared[split]['label']) == _rows(
-        _scaled(images[rows]), labels[rows])
+    assert _rows(prepared[split]['image'],
+                 prepared[split]['label']) == _rows(_scaled(images[rows]), labels[rows])
 
 
 def test_split_is_stratified(sklearn_digits):
@@ -81,8 +86,8 @@ def test_pixel_scaling():
 
 
 def test_get_info_prepares_digits_when_missing(tmp_path):
-  from tests.data.dataset_configs import dataset_config  # pylint: disable=g-import-not-at-top
   from se_flax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from tests.data.dataset_configs import dataset_config  # pylint: disable=g-import-not-at-top
   info = pipeline.get_info(dataset_config('digits', tmp_path))
   assert info == pipeline.DatasetInfo('digits', 10, 1437, 360, (8, 8, 1))
   assert tfds.builder('digits', data_dir=str(tmp_path)).is_prepared()

@@ -24,8 +24,8 @@ def test_erase_fills_the_box_with_rounded_noise():
   noise = np.random.RandomState(1).standard_normal(image.shape).astype(np.float32)
   out = augment.erase(tf.constant(image), tf.constant(box), tf.constant(noise), MEAN, STD).numpy()
   expected = image.copy()
-  fill = np.clip(np.round(np.asarray(MEAN, np.float32) + np.asarray(STD, np.float32) * noise),
-                 0, 255)
+  fill = np.clip(np.round(np.asarray(MEAN, np.float32) + np.asarray(STD, np.float32) * noise), 0,
+                 255)
   expected[5:12, 3:14] = fill[5:12, 3:14]
   np.testing.assert_array_equal(out, expected)
 
@@ -42,15 +42,16 @@ def test_random_erasing_equals_numpy_for_its_seed():
       fill = np.clip(np.round(np.float32(MEAN) + np.float32(STD) * noise), 0, 255)
       expected[top:top + h, left:left + w] = fill[top:top + h, left:left + w]
     np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(out, augment.random_erasing(tf.constant(image), seed, 0.5,
-                                                              MEAN, STD))
+    np.testing.assert_array_equal(out,
+                                  augment.random_erasing(tf.constant(image), seed, 0.5, MEAN, STD))
 
 
 def test_boxes_follow_timm_ranges():
   height, width = 40, 30
   seeds = tf.data.Dataset.from_tensor_slices(tf.stack(SEEDS))
-  boxes = next(seeds.map(lambda s: augment.sample_erase_box(tf.constant([height, width, 3]), s))
-               .batch(len(SEEDS)).as_numpy_iterator())
+  boxes = next(
+      seeds.map(lambda s: augment.sample_erase_box(tf.constant([height, width, 3]), s)).batch(
+          len(SEEDS)).as_numpy_iterator())
   top, left, h, w = boxes.T
   assert np.all(h > 0) and np.all(h < height) and np.all(w > 0) and np.all(w < width)
   assert np.all(top + h <= height) and np.all(left + w <= width)
@@ -90,8 +91,9 @@ def test_probability_and_normalised_noise():
 @pytest.mark.parametrize('value', [-0.1, 1.5])
 def test_check_config(value):
   cfg = dataset_config('imagenet2012', '/unused', random_erasing=value)
-  with pytest.raises(ConfigError, match=rf'config.dataset.random_erasing={value} must be a '
-                     r'probability in \[0, 1\]'):
+  with pytest.raises(
+      ConfigError, match=rf'config.dataset.random_erasing={value} must be a '
+      r'probability in \[0, 1\]'):
     datasets.check_config(cfg)
   cfg.random_erasing = 0.25
   datasets.check_config(cfg)

@@ -20,8 +20,8 @@ def _images(cfg, batch=4):
 
 def test_imagenet_eval_crops_at_eval_image_size(imagenet):
   _, data_dir = imagenet
-  config = lambda **kw: dataset_config('imagenet2012', data_dir, image_size=32, eval_resize=48,
-                                       **kw)
+  config = lambda **kw: dataset_config('imagenet2012', data_dir, image_size=32, eval_resize=48, **kw
+                                      )
   default = _images(config())
   assert default.shape == (6, 32, 32, 3)
   larger = _images(config(eval_image_size=40))

@@ -36,8 +36,9 @@ def test_entry_points_import_no_tensorflow():
           'process_count=1))\n'
           'print(info.image_shape, train["image"].dtype, evaluated["image"].dtype)\n'
           'print("tensorflow" in sys.modules)\n')
-  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, 'PYTHONPATH': ROOT}, check=True).stdout
+  out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, env={
+      **os.environ, 'PYTHONPATH': ROOT
+  }, check=True).stdout
   assert out.splitlines() == ['(16, 16, 3) uint8 float32', 'False']
 
 
@@ -68,24 +69,28 @@ def test_train_batches_are_uint8_labelled_pool_images_and_deterministic():
   resumed = _take(run(start_step=3), 2)
   for a, b in zip(batches[3:], resumed):
     np.testing.assert_array_equal(a['image'], b['image'])
-  other_seed = next(feed.train_batches(_cfg(), global_batch_size=12, seed=4, process_index=0,
-                                       process_count=1))
+  other_seed = next(
+      feed.train_batches(_cfg(), global_batch_size=12, seed=4, process_index=0, process_count=1))
   assert not np.array_equal(other_seed['image'], batches[0]['image'])
 
 
 def test_processes_get_slices_of_the_same_global_batch():
-  whole = _take(feed.train_batches(_cfg(), global_batch_size=12, seed=1, process_index=0,
-                                   process_count=1), 2)
-  parts = [_take(feed.train_batches(_cfg(), global_batch_size=12, seed=1, process_index=p,
-                                    process_count=3), 2) for p in range(3)]
+  whole = _take(
+      feed.train_batches(_cfg(), global_batch_size=12, seed=1, process_index=0, process_count=1), 2)
+  parts = [
+      _take(
+          feed.train_batches(_cfg(), global_batch_size=12, seed=1, process_index=p,
+                             process_count=3), 2) for p in range(3)
+  ]
   for k in range(2):
-    np.testing.assert_array_equal(np.concatenate([p[k]['image'] for p in parts]),
-                                  whole[k]['image'])
+    np.testing.assert_array_equal(np.concatenate([p[k]['image'] for p in parts]), whole[k]['image'])
 
 
 def test_eval_counts_every_example_once_normalised():
-  per_process = [list(feed.eval_batches(_cfg(), global_batch_size=4096, process_index=p,
-                                        process_count=2)) for p in range(2)]
+  per_process = [
+      list(feed.eval_batches(_cfg(), global_batch_size=4096, process_index=p, process_count=2))
+      for p in range(2)
+  ]
   assert len(per_process[0]) == len(per_process[1]) == -(-SPEC.num_eval // 4096)
   assert sum(b['mask'].sum() for batches in per_process for b in batches) == SPEC.num_eval
   pool, labels = synthetic._pool(SPEC, 8, 0)  # pylint: disable=protected-access

@@ -3,7 +3,6 @@
 import collections
 
 import numpy as np
-import pytest
 import tensorflow_datasets as tfds
 
 from se_flax.data import datasets
@@ -88,8 +87,10 @@ def test_eval_batches(imagenet):
 def test_eval_two_processes(imagenet):
   tiny, data_dir = imagenet
   cfg = dataset_config('imagenet2012', data_dir, image_size=32, eval_resize=40)
-  per_process = [list(pipeline.eval_batches(cfg, global_batch_size=4, process_index=p,
-                                            process_count=2)) for p in range(2)]
+  per_process = [
+      list(pipeline.eval_batches(cfg, global_batch_size=4, process_index=p, process_count=2))
+      for p in range(2)
+  ]
   assert [len(b) for b in per_process] == [2, 2]  # 3 + 3 examples, 2 per batch.
   labels = [l for batches in per_process for b in batches for l in b['label'][b['mask'] == 1]]
   ids = _label_ids()
@@ -123,20 +124,23 @@ def test_corrupt_eval_jpeg_is_skipped_and_counted(corrupt_imagenet):
   assert len(batches) == 2 and sum(b['mask'].sum() for b in batches) == 5
   assert _counts([l for b in batches for l in b['label'][b['mask'] == 1]]) == decodable
   # Two processes still yield the same number of batches, whichever holds the bad file.
-  per_process = [list(pipeline.eval_batches(cfg, global_batch_size=4, process_index=p,
-                                            process_count=2)) for p in range(2)]
+  per_process = [
+      list(pipeline.eval_batches(cfg, global_batch_size=4, process_index=p, process_count=2))
+      for p in range(2)
+  ]
   assert [len(b) for b in per_process] == [2, 2]
   assert sum(b['mask'].sum() for batches in per_process for b in batches) == 5
 
 
 def test_tiny_imagenet_layout(tmp_path):
   import tarfile  # pylint: disable=g-import-not-at-top
-  tiny = tiny_imagenet.make_tiny_imagenet(tmp_path, synsets=('n01440764', 'n15075141'),
-                                          per_class=2, num_val=3)
+  tiny = tiny_imagenet.make_tiny_imagenet(tmp_path, synsets=('n01440764', 'n15075141'), per_class=2,
+                                          num_val=3)
   with tarfile.open(tmp_path / tiny_imagenet.TRAIN_TAR) as tar:
     assert sorted(tar.getnames()) == ['n01440764.tar', 'n15075141.tar']
   with tarfile.open(tmp_path / tiny_imagenet.VAL_TAR) as tar:
     assert tar.getnames() == [f'ILSVRC2012_val_0000000{i}.JPEG' for i in (1, 2, 3)]
   assert list(tiny.validation.values()) == ['n01751748', 'n09193705', 'n02105855']
-  assert sorted(tiny.train) == ['n01440764_1.JPEG', 'n01440764_2.JPEG', 'n15075141_1.JPEG',
-                                'n15075141_2.JPEG']
+  assert sorted(tiny.train) == [
+      'n01440764_1.JPEG', 'n01440764_2.JPEG', 'n15075141_1.JPEG', 'n15075141_2.JPEG'
+  ]

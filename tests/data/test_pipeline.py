@@ -13,7 +13,7 @@ from se_flax.data import pipeline
 from se_flax.data import sources
 from tests.data.dataset_configs import dataset_config
 
-GLOBAL_BATCH = 128   # 1437 train examples: epochs end inside batches 11 and 22.
+GLOBAL_BATCH = 128  # 1437 train examples: epochs end inside batches 11 and 22.
 NUM_BATCHES = 26
 
 
@@ -89,8 +89,7 @@ def test_threads_and_tf_global_seed_change_nothing(reference, monkeypatch):
   monkeypatch.setattr(pipeline, '_options', one_thread)
   tf.random.set_seed(1234)
   try:
-    again = _take(pipeline.train_batches(cfg, global_batch_size=GLOBAL_BATCH, seed=0),
-                  NUM_BATCHES)
+    again = _take(pipeline.train_batches(cfg, global_batch_size=GLOBAL_BATCH, seed=0), NUM_BATCHES)
   finally:
     tf.random.set_seed(None)
   _assert_same(batches, again)
@@ -146,18 +145,23 @@ def test_an_epoch_is_every_train_example_once_augmented(digits_cfg, digits_dir, 
 
 def test_two_processes_read_disjoint_slices(digits_cfg, digits_dir):
   cfg = digits_cfg()
-  slices = [_reference(digits_dir, tfds.split_for_jax_process(
-      'train', process_index=p, process_count=2, drop_remainder=True)) for p in range(2)]
+  slices = [
+      _reference(
+          digits_dir,
+          tfds.split_for_jax_process('train', process_index=p, process_count=2,
+                                     drop_remainder=True)) for p in range(2)
+  ]
   shifts = [_shift_index(*s) for s in slices]
   for p in range(2):
     # Global batch 718 -> 359 per process; 2 batches are one epoch of the 718-example slice.
-    batches = _take(pipeline.train_batches(cfg, global_batch_size=718, seed=0, process_index=p,
-                                           process_count=2), 2)
+    batches = _take(
+        pipeline.train_batches(cfg, global_batch_size=718, seed=0, process_index=p,
+                               process_count=2), 2)
     assert all(b['image'].shape == (359, 8, 8, 1) for b in batches)
     labels = np.concatenate([b['label'] for b in batches])
     assert sorted(labels.tolist()) == sorted(slices[p][1].tolist())
-    keys = [(i.tobytes(), int(l)) for i, l in
-            zip(_pixels(np.concatenate([b['image'] for b in batches])), labels)]
+    keys = [(i.tobytes(), int(l))
+            for i, l in zip(_pixels(np.concatenate([b['image'] for b in batches])), labels)]
     assert all(k in shifts[p] for k in keys)
     assert sum(k not in shifts[1 - p] for k in keys) > 600  # Most are in no other slice.
 
@@ -181,8 +185,9 @@ def _eval_examples(batches):
     assert set(batch) == {'image', 'label', 'mask'} and batch['mask'].dtype == np.float32
     real = batch['mask'] == 1.0
     assert np.all(batch['image'][~real] == 0) and np.all(batch['label'][~real] == 0)
-    rows += [(i.tobytes(), int(l)) for i, l in
-             zip(_pixels(batch['image'][real]), batch['label'][real])]
+    rows += [
+        (i.tobytes(), int(l)) for i, l in zip(_pixels(batch['image'][real]), batch['label'][real])
+    ]
   return rows
 
 
@@ -198,16 +203,21 @@ def test_eval_sees_every_example_once(digits_cfg, digits_dir, cache):
   _assert_same(batches, again)
 
 
-@pytest.mark.parametrize('split,global_batch,num_batches,cache', [
-    ('test', 64, 6, True),         # 180 + 180
-    ('test[:61]', 20, 4, False),   # 31 + 30: the second process pads a whole batch
-    ('test[:1]', 4, 1, True),      # 1 + 0: the second process yields one all-padding batch
-    ('test[:1]', 4, 1, False),
-])
+@pytest.mark.parametrize(
+    'split,global_batch,num_batches,cache',
+    [
+        ('test', 64, 6, True),  # 180 + 180
+        ('test[:61]', 20, 4, False),  # 31 + 30: the second process pads a whole batch
+        ('test[:1]', 4, 1, True),  # 1 + 0: the second process yields one all-padding batch
+        ('test[:1]', 4, 1, False),
+    ])
 def test_eval_two_processes(digits_cfg, digits_dir, split, global_batch, num_batches, cache):
   cfg = digits_cfg(eval_split=split, cache=cache)
-  per_process = [list(pipeline.eval_batches(cfg, global_batch_size=global_batch, process_index=p,
-                                            process_count=2)) for p in range(2)]
+  per_process = [
+      list(
+          pipeline.eval_batches(cfg, global_batch_size=global_batch, process_index=p,
+                                process_count=2)) for p in range(2)
+  ]
   assert [len(b) for b in per_process] == [num_batches, num_batches]
   images, labels = _reference(digits_dir, split)
   examples = _eval_examples(per_process[0]) + _eval_examples(per_process[1])
@@ -217,15 +227,15 @@ def test_eval_two_processes(digits_cfg, digits_dir, split, global_batch, num_bat
 def test_image_size_other_than_stored(digits_cfg):
   cfg = digits_cfg(image_size=16)
   assert pipeline.get_info(cfg).image_shape == (16, 16, 1)
-  assert next(pipeline.train_batches(cfg, global_batch_size=4, seed=0))['image'].shape == (
-      4, 16, 16, 1)
+  assert next(pipeline.train_batches(cfg, global_batch_size=4,
+                                     seed=0))['image'].shape == (4, 16, 16, 1)
   assert next(pipeline.eval_batches(cfg, global_batch_size=4))['image'].shape == (4, 16, 16, 1)
 
 
 def test_augment_keys_of_a_window_equal_the_per_example_keys():
   # The keys are drawn for a whole epoch or window at once; each must be the
   # key the example would get alone, so that crops do not depend on batching.
-  index = np.array([0, 1, 7, 1436, 2**40], np.int64)
+  index = np.array([0, 1, 7, 1436, 2 ** 40], np.int64)
   for seed, epoch in ((0, 0), (3, 2), (12345, 17)):
     together = pipeline._augment_keys(seed, epoch, tf.constant(index)).numpy()
     alone = [pipeline._key(seed, pipeline._AUGMENT, epoch, i).numpy() for i in index]

@@ -19,8 +19,8 @@ def test_imagenet_without_tars_names_them(tmp_path, capsys):
   manual = tmp_path / 'manual'
   manual.mkdir()
   (manual / 'ILSVRC2012_img_val.tar').write_bytes(b'')
-  code = prepare.main(['--dataset=imagenet2012', f'--data_dir={tmp_path / "tfds"}',
-                       f'--manual_dir={manual}'])
+  code = prepare.main(
+      ['--dataset=imagenet2012', f'--data_dir={tmp_path / "tfds"}', f'--manual_dir={manual}'])
   assert code == 2
   err = capsys.readouterr().err
   assert 'ILSVRC2012_img_train.tar not found' in err and str(manual) in err

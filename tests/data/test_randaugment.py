@@ -1,9 +1,11 @@
 """RandAugment: every op against PIL, the magnitudes against timm's table, the sampling."""
 
 import numpy as np
+from PIL import Image
+from PIL import ImageEnhance
+from PIL import ImageOps
 import pytest
 import tensorflow as tf
-from PIL import Image, ImageEnhance, ImageOps
 
 from se_flax.data import augment
 from se_flax.data import datasets
@@ -115,10 +117,20 @@ def test_translation_by_whole_pixels_is_a_shift_with_fill():
 
 # timm's level_to_arg at magnitude 7 (auto_augment.py), worked by hand.
 TIMM_AT_7 = {
-    'Rotate': 21.0, 'Posterize': 2, 'PosterizeIncreasing': 2, 'Solarize': 179,
-    'SolarizeIncreasing': 77, 'SolarizeAdd': 77, 'Color': 1.36, 'ColorIncreasing': 1.63,
-    'Contrast': 1.36, 'BrightnessIncreasing': 1.63, 'ShearX': 0.21, 'ShearY': 0.21,
-    'TranslateXRel': 0.315, 'TranslateYRel': 0.315,
+    'Rotate': 21.0,
+    'Posterize': 2,
+    'PosterizeIncreasing': 2,
+    'Solarize': 179,
+    'SolarizeIncreasing': 77,
+    'SolarizeAdd': 77,
+    'Color': 1.36,
+    'ColorIncreasing': 1.63,
+    'Contrast': 1.36,
+    'BrightnessIncreasing': 1.63,
+    'ShearX': 0.21,
+    'ShearY': 0.21,
+    'TranslateXRel': 0.315,
+    'TranslateYRel': 0.315,
 }
 
 
@@ -145,8 +157,9 @@ def test_extreme_magnitudes_follow_timm():
 def _samples(magnitude, magnitude_std, num=400):
   """(index, applied, level, negate) arrays of `num` layers with seeds [s, 11]."""
   seeds = tf.data.Dataset.range(num).map(lambda s: tf.stack([s, tf.constant(11, tf.int64)]))
-  draws = next(seeds.map(lambda seed: ra.sample_op(seed, magnitude, magnitude_std))
-               .batch(num).as_numpy_iterator())
+  draws = next(
+      seeds.map(lambda seed: ra.sample_op(seed, magnitude, magnitude_std)).batch(
+          num).as_numpy_iterator())
   return [np.asarray(d, np.float64) for d in draws]
 
 

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 TRAIN_FILES = [f'data_batch_{i}.bin' for i in range(1, 6)]
-LABEL_NAMES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
-               'truck']
+LABEL_NAMES = [
+    'airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'
+]
 
 
 def _write(path, images, labels):
@@ -53,8 +54,9 @@ def make_tiny_cifar10(extracted_dir, per_file=4, num_test=6, seed=0):
 
 def prepare_tiny_cifar10(data_dir, extracted_dir):
   """Runs tfds's cifar10 builder into `data_dir`, reading `extracted_dir` instead of the web."""
-  import se_flax.data  # pylint: disable=g-import-not-at-top,unused-import  (tfds compatibility)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  import se_flax.data  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  (tfds compatibility)
   builder = tfds.builder('cifar10', data_dir=os.fspath(data_dir))
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(tfds.download.DownloadManager, 'download_and_extract',

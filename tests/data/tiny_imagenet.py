@@ -32,10 +32,10 @@ DEFAULT_SYNSETS = ('n01440764', 'n01443537', 'n01484850')
 
 @dataclasses.dataclass(frozen=True)
 class TinyImagenet:
-  train: dict         # file name -> synset, decodable train images
-  validation: dict    # file name -> synset (from tfds's validation_labels.txt), all images
-  corrupt: tuple      # file names (train or validation) whose JPEG bytes are truncated
-  colors: dict        # synset -> the RGB colour its train images scatter around
+  train: dict  # file name -> synset, decodable train images
+  validation: dict  # file name -> synset (from tfds's validation_labels.txt), all images
+  corrupt: tuple  # file names (train or validation) whose JPEG bytes are truncated
+  colors: dict  # synset -> the RGB colour its train images scatter around
 
 
 def _jpeg(rng, height, width, color):
@@ -68,8 +68,8 @@ def validation_synsets(num_val):
   return path.read_text().split()[:num_val]
 
 
-def make_tiny_imagenet(manual_dir, synsets=DEFAULT_SYNSETS, per_class=4, num_val=6,
-                       num_corrupt=0, num_corrupt_val=0, seed=0):
+def make_tiny_imagenet(manual_dir, synsets=DEFAULT_SYNSETS, per_class=4, num_val=6, num_corrupt=0,
+                       num_corrupt_val=0, seed=0):
   """Writes ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar into `manual_dir`.
 
   Args:
@@ -120,15 +120,17 @@ def make_tiny_imagenet(manual_dir, synsets=DEFAULT_SYNSETS, per_class=4, num_val
   with open(os.path.join(manual_dir, VAL_TAR), 'wb') as f:
     f.write(_tar_bytes(val_members))
   validation = dict(zip(val_names, validation_synsets(num_val)))
-  return TinyImagenet(train=train, validation=validation, corrupt=tuple(corrupt),
-                      colors={s: tuple(int(v) for v in c) for s, c in colors.items()})
+  return TinyImagenet(train=train, validation=validation, corrupt=tuple(corrupt), colors={
+      s: tuple(int(v) for v in c) for s, c in colors.items()
+  })
 
 
 def prepare_tiny_imagenet(data_dir, manual_dir):
   """Prepares the tars in `manual_dir` with tfds's own imagenet2012 builder into `data_dir`."""
-  import se_flax.data  # pylint: disable=g-import-not-at-top,unused-import  (tfds compatibility)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  import se_flax.data  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  (tfds compatibility)
   builder = tfds.builder('imagenet2012', data_dir=os.fspath(data_dir))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=os.fspath(manual_dir)))
   return builder

@@ -35,14 +35,15 @@ def train_batches(dataset_cfg, *, global_batch_size, seed, start_step=0, **unuse
   return _concatenated([
       _train_batches(dataset_cfg, global_batch_size=global_batch_size, seed=seed,
                      start_step=start_step, process_index=p, process_count=PROCESSES)
-      for p in range(PROCESSES)])
+      for p in range(PROCESSES)
+  ])
 
 
 def eval_batches(dataset_cfg, *, global_batch_size, **unused):
   return _concatenated([
       _eval_batches(dataset_cfg, global_batch_size=global_batch_size, process_index=p,
-                    process_count=PROCESSES)
-      for p in range(PROCESSES)])
+                    process_count=PROCESSES) for p in range(PROCESSES)
+  ])
 
 
 if __name__ == '__main__':

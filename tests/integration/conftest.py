@@ -2,5 +2,9 @@
 
 # pylint: disable=unused-import
 from tests.data.conftest import imagenet
-from tests.integration.fixtures import digits_data, digits_run, jax_cache
-from tests.integration.fixtures import reference_run, shared_root, two_process_run
+from tests.integration.fixtures import digits_data
+from tests.integration.fixtures import digits_run
+from tests.integration.fixtures import jax_cache
+from tests.integration.fixtures import reference_run
+from tests.integration.fixtures import shared_root
+from tests.integration.fixtures import two_process_run

@@ -69,7 +69,8 @@ def two_process_run(shared_root, digits_data, jax_cache):
   from tests.integration import test_multihost as multihost  # pylint: disable=g-import-not-at-top
 
   def build(path):
-    every_step = ('--config.checkpoint_every_steps=1', f'--config.keep_checkpoints={multihost.STEPS}')
+    every_step = ('--config.checkpoint_every_steps=1',
+                  f'--config.keep_checkpoints={multihost.STEPS}')
     for code, out, err in multihost.run_processes(path / 'run', digits_data, jax_cache,
                                                   *multihost.FLAGS, *every_step):
       assert code == 0, harness.describe(code, out, err)

@@ -51,7 +51,7 @@ IMAGENET_FLAGS = (
     '--config.dataset.image_size=64',
     '--config.dataset.eval_resize=72',
     '--config.dataset.shuffle_buffer=16',
-    '--config.eval_every_steps=1000',   # only at the end
+    '--config.eval_every_steps=1000',  # only at the end
     '--config.checkpoint_every_steps=2',
 )
 
@@ -89,9 +89,10 @@ def start(workdir, data_dir, *flags, devices=2, cache_dir=None, env_extra=None, 
   log = pathlib.Path(log or f'{workdir}.log')
   with open(f'{log}.out', 'w') as stdout, open(f'{log}.err', 'w') as stderr:
     proc = subprocess.Popen(
-        command(workdir, data_dir, *flags, base=base, script=script), cwd=REPO,
-        env=env(devices, cache_dir, fast_compile=fast_compile, **(env_extra or {})),
-        stdout=stdout, stderr=stderr)
+        command(workdir, data_dir, *flags, base=base,
+                script=script), cwd=REPO, env=env(devices, cache_dir, fast_compile=fast_compile,
+                                                  **(env_extra or {})), stdout=stdout,
+        stderr=stderr)
   proc.log = log
   return proc
 
@@ -124,12 +125,14 @@ def describe(code, out, err):
 
 # ---------------------------------------------------------------- workdir contents
 
+
 def metric_lines(workdir, after=None):
   """metrics.jsonl records without timing fields, of steps > `after` if given."""
   path = pathlib.Path(workdir) / 'metrics.jsonl'
   records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-  return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records
-          if after is None or r['step'] > after]
+  return [{
+      k: v for k, v in r.items() if k not in TIMING_FIELDS
+  } for r in records if after is None or r['step'] > after]
 
 
 def last_step_logged(workdir):
@@ -156,8 +159,7 @@ def checkpoint_arrays(workdir, step=None):
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
     restored = checkpointer.restore(path, target)
   leaves = jax.tree_util.tree_flatten_with_path(restored)[0]
-  return {'/'.join(str(getattr(k, 'key', k)) for k in path_): np.asarray(v)
-          for path_, v in leaves}
+  return {'/'.join(str(getattr(k, 'key', k)) for k in path_): np.asarray(v) for path_, v in leaves}
 
 
 def assert_same_arrays(a, b):
@@ -167,6 +169,7 @@ def assert_same_arrays(a, b):
 
 
 # ---------------------------------------------------------------- processes
+
 
 def wait_until(predicate, proc=None, timeout=240, interval=0.01, what='condition'):
   """Polls `predicate` until true; fails if `proc` exits first or time runs out."""
@@ -188,6 +191,7 @@ def stop(proc, sig=signal.SIGKILL):
 
 
 # ---------------------------------------------------------------- sharing across test workers
+
 
 @contextlib.contextmanager
 def _locked(path):

@@ -19,6 +19,7 @@ from se_flax import runtime
 from se_flax.train import checkpoint as ckpt_lib
 from se_flax.train import loop
 from se_flax.train import setup as setup_lib
+
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.')
@@ -33,10 +34,14 @@ def main(argv):
   run = setup_lib.setup(config, workdir)
   with ckpt_lib.TrainCheckpointer.from_config(workdir, config) as checkpointer:
     state = loop.restore_or_init(run, checkpointer)
-  leaves = jax.tree_util.tree_flatten_with_path(
-      {'params': state.params, 'batch_stats': state.batch_stats})[0]
-  np.savez(_OUT.value, **{'/'.join(str(k.key) for k in path): np.asarray(v.addressable_data(0))
-                          for path, v in leaves})
+  leaves = jax.tree_util.tree_flatten_with_path({
+      'params': state.params,
+      'batch_stats': state.batch_stats
+  })[0]
+  np.savez(
+      _OUT.value, **{
+          '/'.join(str(k.key) for k in path): np.asarray(v.addressable_data(0)) for path, v in leaves
+      })
   return loop.train_and_evaluate(config, workdir)
 
 

@@ -21,8 +21,8 @@ def _evaluate(digits_run, workdir, *flags):
 
 
 def _logged_eval(workdir, step):
-  return next(r for r in harness.metric_lines(workdir)
-              if r['step'] == step and r['split'] == 'eval')
+  return next(
+      r for r in harness.metric_lines(workdir) if r['step'] == step and r['split'] == 'eval')
 
 
 def test_eval_latest_and_a_given_step(reference_run, digits_run, tmp_path):
@@ -46,7 +46,7 @@ def test_eval_of_a_missing_step_lists_the_available_ones(reference_run, digits_r
 
 
 def test_analyze_of_a_plain_network_says_there_is_nothing_to_analyse(reference_run, digits_run,
-                                                                      tmp_path):
+                                                                     tmp_path):
   workdir = harness.copy_run(reference_run, tmp_path / 'run')
   code, out, err = digits_run('--mode=analyze', workdir=workdir)
   assert code == 2, harness.describe(code, out, err)
@@ -54,8 +54,10 @@ def test_analyze_of_a_plain_network_says_there_is_nothing_to_analyse(reference_r
 
 
 def _tree(root):
-  return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-          for p in sorted(pathlib.Path(root).rglob('*'))}
+  return {
+      str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+      for p in sorted(pathlib.Path(root).rglob('*'))
+  }
 
 
 def test_eval_without_config_uses_the_stored_one(reference_run, tmp_path):

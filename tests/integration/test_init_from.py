@@ -10,10 +10,10 @@ import pytest
 
 from configs import default
 from configs import digits
+from se_flax import models
 from se_flax.convert import writer
 from se_flax.layers.se import SESpec
 from se_flax.models import registry
-from se_flax import models
 from se_flax.train import setup as setup_lib
 from tests.integration import harness
 
@@ -27,13 +27,16 @@ def imported_weights(tmp_path_factory):
   loaded weights.
   """
   model = registry.create_model('cifar_resnet20', 1000)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)),
-                                             train=False))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(
+      (1, 8, 8, 1)), train=False))
   rng = np.random.RandomState(7)
   variables = jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32),
                            dict(shapes))
-  return _imported(tmp_path_factory.mktemp('imported'), variables,
-                   {'model': 'cifar_resnet20', 'num_classes': 1000, 'overrides': {}})
+  return _imported(tmp_path_factory.mktemp('imported'), variables, {
+      'model': 'cifar_resnet20',
+      'num_classes': 1000,
+      'overrides': {}
+  })
 
 
 def _flat(variables):
@@ -83,13 +86,16 @@ def test_a_directory_without_weights_is_refused(digits_run, tmp_path):
 
 # A layout that differs from every default of config.model: the stride on the 3x3
 # convolution (torchvision "v1.5"), another BN epsilon and another SE block.
-LAYOUT = {'stride_in_1x1': False, 'bn_epsilon': 1e-3,
-          'se': dataclasses.asdict(SESpec(reduction=8, rounding='multiple8'))}
+LAYOUT = {
+    'stride_in_1x1': False,
+    'bn_epsilon': 1e-3,
+    'se': dataclasses.asdict(SESpec(reduction=8, rounding='multiple8'))
+}
 
 
 def _random_variables(model, shape, seed):
-  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
-                                             train=False))
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(
+      (1,) + shape), train=False))
   rng = np.random.RandomState(seed)
   # Random draws everywhere: zero-initialised last BN scales would hide the residual branches.
   return jax.tree.map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), dict(shapes))
@@ -98,7 +104,11 @@ def _random_variables(model, shape, seed):
 def test_the_network_follows_the_layout_in_model_json(tmp_path):
   (tmp_path / writer.VARIABLES).mkdir()
   (tmp_path / writer.MODEL_JSON).write_text(
-      json.dumps({'model': 'se_resnet50', 'num_classes': 1000, 'overrides': LAYOUT}))
+      json.dumps({
+          'model': 'se_resnet50',
+          'num_classes': 1000,
+          'overrides': LAYOUT
+      }))
   config = default.get_base_config()
   config.model.name, config.init_from = 'se_resnet50', str(tmp_path)
   built = models.from_config(config, 10)
@@ -109,8 +119,8 @@ def test_the_network_follows_the_layout_in_model_json(tmp_path):
 
   shape = (32, 32, 3)
   variables = _random_variables(expected, shape, seed=3)
-  built_shapes = jax.eval_shape(lambda: built.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
-                                                   train=False))
+  built_shapes = jax.eval_shape(lambda: built.init(jax.random.PRNGKey(0), jnp.zeros(
+      (1,) + shape), train=False))
   assert jax.tree.map(np.shape, dict(built_shapes)) == jax.tree.map(np.shape, variables)
   x = np.random.RandomState(4).normal(size=(2,) + shape).astype(np.float32)
   logits = built.apply(variables, x, train=False)
@@ -128,8 +138,11 @@ def imported_se_weights(tmp_path_factory):
   layout = {'bn_epsilon': 1e-3, 'se': dataclasses.asdict(se)}
   model = registry.create_model('se_cifar_resnet20', 10, bn_epsilon=1e-3, se=se)
   variables = _random_variables(model, (8, 8, 1), seed=8)
-  return _imported(tmp_path_factory.mktemp('imported_se'), variables,
-                   {'model': 'se_cifar_resnet20', 'num_classes': 10, 'overrides': layout})
+  return _imported(tmp_path_factory.mktemp('imported_se'), variables, {
+      'model': 'se_cifar_resnet20',
+      'num_classes': 10,
+      'overrides': layout
+  })
 
 
 def test_a_run_starts_from_the_layout_of_model_json(imported_se_weights, digits_data, tmp_path):

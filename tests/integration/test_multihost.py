@@ -43,10 +43,11 @@ COMPARED = ('loss', 'top1_error', 'top5_error', 'grad_norm', 'learning_rate', 'c
 def start_processes(workdir, data_dir, cache_dir, *flags, count=2, env_extra=None, port=None):
   """`count` main.py processes of one run, two CPU devices each, meeting on `port`."""
   port = port or ports.free_port()
-  return [harness.start(workdir, data_dir, *flags, f'--coordinator_address=127.0.0.1:{port}',
-                        f'--num_processes={count}', f'--process_id={i}', devices=2,
-                        cache_dir=cache_dir, env_extra=env_extra, log=f'{workdir}.p{i}')
-          for i in range(count)]
+  return [
+      harness.start(workdir, data_dir, *flags, f'--coordinator_address=127.0.0.1:{port}',
+                    f'--num_processes={count}', f'--process_id={i}', devices=2, cache_dir=cache_dir,
+                    env_extra=env_extra, log=f'{workdir}.p{i}') for i in range(count)
+  ]
 
 
 def stderr_of(proc):
@@ -100,8 +101,8 @@ def assert_close(records, expected):
 
 @pytest.mark.slow
 @two_process_runs
-def test_two_processes_equal_one_process_with_four_devices(two_process_run, digits_data,
-                                                           jax_cache, tmp_path):
+def test_two_processes_equal_one_process_with_four_devices(two_process_run, digits_data, jax_cache,
+                                                           tmp_path):
   # One process, four devices: its own program (the cache key differs from the two processes').
   one = tmp_path / 'one'
   code, out, err = harness.run(one, digits_data, *FLAGS, devices=4, cache_dir=jax_cache,

@@ -37,8 +37,9 @@ def _resume(workdir, data_dir, cache_dir, timeout=400):
 @pytest.mark.slow
 @multihost.two_process_runs
 @pytest.mark.parametrize('signalled', ['all', 'one'])
-def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(
-    signalled, two_process_run, digits_data, jax_cache, tmp_path):
+def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(signalled, two_process_run,
+                                                                   digits_data, jax_cache,
+                                                                   tmp_path):
   workdir = tmp_path / 'run'
   processes = multihost.start_group(workdir, digits_data, jax_cache, *FLAGS,
                                     until=lambda: harness.last_step_logged(workdir) >= 4)
@@ -58,8 +59,10 @@ def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(
   # What the stopped run wrote is what the uninterrupted run wrote up to that step.
   harness.assert_same_arrays(harness.checkpoint_arrays(workdir, step),
                              harness.checkpoint_arrays(two_process_run, step))
-  assert harness.metric_lines(workdir) == [r for r in harness.metric_lines(two_process_run)
-                                           if r['step'] <= harness.last_step_logged(workdir)]
+  assert harness.metric_lines(workdir) == [
+      r for r in harness.metric_lines(two_process_run)
+      if r['step'] <= harness.last_step_logged(workdir)
+  ]
   if signalled == 'one':
     return
 
@@ -72,6 +75,7 @@ def test_sigterm_saves_one_checkpoint_together_and_resumes_bitwise(
 
 # ---------------------------------------------------------------- what determines the order
 
+
 def _process_stream(process, count, size, seed, length, start_step=0, local_batch=1):
   """Example indices process `process` of `count` reads, from batch `start_step` on.
 
@@ -80,20 +84,28 @@ def _process_stream(process, count, size, seed, length, start_step=0, local_batc
   k * local_batch of the process's stream).
   """
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   from se_flax.data import pipeline  # pylint: disable=g-import-not-at-top
   n = size // count  # tfds.split_for_jax_process: equal slices, the remainder dropped
   first_epoch, skip = divmod(start_step * local_batch, n)
   cfg = ml_collections.ConfigDict({'cache': True})  # the in-memory path; nothing else is read
-  ds = pipeline._epochs(None, cfg, None, n, process * n, seed,  # pylint: disable=protected-access
-                        first_epoch).skip(skip).take(length)
+  ds = pipeline._epochs(
+      None,
+      cfg,
+      None,
+      n,
+      process * n,
+      seed,  # pylint: disable=protected-access
+      first_epoch).skip(skip).take(length)
   return [int(x['index']) for x in ds.as_numpy_iterator()]
 
 
 def _global_order(count, size, seed, batch, steps, start_step=0):
   """The example indices of global batches start_step+1.. of a `count`-process run, in row order."""
   local = batch // count
-  streams = [_process_stream(p, count, size, seed, steps * local, start_step, local)
-             for p in range(count)]
+  streams = [
+      _process_stream(p, count, size, seed, steps * local, start_step, local) for p in range(count)
+  ]
   return [i for k in range(steps) for s in streams for i in s[k * local:(k + 1) * local]]
 
 

@@ -56,9 +56,10 @@ def test_sigkill_at_a_random_step_then_restart(reference_run, digits_data, jax_c
   kill_after, note = stop_step('sigkill')
   proc = harness.start(workdir, digits_data, cache_dir=jax_cache)
   try:
-    harness.wait_until(lambda: (harness.last_step_logged(workdir) >= kill_after
-                                and harness.checkpoint_steps(workdir)), proc,
-                       what=f'step {kill_after} and a finished checkpoint')
+    harness.wait_until(
+        lambda:
+        (harness.last_step_logged(workdir) >= kill_after and harness.checkpoint_steps(workdir)),
+        proc, what=f'step {kill_after} and a finished checkpoint')
   finally:
     harness.stop(proc, signal.SIGKILL)
   assert proc.wait() == -signal.SIGKILL, f'finished before it could be killed ({note})'

@@ -14,10 +14,12 @@ EPS = 1e-5
 def conv(x, p, stride=1, groups=1):
   k = np.asarray(p['kernel'])
   pad = k.shape[0] // 2
-  return np.asarray(jax.lax.conv_general_dilated(
-      np.asarray(x, np.float32), k, (stride, stride), [(pad, pad), (pad, pad)],
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'), feature_group_count=groups,
-      precision=jax.lax.Precision.HIGHEST), np.float64)
+  return np.asarray(
+      jax.lax.conv_general_dilated(np.asarray(x, np.float32), k, (stride, stride), [(pad, pad),
+                                                                                    (pad, pad)],
+                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                   feature_group_count=groups, precision=jax.lax.Precision.HIGHEST),
+      np.float64)
 
 
 def bn(x, p, s):
@@ -40,13 +42,13 @@ def combine(mode, x, branch, shortcut, gate, act):
   act = act or (lambda v: v)
   if mode is None:
     return act(branch(x) + shortcut(x))
-  if mode == 'standard':      # Fig. 5(b): SE on the residual branch, before the add
+  if mode == 'standard':  # Fig. 5(b): SE on the residual branch, before the add
     return act(gate(branch(x)) + shortcut(x))
-  if mode == 'pre':           # Fig. 5(c): SE before the residual branch
+  if mode == 'pre':  # Fig. 5(c): SE before the residual branch
     return act(branch(gate(x)) + shortcut(x))
-  if mode == 'post':          # Fig. 5(d): SE after the add (and its ReLU)
+  if mode == 'post':  # Fig. 5(d): SE after the add (and its ReLU)
     return gate(act(branch(x) + shortcut(x)))
-  if mode == 'identity':      # Fig. 5(e): SE on the identity branch
+  if mode == 'identity':  # Fig. 5(e): SE on the identity branch
     return act(branch(x) + gate(shortcut(x)))
   raise ValueError(mode)
 
@@ -96,8 +98,9 @@ def basic(x, v, *, stride=1, mode=None, se_3x3=False, shortcut_type='B', out_ch=
       # He et al. 2016 option A: take every other pixel, pad the new channels with zeros.
       y = h[:, ::stride, ::stride, :]
       extra = out_ch - h.shape[-1]
-      return np.concatenate([np.zeros(y.shape[:3] + (extra // 2,)), y,
-                             np.zeros(y.shape[:3] + (extra - extra // 2,))], axis=-1)
+      return np.concatenate(
+          [np.zeros(y.shape[:3] + (extra // 2,)), y,
+           np.zeros(y.shape[:3] + (extra - extra // 2,))], axis=-1)
     return h
 
   return combine(mode, np.asarray(x, np.float64), branch, shortcut, lambda h: se(h, p['se']), relu)

@@ -74,9 +74,10 @@ def cost(name, side=None, se=None):
         jax.random.PRNGKey(0), x, capture_intermediates=lambda m, _: isinstance(m, SEBlock))
     found['params'] = summary.count_params(variables['params'])
     # The SE blocks' outputs; 'gate' holds what they sow.
-    found['gated'] = tuple((out.shape[-1], out.shape[1] * out.shape[2]) for path, (out,) in
-                           traverse_util.flatten_dict(variables.get('intermediates', {})).items()
-                           if path[-1] == '__call__')
+    found['gated'] = tuple(
+        (out.shape[-1], out.shape[1] * out.shape[2])
+        for path, (out,) in traverse_util.flatten_dict(variables.get('intermediates', {})).items()
+        if path[-1] == '__call__')
     return logits
 
   macs = summary.count_macs(forward, jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32))
@@ -100,8 +101,12 @@ def test_parameter_counts_match_the_published_networks(name):
 
 # Table 3 prints one decimal, truncated: ShuffleNet's 1.87M is listed as 1.8M (the official
 # release says 1.9M), SE-ShuffleNet's 2.48M as 2.4M. The official SE-BN-Inception has 11.93M.
-PAPER_MILLIONS = {'mobilenet_v1': 4.2, 'se_mobilenet_v1': 4.7, 'shufflenet_v1_g3': 1.8,
-                  'se_shufflenet_v1_g3': 2.4}
+PAPER_MILLIONS = {
+    'mobilenet_v1': 4.2,
+    'se_mobilenet_v1': 4.7,
+    'shufflenet_v1_g3': 1.8,
+    'se_shufflenet_v1_g3': 2.4
+}
 
 
 @pytest.mark.parametrize('name', sorted(PAPER_MILLIONS))
@@ -122,7 +127,6 @@ SE_WIDTHS = {
     # A stride-2 unit's branch emits what its pooled shortcut does not (240 - 24, ...).
     'shufflenet_v1_g3': [216] + [240] * 3 + [240] + [480] * 7 + [480] + [960] * 3,
 }
-
 
 # Inception-ResNet-v2's SE twin is counted on the paper's grids (see the cost tests below).
 SE_SIDE = {'inception_resnet_v2': 297}
@@ -148,8 +152,13 @@ def test_se_bn_inception_widths_are_the_caffe_models():
 # GMACs of the plain networks. The paper's column, except where a published count of the same
 # layout disagrees: ShuffleNet's 0.140 rounds the official 138M (ShuffleNet-Series README; our
 # count is 137.46M), and Inception-ResNet-v2 at 299 is timm's 13.18 (see inception.py).
-GMACS = {'vgg16_bn': 15.47, 'bn_inception': 2.03, 'mobilenet_v1': 0.569,
-         'shufflenet_v1_g3': 0.138, 'inception_resnet_v2': 13.18}
+GMACS = {
+    'vgg16_bn': 15.47,
+    'bn_inception': 2.03,
+    'mobilenet_v1': 0.569,
+    'shufflenet_v1_g3': 0.138,
+    'inception_resnet_v2': 13.18
+}
 
 
 @pytest.mark.parametrize('name', PLAIN)
@@ -165,9 +174,13 @@ def test_inception_resnet_v2_matches_the_paper_one_grid_step_smaller():
 # The paper's SE columns add 0.01 G (VGG, Inception), 0.003 (MobileNet), 0.002 (ShuffleNet),
 # printed to the last digit shown. They include the rescaling (one multiply per gated
 # activation), which the counter leaves out as it leaves out every element-wise op.
-SE_EXTRA = {'vgg16_bn': (0.01, 0.01), 'bn_inception': (0.01, 0.01),
-            'inception_resnet_v2': (0.01, 0.01), 'mobilenet_v1': (0.003, 0.001),
-            'shufflenet_v1_g3': (0.002, 0.001)}
+SE_EXTRA = {
+    'vgg16_bn': (0.01, 0.01),
+    'bn_inception': (0.01, 0.01),
+    'inception_resnet_v2': (0.01, 0.01),
+    'mobilenet_v1': (0.003, 0.001),
+    'shufflenet_v1_g3': (0.002, 0.001)
+}
 
 
 @pytest.mark.parametrize('name', PLAIN)
@@ -187,6 +200,7 @@ def test_se_twins_within_one_percent_of_the_papers_se_column(name):
 
 
 # Presets ----------------------------------------------------------------------------------------
+
 
 def test_zoo_presets_have_the_registrys_shape_and_se_twins():
   assert set(zoo.PRESETS) == set(PLAIN) | {f'se_{n}' for n in PLAIN}
@@ -241,8 +255,13 @@ def se_of(params):
 
 # Ablation axes ----------------------------------------------------------------------------------
 
-STAGES = {'vgg16_bn': 5, 'bn_inception': 3, 'inception_resnet_v2': 3, 'mobilenet_v1': 5,
-          'shufflenet_v1_g3': 3}
+STAGES = {
+    'vgg16_bn': 5,
+    'bn_inception': 3,
+    'inception_resnet_v2': 3,
+    'mobilenet_v1': 5,
+    'shufflenet_v1_g3': 3
+}
 
 
 @pytest.mark.parametrize('name', PLAIN)
@@ -300,12 +319,17 @@ def _unit_width(name, unit, **spec):
 def test_shufflenet_integrations_in_the_concatenating_unit():
   # layer2_0 takes 48 channels and emits 96: its branch emits 48, and so does its pooled
   # shortcut; the stride-1 unit layer2_1 takes and emits 96 channels, its bottleneck 96 // 4.
-  expected = {('standard', 'last'): (48, 96), ('pre', 'last'): (48, 96),
-              ('identity', 'last'): (48, 96), ('post', 'last'): (96, 96),
-              ('standard', '3x3'): (24, 24)}
+  expected = {
+      ('standard', 'last'): (48, 96),
+      ('pre', 'last'): (48, 96),
+      ('identity', 'last'): (48, 96),
+      ('post', 'last'): (96, 96),
+      ('standard', '3x3'): (24, 24)
+  }
   for (mode, position), widths in expected.items():
-    got = tuple(_unit_width('shufflenet_v1_g3', unit, integration=mode, position=position)
-                for unit in ('layer2_0', 'layer2_1'))
+    got = tuple(
+        _unit_width('shufflenet_v1_g3', unit, integration=mode, position=position)
+        for unit in ('layer2_0', 'layer2_1'))
     assert got == widths, (mode, position)
   # The first unit gates its 12-channel input under 'pre', its branch's 48 - 12 under 'standard'.
   assert _unit_width('shufflenet_v1_g3', 'layer1_0', integration='pre') == 12
@@ -330,21 +354,26 @@ def test_inception_resnet_integrations_put_the_block_in_different_places():
   # variables the four modes compute four different functions.
   x = np.random.default_rng(0).normal(size=(2, 5, 5, 24)).astype(np.float32)
   variables = random_variables(_block35(SESpec(reduction=4), zero_init=False), x)
-  outputs = [np.asarray(_block35(SESpec(reduction=4, integration=mode)).apply(variables, x))
-             for mode in ('standard', 'pre', 'post', 'identity')]
+  outputs = [
+      np.asarray(_block35(SESpec(reduction=4, integration=mode)).apply(variables, x))
+      for mode in ('standard', 'pre', 'post', 'identity')
+  ]
   for i in range(4):
     for j in range(i):
       assert np.abs(outputs[i] - outputs[j]).max() > 1e-4, (i, j)
   assert _unit_width('inception_resnet_v2', 'layer2_0', integration='pre') == 68
 
 
-@pytest.mark.parametrize('name,field,value', [
-    ('vgg16_bn', 'integration', 'pre'), ('bn_inception', 'integration', 'identity'),
-    ('mobilenet_v1', 'integration', 'post'), ('vgg16_bn', 'position', '3x3'),
-    ('bn_inception', 'position', '3x3'), ('inception_resnet_v2', 'position', '3x3')])
+@pytest.mark.parametrize('name,field,value', [('vgg16_bn', 'integration', 'pre'),
+                                              ('bn_inception', 'integration', 'identity'),
+                                              ('mobilenet_v1', 'integration', 'post'),
+                                              ('vgg16_bn', 'position', '3x3'),
+                                              ('bn_inception', 'position', '3x3'),
+                                              ('inception_resnet_v2', 'position', '3x3')])
 def test_placements_a_backbone_lacks_are_config_errors(name, field, value):
-  with pytest.raises(ConfigError, match=rf"config.model.se.{field}='{value}' does not apply .*"
-                                        r"choose one of \["):
+  with pytest.raises(
+      ConfigError, match=rf"config.model.se.{field}='{value}' does not apply .*"
+      r"choose one of \["):
     small_params(f'se_{name}', se=SESpec(**{field: value}))
 
 
@@ -358,10 +387,12 @@ def test_inputs_a_backbone_cannot_take_are_config_errors(name, side):
 
 
 def test_zero_init_residual_starts_residual_units_at_the_identity():
+
   def initial(unit, x, *path):
     # Only the variable asked for is computed: jit drops the other initialisers.
-    return np.asarray(jax.jit(lambda k: functools.reduce(
-        lambda tree, key: tree[key], path, unit.init(k, x)['params']))(jax.random.PRNGKey(0)))
+    return np.asarray(
+        jax.jit(lambda k: functools.reduce(lambda tree, key: tree[key], path,
+                                           unit.init(k, x)['params']))(jax.random.PRNGKey(0)))
 
   conv, norm = mobile.ShuffleNetV1(num_classes=10).layers(train=False)
   x = jnp.zeros((1, 4, 4, 48))
@@ -405,10 +436,14 @@ def test_each_backbone_trains_on_digits_and_sows_its_gates(name):
   tx = optax.adam(3e-3)
 
   def step(params, stats, opt_state, rng):
+
     def loss_fn(p):
-      logits, new = model.apply({'params': p, 'batch_stats': stats}, x, train=True,
-                                mutable=['batch_stats', 'intermediates'], rngs={'dropout': rng})
+      logits, new = model.apply({
+          'params': p,
+          'batch_stats': stats
+      }, x, train=True, mutable=['batch_stats', 'intermediates'], rngs={'dropout': rng})
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
+
     (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     gates = gates_lib.flatten_gates(new['intermediates'])
@@ -416,8 +451,8 @@ def test_each_backbone_trains_on_digits_and_sows_its_gates(name):
 
   state = (variables['params'], variables['batch_stats'], tx.init(variables['params']))
   # Four steps do not repay LLVM's optimisations, which would double the compile time.
-  step = jax.jit(step).lower(*state, jax.random.PRNGKey(0)).compile(
-      compiler_options={'xla_backend_optimization_level': 0})
+  step = jax.jit(step).lower(
+      *state, jax.random.PRNGKey(0)).compile(compiler_options={'xla_backend_optimization_level': 0})
   losses = []
   for i in range(4):
     *state, loss, gates = step(*state, jax.random.PRNGKey(i))
@@ -430,15 +465,18 @@ def test_each_backbone_trains_on_digits_and_sows_its_gates(name):
   assert all(g.shape == (16, se_of(params)[k][0]) for k, g in gates.items())
   for unit in gates:
     before, after = variables['params'][unit]['se'], params[unit]['se']
-    assert any(np.any(np.asarray(a) != b) for a, b in zip(jax.tree.leaves(after),
-                                                          jax.tree.leaves(before))), unit
+    assert any(
+        np.any(np.asarray(a) != b)
+        for a, b in zip(jax.tree.leaves(after), jax.tree.leaves(before))), unit
 
 
 # Summary ----------------------------------------------------------------------------------------
 
+
 def test_summary_puts_inception_resnet_reductions_in_the_stage_they_open():
   model = _create('se_inception_resnet_v2', 1000)
-  table = dict((stage, params) for stage, params, _ in summary.summarize(model, (299, 299, 3)).stages)
+  table = dict(
+      (stage, params) for stage, params, _ in summary.summarize(model, (299, 299, 3)).stages)
   x = jnp.zeros((1, 299, 299, 3))
   params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))['params']
   sizes = {name: summary.count_params(sub) for name, sub in params.items()}
@@ -446,16 +484,20 @@ def test_summary_puts_inception_resnet_reductions_in_the_stage_they_open():
   def total(*prefixes):
     return sum(n for name, n in sizes.items() if name.startswith(prefixes))
 
-  assert table == {'stem': total('conv2d_1a', 'conv2d_2', 'conv2d_3b', 'conv2d_4a', 'mixed_5b'),
-                   'layer1': total('layer1_'), 'layer2': total('layer2_', 'mixed_6a'),
-                   'layer3': total('layer3_', 'mixed_7a'), 'head': total('fc', 'conv2d_7b')}
+  assert table == {
+      'stem': total('conv2d_1a', 'conv2d_2', 'conv2d_3b', 'conv2d_4a', 'mixed_5b'),
+      'layer1': total('layer1_'),
+      'layer2': total('layer2_', 'mixed_6a'),
+      'layer3': total('layer3_', 'mixed_7a'),
+      'head': total('fc', 'conv2d_7b')
+  }
 
 
 def _summary_mode(config_arg):
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, 'main.py', '--mode=summary',
-                         f'--config=configs/imagenet.py:{config_arg}'],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+      [sys.executable, 'main.py', '--mode=summary', f'--config=configs/imagenet.py:{config_arg}'],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
 

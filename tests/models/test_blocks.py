@@ -48,8 +48,7 @@ def bottleneck(se, strides=1, planes=16, width=16, groups=4, **kwargs):
 @pytest.mark.parametrize('mode', MODES)
 def test_bottleneck_integration_modes(mode):
   x = inputs((2, 6, 6, 64))
-  check(bottleneck(spec_for(mode)), x,
-        lambda x, v: ref.bottleneck(x, v, groups=4, mode=mode))
+  check(bottleneck(spec_for(mode)), x, lambda x, v: ref.bottleneck(x, v, groups=4, mode=mode))
 
 
 def test_bottleneck_se_after_the_3x3_conv():
@@ -64,8 +63,9 @@ def test_bottleneck_projection_unit(stride_in_1x1, downsample_kernel):
   x = inputs((2, 8, 8, 32))
   unit = bottleneck(spec_for('standard'), strides=2, stride_in_1x1=stride_in_1x1,
                     downsample_kernel=downsample_kernel)
-  v = check(unit, x, lambda x, v: ref.bottleneck(x, v, stride=2, groups=4,
-                                                 stride_in_1x1=stride_in_1x1, mode='standard'))
+  v = check(
+      unit, x, lambda x, v: ref.bottleneck(x, v, stride=2, groups=4, stride_in_1x1=stride_in_1x1,
+                                           mode='standard'))
   assert v['params']['downsample_conv']['kernel'].shape == (downsample_kernel,) * 2 + (32, 64)
 
 
@@ -80,8 +80,8 @@ def test_bottleneck_where_the_stride_goes_changes_the_output():
 
 
 def basic(se, strides=1, planes=16, shortcut_type='B', **kwargs):
-  return blocks.BasicBlock(planes, strides, conv=CONV, norm=NORM, act=nn.relu, se=se, zero_init=False,
-                           shortcut_type=shortcut_type, **kwargs)
+  return blocks.BasicBlock(planes, strides, conv=CONV, norm=NORM, act=nn.relu, se=se,
+                           zero_init=False, shortcut_type=shortcut_type, **kwargs)
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -113,8 +113,8 @@ def test_basic_projection_shortcut(mode):
 def test_basic_option_a_shortcut_subsamples_and_zero_pads(mode):
   x = inputs((2, 8, 8, 8))
   unit = basic(spec_for(mode, reduction=2), strides=2, shortcut_type='A')
-  v = check(unit, x, lambda x, v: ref.basic(x, v, stride=2, mode=mode, shortcut_type='A',
-                                            out_ch=16))
+  v = check(unit, x,
+            lambda x, v: ref.basic(x, v, stride=2, mode=mode, shortcut_type='A', out_ch=16))
   # Option A is parameter-free.
   assert 'downsample_conv' not in v['params']
 
@@ -211,7 +211,7 @@ def test_residual_sum_defaults_neither_drop_nor_train():
 def test_se_block_computes_in_the_units_dtype(mode):
   x = inputs((2, 4, 4, 16))
   unit = blocks.BasicBlock(16, 1, conv=CONV, norm=NORM, act=nn.relu, se=spec_for(mode),
-                          dtype=jnp.bfloat16)
+                           dtype=jnp.bfloat16)
   dtypes = []
 
   def record(module, _):

@@ -14,7 +14,7 @@ from se_flax.layers.drop_path import linear_rates
 from se_flax.models import unit
 from tests.layers.random_variables import random_variables
 
-BRANCH = 3.0   # the constant the test unit's residual branch puts out
+BRANCH = 3.0  # the constant the test unit's residual branch puts out
 
 
 class ConstantBranchUnit(nn.Module):
@@ -23,13 +23,14 @@ class ConstantBranchUnit(nn.Module):
 
   @nn.compact
   def __call__(self, x, train):
-    return unit.residual_sum(self, x, lambda h, _: jnp.full_like(h, BRANCH), lambda h: h,
-                             None, None, self.rate, train)
+    return unit.residual_sum(self, x, lambda h, _: jnp.full_like(h, BRANCH), lambda h: h, None,
+                             None, self.rate, train)
 
 
 def run_unit(rate, x, seed, train=True):
-  return np.asarray(ConstantBranchUnit(rate).apply({}, jnp.asarray(x), train,
-                                                   rngs={'dropout': jax.random.PRNGKey(seed)}))
+  return np.asarray(
+      ConstantBranchUnit(rate).apply({}, jnp.asarray(x), train,
+                                     rngs={'dropout': jax.random.PRNGKey(seed)}))
 
 
 def test_each_example_keeps_or_drops_its_whole_branch():
@@ -39,7 +40,7 @@ def test_each_example_keeps_or_drops_its_whole_branch():
   kept = (out - x)[:, 0, 0, 0] > BRANCH / 2
   expected = x + np.where(kept, BRANCH / (1 - rate), 0.0)[:, None, None, None].astype(np.float32)
   np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
-  assert 0 < kept.sum() < len(kept)   # both outcomes occur in 64 draws
+  assert 0 < kept.sum() < len(kept)  # both outcomes occur in 64 draws
   # Same key, same masks; another key, other masks.
   np.testing.assert_array_equal(run_unit(rate, x, seed=1), out)
   assert not np.array_equal(run_unit(rate, x, seed=2), out)
@@ -75,8 +76,8 @@ def test_a_network_at_eval_ignores_the_rate_and_drops_in_training():
   shapes = lambda m: jax.eval_shape(lambda v: m.init(jax.random.PRNGKey(0), v), x)
   assert shapes(dropped) == shapes(plain)
   variables = random_variables(plain, x)
-  train = lambda m, v: m.apply(v, x, train=True, mutable=['batch_stats'],
-                               rngs={'dropout': jax.random.PRNGKey(1)})[0]
+  train = lambda m, v: m.apply(v, x, train=True, mutable=['batch_stats'], rngs=
+                               {'dropout': jax.random.PRNGKey(1)})[0]
   outs = jax.jit(lambda v: (dropped.apply(v, x), plain.apply(v, x), train(dropped, v),
                             train(plain, v)))(variables)
   y_dropped, y_plain, t_dropped, t_plain = (np.asarray(y) for y in outs)
@@ -106,8 +107,8 @@ def wired_rates(model, input_shape):
     ('se_resnet18', {}, (1, 32, 32, 3), [f'layer{s}_{j}' for s in (1, 2, 3, 4) for j in range(2)]),
     ('shufflenet_v1_g3', dict(units=(2, 3, 2), widths=(24, 48, 96), stem_width=12),
      (1, 32, 32, 3), ['layer1_1', 'layer2_1', 'layer2_2', 'layer3_1']),
-    ('inception_resnet_v2', dict(units=(2, 1, 2), width=0.125), (1, 75, 75, 3),
-     ['layer1_0', 'layer1_1', 'layer2_0', 'layer3_0', 'layer3_1']),
+    ('inception_resnet_v2', dict(units=(2, 1, 2), width=0.125),
+     (1, 75, 75, 3), ['layer1_0', 'layer1_1', 'layer2_0', 'layer3_0', 'layer3_1']),
 ])
 def test_rates_grow_linearly_over_the_residual_units(name, overrides, input_shape, units):
   rate = 0.2

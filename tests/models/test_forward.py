@@ -2,14 +2,15 @@
 
 import functools
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from se_flax.models import registry
-from tests.layers.random_variables import init_without_kernels, random_variables
+from tests.layers.random_variables import init_without_kernels
+from tests.layers.random_variables import random_variables
 from tests.models import model_shapes
 from tests.models import reference_units as ref
 
@@ -44,8 +45,9 @@ def init_constants(name, **overrides):
   return model, init_without_kernels(model, images())
 
 
-@pytest.mark.parametrize('name', ['se_resnet18', 'se_resnext50_32x4d', 'cifar_resnet20',
-                                  'se_cifar_resnet20', 'se_wrn16_8'])
+@pytest.mark.parametrize(
+    'name',
+    ['se_resnet18', 'se_resnext50_32x4d', 'cifar_resnet20', 'se_cifar_resnet20', 'se_wrn16_8'])
 def test_forward_pass(name):
   _, variables = setup(name)
   logits = eval_apply(name)(variables, images())
@@ -68,8 +70,8 @@ def test_senet154_trains_with_dropout_before_the_classifier():
   _, variables = model_shapes.traced('senet154')
   x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
   logits, state = jax.eval_shape(
-      lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'],
-                               rngs={'dropout': jax.random.PRNGKey(1)}), variables, x)
+      lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'], rngs=
+                               {'dropout': jax.random.PRNGKey(1)}), variables, x)
   assert logits.shape == (2, 1000)
   assert jax.tree.structure(state['batch_stats']) == jax.tree.structure(variables['batch_stats'])
 
@@ -79,8 +81,9 @@ def test_senet154_stem_and_projections():
   # Appendix: three 3x3 stem convs (64, 64, 128); the first 1x1 conv is half the 3x3 width
   # (128 of 256), whose 64 groups then see 2 channels each; 3x3 stride-2 projections after the
   # first stage.
-  assert [params[f'stem_conv{i}']['kernel'].shape for i in (1, 2, 3)] == [
-      (3, 3, 3, 64), (3, 3, 64, 64), (3, 3, 64, 128)]
+  assert [params[f'stem_conv{i}']['kernel'].shape for i in (1, 2, 3)] == [(3, 3, 3, 64),
+                                                                          (3, 3, 64, 64),
+                                                                          (3, 3, 64, 128)]
   assert params['layer1_0']['conv1']['kernel'].shape == (1, 1, 128, 128)
   assert params['layer1_0']['conv2']['kernel'].shape == (3, 3, 2, 256)
   assert params['layer1_0']['downsample_conv']['kernel'].shape == (1, 1, 128, 256)
@@ -101,8 +104,8 @@ def test_train_mode_updates_every_batch_statistic():
     assert np.abs(np.asarray(new[key]) - old[key]).max() > 1e-6, key
   # The stem BN sees conv1(x): its running mean moves a tenth of the way to the batch mean.
   h = ref.conv(x, variables['params']['conv1'])
-  np.testing.assert_allclose(new['bn1', 'mean'],
-                             0.9 * old['bn1', 'mean'] + 0.1 * h.mean(axis=(0, 1, 2)),
+  np.testing.assert_allclose(new['bn1',
+                                 'mean'], 0.9 * old['bn1', 'mean'] + 0.1 * h.mean(axis=(0, 1, 2)),
                              rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(new['bn1', 'var'],
                              0.9 * old['bn1', 'var'] + 0.1 * h.var(axis=(0, 1, 2), ddof=1),
@@ -121,8 +124,9 @@ def test_bfloat16_compute_keeps_float32_params_statistics_and_logits():
                             variables, x)
   assert {leaf.dtype for leaf in jax.tree.leaves(state)} == {jnp.dtype(jnp.float32)}
 
-  logits, state = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True,
-                                                   mutable=['intermediates']))(variables, x)
+  logits, state = jax.jit(
+      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=['intermediates']))(
+          variables, x)
   assert logits.dtype == jnp.float32
   inter = state['intermediates']
   for unit in ('layer1_0', 'layer2_0', 'layer3_2'):
@@ -163,10 +167,14 @@ def test_without_zero_init_every_bn_scale_is_one(name):
 
 def test_untrained_units_pass_their_input_through():
   model, variables = init_constants('se_cifar_resnet20')
-  _, state = jax.jit(lambda v, x: model.apply(v, x, capture_intermediates=True,
-                                              mutable=['intermediates']))(variables, images())
-  out = {k: np.asarray(v['__call__'][0]) for k, v in state['intermediates'].items()
-         if k.startswith('layer')}
+  _, state = jax.jit(
+      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=['intermediates']))(
+          variables, images())
+  out = {
+      k: np.asarray(v['__call__'][0])
+      for k, v in state['intermediates'].items()
+      if k.startswith('layer')
+  }
   # Identity shortcuts: a zero branch leaves relu(x) = x, since x is itself a ReLU output.
   for stage in (1, 2, 3):
     for j in (1, 2):
@@ -175,6 +183,7 @@ def test_untrained_units_pass_their_input_through():
   for stage, prev in ((2, 'layer1_2'), (3, 'layer2_2')):
     x = out[prev][:, ::2, ::2, :]
     c = x.shape[-1]
-    expected = np.concatenate([np.zeros(x.shape[:3] + (c // 2,)), x,
-                               np.zeros(x.shape[:3] + (c // 2,))], axis=-1)
+    expected = np.concatenate(
+        [np.zeros(x.shape[:3] + (c // 2,)), x,
+         np.zeros(x.shape[:3] + (c // 2,))], axis=-1)
     np.testing.assert_array_equal(out[f'layer{stage}_0'], expected)

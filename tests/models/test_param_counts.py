@@ -34,13 +34,13 @@ TIMM = {
     'resnext50_32x4d': 25_028_904,
     'resnext101_32x4d': 44_177_704,
     # Default floor rounding (C // 16) is the Caffe models' width: timm's legacy_* ports.
-    'se_resnet18': 11_778_592,          # legacy_seresnet18
-    'se_resnet50': 28_088_024,          # legacy_seresnet50
-    'se_resnet101': 49_326_872,         # legacy_seresnet101
-    'se_resnet152': 66_821_848,         # legacy_seresnet152
-    'se_resnext50_32x4d': 27_559_896,   # legacy_seresnext50_32x4d
+    'se_resnet18': 11_778_592,  # legacy_seresnet18
+    'se_resnet50': 28_088_024,  # legacy_seresnet50
+    'se_resnet101': 49_326_872,  # legacy_seresnet101
+    'se_resnet152': 66_821_848,  # legacy_seresnet152
+    'se_resnext50_32x4d': 27_559_896,  # legacy_seresnext50_32x4d
     'se_resnext101_32x4d': 48_955_416,  # legacy_seresnext101_32x4d
-    'senet154': 115_088_984,            # legacy_senet154
+    'senet154': 115_088_984,  # legacy_senet154
 }
 
 # timm's seresnet* / seresnext*: SE width rounded to a multiple of 8.
@@ -85,8 +85,8 @@ def test_se_resnet34_floor_width():
 
 def test_senet154_plain_is_senet154_without_its_se_blocks():
   # 3, 8, 36, 3 units emitting 256, 512, 1024, 2048 channels.
-  assert count('senet154_plain') == TIMM['senet154'] - se_total(
-      [(3, 256), (8, 512), (36, 1024), (3, 2048)])
+  assert count('senet154_plain') == TIMM['senet154'] - se_total([(3, 256), (8, 512), (36, 1024),
+                                                                 (3, 2048)])
 
 
 # CIFAR: published sizes at their stated precision (in millions of parameters).
@@ -136,12 +136,13 @@ def test_cifar_se_twins_add_one_block_per_unit(name):
 
 def test_every_preset_is_covered():
   # The paper's other backbones are counted in test_backbones.py.
-  covered = set(TIMM) | {'se_resnet34', 'senet154_plain'} | set(CIFAR) | {
-      f'se_{n}' for n in CIFAR_SE_LAYOUT} | set(zoo.PRESETS)
+  covered = set(TIMM) | {'se_resnet34', 'senet154_plain'
+                        } | set(CIFAR) | {f'se_{n}' for n in CIFAR_SE_LAYOUT} | set(zoo.PRESETS)
   assert covered == set(registry.list_models())
 
 
 # SENet paper ablations on SE-ResNet-50 -----------------------------------------------------------
+
 
 def paper_millions(params):
   """Millions rounded up to one decimal, as the paper's Tables 10, 13 and 15 print them.

@@ -19,11 +19,12 @@ def init_shapes(model, shape=(1, 32, 32, 3)):
 def test_every_plain_model_has_an_se_twin():
   names = set(registry.list_models())
   plain = {n for n in names if not registry.has_se(n)}
-  assert plain == {'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152',
-                   'resnext50_32x4d', 'resnext101_32x4d', 'senet154_plain',
-                   'cifar_resnet20', 'cifar_resnet32', 'cifar_resnet44', 'cifar_resnet56',
-                   'cifar_resnet110', 'preact_resnet164', 'wrn16_8', 'vgg16_bn', 'bn_inception',
-                   'inception_resnet_v2', 'mobilenet_v1', 'shufflenet_v1_g3'}
+  assert plain == {
+      'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152', 'resnext50_32x4d',
+      'resnext101_32x4d', 'senet154_plain', 'cifar_resnet20', 'cifar_resnet32', 'cifar_resnet44',
+      'cifar_resnet56', 'cifar_resnet110', 'preact_resnet164', 'wrn16_8', 'vgg16_bn',
+      'bn_inception', 'inception_resnet_v2', 'mobilenet_v1', 'shufflenet_v1_g3'
+  }
   twins = {'senet154' if n == 'senet154_plain' else f'se_{n}' for n in plain}
   assert names == plain | twins
   assert registry.list_models() == sorted(names)
@@ -110,8 +111,7 @@ def test_reduction_larger_than_a_blocks_channels_raises_at_init():
   with pytest.raises(ValueError, match=r'reduction=32.*16 channels'):
     init_shapes(model)
   # Restricted to the 64-channel stage, r=32 fits.
-  init_shapes(registry.create_model('se_cifar_resnet20', 10,
-                                    se=SESpec(reduction=32, stages=(2,))))
+  init_shapes(registry.create_model('se_cifar_resnet20', 10, se=SESpec(reduction=32, stages=(2,))))
 
 
 @pytest.mark.parametrize('depth,kind', [(21, 'basic'), (165, 'preact_bottleneck'), (15, 'wide')])

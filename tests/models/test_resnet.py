@@ -15,12 +15,19 @@ from tests.models.model_shapes import builder
 from tests.models.model_shapes import params_of
 
 
-@pytest.mark.parametrize('name,stride_in_1x1', [
-    # The paper's (Caffe) ResNets stride the first 1x1 conv; the ResNeXt and SENet-154 models
-    # stride the 3x3 conv, as their published code does.
-    ('resnet50', True), ('resnet101', True), ('resnet152', True),
-    ('se_resnet50', True), ('resnext50_32x4d', False), ('se_resnext101_32x4d', False),
-    ('senet154', False)])
+@pytest.mark.parametrize(
+    'name,stride_in_1x1',
+    [
+        # The paper's (Caffe) ResNets stride the first 1x1 conv; the ResNeXt and SENet-154 models
+        # stride the 3x3 conv, as their published code does.
+        ('resnet50', True),
+        ('resnet101', True),
+        ('resnet152', True),
+        ('se_resnet50', True),
+        ('resnext50_32x4d', False),
+        ('se_resnext101_32x4d', False),
+        ('senet154', False)
+    ])
 def test_preset_stride_position(name, stride_in_1x1):
   assert registry.create_model(name, 10).stride_in_1x1 is stride_in_1x1
 
@@ -36,8 +43,9 @@ def test_resnext_32x4d_widths():
 def stage1_size(model, hw):
   x = jax.ShapeDtypeStruct((1, hw, hw, 3), jnp.float32)
   variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)
-  _, state = jax.eval_shape(lambda v, x: model.apply(v, x, capture_intermediates=True,
-                                                     mutable=['intermediates']), variables, x)
+  _, state = jax.eval_shape(
+      lambda v, x: model.apply(v, x, capture_intermediates=True, mutable=['intermediates']),
+      variables, x)
   return state['intermediates']['layer1_0']['__call__'][0].shape[1]
 
 
@@ -58,6 +66,7 @@ def test_torchvision_padded_pooling(hw, expected):
 
 def record(model, variables, x, paths):
   """(input, output) of the calls of the submodules at `paths` ('layer1_0', 'layer1_0/bn1')."""
+
   def run(v, x):
     seen = {}
 

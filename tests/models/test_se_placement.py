@@ -33,8 +33,13 @@ def param_shapes(module, shape):
 
 # 48 input channels, 24-wide 3x3 conv, 64 output channels: each place the SE can take has its own
 # width, so fc1's shape tells where the block went. r=4.
-SE_WIDTH = {('standard', 'last'): 64, ('pre', 'last'): 48, ('post', 'last'): 64,
-            ('identity', 'last'): 64, ('standard', '3x3'): 24}
+SE_WIDTH = {
+    ('standard', 'last'): 64,
+    ('pre', 'last'): 48,
+    ('post', 'last'): 64,
+    ('identity', 'last'): 64,
+    ('standard', '3x3'): 24
+}
 
 
 @pytest.mark.parametrize('mode,position', sorted(SE_WIDTH))
@@ -43,19 +48,28 @@ def test_bottleneck_se_gates_the_channels_of_its_place(mode, position):
                            se=SESpec(reduction=4, integration=mode, position=position))
   shapes = param_shapes(unit, (1, 4, 4, 48))
   c = SE_WIDTH[mode, position]
-  assert shapes['se'] == {'fc1': {'kernel': (c, c // 4), 'bias': (c // 4,)},
-                          'fc2': {'kernel': (c // 4, c), 'bias': (c,)}}
+  assert shapes['se'] == {
+      'fc1': {
+          'kernel': (c, c // 4),
+          'bias': (c // 4,)
+      },
+      'fc2': {
+          'kernel': (c // 4, c),
+          'bias': (c,)
+      }
+  }
 
 
 def test_unit_without_se_has_no_se_module():
   unit = blocks.Bottleneck(16, 1, conv=CONV, norm=NORM, act=nn.relu, width=24, first_width=24)
   assert set(param_shapes(unit, (1, 4, 4, 48))) == {
-      'conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3', 'downsample_conv', 'downsample_bn'}
+      'conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3', 'downsample_conv', 'downsample_bn'
+  }
 
 
-@pytest.mark.parametrize('mode,position,width', [
-    ('standard', 'last', 512), ('pre', 'last', 256), ('post', 'last', 512),
-    ('identity', 'last', 512), ('standard', '3x3', 128)])
+@pytest.mark.parametrize('mode,position,width', [('standard', 'last', 512), ('pre', 'last', 256),
+                                                 ('post', 'last', 512), ('identity', 'last', 512),
+                                                 ('standard', '3x3', 128)])
 def test_se_resnet50_first_unit_of_stage_2(mode, position, width):
   # layer2_0 takes 256 channels, runs its 3x3 conv at 128 and emits 512.
   shapes = params_of('se_resnet50', se=SESpec(integration=mode, position=position))
@@ -68,8 +82,9 @@ def test_se_resnet50_first_unit_of_stage_2(mode, position, width):
 def test_stages_restrict_se_to_the_named_stages():
   shapes = params_of('se_resnet50', se=SESpec(stages=(1, 3)))
   with_se = sorted(k for k in shapes if 'se' in shapes[k])
-  assert with_se == ['layer2_0', 'layer2_1', 'layer2_2', 'layer2_3',
-                     'layer4_0', 'layer4_1', 'layer4_2']
+  assert with_se == [
+      'layer2_0', 'layer2_1', 'layer2_2', 'layer2_3', 'layer4_0', 'layer4_1', 'layer4_2'
+  ]
 
 
 def test_preact_pre_gates_the_units_input():
@@ -81,6 +96,7 @@ def test_preact_pre_gates_the_units_input():
 
 
 # Gate extremes ----------------------------------------------------------------------------------
+
 
 def with_constant_gate(variables, logit):
   """Zero fc2 kernel and a large bias: sigmoid gives ~1 (logit +30) or ~0 (logit -30) everywhere."""
@@ -95,9 +111,11 @@ MODES = ['standard', 'pre', 'post', 'identity']
 
 def unit_pair(mode, position='last'):
   """A Bottleneck with an SE block, and the same unit without one, on an identity shortcut."""
+
   def make(se):
     return blocks.Bottleneck(16, 1, conv=CONV, norm=NORM, act=nn.relu, width=16, first_width=16,
                              se=se, zero_init=False)
+
   return make(SESpec(reduction=4, integration=mode, position=position)), make(None)
 
 

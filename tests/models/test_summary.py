@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import pytest
 
 from se_flax.layers.se import SESpec
-from se_flax.models import registry, summary
+from se_flax.models import registry
+from se_flax.models import summary
 
 IMAGE = (224, 224, 3)
 
@@ -22,14 +23,18 @@ def gmacs(name, se=None, **overrides):
 # multiply-adds of the Caffe layout (stride on the first 1x1 conv); timm's counts use the
 # "v1.5" layout (stride on the 3x3 conv) except legacy_seresnet50.
 PUBLISHED = [
-    ('resnet50', {}, 3.86, 0.01),                                  # paper Table 2
-    ('se_resnet50', {}, 3.87, 0.01),                               # paper Table 2
-    ('se_resnet50', {}, 3.860, 0.005),                             # timm legacy_seresnet50
-    ('resnet50', {'stride_in_1x1': False}, 4.089, 0.005),          # timm resnet50
-    ('se_resnet50', {'stride_in_1x1': False}, 4.092, 0.005),       # timm seresnet50
-    ('resnet18', {}, 1.814, 0.005),                                # timm resnet18
-    ('se_resnext50_32x4d', {}, 4.233, 0.005),                      # timm seresnext50_32x4d
-    ('senet154', {}, 20.688, 0.005),                               # timm legacy_senet154
+    ('resnet50', {}, 3.86, 0.01),  # paper Table 2
+    ('se_resnet50', {}, 3.87, 0.01),  # paper Table 2
+    ('se_resnet50', {}, 3.860, 0.005),  # timm legacy_seresnet50
+    ('resnet50', {
+        'stride_in_1x1': False
+    }, 4.089, 0.005),  # timm resnet50
+    ('se_resnet50', {
+        'stride_in_1x1': False
+    }, 4.092, 0.005),  # timm seresnet50
+    ('resnet18', {}, 1.814, 0.005),  # timm resnet18
+    ('se_resnext50_32x4d', {}, 4.233, 0.005),  # timm seresnext50_32x4d
+    ('senet154', {}, 20.688, 0.005),  # timm legacy_senet154
 ]
 
 
@@ -56,7 +61,7 @@ class TwoLayers(nn.Module):
   @nn.compact
   def __call__(self, x, train=False):
     del train
-    x = nn.Conv(8, (3, 3), padding='SAME', feature_group_count=2)(x)   # 6 -> 8 channels, 2 groups
+    x = nn.Conv(8, (3, 3), padding='SAME', feature_group_count=2)(x)  # 6 -> 8 channels, 2 groups
     return nn.Dense(5)(x.reshape((x.shape[0], -1)))
 
 
@@ -80,7 +85,7 @@ def test_summarize_table_has_stages_and_totals():
   assert [s[0] for s in result.stages] == ['stem', 'layer1', 'layer2', 'layer3', 'layer4', 'head']
   assert sum(s[1] for s in result.stages) == result.params
   assert [s[2] for s in result.stages[1:5]] == [(56, 56, 256), (28, 28, 512), (14, 14, 1024),
-                                                 (7, 7, 2048)]
+                                                (7, 7, 2048)]
   # Stem: 7x7x3x64 conv and its BN; head: the 2048 -> 1000 classifier.
   assert result.stages[0][1] == 7 * 7 * 3 * 64 + 2 * 64
   assert result.stages[-1][1] == 2048 * 1000 + 1000
@@ -100,7 +105,6 @@ def test_summarize_cifar_network():
   assert stages['head'][0] == 64 * 10 + 10
   assert [stages[f'layer{i}'][1] for i in (1, 2, 3)] == [(32, 32, 16), (16, 16, 32), (8, 8, 64)]
   # Every 3x3 conv, counted by hand: output pixels x output channels x 9 x input channels.
-  convs = (32 * 32 * 16 * 9 * (3 + 6 * 16)
-           + 16 * 16 * 32 * 9 * (16 + 5 * 32)
-           + 8 * 8 * 64 * 9 * (32 + 5 * 64))
+  convs = (32 * 32 * 16 * 9 * (3 + 6 * 16) + 16 * 16 * 32 * 9 * (16 + 5 * 32) + 8 * 8 * 64 * 9 *
+           (32 + 5 * 64))
   assert result.macs == convs + 64 * 10

@@ -24,21 +24,25 @@ from se_flax.models import registry
 # Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group('test_summary_mode')
 
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # timm's legacy_seresnet50, the Caffe layout of the paper (experiments/paper_reference.md).
 LEGACY_SERESNET50_PARAMS = 28_088_024
 LEGACY_SERESNET50_GMACS = 3.860
 # ResNet-50's stage outputs on a 224 crop (He et al. 2016, Table 1).
-STAGE_OUTPUTS = {'layer1': (56, 56, 256), 'layer2': (28, 28, 512), 'layer3': (14, 14, 1024),
-                 'layer4': (7, 7, 2048)}
+STAGE_OUTPUTS = {
+    'layer1': (56, 56, 256),
+    'layer2': (28, 28, 512),
+    'layer3': (14, 14, 1024),
+    'layer4': (7, 7, 2048)
+}
 
 
 def _summary(*flags):
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=REPO)
-  proc = subprocess.run([sys.executable, 'main.py', '--mode=summary',
-                         '--config=configs/imagenet.py:model=se_resnet50', *flags],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run([
+      sys.executable, 'main.py', '--mode=summary', '--config=configs/imagenet.py:model=se_resnet50',
+      *flags
+  ], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
 
@@ -50,7 +54,8 @@ def _parse(text):
     m = re.fullmatch(r'(stem|layer\d|head)\s+([\d,]+)\s+(.+)', line.strip())
     if m:
       params[m.group(1)] = int(m.group(2).replace(',', ''))
-      shapes[m.group(1)] = None if m.group(3) == '-' else tuple(int(v) for v in re.findall(r'\d+', m.group(3)))
+      shapes[m.group(1)] = None if m.group(3) == '-' else tuple(
+          int(v) for v in re.findall(r'\d+', m.group(3)))
   total = int(re.search(r'^total\s+([\d,]+)$', text, re.M).group(1).replace(',', ''))
   gmacs = float(re.search(r'GMACs.*: ([\d.]+)$', text, re.M).group(1))
   return params, shapes, total, gmacs
@@ -58,8 +63,8 @@ def _parse(text):
 
 def _param_tree(se):
   model = registry.create_model('se_resnet50', 1000, se=se)
-  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3)),
-                                                train=False))
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros(
+      (1, 224, 224, 3)), train=False))
   return variables['params']
 
 
@@ -92,15 +97,16 @@ def test_stage_outputs_are_resnet50s(standard):
 
 def test_gmacs_are_the_papers_gflops(standard):
   _, _, _, gmacs = _parse(standard)
-  published = paper.find({'model.se.squeeze': 'avg'}, ('Table 16',)).gflops   # 3.87
+  published = paper.find({'model.se.squeeze': 'avg'}, ('Table 16',)).gflops  # 3.87
   assert gmacs == pytest.approx(published, rel=0.005)
-  assert gmacs == LEGACY_SERESNET50_GMACS   # printed to timm's three decimals
+  assert gmacs == LEGACY_SERESNET50_GMACS  # printed to timm's three decimals
   assert 'SE: SESpec(reduction=16' in standard
 
 
 def test_no_squeeze_costs_the_papers_4_27_gflops():
   # The flag exactly as the squeeze sweep (experiments/squeeze.py) writes it.
-  flags = runs.override_flags({'model.se.squeeze': 'none'}, imagenet.get_config('model=se_resnet50'))
+  flags = runs.override_flags({'model.se.squeeze': 'none'},
+                              imagenet.get_config('model=se_resnet50'))
   text = _summary(*flags)
   _, _, total, gmacs = _parse(text)
   assert gmacs == pytest.approx(paper.find({'model.se.squeeze': 'none'}).gflops, rel=0.005)

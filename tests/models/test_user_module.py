@@ -22,7 +22,8 @@ import numpy as np
 import optax
 
 from se_flax.analysis import gates as gates_lib
-from se_flax.layers.se import SEBlock, SESpec
+from se_flax.layers.se import SEBlock
+from se_flax.layers.se import SESpec
 
 
 class SEConv(nn.Module):
@@ -57,11 +58,19 @@ def test_se_wraps_a_user_module_and_trains_one_step():
   params = jax.jit(net.init)(jax.random.PRNGKey(0), x)['params']
   # The SE block's excitation: C -> C / r -> C, with biases.
   assert jax.tree.map(jnp.shape, params['layer2_0']['SEBlock_0']) == {
-      'fc1': {'kernel': (32, 4), 'bias': (4,)}, 'fc2': {'kernel': (4, 32), 'bias': (32,)}}
+      'fc1': {
+          'kernel': (32, 4),
+          'bias': (4,)
+      },
+      'fc2': {
+          'kernel': (4, 32),
+          'bias': (32,)
+      }
+  }
 
   tx = optax.sgd(0.1)
-  loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(
-      net.apply({'params': p}, x), y).mean()
+  loss_fn = lambda p: optax.softmax_cross_entropy_with_integer_labels(net.apply({'params': p}, x), y
+                                                                     ).mean()
   loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params)
   updates, _ = tx.update(grads, tx.init(params), params)
   new = optax.apply_updates(params, updates)

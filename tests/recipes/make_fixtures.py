@@ -65,16 +65,19 @@ OPTIM_STEPS = 3
 # The recipe's schedule.name -> timm's --sched (RSB Table 1: cosine).
 TIMM_SCHEDULES = {'cosine': 'cosine', 'timm_cosine': 'cosine'}
 
-CROP_SHAPES = ((375, 500), (60, 400))   # (height, width); the strip makes most draws fail
+CROP_SHAPES = ((375, 500), (60, 400))  # (height, width); the strip makes most draws fail
 CROP_DRAWS = 3000
 CROP_SEED = 0
 
-MIX_RECIPE = 'rsb_a1'                   # label smoothing 0.1, Mixup 0.2, CutMix 1.0
-MIX_BATCH, MIX_CLASSES, MIX_SHAPE = 8, 10, (3, 9, 11)   # odd sides give odd CutMix boxes
+MIX_RECIPE = 'rsb_a1'  # label smoothing 0.1, Mixup 0.2, CutMix 1.0
+MIX_BATCH, MIX_CLASSES, MIX_SHAPE = 8, 10, (3, 9, 11)  # odd sides give odd CutMix boxes
 # (name, seed, which draw to force, processes): every case mixes MIX_BATCH images in total.
 MIX_CASES = (
-    ('mixup_a', 10, 'mixup', 1), ('mixup_b', 11, 'mixup', 1),
-    ('cutmix_a', 12, 'cutmix', 1), ('cutmix_b', 17, 'cutmix', 1), ('cutmix_c', 37, 'cutmix', 1),
+    ('mixup_a', 10, 'mixup', 1),
+    ('mixup_b', 11, 'mixup', 1),
+    ('cutmix_a', 12, 'cutmix', 1),
+    ('cutmix_b', 17, 'cutmix', 1),
+    ('cutmix_c', 37, 'cutmix', 1),
     ('per_process', 49, None, 2),
 )
 
@@ -102,7 +105,8 @@ def write_optim(case):
     for _, p in model.named_parameters():
       p.copy_(torch.from_numpy(rng.normal(size=p.shape).astype(np.float32)))
   grads = [[(rng.normal(size=p.shape) * case['grad_scale']).astype(np.float32)
-            for p in model.parameters()] for _ in range(OPTIM_STEPS)]
+            for p in model.parameters()]
+           for _ in range(OPTIM_STEPS)]
   kwargs = dict(opt=case['opt'] or fields['optimizer.name'], lr=recipe['learning_rate'],
                 weight_decay=recipe['weight_decay'])
   clip = 0.0
@@ -123,18 +127,27 @@ def write_optim(case):
     optimizer.step()
     rows.append(np.concatenate([p.detach().numpy().ravel() for p in model.parameters()]))
   np.save(os.path.join(OUT, f'optim_{case["name"]}.npy'), np.stack(rows).astype(np.float32))
-  groups = [dict(params=[names[i] for i, p in enumerate(model.parameters())
-                         if any(p is q for q in g['params'])],
-                 **{k: v for k, v in g.items() if k in ('weight_decay', 'eps', 'betas', 'lr',
-                                                        'max_grad_norm')})
-            for g in optimizer.param_groups]
-  meta = dict(case, timm_kwargs=kwargs, clip_grad=clip,
-              params=[[n, list(p.shape)] for n, p in model.named_parameters()],
-              rows='params, the gradient of each step, params after each step',
-              optimizer=type(optimizer).__name__, param_groups=groups,
-              grad_norms=[float(np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in step)))
-                          for step in grads],
-              versions=versions())
+  groups = [
+      dict(
+          params=[
+              names[i]
+              for i, p in enumerate(model.parameters())
+              if any(p is q
+                     for q in g['params'])
+          ], **{
+              k: v
+              for k, v in g.items()
+              if k in ('weight_decay', 'eps', 'betas', 'lr', 'max_grad_norm')
+          })
+      for g in optimizer.param_groups
+  ]
+  meta = dict(
+      case, timm_kwargs=kwargs, clip_grad=clip,
+      params=[[n, list(p.shape)] for n, p in model.named_parameters()],
+      rows='params, the gradient of each step, params after each step',
+      optimizer=type(optimizer).__name__, param_groups=groups, grad_norms=[
+          float(np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in step))) for step in grads
+      ], versions=versions())
   write_json(f'optim_{case["name"]}.json', meta)
   print(f'optim_{case["name"]}: {type(optimizer).__name__}, gradient norms '
         f'{[round(n, 6) for n in meta["grad_norms"]]}')
@@ -150,9 +163,11 @@ def write_crops():
     np.save(os.path.join(OUT, f'crop_{height}x{width}.npy'), np.array(windows, np.int16))
     areas = np.array([h * w for _, _, h, w in windows]) / (height * width)
     print(f'crop_{height}x{width}: {CROP_DRAWS} windows, mean area {areas.mean():.3f}')
-  write_json('crop.json', dict(shapes=CROP_SHAPES, draws=CROP_DRAWS, seed=CROP_SEED,
-                               scale=list(sampler.scale), ratio=list(sampler.ratio),
-                               columns=['top', 'left', 'height', 'width'], versions=versions()))
+  write_json(
+      'crop.json',
+      dict(shapes=CROP_SHAPES, draws=CROP_DRAWS, seed=CROP_SEED, scale=list(sampler.scale),
+           ratio=list(sampler.ratio), columns=['top', 'left', 'height',
+                                               'width'], versions=versions()))
 
 
 def write_schedules():
@@ -160,9 +175,10 @@ def write_schedules():
   for name, recipe in recipes.RSB.items():
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=recipe['learning_rate'])
-    scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=TIMM_SCHEDULES[recipe['schedule']], num_epochs=int(recipe['epochs']),
-        warmup_epochs=int(recipe['warmup']), step_on_epochs=True, **PERIOD_DEFAULTS)
+    scheduler, num_epochs = create_scheduler_v2(optimizer, sched=TIMM_SCHEDULES[recipe['schedule']],
+                                                num_epochs=int(recipe['epochs']),
+                                                warmup_epochs=int(recipe['warmup']),
+                                                step_on_epochs=True, **PERIOD_DEFAULTS)
     rates = []
     # train.py: the rate of epoch e is the one set after epoch e - 1 (scheduler.step(e)).
     for epoch in range(num_epochs):
@@ -184,6 +200,7 @@ class _Recorder:
     self._randint, self._rand_bbox = np.random.randint, timm_mixup.rand_bbox
 
   def __enter__(self):
+
     def randint(*args, **kwargs):
       value = self._randint(*args, **kwargs)
       self.centres.append(int(value))
@@ -229,8 +246,7 @@ def write_mix():
       lam_raw, cutmix = mixer(force)._params_per_batch()
       np.random.set_state(state)
       with _Recorder() as rec:
-        x, t = mixer(force)(torch.from_numpy(images[part].copy()),
-                            torch.from_numpy(labels[part]))
+        x, t = mixer(force)(torch.from_numpy(images[part].copy()), torch.from_numpy(labels[part]))
       # Every case here mixes: prob 1, and a Beta draw is never exactly 1.
       assert lam_raw < 1.0
       draw = dict(cutmix=bool(cutmix), lam=float(lam_raw))
@@ -243,15 +259,14 @@ def write_mix():
     loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(targets)))
     np.save(os.path.join(OUT, f'mix_{name}.npy'), np.stack([images, np.concatenate(mixed)]))
     cases[name] = dict(seed=seed, processes=processes, labels=labels.tolist(),
-                       logits=logits.tolist(), draws=draws, targets=targets.tolist(),
-                       bce_loss=loss)
+                       logits=logits.tolist(), draws=draws, targets=targets.tolist(), bce_loss=loss)
     print(f'mix_{name}: {draws}, bce {loss:.6f}')
-  write_json('mix.json', dict(recipe=MIX_RECIPE, batch=MIX_BATCH, num_classes=MIX_CLASSES,
-                              shape_nchw=[MIX_BATCH, *MIX_SHAPE],
-                              label_smoothing=fields['label_smoothing'],
-                              bce_target_threshold=fields['bce_target_threshold'],
-                              images='mix_<case>.npy: [input, mixed], NCHW', cases=cases,
-                              versions=versions()))
+  write_json(
+      'mix.json',
+      dict(recipe=MIX_RECIPE, batch=MIX_BATCH, num_classes=MIX_CLASSES,
+           shape_nchw=[MIX_BATCH, *MIX_SHAPE], label_smoothing=fields['label_smoothing'],
+           bce_target_threshold=fields['bce_target_threshold'],
+           images='mix_<case>.npy: [input, mixed], NCHW', cases=cases, versions=versions()))
 
 
 def versions():

@@ -35,13 +35,13 @@ def our_windows(shape, sampler, count=META['draws']):
   """`count` windows of `sampler` on an image of `shape`, with the RSB recipe's crop fields."""
   dataset = imagenet.get_config('recipe=rsb_a1').dataset
   image_shape = tf.constant([*shape, 3])
-  seeds = tf.stack([tf.range(count, dtype=tf.int64), tf.fill([count], tf.constant(9, tf.int64))],
-                   axis=1)
+  seeds = tf.stack([tf.range(count, dtype=tf.int64),
+                    tf.fill([count], tf.constant(9, tf.int64))], axis=1)
   draw = tf.function(lambda: tf.map_fn(
       lambda seed: augment.sample_crop_window(
           image_shape, seed, sampler=sampler, area_range=tuple(dataset.crop_area_range),
-          fallback_fraction=dataset.image_size / dataset.eval_resize),
-      seeds, fn_output_signature=tf.int32))
+          fallback_fraction=dataset.image_size / dataset.eval_resize), seeds, fn_output_signature=tf
+      .int32))
   return draw().numpy().astype(np.int64)
 
 
@@ -50,8 +50,12 @@ def statistics(windows, shape):
   height, width = shape
   top, left, h, w = (windows[:, i].astype(np.float64) for i in range(4))
   room = np.maximum(width - w, 1)
-  return {'area': h * w / (height * width), 'log_aspect': np.log(w / h), 'left': left / room,
-          'top': top / np.maximum(height - h, 1)}
+  return {
+      'area': h * w / (height * width),
+      'log_aspect': np.log(w / h),
+      'left': left / room,
+      'top': top / np.maximum(height - h, 1)
+  }
 
 
 def timm_windows(shape):

@@ -81,8 +81,12 @@ def test_the_cutmix_box_is_rsbs(name):
   cut_h, cut_w = int(H * np.sqrt(1 - d['lam'])), int(W * np.sqrt(1 - d['lam']))
   ours = np.asarray(cutmix_box(jnp.float32(d['lam']), cy, cx)).tolist()
   # The timm of RSB's time spans cy - cut // 2 .. cy + cut // 2 (clipped), one short for odd cuts.
-  rsb = [max(cy - cut_h // 2, 0), min(cy + cut_h // 2, H), max(cx - cut_w // 2, 0),
-         min(cx + cut_w // 2, W)]
+  rsb = [
+      max(cy - cut_h // 2, 0),
+      min(cy + cut_h // 2, H),
+      max(cx - cut_w // 2, 0),
+      min(cx + cut_w // 2, W)
+  ]
   assert ours == rsb
   # timm 1.0 ends at cy + (cut + 1) // 2: odd cuts get the missing row or column.
   assert d['box'] == [rsb[0], min(cy + (cut_h + 1) // 2, H), rsb[2], min(cx + (cut_w + 1) // 2, W)]

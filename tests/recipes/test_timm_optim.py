@@ -43,8 +43,11 @@ def run_steps(config, params, grads):
       after.append(p)
     return after
 
-  after = steps({k: jnp.asarray(v) for k, v in params.items()},
-                [{k: jnp.asarray(v) for k, v in g.items()} for g in grads])
+  after = steps({
+      k: jnp.asarray(v) for k, v in params.items()
+  }, [{
+      k: jnp.asarray(v) for k, v in g.items()
+  } for g in grads])
   return [{k: np.asarray(v) for k, v in p.items()} for p in after]
 
 

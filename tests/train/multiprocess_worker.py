@@ -20,8 +20,15 @@ jax.config.update('jax_cpu_collectives_implementation', 'gloo')
 
 from se_flax import check  # pylint: disable=g-import-not-at-top
 from se_flax.train import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-from se_flax.train import optim, parallel, state as state_lib, step as step_lib
-from tests.train.tiny import IMAGE_SHAPE, NUM_CLASSES, TinyNet, make_batch, make_config
+from se_flax.train import optim
+from se_flax.train import parallel
+from se_flax.train import state as state_lib
+from se_flax.train import step as step_lib
+from tests.train.tiny import IMAGE_SHAPE
+from tests.train.tiny import make_batch
+from tests.train.tiny import make_config
+from tests.train.tiny import NUM_CLASSES
+from tests.train.tiny import TinyNet
 
 
 def main(workdir, out_path):
@@ -52,8 +59,9 @@ def main(workdir, out_path):
   target = state_lib.abstract_train_state(model, (1,) + IMAGE_SHAPE, tx, mesh)
   restored = ckpt.restore(target=target)
   ckpt.close()
-  same = all(np.array_equal(a.addressable_data(0), b.addressable_data(0))
-             for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)))
+  same = all(
+      np.array_equal(a.addressable_data(0), b.addressable_data(0))
+      for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)))
   result = {
       'process_count': jax.process_count(),
       'device_count': jax.device_count(),

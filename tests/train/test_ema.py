@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 
 from se_flax.train import checkpoint as ckpt_lib
-from se_flax.train import loop, parallel, setup as setup_lib, state as state_lib
-from tests.train.tiny import IMAGE_SHAPE, make_batch, tiny_setup
+from se_flax.train import loop
+from se_flax.train import parallel
+from se_flax.train import setup as setup_lib
+from se_flax.train import state as state_lib
+from tests.train.tiny import IMAGE_SHAPE
+from tests.train.tiny import make_batch
+from tests.train.tiny import tiny_setup
 
 DECAY = 0.8
 
@@ -112,17 +117,22 @@ class _Writer:
 
 def _numpy_state(with_ema):
   params = {'w': np.ones(2, np.float32)}
-  return state_lib.TrainState(
-      step=np.int32(4), params=params, batch_stats={}, opt_state=(), rng=np.zeros(2, np.uint32),
-      tx=None, ema_params={'w': np.zeros(2, np.float32)} if with_ema else None,
-      ema_batch_stats={} if with_ema else None)
+  return state_lib.TrainState(step=np.int32(4), params=params, batch_stats={}, opt_state=(),
+                              rng=np.zeros(2, np.uint32), tx=None,
+                              ema_params={'w': np.zeros(2, np.float32)} if with_ema else None,
+                              ema_batch_stats={} if with_ema else None)
 
 
 def _fake_evaluate(run, state, eval_step):
   """Raw weights: top-1 error 0.3; EMA weights (zeros here): 0.2."""
   error = 0.2 if not state.params['w'].any() else 0.3
-  return {'top1_error': error, 'top5_error': error / 2, 'loss': 1.0, 'count': 10.0,
-          'undecodable_images': 0.0}
+  return {
+      'top1_error': error,
+      'top5_error': error / 2,
+      'loss': 1.0,
+      'count': 10.0,
+      'undecodable_images': 0.0
+  }
 
 
 @pytest.mark.parametrize('select_best', ['ema', 'raw'])
@@ -133,9 +143,9 @@ def test_evaluation_reports_both_weights_and_which_ranks(monkeypatch, capsys, se
   run = types.SimpleNamespace(config=config, total_steps=4)
   state, writer = _numpy_state(True), _Writer()
   evals = loop._evaluate_both(run, state, None, 4, writer)
-  assert [(s, split, r['top1_error'], r['selected']) for s, split, r in writer.records] == [
-      (4, 'eval', 0.3, float(select_best == 'raw')),
-      (4, 'eval_ema', 0.2, float(select_best == 'ema'))]
+  assert [(s, split, r['top1_error'], r['selected']) for s, split, r in writer.records
+         ] == [(4, 'eval', 0.3, float(select_best == 'raw')),
+               (4, 'eval_ema', 0.2, float(select_best == 'ema'))]
   assert evals[loop._selected(run, state)]['top1_error'] == (0.2 if select_best == 'ema' else 0.3)
   out = capsys.readouterr().out
   assert f'best by {select_best} weights' in out

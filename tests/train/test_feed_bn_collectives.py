@@ -14,9 +14,12 @@ from configs import default
 from se_flax import check
 from se_flax import models
 from se_flax.errors import ConfigError
-from se_flax.train import optim, parallel, state as state_lib, step as step_lib
+from se_flax.train import optim
+from se_flax.train import parallel
+from se_flax.train import state as state_lib
+from se_flax.train import step as step_lib
 
-BATCH = 16   # 2 examples per device on the 8-device mesh
+BATCH = 16  # 2 examples per device on the 8-device mesh
 SHAPE = (32, 32, 3)
 
 
@@ -49,8 +52,10 @@ def _compiled_train_step(model, config, mesh):
   tx, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
   state = state_lib.create_train_state(model, jax.random.PRNGKey(0), (1,) + SHAPE, tx, mesh)
   train = step_lib.make_train_step(model, config, mesh, schedule, 10)
-  batch = {'image': jax.ShapeDtypeStruct((BATCH,) + SHAPE, jnp.uint8),
-           'label': jax.ShapeDtypeStruct((BATCH,), jnp.int32)}
+  batch = {
+      'image': jax.ShapeDtypeStruct((BATCH,) + SHAPE, jnp.uint8),
+      'label': jax.ShapeDtypeStruct((BATCH,), jnp.int32)
+  }
   return state, train.lower(state, batch).compile().as_text()
 
 
@@ -87,9 +92,10 @@ def test_bn_group_sizes_are_within_or_whole_devices():
 def test_check_refuses_a_group_that_straddles_devices():
   config = _config(bn_group_size=4)
   config.batch_size = config.eval_batch_size = 48
-  with pytest.raises(ConfigError, match=re.escape(
-      'config.bn_group_size=4 must be 0 (whole-batch statistics) or a divisor of '
-      'config.batch_size=48')) as info:
+  with pytest.raises(
+      ConfigError,
+      match=re.escape('config.bn_group_size=4 must be 0 (whole-batch statistics) or a divisor of '
+                      'config.batch_size=48')) as info:
     check.check_config(config, num_devices=8, num_processes=1)
   assert 'allowed: [0, 1, 2, 3, 6, 12, 24, 48]' in str(info.value)
   config.bn_group_size = 6

@@ -2,10 +2,11 @@
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from se_flax.errors import ConfigError
 from se_flax.train import mix
@@ -14,9 +15,9 @@ B, H, W, C, K = 6, 8, 10, 3, 5
 
 
 def mix_cfg(mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5, group_size=0):
-  return ml_collections.ConfigDict(dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
-                                        prob=prob, switch_prob=switch_prob,
-                                        group_size=group_size))
+  return ml_collections.ConfigDict(
+      dict(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob, switch_prob=switch_prob,
+           group_size=group_size))
 
 
 def batch(seed=0, smoothing=0.1):
@@ -61,13 +62,13 @@ def test_cutmix_pastes_the_box_of_the_mirror(seed):
 
 def test_cutmix_box_area_is_the_corrected_weight():
   # Example i is the constant i + 1, so every pixel tells which image it came from.
-  images = np.broadcast_to(np.arange(1, B + 1, dtype=np.float32)[:, None, None, None],
-                           (B, H, W, C)).copy()
+  images = np.broadcast_to(
+      np.arange(1, B + 1, dtype=np.float32)[:, None, None, None], (B, H, W, C)).copy()
   targets = np.eye(B, dtype=np.float32)
   boxes = 0
   for seed in range(12):
     _, x, t = mixed(mix_cfg(cutmix_alpha=1.0), seed, images, targets)
-    from_pair = x[0, :, :, 0] == B          # example 0 is paired with example B - 1
+    from_pair = x[0, :, :, 0] == B  # example 0 is paired with example B - 1
     lam = 1 - from_pair.sum() / (H * W)
     assert t[0, 0] == pytest.approx(lam, abs=1e-6)
     assert t[0, B - 1] == pytest.approx(1 - lam, abs=1e-6)
@@ -75,15 +76,17 @@ def test_cutmix_box_area_is_the_corrected_weight():
     rows, cols = from_pair.any(axis=1), from_pair.any(axis=0)
     np.testing.assert_array_equal(from_pair, np.outer(rows, cols))
     boxes += from_pair.any()
-  assert boxes >= 8   # most draws paste a non-empty box
+  assert boxes >= 8  # most draws paste a non-empty box
 
 
-@pytest.mark.parametrize('lam,cy,cx,box', [
-    (0.75, 4, 5, (2, 6, 3, 7)),     # sides 0.5 * (8, 10) = (4, 5), half 2 each way
-    (0.75, 0, 9, (0, 2, 7, 10)),    # clipped at the top and the right
-    (0.0, 3, 2, (0, 7, 0, 7)),      # the whole image, half sides 4 and 5, clipped
-    (1.0, 3, 2, (3, 3, 2, 2)),      # an empty box
-])
+@pytest.mark.parametrize(
+    'lam,cy,cx,box',
+    [
+        (0.75, 4, 5, (2, 6, 3, 7)),  # sides 0.5 * (8, 10) = (4, 5), half 2 each way
+        (0.75, 0, 9, (0, 2, 7, 10)),  # clipped at the top and the right
+        (0.0, 3, 2, (0, 7, 0, 7)),  # the whole image, half sides 4 and 5, clipped
+        (1.0, 3, 2, (3, 3, 2, 2)),  # an empty box
+    ])
 def test_box_follows_timm_rand_bbox(lam, cy, cx, box):
   got = mix.cutmix_box(jnp.float32(lam), cy, cx, H, W)
   np.testing.assert_array_equal(np.asarray(got), box)
@@ -96,8 +99,11 @@ def test_switch_prob_chooses_between_both(switch_prob, cutmix):
     assert bool(mix.draw(jax.random.PRNGKey(seed), cfg, H, W).cutmix) == cutmix
 
 
-@pytest.mark.parametrize('cfg', [mix_cfg(mixup_alpha=0.4), mix_cfg(cutmix_alpha=1.0),
-                                 mix_cfg(mixup_alpha=0.2, cutmix_alpha=1.0)])
+@pytest.mark.parametrize('cfg', [
+    mix_cfg(mixup_alpha=0.4),
+    mix_cfg(cutmix_alpha=1.0),
+    mix_cfg(mixup_alpha=0.2, cutmix_alpha=1.0)
+])
 def test_targets_still_sum_to_one(cfg):
   images, targets = batch(5)
   for seed in range(4):
@@ -162,8 +168,8 @@ def test_sharded_batch_mixes_as_the_whole(mesh8):
   cfg = mix_cfg(mixup_alpha=0.2, cutmix_alpha=1.0)
   key = jax.random.PRNGKey(3)
   sharding = NamedSharding(mesh8, P('data'))
-  fn = jax.jit(lambda k, x, t: mix.mix_batch(k, x, t, cfg),
-               in_shardings=(None, sharding, sharding), out_shardings=(sharding, sharding))
+  fn = jax.jit(lambda k, x, t: mix.mix_batch(k, x, t, cfg), in_shardings=(None, sharding, sharding),
+               out_shardings=(sharding, sharding))
   x, t = fn(key, jax.device_put(images, sharding), jax.device_put(targets, sharding))
   x_ref, t_ref = mix.mix_batch(key, images, targets, cfg)
   np.testing.assert_allclose(np.asarray(x), np.asarray(x_ref), rtol=1e-6, atol=1e-6)
@@ -185,8 +191,8 @@ def test_a_group_of_the_whole_batch_is_the_global_mix():
   whole = mix_cfg(mixup_alpha=0.4, cutmix_alpha=1.0)
   key = jax.random.PRNGKey(5)
   for group in (B, 2 * B):
-    x, t = mix.mix_batch(key, images, targets, mix_cfg(mixup_alpha=0.4, cutmix_alpha=1.0,
-                                                       group_size=group))
+    x, t = mix.mix_batch(key, images, targets,
+                         mix_cfg(mixup_alpha=0.4, cutmix_alpha=1.0, group_size=group))
     x_ref, t_ref = mix.mix_batch(key, images, targets, whole)
     np.testing.assert_array_equal(np.asarray(x), np.asarray(x_ref))
     np.testing.assert_array_equal(np.asarray(t), np.asarray(t_ref))
@@ -200,18 +206,18 @@ def test_each_group_mixes_on_its_own_with_its_own_draw(mesh8):
   targets = np.eye(16, K, dtype=np.float32)[np.arange(16) % K]
   cfg = mix_cfg(cutmix_alpha=1.0, group_size=4)
   sharding = NamedSharding(mesh8, P('data'))
-  fn = jax.jit(lambda k, x, t: mix.mix_batch(k, x, t, cfg),
-               in_shardings=(None, sharding, sharding), out_shardings=(sharding, sharding))
+  fn = jax.jit(lambda k, x, t: mix.mix_batch(k, x, t, cfg), in_shardings=(None, sharding, sharding),
+               out_shardings=(sharding, sharding))
   key = jax.random.PRNGKey(2)
-  x, t = (np.asarray(a) for a in fn(key, jax.device_put(images, sharding),
-                                     jax.device_put(targets, sharding)))
+  x, t = (np.asarray(a)
+          for a in fn(key, jax.device_put(images, sharding), jax.device_put(targets, sharding)))
   whole = mix_cfg(cutmix_alpha=1.0)
   for g in range(4):
     part = slice(4 * g, 4 * g + 4)
     x_g, t_g = mix.mix_batch(jax.random.fold_in(key, g), images[part], targets[part], whole)
     np.testing.assert_allclose(x[part], x_g, rtol=1e-6, atol=1e-6, err_msg=f'group {g}')
     np.testing.assert_allclose(t[part], t_g, rtol=1e-6, atol=1e-6, err_msg=f'group {g}')
-  assert not np.allclose(t, targets)   # this key's draws do mix
+  assert not np.allclose(t, targets)  # this key's draws do mix
 
 
 @pytest.mark.parametrize('group,message', [

@@ -11,7 +11,8 @@ import numpy as np
 
 from se_flax.train import parallel
 from tests import ports
-from tests.train.tiny import make_batch, tiny_setup
+from tests.train.tiny import make_batch
+from tests.train.tiny import tiny_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,10 +25,11 @@ def _run_workers(tmp_path, port):
     env = dict(os.environ, JAX_COORDINATOR_ADDRESS=f'localhost:{port}', JAX_NUM_PROCESSES='2',
                JAX_PROCESS_ID=str(pid), PYTHONPATH=REPO)
     with open(tmp_path / f'worker{pid}.log', 'w') as log:
-      proc = subprocess.Popen(
-          [sys.executable, '-m', 'tests.train.multiprocess_worker', str(tmp_path / 'run'),
-           str(tmp_path / f'out{pid}.json')],
-          cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+      proc = subprocess.Popen([
+          sys.executable, '-m', 'tests.train.multiprocess_worker',
+          str(tmp_path / 'run'),
+          str(tmp_path / f'out{pid}.json')
+      ], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log = tmp_path / f'worker{pid}.log'
     procs.append(proc)
   ports.wait_group(procs, lambda p: pathlib.Path(p.log).read_text(), timeout=400)

@@ -9,7 +9,9 @@ import pytest
 
 from se_flax.errors import ConfigError
 from se_flax.train import optim
-from tests.train.tiny import IMAGE_SHAPE, TinyNet, make_config
+from tests.train.tiny import IMAGE_SHAPE
+from tests.train.tiny import make_config
+from tests.train.tiny import TinyNet
 
 
 def paper_config(**overrides):
@@ -37,11 +39,22 @@ def test_step_schedule_matches_paper_recipe():
 
 def test_step_schedule_at_explicit_boundaries():
   # He et al. 2016 (CIFAR): 0.1 at batch 128, /10 at 50% and 75% of training.
-  config = make_config(**{'batch_size': 128, 'learning_rate': 0.1, 'lr_reference_batch': 128,
-                          'schedule.boundaries_epochs': (80.0, 120.0)})
+  config = make_config(
+      **{
+          'batch_size': 128,
+          'learning_rate': 0.1,
+          'lr_reference_batch': 128,
+          'schedule.boundaries_epochs': (80.0, 120.0)
+      })
   _, schedule = optim.create_optimizer(config, steps_per_epoch=391, total_steps=160 * 391)
-  for step, lr in {0: 0.1, 31279: 0.1, 31280: 0.01, 46919: 0.01, 46920: 0.001,
-                   160 * 391 - 1: 0.001}.items():
+  for step, lr in {
+      0: 0.1,
+      31279: 0.1,
+      31280: 0.01,
+      46919: 0.01,
+      46920: 0.001,
+      160 * 391 - 1: 0.001
+  }.items():
     np.testing.assert_allclose(float(schedule(step)), lr, rtol=1e-6, err_msg=f'step {step}')
 
 
@@ -49,8 +62,14 @@ def test_linear_warmup_then_step_decay():
   config = paper_config(**{'schedule.warmup_epochs': 5.0, 'schedule.step_epochs': 30.0})
   _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=1000)
   # (s + 1) / 50 of 0.15 during the 50 warm-up steps, then flat until epoch 30.
-  for step, lr in {0: 0.15 / 50, 24: 0.15 * 25 / 50, 49: 0.15, 50: 0.15, 299: 0.15,
-                   300: 0.015}.items():
+  for step, lr in {
+      0: 0.15 / 50,
+      24: 0.15 * 25 / 50,
+      49: 0.15,
+      50: 0.15,
+      299: 0.15,
+      300: 0.015
+  }.items():
     np.testing.assert_allclose(float(schedule(step)), lr, rtol=1e-6, err_msg=f'step {step}')
 
 
@@ -87,8 +106,9 @@ def test_check_config_without_step_counts_checks_the_fields_only():
   # The message main.py prints for a warm-up longer than the run.
   assert str(info.value) == ('config.schedule.warmup_epochs=20.0 is longer than the run '
                              '(100 steps = 10 epochs); allowed: 0 to 10')
-  with pytest.raises(ConfigError, match=r"config\.optimizer\.name='adam' is not allowed; "
-                                        r"choose one of \['sgd', 'adamw', 'lamb'\]"):
+  with pytest.raises(
+      ConfigError, match=r"config\.optimizer\.name='adam' is not allowed; "
+      r"choose one of \['sgd', 'adamw', 'lamb'\]"):
     optim.check_config(paper_config(**{'optimizer.name': 'adam'}))
 
 
@@ -99,26 +119,32 @@ def _tiny_params():
 
 def test_weight_decay_mask_excludes_exactly_the_1d_params():
   mask = optim.weight_decay_mask(_tiny_params())
-  flat = {'/'.join(k.key for k in path): v
-          for path, v in jax.tree_util.tree_flatten_with_path(mask)[0]}
+  flat = {
+      '/'.join(k.key for k in path): v for path, v in jax.tree_util.tree_flatten_with_path(mask)[0]
+  }
   assert flat == {
-      'BatchNorm_0/bias': False, 'BatchNorm_0/scale': False,
-      'Conv_0/bias': False, 'Conv_0/kernel': True,
-      'Dense_0/bias': False, 'Dense_0/kernel': True,
+      'BatchNorm_0/bias': False,
+      'BatchNorm_0/scale': False,
+      'Conv_0/bias': False,
+      'Conv_0/kernel': True,
+      'Dense_0/bias': False,
+      'Dense_0/kernel': True,
   }
 
 
 @pytest.mark.parametrize('decay_bn_and_bias', [False, True])
 def test_coupled_weight_decay_on_zero_gradient(decay_bn_and_bias):
-  config = make_config(**{'optimizer.weight_decay': 0.01,
-                          'optimizer.decay_bn_and_bias': decay_bn_and_bias})
+  config = make_config(**{
+      'optimizer.weight_decay': 0.01,
+      'optimizer.decay_bn_and_bias': decay_bn_and_bias
+  })
   tx, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
   params = _tiny_params()
   grads = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
   lr = float(schedule(0))
-  for (path, u), p in zip(jax.tree_util.tree_flatten_with_path(updates)[0],
-                          jax.tree.leaves(params)):
+  for (path,
+       u), p in zip(jax.tree_util.tree_flatten_with_path(updates)[0], jax.tree.leaves(params)):
     decayed = p.ndim > 1 or decay_bn_and_bias
     expected = -lr * 0.01 * np.asarray(p) if decayed else np.zeros_like(p)
     np.testing.assert_allclose(np.asarray(u), expected, rtol=1e-6, atol=1e-12,
@@ -128,8 +154,13 @@ def test_coupled_weight_decay_on_zero_gradient(decay_bn_and_bias):
 @pytest.mark.parametrize('nesterov', [False, True])
 def test_sgd_matches_hand_written_momentum(nesterov):
   # PyTorch/Caffe SGD: g += wd * w; buf = m * buf + g; step = g + m * buf (nesterov) or buf.
-  config = make_config(**{'optimizer.weight_decay': 0.1, 'optimizer.nesterov': nesterov,
-                          'optimizer.decay_bn_and_bias': True, 'optimizer.momentum': 0.9})
+  config = make_config(
+      **{
+          'optimizer.weight_decay': 0.1,
+          'optimizer.nesterov': nesterov,
+          'optimizer.decay_bn_and_bias': True,
+          'optimizer.momentum': 0.9
+      })
   tx, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
   w = {'w': jnp.array([[1.0, -2.0], [0.5, 3.0]])}
   opt_state = tx.init(w)
@@ -148,23 +179,32 @@ def test_sgd_matches_hand_written_momentum(nesterov):
 # The edges of each rule: the last allowed value passes, the first refused one
 # fails with a message naming the field and the value.
 @pytest.mark.parametrize('field,value', [
-    ('learning_rate', 0.0), ('lr_reference_batch', 0), ('optimizer.momentum', 1.0),
-    ('optimizer.momentum', -0.1), ('optimizer.weight_decay', -1e-6),
-    ('schedule.warmup_epochs', -1.0), ('schedule.step_factor', 1.0001),
-    ('schedule.step_epochs', 0.0), ('schedule.boundaries_epochs', (0.0, 3.0)),
+    ('learning_rate', 0.0),
+    ('lr_reference_batch', 0),
+    ('optimizer.momentum', 1.0),
+    ('optimizer.momentum', -0.1),
+    ('optimizer.weight_decay', -1e-6),
+    ('schedule.warmup_epochs', -1.0),
+    ('schedule.step_factor', 1.0001),
+    ('schedule.step_epochs', 0.0),
+    ('schedule.boundaries_epochs', (0.0, 3.0)),
     ('schedule.boundaries_epochs', (3.0, 3.0)),
 ])
 def test_first_refused_value_names_field_and_value(field, value):
   shown = repr(value) if isinstance(value, tuple) else str(value)
   with pytest.raises(ConfigError, match=rf'^config\.{field.replace(".", r"[.]")}='
-                                        rf'{re.escape(shown)} must '):
+                     rf'{re.escape(shown)} must '):
     optim.check_config(paper_config(**{field: value}))
 
 
 @pytest.mark.parametrize('field,value', [
-    ('optimizer.momentum', 0.0), ('optimizer.weight_decay', 0.0), ('schedule.step_factor', 1.0),
-    ('schedule.warmup_epochs', 0.0), ('schedule.boundaries_epochs', (0.5,)),
-    ('learning_rate', 1e-9), ('lr_reference_batch', 1),
+    ('optimizer.momentum', 0.0),
+    ('optimizer.weight_decay', 0.0),
+    ('schedule.step_factor', 1.0),
+    ('schedule.warmup_epochs', 0.0),
+    ('schedule.boundaries_epochs', (0.5,)),
+    ('learning_rate', 1e-9),
+    ('lr_reference_batch', 1),
 ])
 def test_edge_values_that_are_allowed(field, value):
   optim.check_config(paper_config(**{field: value}), steps_per_epoch=10, total_steps=100)
@@ -176,13 +216,15 @@ def test_warmup_as_long_as_the_run_is_allowed_and_one_step_more_is_not():
     optim.check_config(paper_config(**{'schedule.warmup_epochs': 10.1}), 10, 100)
 
 
-@pytest.mark.parametrize('steps_per_epoch,total_steps,message', [
-    (0, 100, 'steps_per_epoch=0 must be > 0'),
-    (10, 0, 'total_steps=0 must be > 0 (config.num_epochs / config.num_train_steps)'),
-    # One count given without the other: the missing one is named, not skipped.
-    (10, None, 'total_steps=None must be > 0 (config.num_epochs / config.num_train_steps)'),
-    (None, 100, 'steps_per_epoch=None must be > 0'),
-])
+@pytest.mark.parametrize(
+    'steps_per_epoch,total_steps,message',
+    [
+        (0, 100, 'steps_per_epoch=0 must be > 0'),
+        (10, 0, 'total_steps=0 must be > 0 (config.num_epochs / config.num_train_steps)'),
+        # One count given without the other: the missing one is named, not skipped.
+        (10, None, 'total_steps=None must be > 0 (config.num_epochs / config.num_train_steps)'),
+        (None, 100, 'steps_per_epoch=None must be > 0'),
+    ])
 def test_step_counts_must_be_positive(steps_per_epoch, total_steps, message):
   with pytest.raises(ConfigError) as info:
     optim.check_config(paper_config(), steps_per_epoch, total_steps)
@@ -206,8 +248,8 @@ def test_one_step_long_decay_and_cosine():
   # step_epochs * steps_per_epoch = 1: the rate is divided at every step.
   config = paper_config(**{'schedule.step_epochs': 0.1, 'schedule.step_factor': 0.5})
   _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=5)
-  np.testing.assert_allclose([float(schedule(s)) for s in range(3)],
-                             [0.15, 0.075, 0.0375], rtol=1e-6)
+  np.testing.assert_allclose([float(schedule(s)) for s in range(3)], [0.15, 0.075, 0.0375],
+                             rtol=1e-6)
   # A cosine part one step long: base right after warm-up, then 0.
   config = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 0.4})
   _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=5)
@@ -239,24 +281,34 @@ def timm_cosine_reference(epoch, base, warmup_epochs, warmup_lr, min_lr, cosine_
 
 def test_timm_cosine_holds_each_epochs_rate_and_ends_in_the_cooldown():
   # 20 epochs of 4 steps: 3 warm-up epochs from 0.01, the cosine over 15, 5 at the floor.
-  config = paper_config(**{'schedule.name': 'timm_cosine', 'schedule.warmup_epochs': 3.0,
-                           'schedule.warmup_lr': 0.01, 'schedule.min_lr': 0.001,
-                           'schedule.cooldown_epochs': 5.0})
+  config = paper_config(
+      **{
+          'schedule.name': 'timm_cosine',
+          'schedule.warmup_epochs': 3.0,
+          'schedule.warmup_lr': 0.01,
+          'schedule.min_lr': 0.001,
+          'schedule.cooldown_epochs': 5.0
+      })
   _, schedule = optim.create_optimizer(config, steps_per_epoch=4, total_steps=80)
   got = np.asarray(schedule(np.arange(80)), np.float64).reshape(20, 4)
   # One rate per epoch, the one its first update gets (timm steps its scheduler per epoch).
   np.testing.assert_array_equal(got, np.repeat(got[:, :1], 4, axis=1))
   expected = [timm_cosine_reference(e, 0.15, 3, 0.01, 0.001, 15) for e in range(20)]
   np.testing.assert_allclose(got[:, 0], expected, rtol=1e-5)
-  assert got[0, 0] == pytest.approx(0.01) and got[3, 0] < 0.15   # the cosine counts from epoch 0
+  assert got[0, 0] == pytest.approx(0.01) and got[3, 0] < 0.15  # the cosine counts from epoch 0
   np.testing.assert_allclose(got[15:, 0], 0.001, rtol=1e-6)
 
 
 def test_cosine_floor_cooldown_and_warmup_start():
   # The per-update cosine with timm's ends: warm-up from 0.03, down to 0.003 at step 80, held.
-  config = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 1.0,
-                           'schedule.warmup_lr': 0.03, 'schedule.min_lr': 0.003,
-                           'schedule.cooldown_epochs': 2.0})
+  config = paper_config(
+      **{
+          'schedule.name': 'cosine',
+          'schedule.warmup_epochs': 1.0,
+          'schedule.warmup_lr': 0.03,
+          'schedule.min_lr': 0.003,
+          'schedule.cooldown_epochs': 2.0
+      })
   _, schedule = optim.create_optimizer(config, steps_per_epoch=10, total_steps=100)
   np.testing.assert_allclose(float(schedule(0)), 0.03 + (0.15 - 0.03) / 10, rtol=1e-6)
   np.testing.assert_allclose(float(schedule(9)), 0.15, rtol=1e-6)
@@ -267,9 +319,14 @@ def test_cosine_floor_cooldown_and_warmup_start():
 
 def test_the_ends_at_zero_leave_the_cosine_as_it_was():
   plain = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 1.0})
-  ends = paper_config(**{'schedule.name': 'cosine', 'schedule.warmup_epochs': 1.0,
-                         'schedule.warmup_lr': 0.0, 'schedule.min_lr': 0.0,
-                         'schedule.cooldown_epochs': 0.0})
+  ends = paper_config(
+      **{
+          'schedule.name': 'cosine',
+          'schedule.warmup_epochs': 1.0,
+          'schedule.warmup_lr': 0.0,
+          'schedule.min_lr': 0.0,
+          'schedule.cooldown_epochs': 0.0
+      })
   del plain.schedule['warmup_lr'], plain.schedule['min_lr'], plain.schedule['cooldown_epochs']
   steps = np.arange(110)
   rates = [np.asarray(optim.create_schedule(c, 10, 110)(steps)) for c in (plain, ends)]
@@ -284,12 +341,20 @@ def test_the_rate_moves_with_the_batch_by_lr_scaling(scaling, expected):
 
 
 @pytest.mark.parametrize('fields,message', [
-    ({'lr_scaling': 'log'}, "config.lr_scaling='log' is not allowed; choose one of "
-                            "['linear', 'sqrt']"),
-    ({'schedule.min_lr': -1e-6}, 'config.schedule.min_lr=-1e-06 must be >= 0'),
-    ({'schedule.cooldown_epochs': -1.0}, 'config.schedule.cooldown_epochs=-1.0 must be >= 0'),
-    ({'schedule.name': 'timm_cosine', 'schedule.cooldown_epochs': 10.0},
-     'config.schedule.cooldown_epochs=10.0 leaves no cosine in a run of 10 epochs'),
+    ({
+        'lr_scaling': 'log'
+    }, "config.lr_scaling='log' is not allowed; choose one of "
+     "['linear', 'sqrt']"),
+    ({
+        'schedule.min_lr': -1e-6
+    }, 'config.schedule.min_lr=-1e-06 must be >= 0'),
+    ({
+        'schedule.cooldown_epochs': -1.0
+    }, 'config.schedule.cooldown_epochs=-1.0 must be >= 0'),
+    ({
+        'schedule.name': 'timm_cosine',
+        'schedule.cooldown_epochs': 10.0
+    }, 'config.schedule.cooldown_epochs=10.0 leaves no cosine in a run of 10 epochs'),
 ])
 def test_refused_schedule_ends_and_scalings_are_named(fields, message):
   with pytest.raises(ConfigError) as info:

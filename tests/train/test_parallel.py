@@ -1,16 +1,18 @@
 """Mesh, shardings, global batches and distributed start-up detection."""
 
 import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from se_flax.train import parallel
-from tests.train.tiny import make_batch, mesh_of
+from tests.train.tiny import make_batch
+from tests.train.tiny import mesh_of
 
 _CLUSTER_VARS = ('JAX_COORDINATOR_ADDRESS', 'SLURM_NTASKS', 'SLURM_STEP_NUM_TASKS',
-                 'MEGASCALE_COORDINATOR_ADDRESS', 'TPU_WORKER_HOSTNAMES',
-                 'TPU_PROCESS_ADDRESSES', 'CLOUD_TPU_TASK_ID', 'TPU_WORKER_ID')
+                 'MEGASCALE_COORDINATOR_ADDRESS', 'TPU_WORKER_HOSTNAMES', 'TPU_PROCESS_ADDRESSES',
+                 'CLOUD_TPU_TASK_ID', 'TPU_WORKER_ID')
 
 
 def test_mesh_has_data_and_model_axes(mesh8):

@@ -78,7 +78,7 @@ def test_softmax_loss_matches_numpy_on_soft_targets_and_upcasts():
     ('ema.decay', 1.0, 'config.ema.decay=1.0 must be in [0, 1)'),
     ('ema.decay', -0.5, 'config.ema.decay=-0.5 must be in [0, 1)'),
     ('ema.select_best', 'last', "config.ema.select_best='last' is not allowed; choose one of "
-                                "['ema', 'raw']"),
+     "['ema', 'raw']"),
     ('mix.mixup_alpha', -1.0, 'config.mix.mixup_alpha=-1.0'),
 ])
 def test_check_config_refuses_and_names_the_field(field, value, message):
@@ -88,6 +88,13 @@ def test_check_config_refuses_and_names_the_field(field, value, message):
 
 
 def test_check_config_allows_the_rsb_values():
-  step_lib.check_config(make_config(**{'loss': 'bce', 'bce_target_threshold': 0.2,
-                                       'ema.decay': 0.9998, 'ema.select_best': 'raw',
-                                       'mix.mixup_alpha': 0.1, 'mix.cutmix_alpha': 1.0}))
+  step_lib.check_config(
+      make_config(
+          **{
+              'loss': 'bce',
+              'bce_target_threshold': 0.2,
+              'ema.decay': 0.9998,
+              'ema.select_best': 'raw',
+              'mix.mixup_alpha': 0.1,
+              'mix.cutmix_alpha': 1.0
+          }))

@@ -15,8 +15,12 @@ LR = 0.01
 
 def recipe_config(**overrides):
   """A constant rate of LR for the first updates (step schedule, no warm-up)."""
-  return make_config(**{'learning_rate': LR, 'schedule.name': 'step', 'schedule.warmup_epochs': 0.0,
-                        **overrides})
+  return make_config(**{
+      'learning_rate': LR,
+      'schedule.name': 'step',
+      'schedule.warmup_epochs': 0.0,
+      **overrides
+  })
 
 
 def make_tx(**overrides):
@@ -74,10 +78,16 @@ def numpy_adaptive(params, grads, *, wd, decays, lamb, b1=0.9, b2=0.999, eps=1e-
 @pytest.mark.parametrize('decay_bn_and_bias', [False, True])
 def test_adamw_matches_numpy(decay_bn_and_bias):
   params, grads = tiny_tree()
-  tx = make_tx(**{'optimizer.name': 'adamw', 'optimizer.weight_decay': 0.05,
-                  'optimizer.decay_bn_and_bias': decay_bn_and_bias})
-  expected = numpy_adaptive(params, grads, wd=0.05, lamb=False,
-                            decays={'kernel': True, 'bias': decay_bn_and_bias})
+  tx = make_tx(
+      **{
+          'optimizer.name': 'adamw',
+          'optimizer.weight_decay': 0.05,
+          'optimizer.decay_bn_and_bias': decay_bn_and_bias
+      })
+  expected = numpy_adaptive(params, grads, wd=0.05, lamb=False, decays={
+      'kernel': True,
+      'bias': decay_bn_and_bias
+  })
   got = run_tx(tx, params, grads)
   for k in params:
     np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
@@ -86,17 +96,27 @@ def test_adamw_matches_numpy(decay_bn_and_bias):
 @pytest.mark.parametrize('decay_bn_and_bias', [False, True])
 def test_lamb_matches_numpy(decay_bn_and_bias):
   params, grads = tiny_tree()
-  tx = make_tx(**{'optimizer.name': 'lamb', 'optimizer.weight_decay': 0.02,
-                  'optimizer.b1': 0.8, 'optimizer.b2': 0.99, 'optimizer.eps': 1e-6,
-                  'optimizer.decay_bn_and_bias': decay_bn_and_bias})
-  expected = numpy_adaptive(params, grads, wd=0.02, lamb=True, b1=0.8, b2=0.99, eps=1e-6,
-                            decays={'kernel': True, 'bias': decay_bn_and_bias})
+  tx = make_tx(
+      **{
+          'optimizer.name': 'lamb',
+          'optimizer.weight_decay': 0.02,
+          'optimizer.b1': 0.8,
+          'optimizer.b2': 0.99,
+          'optimizer.eps': 1e-6,
+          'optimizer.decay_bn_and_bias': decay_bn_and_bias
+      })
+  expected = numpy_adaptive(params, grads, wd=0.02, lamb=True, b1=0.8, b2=0.99, eps=1e-6, decays={
+      'kernel': True,
+      'bias': decay_bn_and_bias
+  })
   got = run_tx(tx, params, grads)
   for k in params:
     np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
   # The trust ratio matters here: plain AdamW moves the kernel elsewhere.
-  adamw = numpy_adaptive(params, grads, wd=0.02, lamb=False, b1=0.8, b2=0.99, eps=1e-6,
-                         decays={'kernel': True, 'bias': decay_bn_and_bias})
+  adamw = numpy_adaptive(params, grads, wd=0.02, lamb=False, b1=0.8, b2=0.99, eps=1e-6, decays={
+      'kernel': True,
+      'bias': decay_bn_and_bias
+  })
   assert not np.allclose(got['kernel'], adamw['kernel'], rtol=1e-3)
 
 
@@ -105,17 +125,24 @@ def test_b1_b2_eps_reach_the_optimizer(name):
   # Far from optax's own defaults (0.9, 0.999, 1e-8), so a field left unpassed would show.
   params, grads = tiny_tree()
   fields = {'b1': 0.5, 'b2': 0.9, 'eps': 0.1}
-  tx = make_tx(**{'optimizer.name': name, 'optimizer.weight_decay': 0.05,
-                  'optimizer.decay_bn_and_bias': True,
-                  **{f'optimizer.{k}': v for k, v in fields.items()}})
+  tx = make_tx(
+      **{
+          'optimizer.name': name,
+          'optimizer.weight_decay': 0.05,
+          'optimizer.decay_bn_and_bias': True,
+          **{
+              f'optimizer.{k}': v for k, v in fields.items()
+          }
+      })
   decays = {'kernel': True, 'bias': True}
   expected = numpy_adaptive(params, grads, wd=0.05, decays=decays, lamb=name == 'lamb', **fields)
   got = run_tx(tx, params, grads)
   for k in params:
     np.testing.assert_allclose(got[k], expected[k], rtol=1e-5, atol=1e-6, err_msg=k)
   for field, default in {'b1': 0.9, 'b2': 0.999, 'eps': 1e-8}.items():
-    other = numpy_adaptive(params, grads, wd=0.05, decays=decays, lamb=name == 'lamb',
-                           **{**fields, field: default})
+    other = numpy_adaptive(params, grads, wd=0.05, decays=decays, lamb=name == 'lamb', **{
+        **fields, field: default
+    })
     assert not np.allclose(got['kernel'], other['kernel'], rtol=1e-4, atol=1e-6), field
 
 
@@ -123,8 +150,13 @@ def test_b1_b2_eps_reach_the_optimizer(name):
 def test_clipping_rescales_the_raw_gradient_before_the_coupled_decay(clip):
   params, grads = tiny_tree()
   wd = 0.1
-  tx = make_tx(**{'optimizer.grad_clip_norm': clip, 'optimizer.momentum': 0.0,
-                  'optimizer.weight_decay': wd, 'optimizer.decay_bn_and_bias': True})
+  tx = make_tx(
+      **{
+          'optimizer.grad_clip_norm': clip,
+          'optimizer.momentum': 0.0,
+          'optimizer.weight_decay': wd,
+          'optimizer.decay_bn_and_bias': True
+      })
   g = grads[0]
   norm = np.sqrt(sum((x ** 2).sum() for x in g.values()))
   scale = min(1.0, clip / norm)
@@ -144,8 +176,8 @@ def test_no_clipping_leaves_the_sgd_state_as_it_was():
   assert len(sgd.init(p)) == 2 and len(clipped.init(p)) == 3
   # No decay, no decay slot: the state is plain SGD's alone.
   no_decay = make_tx(**{'optimizer.weight_decay': 0.0})
-  assert (jax.tree.structure(no_decay.init(p))
-          == jax.tree.structure(optax.chain(optax.sgd(lambda count: LR, momentum=0.9)).init(p)))
+  assert (jax.tree.structure(no_decay.init(p)) == jax.tree.structure(
+      optax.chain(optax.sgd(lambda count: LR, momentum=0.9)).init(p)))
 
 
 @pytest.mark.parametrize('field,value,message', [
@@ -164,13 +196,24 @@ def test_refused_adaptive_fields_are_named(field, value, message):
 def test_sgd_momentum_fields_leave_adamw_alone():
   # A config file's sgd settings (digits: nesterov) may stay when only the name changes.
   params, grads = tiny_tree()
-  runs = [run_tx(make_tx(**{'optimizer.name': 'adamw', 'optimizer.nesterov': nesterov,
-                            'optimizer.momentum': momentum}), params, grads)
-          for nesterov, momentum in ((False, 0.9), (True, 0.0))]
+  runs = [
+      run_tx(
+          make_tx(**{
+              'optimizer.name': 'adamw',
+              'optimizer.nesterov': nesterov,
+              'optimizer.momentum': momentum
+          }), params, grads) for nesterov, momentum in ((False, 0.9), (True, 0.0))
+  ]
   for k in params:
     np.testing.assert_array_equal(runs[0][k], runs[1][k])
 
 
 def test_edge_values_allowed():
-  optim.check_config(recipe_config(**{'optimizer.name': 'adamw', 'optimizer.b1': 0.0,
-                                      'optimizer.b2': 0.0, 'optimizer.grad_clip_norm': 0.0}))
+  optim.check_config(
+      recipe_config(
+          **{
+              'optimizer.name': 'adamw',
+              'optimizer.b1': 0.0,
+              'optimizer.b2': 0.0,
+              'optimizer.grad_clip_norm': 0.0
+          }))

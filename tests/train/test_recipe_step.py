@@ -7,9 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from se_flax.train import mix, parallel, step as step_lib
-from tests.train.test_recipe_loss import mixed_targets, np_bce, np_softmax_ce, smoothed
-from tests.train.tiny import NUM_CLASSES, make_batch, tiny_setup
+from se_flax.train import mix
+from se_flax.train import parallel
+from se_flax.train import step as step_lib
+from tests.train.test_recipe_loss import mixed_targets
+from tests.train.test_recipe_loss import np_bce
+from tests.train.test_recipe_loss import np_softmax_ce
+from tests.train.test_recipe_loss import smoothed
+from tests.train.tiny import make_batch
+from tests.train.tiny import NUM_CLASSES
+from tests.train.tiny import tiny_setup
 
 # CutMix alone: each Beta sampler costs seconds to compile, and one shows the wiring.
 MIX = {'mix.cutmix_alpha': 1.0}

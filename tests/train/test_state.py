@@ -1,11 +1,13 @@
 """TrainState creation on the mesh and its abstract twin."""
 
 import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from se_flax.train import state as state_lib
-from tests.train.tiny import IMAGE_SHAPE, tiny_setup
+from tests.train.tiny import IMAGE_SHAPE
+from tests.train.tiny import tiny_setup
 
 
 def test_state_is_born_replicated_on_the_mesh(mesh8):

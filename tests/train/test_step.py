@@ -11,10 +11,16 @@ import pytest
 
 from se_flax.data import datasets
 from se_flax.errors import ConfigError
-from se_flax.train import parallel, step as step_lib
+from se_flax.train import parallel
 from se_flax.train import state as state_lib
+from se_flax.train import step as step_lib
 from se_flax.train.state import TrainState
-from tests.train.tiny import IMAGE_SHAPE, NUM_CLASSES, TinyNet, make_batch, make_config, tiny_setup
+from tests.train.tiny import IMAGE_SHAPE
+from tests.train.tiny import make_batch
+from tests.train.tiny import make_config
+from tests.train.tiny import NUM_CLASSES
+from tests.train.tiny import tiny_setup
+from tests.train.tiny import TinyNet
 
 
 def np_log_softmax(x):
@@ -33,7 +39,8 @@ def test_label_smoothed_cross_entropy_matches_numpy():
   got = step_lib.cross_entropy(jnp.asarray(logits), labels, k, eps)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
   # bfloat16 logits are upcast before the softmax, so the loss is float32.
-  assert step_lib.cross_entropy(jnp.asarray(logits, jnp.bfloat16), labels, k, eps).dtype == jnp.float32
+  assert step_lib.cross_entropy(jnp.asarray(logits, jnp.bfloat16), labels, k,
+                                eps).dtype == jnp.float32
 
 
 def test_topk_correct_matches_numpy():
@@ -90,7 +97,8 @@ def test_train_step_metrics_match_numpy(mesh8):
   order = np.argsort(-logits, axis=-1)
   new_state, metrics = train(state, parallel.global_batch(batch, mesh8))
   metrics = jax.device_get(metrics)
-  np.testing.assert_allclose(metrics['loss_sum'], -(targets * np_log_softmax(logits)).sum(), rtol=1e-5)
+  np.testing.assert_allclose(metrics['loss_sum'], -(targets * np_log_softmax(logits)).sum(),
+                             rtol=1e-5)
   assert metrics['top1_correct'] == (order[:, 0] == batch['label']).sum()
   assert metrics['top5_correct'] == (order[:, :5] == batch['label'][:, None]).any(-1).sum()
   np.testing.assert_allclose(metrics['learning_rate'], float(schedule(0)))
@@ -146,8 +154,7 @@ def test_nan_policy_stop_returns_the_old_state(mesh8):
   assert float(metrics['finite']) == 0.0
   after = jax.device_get(after)
   assert int(after.step) == int(before.step) == 1
-  jax.tree.map(np.testing.assert_array_equal,
-               (after.params, after.batch_stats, after.opt_state),
+  jax.tree.map(np.testing.assert_array_equal, (after.params, after.batch_stats, after.opt_state),
                (before.params, before.batch_stats, before.opt_state))
 
 
@@ -163,8 +170,7 @@ def test_nan_policy_skip_keeps_params_and_advances(mesh8):
   # The skipped step adds nothing to the running sums, so means stay finite.
   assert metrics['loss_sum'] == 0 and metrics['count'] == 0
   assert int(after.step) == 2
-  jax.tree.map(np.testing.assert_array_equal,
-               (after.params, after.batch_stats, after.opt_state),
+  jax.tree.map(np.testing.assert_array_equal, (after.params, after.batch_stats, after.opt_state),
                (before.params, before.batch_stats, before.opt_state))
   state, metrics = train(state, parallel.global_batch(make_batch(seed=8), mesh8))
   assert float(metrics['finite']) == 1 and float(metrics['skipped']) == 0 and int(state.step) == 3
@@ -175,13 +181,13 @@ def test_nan_policy_skip_keeps_params_and_advances(mesh8):
 
 def test_unknown_nan_policy_is_named(mesh8):
   with pytest.raises(ValueError, match=r'config\.nan_policy'):
-    step_lib.make_train_step(TinyNet(), make_config(nan_policy='ignore'), mesh8,
-                             lambda s: 0.1, NUM_CLASSES)
+    step_lib.make_train_step(TinyNet(), make_config(nan_policy='ignore'), mesh8, lambda s: 0.1,
+                             NUM_CLASSES)
 
 
 @pytest.mark.parametrize('field, value, message', [
     ('nan_policy', 'ignore', "config.nan_policy='ignore' is not allowed; choose one of "
-                             "['stop', 'skip']"),
+     "['stop', 'skip']"),
     ('label_smoothing', 1.0, 'config.label_smoothing=1.0 must be in [0, 1)'),
     ('label_smoothing', -0.1, 'config.label_smoothing=-0.1 must be in [0, 1)'),
 ])
@@ -228,8 +234,8 @@ def test_train_step_on_uint8_pixels_equals_the_host_normalised_step(mesh8):
   (s_u8, m_u8), (s_f32, m_f32) = results
   for key in m_u8:
     np.testing.assert_allclose(m_u8[key], m_f32[key], rtol=1e-5, err_msg=key)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-               s_u8.params, s_f32.params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), s_u8.params,
+               s_f32.params)
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -261,8 +267,7 @@ def test_eval_without_mask_counts_every_row():
     assert train is False  # the inference mode of BatchNorm and dropout
     return x
 
-  out = step_lib.eval_step(state, {'image': logits, 'label': labels}, apply_fn=apply,
-                           num_classes=4)
+  out = step_lib.eval_step(state, {'image': logits, 'label': labels}, apply_fn=apply, num_classes=4)
   assert float(out['count']) == 5
   expected = -np_log_softmax(np.asarray(logits, np.float64))[np.arange(5), np.asarray(labels)]
   np.testing.assert_allclose(float(out['loss_sum']), expected.sum(), rtol=1e-5)
@@ -279,16 +284,18 @@ def _linear_loss(params):
 
 
 def _linear_step(tx, w, new_stats, ema=False, step=0, schedule_fn=lambda s: 0.1, **kwargs):
+
   def apply(variables, images, train, mutable, rngs):
     assert train is True and mutable == ['batch_stats'] and 'dropout' in rngs
     # Like flax, no batch_stats collection at all for a model without BatchNorm.
-    return (images @ jnp.sqrt(variables['params']['w']),
-            {'batch_stats': new_stats} if new_stats else {})
+    return (images @ jnp.sqrt(variables['params']['w']), {
+        'batch_stats': new_stats
+    } if new_stats else {})
 
   params = {'w': jnp.asarray(w, jnp.float32)}
   state = TrainState(step=jnp.asarray(step, jnp.int32), params=params,
-                     batch_stats=jax.tree.map(jnp.zeros_like, new_stats),
-                     opt_state=tx.init(params), rng=jax.random.PRNGKey(0), tx=tx)
+                     batch_stats=jax.tree.map(jnp.zeros_like, new_stats), opt_state=tx.init(params),
+                     rng=jax.random.PRNGKey(0), tx=tx)
   if ema:
     state = state_lib.with_ema(state)
   batch = {'image': jnp.asarray(_X), 'label': jnp.asarray(_LABELS)}
@@ -298,17 +305,20 @@ def _linear_step(tx, w, new_stats, ema=False, step=0, schedule_fn=lambda s: 0.1,
 
 # The optimizers are made in the test: nothing may run jax while pytest collects
 # (mutmut forks its test processes from one that has collected them).
-@pytest.mark.parametrize('case, make_tx, w, new_stats', [
-    # Every value finite, and no BatchNorm statistics at all: the update is applied.
-    ('none', lambda: optax.sgd(0.1), np.full((4, 3), 0.25), {}),
-    # A finite loss with an infinite gradient; the optimizer leaves the weights finite.
-    ('gradient', optax.set_to_zero, np.where(np.eye(4, 3) > 0, 0.0, 0.25), {}),
-    # Statistics that overflowed while the loss and gradient did not.
-    ('statistics', lambda: optax.sgd(0.1), np.full((4, 3), 0.25),
-     {'var': np.array([1.0, np.inf], np.float32)}),
-    # Finite gradients, but a rate so large that the update overflows the weights.
-    ('weights', lambda: optax.sgd(1e38), np.full((4, 3), 1e-4), {}),
-])
+@pytest.mark.parametrize(
+    'case, make_tx, w, new_stats',
+    [
+        # Every value finite, and no BatchNorm statistics at all: the update is applied.
+        ('none', lambda: optax.sgd(0.1), np.full((4, 3), 0.25), {}),
+        # A finite loss with an infinite gradient; the optimizer leaves the weights finite.
+        ('gradient', optax.set_to_zero, np.where(np.eye(4, 3) > 0, 0.0, 0.25), {}),
+        # Statistics that overflowed while the loss and gradient did not.
+        ('statistics', lambda: optax.sgd(0.1), np.full((4, 3), 0.25), {
+            'var': np.array([1.0, np.inf], np.float32)
+        }),
+        # Finite gradients, but a rate so large that the update overflows the weights.
+        ('weights', lambda: optax.sgd(1e38), np.full((4, 3), 1e-4), {}),
+    ])
 def test_each_non_finite_part_alone_stops_the_update(case, make_tx, w, new_stats):
   grads = jax.grad(_linear_loss)({'w': jnp.asarray(w, jnp.float32)})
   assert np.isfinite(np.asarray(grads['w'])).all() == (case != 'gradient')
@@ -401,10 +411,11 @@ def test_one_hot_targets_default_to_no_smoothing():
 @pytest.mark.parametrize('nan_policy', ['stop', 'skip'])
 def test_train_step_metrics_are_float32_scalars(nan_policy):
   # The logger sums and averages them across steps and hosts as float32.
-  _, (_, metrics) = _linear_step(optax.sgd(0.1), np.full((4, 3), 0.25), {},
-                                 nan_policy=nan_policy)
-  assert set(metrics) >= {'loss_sum', 'top1_correct', 'top5_correct', 'count', 'grad_norm_sum',
-                          'steps', 'learning_rate', 'finite', 'skipped'}
+  _, (_, metrics) = _linear_step(optax.sgd(0.1), np.full((4, 3), 0.25), {}, nan_policy=nan_policy)
+  assert set(metrics) >= {
+      'loss_sum', 'top1_correct', 'top5_correct', 'count', 'grad_norm_sum', 'steps',
+      'learning_rate', 'finite', 'skipped'
+  }
   for name, value in metrics.items():
     assert value.shape == () and value.dtype == jnp.float32, (name, value.dtype)
   assert float(metrics['count']) == len(_LABELS) and float(metrics['steps']) == 1

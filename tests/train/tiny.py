@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from se_flax.train import optim, parallel, state as state_lib, step as step_lib
+from se_flax.train import optim
+from se_flax.train import parallel
+from se_flax.train import state as state_lib
+from se_flax.train import step as step_lib
 
 NUM_CLASSES = 10
 IMAGE_SHAPE = (8, 8, 3)
@@ -89,8 +92,8 @@ def tiny_setup(n_devices=8, *, num_classes=NUM_CLASSES, dropout_rate=0.0, **over
   # step built once would tie the code that builds it (shardings, donation) to whichever test
   # came first. Each mutant then runs in a process of its own, where sharing is harmless.
   fresh = os.environ.get('MUTANT_UNDER_TEST') == 'stats'
-  initial_state, train_step = ((_initial_state.__wrapped__, _train_step.__wrapped__) if fresh
-                               else (_initial_state, _train_step))
+  initial_state, train_step = ((_initial_state.__wrapped__, _train_step.__wrapped__) if fresh else
+                               (_initial_state, _train_step))
   schedule, state = initial_state(num_classes)
   model, config, train = train_step(n_devices, num_classes, dropout_rate,
                                     tuple(sorted(overrides.items())))
