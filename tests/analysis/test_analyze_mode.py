@@ -6,10 +6,6 @@ import pytest
 
 from se_flax.data import datasets
 from tests.integration import harness
-# pylint: disable=unused-import
-from tests.integration.fixtures import digits_data, jax_cache, shared_root
-
-# pylint: enable=unused-import
 
 # One worker runs these in turn: the first builds the trained run and compiles the analysis,
 # the others find both ready instead of waiting for the run and compiling the same program.
@@ -58,7 +54,8 @@ def test_counts_the_images_it_is_told_to(trained, digits_data, jax_cache):
   assert summary in out + '\n'
   assert [int(r['channels']) for r in _blocks(trained)] == BLOCK_CHANNELS
   assert sorted(p.name for p in (trained / 'analysis').glob('stage*.png')) == [
-      'stage0.png', 'stage1.png', 'stage2.png']
+      'stage0.png', 'stage1.png', 'stage2.png'
+  ]
 
 
 def test_more_images_than_the_split_holds_counts_the_split(trained, digits_data, jax_cache):

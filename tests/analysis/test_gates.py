@@ -48,11 +48,11 @@ def test_gate_fn_equals_sigmoid_of_the_blocks_own_excitation():
 def test_stats_per_class_means_and_masking():
   rng = np.random.RandomState(1)
   labels = np.array([0, 1, 1, 2, 0, 3])
-  mask = np.array([1, 1, 1, 1, 0, 1], np.float32)   # the fifth example is padding
+  mask = np.array([1, 1, 1, 1, 0, 1], np.float32)  # the fifth example is padding
   g = {'layer1_0': rng.rand(6, 5), 'layer2_0': rng.rand(6, 7)}
   stats = gates_lib.GateStats(classes=(0, 1))
   stats.add(g, labels, mask)
-  stats.add(g, labels, mask)     # twice: means unchanged, counts doubled
+  stats.add(g, labels, mask)  # twice: means unchanged, counts doubled
   means = stats.class_means()
   np.testing.assert_array_equal(stats.counts, [2, 4, 10])
   np.testing.assert_allclose(means['layer1_0'][0], g['layer1_0'][0])
@@ -67,8 +67,11 @@ def test_block_table_and_constant_blocks():
   varied = np.clip(0.5 + 0.3 * np.eye(4)[labels] @ rng.rand(4, 6), 0, 1)
   constant = np.full((32, 6), 0.995)
   stats = gates_lib.GateStats(classes=(0, 1, 2, 3))
-  stats.add({'layer1_0': varied, 'layer4_2': constant, 'layer2_0': varied * 0.9},
-            labels, np.ones(32))
+  stats.add({
+      'layer1_0': varied,
+      'layer4_2': constant,
+      'layer2_0': varied * 0.9
+  }, labels, np.ones(32))
   rows = {r['block']: r for r in stats.block_table()}
   assert rows['layer4_2']['saturated'] == 1.0
   assert rows['layer1_0']['saturated'] == 0.0
@@ -82,8 +85,11 @@ def test_write_outputs_files(tmp_path):
   labels = np.repeat(np.arange(3), 4)
   rng = np.random.RandomState(3)
   stats = gates_lib.GateStats(classes=(0, 2))
-  stats.add({'layer1_0': rng.rand(12, 4), 'layer1_1': rng.rand(12, 4), 'layer2_0': rng.rand(12, 8)},
-            labels, np.ones(12))
+  stats.add({
+      'layer1_0': rng.rand(12, 4),
+      'layer1_1': rng.rand(12, 4),
+      'layer2_0': rng.rand(12, 8)
+  }, labels, np.ones(12))
   text = excitation.write_outputs(stats, str(tmp_path))
   assert '3 SE blocks, 12 images.' in text
   for name in ('stage0.png', 'stage1.png', 'distribution.png', 'blocks.csv', 'summary.txt'):

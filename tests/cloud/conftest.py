@@ -10,6 +10,12 @@ import pytest
 
 from tests.cloud import emulator
 
+# pylint: disable=unused-import  (fixtures of the end-to-end runs)
+from tests.integration.fixtures import digits_data
+from tests.integration.fixtures import jax_cache
+from tests.integration.fixtures import reference_run
+from tests.integration.fixtures import shared_root
+
 # `fsspec.registry` is the read-only view; the module of that name holds the dict.
 _REGISTRY = importlib.import_module('fsspec.registry')._registry  # pylint: disable=protected-access
 

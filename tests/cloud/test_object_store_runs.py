@@ -14,15 +14,8 @@ import sys
 
 from etils import epath
 import gcsfs
-import pytest
 
 from tests.integration import harness
-
-# pylint: disable=unused-import
-from tests.integration.fixtures import digits_data
-from tests.integration.fixtures import jax_cache
-from tests.integration.fixtures import reference_run
-from tests.integration.fixtures import shared_root
 
 
 def _logged(workdir):
