@@ -187,17 +187,34 @@ class TrainWindow:
     return out
 
 
-def _read_lines(path: epath.Path) -> list[str]:
-  """The complete JSON lines of `path`; a torn last line (power loss, full disk) is dropped."""
+def _read_lines(path: epath.Path, damaged: Optional[list[str]] = None) -> list[str]:
+  """The intact JSON records of `path`, one per line; damaged lines are skipped with one warning.
+
+  A torn last line (power loss, full disk) or a damaged line anywhere (a disk
+  error, an edit) is not the run's state: it is reported and left out, and
+  collected in `damaged` when given, so that the caller can set it aside.
+  """
   if not path.exists():
     return []
-  lines = [line for line in path.read_text().splitlines() if line.strip()]
-  if lines:
+  lines, bad = [], []
+  text = path.read_bytes().decode('utf-8', errors='replace')
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
     try:
-      json.loads(lines[-1])
-    except json.JSONDecodeError:
-      logging.warning('Dropping an incomplete last line of %s: %r', path, lines[-1][:80])
-      lines = lines[:-1]
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if isinstance(record, dict) and isinstance(record.get('step', 0), int):
+      lines.append(line)
+    else:
+      bad.append((number, line))
+  if bad:
+    numbers = ', '.join(str(n) for n, _ in bad[:5]) + (', ...' if len(bad) > 5 else '')
+    logging.warning('Skipping %d damaged line(s) of %s (line %s: %r)', len(bad), path, numbers,
+                    bad[0][1][:80])
+    if damaged is not None:
+      damaged.extend(line for _, line in bad)
   return lines
 
 
@@ -238,8 +255,14 @@ class MetricWriter:
       return
     self.path.parent.mkdir(parents=True, exist_ok=True)
     if resume_step is not None:
-      self._lines = [line for line in _read_lines(self.path)
+      damaged = []
+      self._lines = [line for line in _read_lines(self.path, damaged)
                      if json.loads(line).get('step', 0) <= resume_step]
+      if damaged and not self._object_store:
+        # Kept for whoever wants to look; the rewrite below leaves them out of the log.
+        aside = self.path.parent / (METRICS_FILE + '.damaged')
+        with aside.open('a') as f:
+          f.write(''.join(line + '\n' for line in damaged))
     if self._object_store:
       self._write_whole()
     else:

@@ -144,6 +144,32 @@ def test_torn_last_line_is_dropped_on_resume(tmp_path):
   assert [(r['step'], r['loss']) for r in records] == [(5, 1.0), (15, 0.5)]
 
 
+
+@pytest.mark.parametrize('damage', ['{"step": 10, "spl', '\x00\x00\x00', '[1, 2]', '7',
+                                    '{"step": "ten"}', b'\xff\xfe'])
+def test_damaged_middle_line_is_set_aside_on_resume(tmp_path, damage):
+  # A disk error or an edit can damage any line; logs are not the run's state.
+  path = tmp_path / 'metrics.jsonl'
+  damage = damage if isinstance(damage, bytes) else damage.encode()
+  path.write_bytes(b'{"step": 5, "split": "train", "loss": 1.0}\n' + damage
+                   + b'\n{"step": 15, "split": "train", "loss": 0.7}\n'
+                   b'{"step": 20, "split": "train", "loss": 0.6}\n')
+  writer = metrics_lib.MetricWriter(tmp_path, resume_step=15, enabled=True)
+  writer.write(20, 'train', {'loss': 0.5})
+  writer.close()
+  records = metrics_lib.read_metrics(tmp_path)
+  assert [(r['step'], r['loss']) for r in records] == [(5, 1.0), (15, 0.7), (20, 0.5)]
+  aside = (tmp_path / 'metrics.jsonl.damaged').read_bytes()
+  assert aside.decode('utf-8', 'replace').strip() == damage.decode('utf-8', 'replace')
+
+
+def test_readers_skip_a_damaged_line_without_writing(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 5, "split": "eval", "loss": 1.0}\n{"st\n'
+                  '{"step": 10, "split": "eval", "loss": 0.5}\n')
+  assert [r['step'] for r in metrics_lib.read_metrics(tmp_path, 'eval')] == [5, 10]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.jsonl']
+
 def _run_window(nan_at, steps, nan_policy='stop'):
   """Trains TinyNet `steps` steps, the batch of step `nan_at` holding a NaN; returns the window."""
   setup = tiny_setup(nan_policy=nan_policy)
