@@ -13,11 +13,14 @@ PYTEST_ARGS ?= -n 2 --dist loadgroup
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-test.txt requirements-lint.txt pyproject.toml
+# libtpu (requirements-tpu.txt) is the TPU compiler that --mode=compile and its tests run on
+# this host; it attaches to no device unless a TPU is there.
+$(STAMP): requirements.txt requirements-test.txt requirements-lint.txt requirements-tpu.txt \
+  pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt -r requirements-test.txt \
-	  -r requirements-lint.txt
+	  -r requirements-lint.txt -r requirements-tpu.txt
 	# se_flax itself, editable: importable from a notebook or script anywhere, this checkout's code.
 	$(PY) -m pip install --quiet --no-compile --no-deps -e .
 	$(PY) -m compileall -qq -j 0 $(VENV)/lib > /dev/null || true

@@ -28,6 +28,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints and m
 _MODE = flags.DEFINE_enum('mode', 'train', list(cli.MODES),
                           '; '.join(f'{mode}: {what}' for mode, what in cli.MODES.items()) + '.')
 _STEP = flags.DEFINE_integer('step', None, 'eval/analyze: checkpoint step (default: the latest).')
+_TOPOLOGY = flags.DEFINE_string('topology', None,
+                                'compile: the TPU slice, e.g. v5p-8, v4-32, v5e-256, v6e-64.')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0, for hosts that cannot find each other.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
@@ -51,7 +53,8 @@ def main(argv):
   from configs import default  # pylint: disable=g-import-not-at-top
   return cli.run(mode=_MODE.value, config=_CONFIG.value, workdir=_WORKDIR.value, step=_STEP.value,
                  coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                 process_id=_PROCESS_ID.value, defaults=default.get_base_config())
+                 process_id=_PROCESS_ID.value, defaults=default.get_base_config(),
+                 topology=_TOPOLOGY.value)
 
 
 if __name__ == '__main__':

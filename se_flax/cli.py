@@ -18,6 +18,8 @@ MODES = {
     'eval': 'evaluate a checkpoint',
     'summary': 'parameters, GMACs and a per-stage table',
     'analyze': 'excitation statistics of a trained model',
+    'compile': 'compile the train and eval steps for a TPU slice (--topology) on this host: '
+               'HBM, FLOPs, modelled step time, collectives',
 }
 # Without --config these use the config stored with the checkpoint.
 STORED_CONFIG_MODES = ('eval', 'analyze')
@@ -40,8 +42,11 @@ def _check_command(mode, config, workdir):
     raise errors.ConfigError(f'--workdir is required for --mode={mode}')
 
 
-def _dispatch(mode, config, workdir, step):
+def _dispatch(mode, config, workdir, step, topology=None):
   # pylint: disable=g-import-not-at-top  (TensorFlow comes with these: only after the check)
+  if mode == 'compile':
+    from se_flax.train import aot
+    return aot.run(config, workdir, topology)
   if mode == 'analyze':
     from se_flax.analysis import excitation
     return excitation.run(config, workdir, step)
@@ -67,7 +72,7 @@ def _stored_config(workdir, step, defaults):
 
 
 def run(mode, config, workdir, step=None, coordinator_address=None, num_processes=None,
-        process_id=None, defaults=None):
+        process_id=None, defaults=None, topology=None):
   """Runs `mode`; returns the exit code (se_flax/errors.py).
 
   `defaults`: the base config (configs/default.py), for a config read back from
@@ -87,7 +92,7 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
     parallel.maybe_initialize_distributed(coordinator_address, num_processes, process_id)
     # Before TensorFlow is imported and any data read: a typo costs seconds.
     check.check_config(config)
-    return _dispatch(mode, config, workdir, step)
+    return _dispatch(mode, config, workdir, step, topology)
   except errors.SEFlaxError as e:
     return fail(e, e.exit_code)
   except KeyboardInterrupt:

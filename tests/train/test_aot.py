@@ -1,0 +1,175 @@
+"""--mode=compile: the training step compiled by libtpu for a TPU slice, checked against counts.
+
+The network is the smallest that takes the whole path (CIFAR ResNet-20 on the
+8x8 digits, 8 images on v5p-8's 4 chips, 2 per chip): one compile of the
+train and eval steps, about 20 s on one core. Each figure of the report is
+compared with a count made without the compiler:
+
+- FLOPs: the eval step's against 2 x the convolutions' and dense layers'
+  multiply-accumulates on the pixels their windows cover (at 8x8 most 3x3
+  windows overlap the zero padding, which XLA does not count; the model
+  summary's MACs count every tap); the train step's against 6 x the
+  summary's MACs (forward, and two products per layer backward);
+- the gradient all-reduce: 4 bytes per parameter, plus the BatchNorm
+  statistics' reductions (2 per channel forward, 2 backward) and the metrics;
+- HBM arguments: at least the bytes of the train state and of a device's batch, at most 3x
+  (TPU tiles pad the narrow channel dimensions of this small network).
+"""
+
+import json
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import digits
+from se_flax import cli
+from se_flax import errors
+from se_flax import models
+from se_flax.models import summary
+from se_flax.train import aot
+from tests.integration import harness
+
+# One worker compiles once for the whole module.
+pytestmark = pytest.mark.xdist_group('test_aot')
+
+SLICE = 'v5p-8'
+BATCH = 8
+
+
+def _config():
+  config = digits.get_config('model=cifar_resnet20,batch=8')
+  config.eval_batch_size = BATCH
+  return config
+
+
+@pytest.fixture(scope='module')
+def report(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('compile')
+  assert cli.run('compile', _config(), str(workdir), topology=SLICE) == errors.EXIT_OK
+  return json.loads((workdir / f'compile_{SLICE}.json').read_text())
+
+
+def _window_taps(n_in, n_out, kernel, stride, pad_low):
+  """(output position, kernel tap) pairs of one spatial axis that land inside the input."""
+  return sum(1 for o in range(n_out) for t in range(kernel) if 0 <= o * stride + t - pad_low < n_in)
+
+
+def _covered_macs(jaxpr) -> int:
+  total = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      lhs, rhs, out = eqn.invars[0].aval, eqn.invars[1].aval, eqn.outvars[0].aval
+      dn = eqn.params['dimension_numbers']
+      taps = np.prod([
+          _window_taps(lhs.shape[dn.lhs_spec[2 + i]], out.shape[dn.out_spec[2 + i]],
+                       rhs.shape[dn.rhs_spec[2 + i]], eqn.params['window_strides'][i],
+                       eqn.params['padding'][i][0]) for i in range(len(dn.rhs_spec) - 2)
+      ])
+      total += (int(taps) * rhs.shape[dn.rhs_spec[1]] * out.shape[dn.out_spec[1]] *
+                out.shape[dn.out_spec[0]])
+    elif eqn.primitive.name == 'dot_general':
+      (contract, _), _ = eqn.params['dimension_numbers']
+      total += int(np.prod(eqn.outvars[0].aval.shape)) * int(
+          np.prod([eqn.invars[0].aval.shape[d] for d in contract]))
+  return total
+
+
+@pytest.fixture(scope='module')
+def network():
+  config = _config()
+  model = models.from_config(config, 10)
+  x = jax.ShapeDtypeStruct((1, 8, 8, 1), jnp.float32)
+  variables = jax.eval_shape(lambda v: model.init(jax.random.PRNGKey(0), v, train=False), x)
+  jaxpr = jax.make_jaxpr(lambda v, xx: model.apply(v, xx, train=False))(variables, x).jaxpr
+  bn_channels = sum(leaf.shape[-1]
+                    for path, leaf in jax.tree_util.tree_leaves_with_path(variables['batch_stats'])
+                    if 'mean' in jax.tree_util.keystr(path))
+  return {
+      'macs': summary.macs_of(model, (8, 8, 1)),
+      'covered_macs': _covered_macs(jaxpr),
+      'params': summary.count_params(variables['params']),
+      'bn_channels': bn_channels
+  }
+
+
+def test_slice_names_map_to_topologies():
+  # v4 and v5p count TensorCores, two a chip; v5e and v6e count chips.
+  assert aot.topology('v5p-8').topology == 'v5p:2x2x1'
+  assert aot.topology('v4-32').chips == 16
+  assert aot.topology('v5p-512').topology == 'v5p:4x8x8'
+  assert aot.topology('v5e-8').topology == 'v5e:2x4'
+  assert aot.topology('v6e-256').chips == 256
+  for name in ('v5p-7', 'v5e-2', 'v3-8', 'tpu'):
+    with pytest.raises(errors.ConfigError, match='known: v4-8, '):
+      aot.topology(name)
+
+
+def test_collectives_parsed_from_hlo():
+  hlo = ('  %ar = f32[10,4]{1,0} all-reduce(f32[10,4]{1,0} %p), replica_groups={}\n'
+         '  %ars = (f32[3]{0}, bf16[2,2]{1,0}) all-reduce-start(f32[3]{0} %a, bf16[2,2] %b)\n'
+         '  ROOT %ag = (f32[2]{0}, f32[8]{0}) all-gather-start(f32[2]{0} %c), dimensions={0}\n'
+         '  %f = f32[3]{0} fusion(f32[3]{0} %all-reduce), kind=kLoop\n')
+  assert aot.collectives(hlo) == {
+      'all-reduce': {
+          'count': 2,
+          'bytes': 160 + 12 + 8
+      },
+      'all-gather': {
+          'count': 1,
+          'bytes': 32
+      }
+  }
+
+
+def test_train_flops_match_the_mac_count(report, network):
+  train = report['train']
+  # The train step's FLOPs per image: 13.85 M against 6 x 2.517 M MACs = 15.10 M (0.92): the
+  # backward products skip the padded taps too, and the first layer has no input gradient.
+  ratio = train['flops_per_image'] / (6 * network['macs'])
+  assert 0.85 < ratio < 1.05, ratio
+  # Evaluation is one forward pass: 2 FLOPs per covered MAC, plus BN, ReLU and the loss.
+  ratio = report['eval']['flops_per_image'] / (2 * network['covered_macs'])
+  assert 1.0 <= ratio < 1.05, ratio
+  assert train['flops_per_chip'] == pytest.approx(train['flops_per_image'] * BATCH / 4)
+
+
+def test_gradient_all_reduce_carries_every_parameter_once(report, network):
+  collectives = report['train']['collectives_per_device']
+  # Data parallelism replicates the state: no all-gather, no reduce-scatter.
+  assert set(collectives) == {'all-reduce'}, collectives
+  gradients = 4 * network['params']
+  bn = 4 * 4 * network['bn_channels']  # mean and mean square, forward and backward, float32
+  extra = collectives['all-reduce']['bytes'] - gradients - bn
+  assert 0 <= extra <= 64, (collectives, gradients, bn)  # the metrics' scalars
+
+
+def test_hbm_arguments_are_the_state_and_a_device_batch(report, network):
+  # SGD with momentum: params, momentum, batch_stats (mean, var); the step and the key.
+  state = 4 * (2 * network['params'] + 2 * network['bn_channels']) + 4 + 8
+  batch = (BATCH // 4) * (8 * 8 * 1 + 4)  # uint8 pixels, int32 labels
+  train = report['train']
+  # TPU layouts pad the minor dimensions of each array to whole tiles (128 lanes): with 16 to
+  # 64 channels most of them are padding here (2.70x); never less than the arrays' own bytes.
+  assert state + batch <= train['argument_bytes_per_chip'] < 3 * (state + batch)
+  assert train['hbm_bytes_per_chip'] < report['hbm_per_chip_bytes'] and report['fits']
+  assert 0 < train['modelled_step_seconds'] < 1
+  assert train['images_per_second_per_slice'] == pytest.approx(4 *
+                                                               train['images_per_second_per_chip'])
+  assert 0 < train['mfu'] < 1
+
+
+def test_unknown_topology_is_one_error_line(tmp_path):
+  proc = subprocess.run([
+      sys.executable,
+      str(harness.REPO / 'main.py'), '--config=configs/digits.py', '--mode=compile',
+      '--topology=v5p-7', f'--workdir={tmp_path}'
+  ], cwd=harness.REPO, env=harness.env(devices=1), capture_output=True, text=True, timeout=120,
+                        check=False)
+  assert proc.returncode == errors.EXIT_CONFIG_ERROR
+  lines = [l for l in proc.stderr.splitlines() if re.match(r'error:', l)]
+  assert len(lines) == 1 and 'v5p-8' in lines[0] and 'v5p-7' in lines[0], proc.stderr
