@@ -7,11 +7,17 @@ Every ablation axis of the paper is a field of `SESpec`; the backbones read
 defaults (configs/default.py builds it from the dataclass), and the checks
 below are the only rules for their values: `__post_init__` for the spec on
 its own, `check_placement` for the spec in a given backbone.
+
+The block exists for both Flax APIs: `SEBlock` (Linen) and `SEBlockNNX` (NNX)
+take the same spec and compute the same function through the same squeeze,
+excitation and gate registries (`excitation_gates`); their parameters have the
+same names and shapes, so weights move between them as they are.
 """
 
 import dataclasses
 from typing import Any, Optional, Sequence
 
+from flax import nnx
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -124,22 +130,122 @@ class SESpec:
     return cls(**data)
 
 
+def check_identity_start(spec: SESpec) -> None:
+  """Refuses identity start where the logits cannot start at zero or the gate has no identity form.
+
+  Raises:
+    ConfigError: the message names the field and the values that work.
+  """
+  if spec.excite not in excite_lib.ZERO_START:
+    raise ConfigError(f'identity start needs an excitation with a last layer to start at zero; '
+                      f'config.model.se.excite={spec.excite!r} has none: choose one of '
+                      f'{sorted(excite_lib.ZERO_START)}')
+  if spec.gate not in excite_lib.IDENTITY_GATES:
+    raise ConfigError(f'config.model.se.gate={spec.gate!r} has no identity form for identity '
+                      f'start; choose one of {sorted(excite_lib.IDENTITY_GATES)}')
+
+
+def excitation_gates(module, x):
+  """s = gate(excite(squeeze(x))), shape (N, h, w, C), for the SE block `module` of either API.
+
+  `module` has `spec`, `dtype` and `identity_start`, and holds the operators' parameters.
+  """
+  spec = module.spec
+  channels = x.shape[-1]
+  reduced = spec.reduced_width(channels) if spec.excite in excite_lib.REDUCING else None
+  z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, module)
+  logits = excite_lib.EXCITATIONS[spec.excite](z.astype(module.dtype), channels, reduced, spec,
+                                               module)
+  gates = excite_lib.IDENTITY_GATES if module.identity_start else excite_lib.GATES
+  return gates[spec.gate](logits.astype(jnp.float32))
+
+
 class SEBlock(nn.Module):
-  """scale(U, s) with s = gate(excite(squeeze(U))); sows s as intermediates['gate']."""
+  """scale(U, s) with s = gate(excite(squeeze(U))); sows s as intermediates['gate'].
+
+  Attributes:
+    spec: the block's design.
+    dtype: compute dtype of the excitation.
+    identity_start: the excitation's last layer starts at zero and the gate
+      takes its identity form, so the block starts as the identity
+      (layers/excite.py; `check_identity_start` says which specs can).
+  """
   spec: SESpec
   dtype: Any = jnp.float32
+  identity_start: bool = False
 
   @nn.compact
   def __call__(self, x):
-    spec = self.spec
-    channels = x.shape[-1]
-    reduced = spec.reduced_width(channels) if spec.excite in excite_lib.REDUCING else None
-    z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, self)
-    logits = excite_lib.EXCITATIONS[spec.excite](z.astype(self.dtype), channels, reduced, spec, self)
-    s = excite_lib.GATES[spec.gate](logits.astype(jnp.float32))
+    if self.identity_start:
+      check_identity_start(self.spec)
+    s = excitation_gates(self, x)
     # Stored only when the caller makes 'intermediates' mutable (the excitation analysis does).
     self.sow('intermediates', 'gate', s)
     return x * upsample_nearest(s, x.shape).astype(x.dtype)
+
+
+class SEBlockNNX(nnx.Module):
+  """`SEBlock` as an NNX module: the same spec, function and parameter names.
+
+  NNX builds parameters when the module is made, so the block runs its
+  operators once on a small zero map in `__init__`; each operator's layers and
+  parameters are made on that first use (`layer`, `param`) and looked up on
+  every later call. Under `nnx.capture(..., nnx.Intermediate)` the gate is
+  sown as `gate`; otherwise nothing is stored, as with the Linen block.
+
+  Args:
+    channels: C of the maps the block will rescale.
+    spec: the block's design.
+    dtype: compute dtype of the excitation.
+    identity_start: as `SEBlock.identity_start`.
+    rngs: the keys of the parameters' initialisers.
+  """
+
+  def __init__(self, channels: int, spec: SESpec = SESpec(), *, dtype: Any = jnp.float32,
+               identity_start: bool = False, rngs: nnx.Rngs):
+    if identity_start:
+      check_identity_start(spec)
+    self.spec = spec
+    self.dtype = dtype
+    self.identity_start = identity_start
+    self.channels = channels
+    side = max(1, spec.gather_extent)
+    excitation_gates(_Builder(self, rngs), jnp.zeros((1, side, side, channels), dtype))
+
+  def layer(self, name, build):
+    del build  # made in __init__
+    return getattr(self, name)
+
+  def param(self, name, init_fn):
+    del init_fn
+    return getattr(self, name)[...]
+
+  def __call__(self, x):
+    s = excitation_gates(self, x)
+    # sow outside nnx.capture would keep every call's gate in the module's state.
+    if hasattr(self, '__captures__'):
+      self.sow(nnx.Intermediate, 'gate', s)
+    return x * upsample_nearest(s, x.shape).astype(x.dtype)
+
+
+class _Builder:
+  """Stands for an SEBlockNNX while its operators run for the first time, and makes their state."""
+
+  def __init__(self, block, rngs):
+    self.block = block
+    self.rngs = rngs
+    self.spec = block.spec
+    self.dtype = block.dtype
+    self.identity_start = block.identity_start
+
+  def layer(self, name, build):
+    setattr(self.block, name, build(self.rngs))
+    return getattr(self.block, name)
+
+  def param(self, name, init_fn):
+    value = init_fn(self.rngs.params())
+    setattr(self.block, name, nnx.Param(value))
+    return value
 
 
 def upsample_nearest(s, shape):

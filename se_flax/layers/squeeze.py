@@ -7,7 +7,8 @@ coarse grid (Gather-Excite, Hu et al. 2018) and `none` keeps every position
 
 A squeeze is a function `fn(x, spec, module) -> z`, registered with its width
 factor k (how many descriptors per channel it emits). `module` is the calling
-SEBlock, through which an operator may create parameters (`gem`'s exponent).
+SE block, Linen or NNX, through which an operator makes its parameters with
+`module.param(name, init_fn)` (`gem`'s exponent): both APIs' blocks answer it.
 Reductions run in float32 whatever the compute dtype.
 """
 
