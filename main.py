@@ -61,4 +61,6 @@ if __name__ == '__main__':
   # Before the flags are parsed: a config file imports jax, which sets its own
   # TensorFlow log level unless one is set already.
   runtime.setup()
+  # `main.py ... | head -1` stops the console output, not the run.
+  runtime.keep_running_without_console()
   app.run(main, flags_parser=_parse_flags)
