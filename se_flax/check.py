@@ -7,25 +7,35 @@ owner, which this module calls: the data set by `datasets.check_config`,
 the split over processes by `shard.local_batch`, config.model by
 `models.from_config` (the SE fields by `SESpec`), the optimizer and schedule
 by `optim.check_config`, the loss, NaN policy, EMA and Mixup by
-`step.check_config`. Last, the model's initialisation is traced (not
-compiled) on the data set's input, so that an SE width or gather extent that
-does not fit a stage fails here too. Each message names the field, the value
-given and what is allowed, so a typo in a sweep costs seconds, not a queued
-job (docs/design.md).
+`step.check_config`, config.analysis by `gates.check_config`, and the
+SE_FLAX_* environment variables by `check_environment`. Last, the model's
+initialisation is traced (not compiled) on the data set's input, so that an
+SE width or gather extent that does not fit a stage fails here too. Each
+message names the field, the value given and what is allowed, so a typo in a
+sweep costs seconds, not a queued job (docs/design.md).
 """
 
 import contextlib
+import math
+import os
 
 import jax
 import jax.numpy as jnp
 
+from se_flax.analysis import gates
 from se_flax.data import datasets
 from se_flax.data import shard
 from se_flax.errors import ConfigError
+from se_flax.errors import check_range
 from se_flax import models
 from se_flax.models import summary
 from se_flax.train import optim
 from se_flax.train import step
+
+
+# The step counter, the seed and every count derived from the config are
+# int32 on the device; a value past this bound overflows there, not here.
+MAX_INT32 = 2**31 - 1
 
 
 class ModelInputError(ConfigError):
@@ -50,6 +60,40 @@ def check_config(config, *, num_devices=None, num_processes=None) -> None:
                      jax.ShapeDtypeStruct((1,) + eval_shape, jnp.float32))
 
 
+# The SE_FLAX_* variables se_flax reads, and what each must be: (integer, low, high) for a
+# number of seconds; SE_FLAX_DOWNLOAD_PROBE is host:port.
+ENVIRONMENT = {
+    'SE_FLAX_LOCK_STALE_SECONDS': (False, 0, 365 * 86400),
+    'SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS': (True, 0, MAX_INT32),
+    'SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS': (True, 0, MAX_INT32),
+}
+
+
+def check_environment(environ=None) -> None:
+  """Raises ConfigError for an SE_FLAX_* environment variable se_flax cannot use.
+
+  An empty or unset variable takes its default.
+  """
+  environ = os.environ if environ is None else environ
+  for name, (integer, low, high) in ENVIRONMENT.items():
+    text = environ.get(name)
+    if not text:
+      continue
+    try:
+      value = int(text) if integer else float(text)
+    except ValueError:
+      value = None
+    if value is None or not math.isfinite(value) or not low < value <= high:
+      kind = 'a whole number' if integer else 'a number'
+      raise ConfigError(f'${name}={text!r} must be {kind} of seconds in ({low}, {high}]')
+  probe = environ.get('SE_FLAX_DOWNLOAD_PROBE')
+  if probe:
+    host, _, port = probe.rpartition(':')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise ConfigError(f'$SE_FLAX_DOWNLOAD_PROBE={probe!r} must be host:port with a port in '
+                        '1..65535')
+
+
 def input_shape(config, evaluation: bool = False) -> tuple:
   """(H, W, C) of the images the model sees in training, or in evaluation."""
   size = datasets.eval_image_size(config.dataset) if evaluation else config.dataset.image_size
@@ -71,13 +115,15 @@ def describe(config) -> str:
 
 def _checked_model(config, num_devices, num_processes):
   """The model, once every field has passed; its input is not tried yet."""
+  check_environment()
   num_devices = num_devices or jax.device_count()
   num_processes = num_processes or jax.process_count()
   check_batches(config, num_devices, num_processes)
   spec = datasets.check_config(config.dataset)
-  _check_run(config)
+  _check_run(config, spec)
   optim.check_config(config)
   step.check_config(config)
+  gates.check_config(config.analysis, spec.num_classes, spec.name)
   return models.from_config(config, spec.num_classes)
 
 
@@ -97,6 +143,8 @@ def _positive_int(config, field):
     value = value[part]
   if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
     raise ConfigError(f'config.{field}={value!r} must be a positive integer')
+  if value > MAX_INT32:
+    raise ConfigError(f'config.{field}={value!r} must be a positive integer <= {MAX_INT32}')
   return value
 
 
@@ -131,15 +179,27 @@ def _check_bn_groups(group, batch_size, num_devices):
                       f'{[0] + allowed}')
 
 
-def _check_run(config):
-  if config.num_train_steps <= 0 and not config.num_epochs > 0:
-    raise ConfigError(f'config.num_epochs={config.num_epochs} must be positive '
-                      f'(or set config.num_train_steps > 0)')
+def _check_run(config, spec):
+  """The run's length, cadences, checkpoints kept, seed and profiling window."""
+  check_range('seed', config.seed, integer=True, low=0, high=2**32 - 1)
+  check_range('num_train_steps', config.num_train_steps, integer=True, low=1, high=MAX_INT32,
+              allowed=(-1, 0), hint='(-1 or 0: config.num_epochs sets the length)')
+  if config.num_train_steps <= 0:
+    epochs = check_range('num_epochs', config.num_epochs, low=0, low_open=True,
+                         hint='(or set config.num_train_steps > 0)')
+    # The length in steps is derived from the epochs; it must fit the step counter.
+    per_epoch = max(1, spec.num_train // config.batch_size)
+    if epochs * per_epoch > MAX_INT32:
+      raise ConfigError(f'config.num_epochs={epochs} is {epochs * per_epoch:.3g} steps of '
+                        f'{config.batch_size} images on {spec.name}; at most {MAX_INT32} '
+                        'steps fit the step counter')
   for field in ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     _positive_int(config, field)
-  if config.eval_every_steps != -1 and config.eval_every_steps <= 0:
-    raise ConfigError(f'config.eval_every_steps={config.eval_every_steps} must be positive, '
-                      'or -1 for once per epoch')
+  check_range('eval_every_steps', config.eval_every_steps, integer=True, low=1, high=MAX_INT32,
+              allowed=(-1,), hint='(-1 for once per epoch)')
   steps = tuple(config.profile_steps)
-  if steps and (len(steps) != 2 or not 0 <= steps[0] < steps[1]):
-    raise ConfigError(f'config.profile_steps={steps} must be () or (start, stop) with 0 <= start < stop')
+  if steps and (len(steps) != 2
+                or not all(isinstance(s, int) and not isinstance(s, bool) for s in steps)
+                or not 0 <= steps[0] < steps[1] <= MAX_INT32):
+    raise ConfigError(f'config.profile_steps={steps} must be () or (start, stop) with integers '
+                      '0 <= start < stop')

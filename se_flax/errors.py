@@ -19,6 +19,8 @@ EXIT_PREEMPTED = 42
 # Stopped by Ctrl-C (SIGINT) after saving a checkpoint, or at once on a second
 # Ctrl-C; 128 + SIGINT, as shells report it.
 EXIT_INTERRUPTED = 130
+# eval or analyze stopped by SIGTERM (they save nothing); 128 + SIGTERM, as shells report it.
+EXIT_TERMINATED = 143
 
 
 class SEFlaxError(Exception):
@@ -69,3 +71,48 @@ def check_choice(field: str, value, allowed) -> None:
   """
   if value not in allowed:
     raise ConfigError(f'config.{field}={value!r} is not allowed; choose one of {list(allowed)}')
+
+
+def check_range(field: str, value, *, integer: bool = False, low=None, high=None,
+                low_open: bool = False, high_open: bool = False, allowed=(), hint: str = ''):
+  """The one form of the rule "config.<field> must be a number in a range": its owner passes it.
+
+  `value` must be a number (not a bool), finite, an int when `integer`, and
+  within [low, high] (an end is excluded when `low_open` / `high_open`; None
+  leaves it free), or one of `allowed` (sentinels such as -1). `hint`, e.g.
+  what 0 means, ends the message. Returns `value`.
+
+  Raises:
+    ConfigError: naming the field, the value and the domain.
+  """
+  is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+  if allowed and is_number and value in allowed:
+    return value
+  finite = is_number and value == value and abs(value) != float('inf')
+  above = low is None or (finite and (value > low if low_open else value >= low))
+  below = high is None or (finite and (value < high if high_open else value <= high))
+  if finite and above and below and (isinstance(value, int) or not integer):
+    return value
+  lower = 'positive' if low == 0 and low_open else f'{">" if low_open else ">="} {low}'
+  if integer:
+    # The side the value crossed: an int field's upper end is mostly the int32 counters'.
+    side = lower if low is not None and (not above or high is None) else None
+    if side is None:
+      side = f'{"<" if high_open else "<="} {high}' if high is not None else ''
+    domain = 'a positive int' if side == 'positive' else f'an int {side}'.rstrip()
+  else:
+    if low is not None and high is not None:
+      domain = f'in {"(" if low_open else "["}{low}, {high}{")" if high_open else "]"}'
+    elif low is not None:
+      domain = lower
+    elif high is not None:
+      domain = f'{"<" if high_open else "<="} {high}'
+    else:
+      domain = 'a number'
+    if is_number and not finite:
+      domain = f'finite and {domain}'
+    elif not is_number:
+      domain = f'a number {domain}'
+  if allowed:
+    domain += f', or one of {list(allowed)}'
+  raise ConfigError(f'config.{field}={value!r} must be {domain}' + (f' {hint}' if hint else ''))

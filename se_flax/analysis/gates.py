@@ -9,6 +9,30 @@ import dataclasses
 import jax
 import numpy as np
 
+from se_flax.errors import ConfigError
+from se_flax.errors import check_range
+
+
+def check_config(analysis_cfg, num_classes: int, dataset: str = 'the data set') -> None:
+  """Raises ConfigError for a config.analysis field that --mode=analyze cannot use.
+
+  Each class drawn must be a class index of `dataset` (0..num_classes-1),
+  listed once: a class outside it would have no images and NaN statistics.
+  """
+  classes = analysis_cfg.classes
+  span = f'{dataset} (0..{num_classes - 1})'
+  if (not isinstance(classes, (tuple, list)) or not classes
+      or any(isinstance(c, bool) or not isinstance(c, int) for c in classes)
+      or len(set(classes)) != len(classes)):
+    raise ConfigError(f'config.analysis.classes={classes!r} must be a non-empty tuple of '
+                      f'distinct class indices of {span}')
+  outside = [c for c in classes if not 0 <= c < num_classes]
+  if outside:
+    which = 'names no class of' if len(outside) == len(classes) else f'has {outside}, not classes of'
+    raise ConfigError(f'config.analysis.classes={tuple(classes)} {which} {span}')
+  check_range('analysis.num_images', analysis_cfg.num_images, integer=True, low=1,
+              high=2**31 - 1, hint='(all of the eval split if it has fewer)')
+
 
 def flatten_gates(intermediates) -> dict:
   """{'layer3_1': (N, C) spatially averaged gate, ...} in network order."""

@@ -10,12 +10,16 @@ import dataclasses
 from typing import Optional
 
 from se_flax.errors import check_choice
+from se_flax.errors import check_range
 from se_flax.errors import ConfigError
 
 # config.dataset.crop_sampler: how the random-size crop draws its window (se_flax/data/augment.py).
 # 'tf': tf.image's bounding-box sampler (aspect and height uniform), the paper recipe's;
 # 'timm': timm's and torchvision's RandomResizedCrop (area uniform, aspect log-uniform), RSB's.
 CROP_SAMPLERS = ('tf', 'timm')
+# The largest image side a config may ask for (train, eval or resize); a larger one is a
+# typo (one such float32 image is already 200 MB), caught before it fills the memory.
+MAX_IMAGE_SIZE = 4096
 
 # ImageNet RGB statistics (0..255 scale), the values torchvision, timm and the
 # flax ImageNet example use; the paper's Caffe models subtract the mean only
@@ -138,15 +142,14 @@ def check_config(dataset_cfg) -> DatasetSpec:
     if not isinstance(cfg[field], str) or not cfg[field]:
       raise ConfigError(f'config.dataset.{field}={cfg[field]!r} must name a split, '
                         "e.g. 'train' or 'test[:50%]'")
-  if not isinstance(cfg.image_size, int) or cfg.image_size < 1:
-    raise ConfigError(f'config.dataset.image_size={cfg.image_size!r} must be a positive int')
-  eval_size = cfg.get('eval_image_size', 0)
-  if not isinstance(eval_size, int) or isinstance(eval_size, bool) or eval_size < 0:
-    raise ConfigError(f'config.dataset.eval_image_size={eval_size!r} must be an int >= 0 '
-                      '(0: config.dataset.image_size)')
+  check_range('dataset.image_size', cfg.image_size, integer=True, low=0, low_open=True,
+              high=MAX_IMAGE_SIZE)
+  eval_size = check_range('dataset.eval_image_size', cfg.get('eval_image_size', 0), integer=True,
+                          low=0, high=MAX_IMAGE_SIZE, hint='(0: config.dataset.image_size)')
   # The train fallback crop and the eval crop are both cut from the image resized to eval_resize.
   for field, crop in (('image_size', cfg.image_size), ('eval_image_size', eval_size)):
-    if spec.jpeg and (not isinstance(cfg.eval_resize, int) or cfg.eval_resize < crop):
+    if spec.jpeg and (not isinstance(cfg.eval_resize, int) or isinstance(cfg.eval_resize, bool)
+                      or not crop <= cfg.eval_resize <= MAX_IMAGE_SIZE):
       raise ConfigError(f'config.dataset.eval_resize={cfg.eval_resize!r} must be an int >= '
                         f'config.dataset.{field}={crop} (the centre crop is taken from the '
                         'resized image)')
@@ -155,16 +158,15 @@ def check_config(dataset_cfg) -> DatasetSpec:
     raise ConfigError(f'config.dataset.cache=True is not supported for {cfg.name}: decoded '
                       'images differ in size and do not fit in memory; allowed for '
                       f'{", ".join(in_memory)}')
-  if not isinstance(cfg.shuffle_buffer, int) or cfg.shuffle_buffer < 1:
-    raise ConfigError(f'config.dataset.shuffle_buffer={cfg.shuffle_buffer!r} must be an int >= 1')
+  check_range('dataset.shuffle_buffer', cfg.shuffle_buffer, integer=True, low=1, high=2**31 - 1)
   check_choice('dataset.crop_sampler', cfg.get('crop_sampler', 'tf'), CROP_SAMPLERS)
   area = cfg.get('crop_area_range')
-  if area is not None and not (len(area) == 2 and 0 < area[0] <= area[1] <= 1):
+  if area is not None and not (len(area) == 2 and all(_is_number(a) for a in area)
+                               and 0 < area[0] <= area[1] <= 1):
     raise ConfigError(f'config.dataset.crop_area_range={tuple(area)!r} must be (min, max) '
                       'fractions of the image area with 0 < min <= max <= 1, e.g. (0.08, 1.0)')
-  if not isinstance(cfg.prefetch, int) or cfg.prefetch < 0:
-    raise ConfigError(f'config.dataset.prefetch={cfg.prefetch!r} must be an int >= 0 '
-                      '(0: tuned by tf.data)')
+  check_range('dataset.prefetch', cfg.prefetch, integer=True, low=0, high=2**31 - 1,
+              hint='(0: tuned by tf.data)')
   _check_recipe(cfg)
   return spec
 
@@ -181,22 +183,12 @@ def aug_repeats(dataset_cfg) -> int:
 def _check_recipe(cfg):
   """The host-side recipe pieces: RandAugment's N, M and noise, erasing, repeated augmentation."""
   ra = cfg.get('randaugment') or {}
-  num_ops = ra.get('num_ops', 0)
-  if not isinstance(num_ops, int) or isinstance(num_ops, bool) or num_ops < 0:
-    raise ConfigError(f'config.dataset.randaugment.num_ops={num_ops!r} must be an int >= 0 '
-                      '(0: off)')
-  magnitude = ra.get('magnitude', 0.0)
-  if not _is_number(magnitude) or not 0 <= magnitude <= 10:
-    raise ConfigError(f'config.dataset.randaugment.magnitude={magnitude!r} must be a number '
-                      'in [0, 10]')
-  std = ra.get('magnitude_std', 0.0)
-  if not _is_number(std) or not std >= 0:
-    raise ConfigError(f'config.dataset.randaugment.magnitude_std={std!r} must be a number >= 0')
-  erasing = cfg.get('random_erasing', 0.0)
-  if not _is_number(erasing) or not 0 <= erasing <= 1:
-    raise ConfigError(f'config.dataset.random_erasing={erasing!r} must be a probability in '
-                      '[0, 1]')
-  repeats = aug_repeats(cfg)
-  if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-    raise ConfigError(f'config.dataset.aug_repeats={repeats!r} must be an int >= 1 '
-                      '(1: off; 3 in "ResNet strikes back" A1 and A2)')
+  # More ops than a few dozen per image is no recipe, and would take hours per epoch.
+  check_range('dataset.randaugment.num_ops', ra.get('num_ops', 0), integer=True, low=0,
+              high=100, hint='(0: off)')
+  check_range('dataset.randaugment.magnitude', ra.get('magnitude', 0.0), low=0, high=10)
+  check_range('dataset.randaugment.magnitude_std', ra.get('magnitude_std', 0.0), low=0)
+  check_range('dataset.random_erasing', cfg.get('random_erasing', 0.0), low=0, high=1,
+              hint='(a probability)')
+  check_range('dataset.aug_repeats', aug_repeats(cfg), integer=True, low=1, high=100,
+              hint='(1: off; 3 in "ResNet strikes back" A1 and A2)')

@@ -30,22 +30,18 @@ import jax
 import jax.numpy as jnp
 
 from se_flax.errors import ConfigError
+from se_flax.errors import check_range
 
 
 def check_config(config) -> None:
   """Raises ConfigError for a config.mix field the mixing cannot take."""
   mix = config.mix
   for field in ('mixup_alpha', 'cutmix_alpha'):
-    value = mix[field]
-    if not value >= 0:
-      raise ConfigError(f'config.mix.{field}={value} must be >= 0 (0 turns it off)')
+    check_range(f'mix.{field}', mix[field], low=0, hint='(0 turns it off)')
   for field in ('prob', 'switch_prob'):
-    value = mix[field]
-    if not 0.0 <= value <= 1.0:
-      raise ConfigError(f'config.mix.{field}={value} must be in [0, 1]')
-  group = mix.get('group_size', 0)
-  if not isinstance(group, int) or isinstance(group, bool) or group < 0:
-    raise ConfigError(f'config.mix.group_size={group!r} must be an int >= 0 (0: the whole batch)')
+    check_range(f'mix.{field}', mix[field], low=0, high=1)
+  group = check_range('mix.group_size', mix.get('group_size', 0), integer=True, low=0,
+                      hint='(0: the whole batch)')
   if group and config.batch_size % group:
     raise ConfigError(f'config.mix.group_size={group} must divide config.batch_size='
                       f'{config.batch_size} (0: the whole batch)')

@@ -36,6 +36,7 @@ import optax
 
 from se_flax.errors import ConfigError
 from se_flax.errors import check_choice
+from se_flax.errors import check_range
 
 Schedule = Callable[[Any], jax.Array]
 
@@ -59,35 +60,30 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
 
   With the step counts, also for a warm-up longer than the run.
   """
-  if not config.learning_rate > 0:
-    raise ConfigError(f'config.learning_rate={config.learning_rate} must be positive')
-  if not config.lr_reference_batch > 0:
-    raise ConfigError(f'config.lr_reference_batch={config.lr_reference_batch} must be positive')
+  check_range('learning_rate', config.learning_rate, low=0, low_open=True)
+  check_range('lr_reference_batch', config.lr_reference_batch, integer=True, low=1,
+              high=2**31 - 1, hint='(the batch size learning_rate is given for)')
   check_choice('lr_scaling', config.get('lr_scaling', 'linear'), LR_SCALINGS)
   opt, sched = config.optimizer, config.schedule
   check_choice('optimizer.name', opt.name, OPTIMIZERS)
-  if not 0.0 <= opt.momentum < 1.0:
-    raise ConfigError(f'config.optimizer.momentum={opt.momentum} must be in [0, 1)')
-  if not opt.weight_decay >= 0:
-    raise ConfigError(f'config.optimizer.weight_decay={opt.weight_decay} must be >= 0')
+  check_range('optimizer.momentum', opt.momentum, low=0, high=1, high_open=True)
+  check_range('optimizer.weight_decay', opt.weight_decay, low=0)
   _check_adaptive(opt)
-  if not opt.grad_clip_norm >= 0:
-    raise ConfigError(f'config.optimizer.grad_clip_norm={opt.grad_clip_norm} must be >= 0 '
-                      '(0 turns clipping off)')
+  check_range('optimizer.grad_clip_norm', opt.grad_clip_norm, low=0,
+              hint='(0 turns clipping off)')
   check_choice('schedule.name', sched.name, SCHEDULES)
-  if not sched.warmup_epochs >= 0:
-    raise ConfigError(f'config.schedule.warmup_epochs={sched.warmup_epochs} must be >= 0')
+  check_range('schedule.warmup_epochs', sched.warmup_epochs, low=0)
   _check_ends(sched)
-  if sched.name == 'step':
-    if not 0 < sched.step_factor <= 1:
-      raise ConfigError(f'config.schedule.step_factor={sched.step_factor} must be in (0, 1]')
-    boundaries = tuple(sched.get('boundaries_epochs') or ())
-    if boundaries and (any(not b > 0 for b in boundaries)
-                       or list(boundaries) != sorted(set(boundaries))):
-      raise ConfigError(f'config.schedule.boundaries_epochs={boundaries} must be positive and '
-                        'strictly increasing')
-    if not boundaries and not sched.step_epochs > 0:
-      raise ConfigError(f'config.schedule.step_epochs={sched.step_epochs} must be positive')
+  # The step decay's fields are checked under every schedule, as the cosine fields are: a
+  # value that cannot work stays wrong when only schedule.name changes.
+  check_range('schedule.step_factor', sched.step_factor, low=0, low_open=True, high=1)
+  boundaries = tuple(sched.get('boundaries_epochs') or ())
+  if boundaries and (any(isinstance(b, bool) or not isinstance(b, (int, float))
+                         or not 0 < b < float('inf') for b in boundaries)
+                     or list(boundaries) != sorted(set(boundaries))):
+    raise ConfigError(f'config.schedule.boundaries_epochs={boundaries} must be positive and '
+                      'strictly increasing')
+  check_range('schedule.step_epochs', sched.step_epochs, low=0, low_open=True)
   if steps_per_epoch is not None or total_steps is not None:
     _check_steps(sched, steps_per_epoch, total_steps)
 
@@ -100,8 +96,7 @@ def _check_ends(sched):
   settings may stay when only schedule.name changes.
   """
   for field in ('warmup_lr', 'min_lr', 'cooldown_epochs'):
-    if not sched.get(field, 0.0) >= 0:
-      raise ConfigError(f'config.schedule.{field}={sched[field]} must be >= 0')
+    check_range(f'schedule.{field}', sched.get(field, 0.0), low=0)
 
 
 def _check_adaptive(opt):
@@ -112,10 +107,8 @@ def _check_adaptive(opt):
   optimizer.name changes.
   """
   for field in ('b1', 'b2'):
-    if not 0.0 <= opt[field] < 1.0:
-      raise ConfigError(f'config.optimizer.{field}={opt[field]} must be in [0, 1)')
-  if not opt.eps > 0:
-    raise ConfigError(f'config.optimizer.eps={opt.eps} must be positive')
+    check_range(f'optimizer.{field}', opt[field], low=0, high=1, high_open=True)
+  check_range('optimizer.eps', opt.eps, low=0, low_open=True)
 
 
 def _check_steps(sched, steps_per_epoch, total_steps):

@@ -39,6 +39,7 @@ import optax
 from se_flax.data import datasets
 from se_flax.errors import ConfigError
 from se_flax.errors import check_choice
+from se_flax.errors import check_range
 from se_flax.train import mix
 from se_flax.train import parallel
 from se_flax.train.state import TrainState
@@ -56,15 +57,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   ema.decay, ema.select_best, and config.mix (through `mix.check_config`).
   """
   _check_nan_policy(config.nan_policy)
-  if not 0.0 <= config.label_smoothing < 1.0:
-    raise ConfigError(f'config.label_smoothing={config.label_smoothing} must be in [0, 1)')
+  check_range('label_smoothing', config.label_smoothing, low=0, high=1, high_open=True)
   _check_loss(config.loss)
-  if not 0.0 <= config.bce_target_threshold < 1.0:
-    raise ConfigError(f'config.bce_target_threshold={config.bce_target_threshold} must be in '
-                      '[0, 1) (0 keeps the soft targets)')
-  if not 0.0 <= config.ema.decay < 1.0:
-    raise ConfigError(f'config.ema.decay={config.ema.decay} must be in [0, 1) (0 turns the '
-                      'EMA off)')
+  check_range('bce_target_threshold', config.bce_target_threshold, low=0, high=1,
+              high_open=True, hint='(0 keeps the soft targets)')
+  check_range('ema.decay', config.ema.decay, low=0, high=1, high_open=True,
+              hint='(0 turns the EMA off)')
   check_choice('ema.select_best', config.ema.select_best, EMA_SELECT_BEST)
   mix.check_config(config)
 
