@@ -6,6 +6,7 @@ failure is an `errors.SEFlaxError` that carries its exit code
 """
 
 import os
+import signal
 import sys
 
 from se_flax import config_lib
@@ -31,6 +32,18 @@ def fail(message, code: int) -> int:
   return code
 
 
+class _Terminated(BaseException):
+  """SIGTERM to a mode that saves nothing (eval, analyze): it stops where it is, with a line.
+
+  A BaseException, like KeyboardInterrupt, so that no `except Exception` on the
+  way up takes it for a failure of what it interrupted.
+  """
+
+
+def _on_terminate(signum, frame):  # pylint: disable=unused-argument
+  raise _Terminated()
+
+
 def _check_command(mode, config, workdir):
   """What --mode needs of the other flags; before anything heavy is imported."""
   if mode not in MODES:
@@ -40,6 +53,29 @@ def _check_command(mode, config, workdir):
                              'e.g. --config=configs/digits.py')
   if not workdir and mode != 'summary':
     raise errors.ConfigError(f'--workdir is required for --mode={mode}')
+
+
+def _check_step_and_processes(mode, step, coordinator_address, num_processes, process_id,
+                              environment):
+  """--step and the process flags; `environment`: the scheduler that launched several, or None."""
+  if step is not None and mode not in STORED_CONFIG_MODES:
+    raise errors.ConfigError(
+        f'--step={step} is for --mode={"/".join(STORED_CONFIG_MODES)} (the checkpoint to read); '
+        f'--mode={mode} does not read it (training resumes from the newest checkpoint): '
+        'leave --step out')
+  if num_processes is not None and num_processes < 1:
+    raise errors.ConfigError(f'--num_processes={num_processes}: it takes a count of 1 or more')
+  if process_id is not None and (process_id < 0 or (num_processes is not None
+                                                    and process_id >= num_processes)):
+    top = f' (0 to {num_processes - 1} for --num_processes={num_processes})' if num_processes else ''
+    raise errors.ConfigError(f'--process_id={process_id} is out of range{top}: each process takes '
+                             'its own index, from 0')
+  several = (num_processes or 1) > 1 or (process_id or 0) > 0
+  if several and not coordinator_address and environment is None:
+    raise errors.ConfigError(
+        '--num_processes and --process_id need --coordinator_address=HOST:PORT of process 0 '
+        '(or a scheduler that jax detects, such as SLURM); without one this would train as '
+        'a single process')
 
 
 def _dispatch(mode, config, workdir, step, topology=None):
@@ -81,6 +117,8 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
   # pylint: disable=g-import-not-at-top  (jax and flax come with these: after the flag rules)
   try:
     _check_command(mode, config, workdir)
+    if mode in STORED_CONFIG_MODES:  # training saves on SIGTERM (train/preemption.py)
+      signal.signal(signal.SIGTERM, _on_terminate)
     from se_flax import check
     if mode == 'summary':
       print(check.describe(config))
@@ -89,6 +127,8 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
     if config is None:
       config = _stored_config(workdir, step, defaults)
     from se_flax.train import parallel
+    _check_step_and_processes(mode, step, coordinator_address, num_processes, process_id,
+                              parallel.multi_process_environment())
     parallel.maybe_initialize_distributed(coordinator_address, num_processes, process_id)
     # Before TensorFlow is imported and any data read: a typo costs seconds.
     check.check_config(config)
@@ -98,6 +138,9 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
   except KeyboardInterrupt:
     # Training saves on Ctrl-C (train/preemption.py); eval, analyze and set-up stop here.
     return fail('interrupted', errors.EXIT_INTERRUPTED)
+  except _Terminated:
+    return fail(f'terminated (SIGTERM) during --mode={mode}, which writes nothing; re-run the '
+                'same command to do it again', errors.EXIT_TERMINATED)
   except OSError as e:
     # Files outside se_flax's own checks: a path that is not there (imported
     # weights), or a write that failed (data preparation, metrics, analysis).

@@ -68,6 +68,12 @@ class _ConfigFile(flags.ArgumentParser):
     try:
       config = self._parser.parse(argument)
     except Exception as e:
+      if isinstance(e, flags.DuplicateFlagError) or isinstance(e.__context__,
+                                                               flags.DuplicateFlagError):
+        # A program given as the config (main.py) defines its flags again when loaded.
+        self.error = (f'{path} is not a config file: it defines command-line flags. A config '
+                      'file defines get_config() returning a ConfigDict, e.g. configs/digits.py')
+        raise ValueError(self.error) from None
       # config_flags raises a TypeError or ValueError of get_config() again, its traceback the text.
       self.error = _first_line(e.__context__ if isinstance(e, (TypeError, ValueError)) else e)
       raise
@@ -96,10 +102,13 @@ def parse(argv: Sequence[str], config_holder: flags.FlagHolder,
   file = flag_values[CONFIG].parser
   try:
     argv = list(argv[:1]) + flag_values.read_flags_from_files(argv[1:], force_gnu=False)
+    _refuse_two_configs(argv[1:])
     overrides = [(f, v) for f, v in map(_override, argv[1:]) if f]
     # config_flags never sees "None": it would read it as a string, or as (None,) for a tuple.
     file.argv[:] = [a for a in argv if _override(a)[1] != 'None']
     rest = flag_values(file.argv)
+  except errors.ConfigError:
+    raise
   except Exception as e:  # pylint: disable=broad-exception-caught
     fields = [f for f, _ in map(_override, argv[1:]) if f]
     raise _explain(e, file, fields, flag_values) from None
@@ -112,6 +121,16 @@ def parse(argv: Sequence[str], config_holder: flags.FlagHolder,
     raise errors.ConfigError(f'unexpected argument(s) {rest[1:]}: every option is a --flag=value '
                              '(a value with spaces needs quotes)')
   return rest
+
+
+def _refuse_two_configs(args):
+  """One --config=FILE: with two, config_flags would load both and clash on their overrides."""
+  specs = [a.partition('=')[2] or '(no value)' for a in args
+           if a.lstrip('-').partition('=')[0] == CONFIG and a.startswith('-')]
+  if len(specs) > 1:
+    raise errors.ConfigError(
+        f'--config is given {len(specs)} times ({", ".join(specs)}); give one --config=FILE '
+        '(a --flagfile counts too) and change its fields with --config.<field>=VALUE')
 
 
 def _override(arg):

@@ -90,8 +90,35 @@ CASES = [
      ['config.learning_rate=-1.0']),
     ('eval of a missing step', [DIGITS, '--mode=eval', '--step=7'], CONFIG_ERROR,
      ['no checkpoint', 'step 7']),
+    ('a program as the config', ['--config=main.py'], CONFIG_ERROR,
+     ['main.py is not a config file', 'get_config()']),
+    ('two configs', [DIGITS, '--config=configs/cifar.py'], CONFIG_ERROR,
+     ['--config is given 2 times', 'configs/cifar.py']),
+    ('a second config in a flag file', [DIGITS, '--flagfile={workdir}/flags'], CONFIG_ERROR,
+     ['--config is given 2 times']),
+    ('flag file with a misspelled field', ['--flagfile={workdir}/typo_flags'], CONFIG_ERROR,
+     ['config.batch_szie', 'did you mean config.batch_size']),
+    ('step in train mode', [DIGITS, '--step=3'], CONFIG_ERROR,
+     ['--step=3 is for --mode=eval/analyze', 'leave --step out']),
+    ('several processes without a coordinator', [DIGITS, '--num_processes=2'], CONFIG_ERROR,
+     ['--coordinator_address=HOST:PORT', 'single process']),
+    ('process id without a coordinator', [DIGITS, '--process_id=1'], CONFIG_ERROR,
+     ['--coordinator_address=HOST:PORT']),
+    ('process id out of range', [DIGITS, '--coordinator_address=localhost:1',
+                                 '--num_processes=2', '--process_id=2'], CONFIG_ERROR,
+     ['--process_id=2 is out of range', '0 to 1']),
+    ('no processes', [DIGITS, '--num_processes=0'], CONFIG_ERROR, ['--num_processes=0']),
+    ('lock file of garbage bytes', [DIGITS], CONFIG_ERROR,
+     ['another training run is using this workdir', 'delete the lock file']),
 ]
 WITH_WORKDIR = {'train without a workdir', 'eval without a workdir'}
+# Files a case adds to its workdir, beside the checkpoint-like file and the metrics file.
+FILES = {
+    'a second config in a flag file': {'flags': b'--config=configs/digits.py\n'},
+    'flag file with a misspelled field': {
+        'typo_flags': b'--config=configs/digits.py\n--config.batch_szie=64\n'},
+    'lock file of garbage bytes': {'lock': b'\xff\xfe\x00garbage\x80'},
+}
 
 # Log lines of absl (W/I/E + date), TensorFlow's C++ logging and Python warnings are not errors.
 _NOISE = re.compile(r'^([WIE]\d{4} |[WIE]0000 |WARNING|INFO|\S+:\d+: \w*Warning|\s)')
@@ -115,6 +142,8 @@ def _make_workdir(path):
 def _run_case(root, case_id, args):
   workdir = root / re.sub(r'\W+', '_', case_id)
   _make_workdir(workdir)
+  for name, content in FILES.get(case_id, {}).items():
+    (workdir / name).write_bytes(content)
   args = [a.replace('{workdir}', str(workdir)) for a in args]
   if case_id not in WITH_WORKDIR:
     args.append(f'--workdir={workdir}')
