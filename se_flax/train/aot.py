@@ -79,7 +79,7 @@ _TORI = {
     2048: '8x16x16',
     4096: '16x16x16'
 }
-_GRIDS = {1: '1x1', 4: '2x2', 8: '2x4', 16: '4x4', 32: '4x8', 64: '8x8', 128: '8x16', 256: '16x16'}
+_GRIDS = {4: '2x2', 8: '2x4', 16: '4x4', 32: '4x8', 64: '8x8', 128: '8x16', 256: '16x16'}
 
 
 def known_slices() -> list[str]:
@@ -266,6 +266,7 @@ class StepReport:
   flops: float  # per device per step
   optimal_seconds: Optional[float]  # the compiler's modelled step time; None where invalid
   collectives: dict
+  modelled_seconds: Optional[float] = None  # the compiler's figure as it gave it, even if invalid
 
   @property
   def hbm_bytes(self) -> int:
@@ -278,16 +279,15 @@ def _report(name, compiled, batch_per_device, seconds, time_valid) -> StepReport
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per program
     cost = cost[0]
-  optimal = cost.get('optimal_seconds')
-  if not time_valid or optimal is None or optimal <= 0:
-    optimal = None
+  raw = cost.get('optimal_seconds')
+  optimal = raw if time_valid and raw is not None and raw > 0 else None
   return StepReport(name=name, batch_per_device=batch_per_device, compile_seconds=round(seconds, 1),
-                    argument_bytes=int(memory.argument_size_in_bytes),
-                    temp_bytes=int(memory.temp_size_in_bytes),
-                    output_bytes=int(memory.output_size_in_bytes),
+                    argument_bytes=int(memory.argument_size_in_bytes), temp_bytes=int(
+                        memory.temp_size_in_bytes), output_bytes=int(memory.output_size_in_bytes),
                     alias_bytes=int(memory.alias_size_in_bytes), flops=float(cost.get('flops',
                                                                                       0.0)),
-                    optimal_seconds=optimal, collectives=collectives(compiled.as_text()))
+                    optimal_seconds=optimal, collectives=collectives(compiled.as_text()),
+                    modelled_seconds=None if raw is None else float(raw))
 
 
 @dataclasses.dataclass
@@ -349,6 +349,7 @@ class CompileReport:
           'flops_per_chip': step.flops * per_chip,
           'flops_per_image': step.flops / step.batch_per_device,
           'modelled_step_seconds': step.optimal_seconds,
+          'compiler_optimal_seconds': step.modelled_seconds,
           'collectives_per_device': step.collectives,
       }
       if step.optimal_seconds:
@@ -358,6 +359,17 @@ class CompileReport:
                      mfu=step.flops * per_chip / step.optimal_seconds / gen.peak_bf16_flops)
       out[step.name] = entry
     return out
+
+
+def compile_lowered(lowered, what: str, tpu_slice: Slice):
+  """`lowered.compile()`; a program the compiler cannot fit in HBM is a ConfigError."""
+  try:
+    return lowered.compile()
+  except jax.errors.JaxRuntimeError as e:
+    if 'RESOURCE_EXHAUSTED' not in str(e):
+      raise
+    raise ConfigError(f'{what} does not fit in {tpu_slice.name}: {str(e).splitlines()[0][:300]}; '
+                      'use a smaller batch or a larger slice') from e
 
 
 def compile_for_slice(config: ml_collections.ConfigDict, slice_name: str, with_eval: bool = True,
@@ -389,7 +401,9 @@ def compile_for_slice(config: ml_collections.ConfigDict, slice_name: str, with_e
       log(f'Compiling the {name} step for {tpu_slice.name} ({tpu_slice.topology}, '
           f'{len(devices)} devices)...')
     start = time.time()
-    compiled = lowered.compile()
+    compiled = compile_lowered(
+        lowered, f'the {name} step of {config.model.name} at {batch // len(devices)} images per '
+        f'device', tpu_slice)
     reports.append(_report(name, compiled, batch // len(devices), time.time() - start, time_valid))
   params = summary_lib.count_params(run.abstract_state().params)
   return CompileReport(model=config.model.name, dtype=str(config.model.dtype), slice=tpu_slice,
@@ -438,8 +452,10 @@ def format_report(report: CompileReport) -> str:
           'TFLOP/s bf16 per chip'
       ]
     else:
-      lines.append(f'  modelled step time: not reported (the compiler\'s time model is not '
-                   f'valid for {gen.name} in this libtpu)')
+      raw = e['compiler_optimal_seconds']
+      why = (f'this libtpu does not model {gen.name}'
+             if not gen.time_model_valid else 'the compiler gave no positive time for this program')
+      lines.append(f'  modelled step time: not reported ({why}; its optimal_seconds: {raw})')
     coll = e['collectives_per_device']
     if coll:
       lines.append('  collectives per device: ' + '; '.join(
@@ -457,12 +473,12 @@ REPORT_FILE = 'compile_{slice}.json'
 def run(config: ml_collections.ConfigDict, workdir: str, slice_name: Optional[str]) -> int:
   """`--mode=compile`: compiles the config's steps for `slice_name`, prints and saves the report.
 
-  The report goes to WORKDIR/compile_<slice>.json. Returns 0 whether or not
-  the step fits (the verdict is in the report).
+  The report goes to WORKDIR/compile_<slice>.json, whether or not the steps fit.
 
   Raises:
-    ConfigError: no or an unknown --topology, no TPU compiler, or a config the
-      slice cannot run.
+    ConfigError: no or an unknown --topology, no TPU compiler, a config the
+      slice cannot run, or steps that do not fit in a chip's HBM (after the
+      report is printed and saved).
   """
   # pylint: disable=g-import-not-at-top
   import json
@@ -480,4 +496,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, slice_name: Optional[st
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report.summary(), indent=1) + '\n')
     print(f'Wrote {path}', flush=True)
+  if not report.fits:
+    s = report.summary()
+    worst = max((s[k]['hbm_bytes_per_chip'] for k in ('train', 'eval') if k in s))
+    raise ConfigError(f'{config.model.name} does not fit in {slice_name}: '
+                      f'{_gb(worst)} of HBM per chip, of {_gb(report.slice.generation.hbm_bytes)}; '
+                      'use a smaller config.batch_size (or eval_batch_size) or a larger slice')
   return errors.EXIT_OK

@@ -16,6 +16,7 @@ compared with a count made without the compiler:
   (TPU tiles pad the narrow channel dimensions of this small network).
 """
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -32,6 +33,7 @@ from se_flax import errors
 from se_flax import models
 from se_flax.models import summary
 from se_flax.train import aot
+from se_flax.train import parallel
 from tests.integration import harness
 
 # One worker compiles once for the whole module.
@@ -48,10 +50,25 @@ def _config():
 
 
 @pytest.fixture(scope='module')
-def report(tmp_path_factory):
+def compiled(tmp_path_factory):
+  """The JSON report of `main.py --mode=compile`, and the CompileReport it came from."""
   workdir = tmp_path_factory.mktemp('compile')
-  assert cli.run('compile', _config(), str(workdir), topology=SLICE) == errors.EXIT_OK
-  return json.loads((workdir / f'compile_{SLICE}.json').read_text())
+  made = []
+
+  def keep(*args, **kwargs):
+    made.append(compile_for_slice(*args, **kwargs))
+    return made[-1]
+
+  compile_for_slice = aot.compile_for_slice
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(aot, 'compile_for_slice', keep)
+    assert cli.run('compile', _config(), str(workdir), topology=SLICE) == errors.EXIT_OK
+  return json.loads((workdir / f'compile_{SLICE}.json').read_text()), made[0]
+
+
+@pytest.fixture(scope='module')
+def report(compiled):
+  return compiled[0]
 
 
 def _window_taps(n_in, n_out, kernel, stride, pad_low):
@@ -104,7 +121,7 @@ def test_slice_names_map_to_topologies():
   assert aot.topology('v5p-512').topology == 'v5p:4x8x8'
   assert aot.topology('v5e-8').topology == 'v5e:2x4'
   assert aot.topology('v6e-256').chips == 256
-  for name in ('v5p-7', 'v5e-2', 'v3-8', 'tpu'):
+  for name in ('v5p-7', 'v5e-2', 'v5e-1', 'v3-8', 'tpu'):
     with pytest.raises(errors.ConfigError, match='known: v4-8, '):
       aot.topology(name)
 
@@ -173,3 +190,29 @@ def test_unknown_topology_is_one_error_line(tmp_path):
   assert proc.returncode == errors.EXIT_CONFIG_ERROR
   lines = [l for l in proc.stderr.splitlines() if re.match(r'error:', l)]
   assert len(lines) == 1 and 'v5p-8' in lines[0] and 'v5p-7' in lines[0], proc.stderr
+
+
+def test_a_step_that_does_not_fit_is_one_error_line_after_the_report(compiled, tmp_path,
+                                                                     monkeypatch, capsys):
+  # The same compiled program, on a chip of 1 MB.
+  small = dataclasses.replace(compiled[1].slice.generation, hbm_bytes=1 << 20)
+  report = dataclasses.replace(compiled[1], slice=dataclasses.replace(compiled[1].slice,
+                                                                      generation=small))
+  monkeypatch.setattr(aot, 'compile_for_slice', lambda *args, **kwargs: report)
+  assert cli.run('compile', _config(), str(tmp_path), topology=SLICE) == errors.EXIT_CONFIG_ERROR
+  out, err = capsys.readouterr()
+  assert 'DOES NOT FIT' in out
+  lines = [l for l in err.splitlines() if l.startswith('error:')]
+  assert len(lines) == 1 and 'does not fit in v5p-8' in lines[0], err
+  assert not json.loads((tmp_path / f'compile_{SLICE}.json').read_text())['fits']
+
+
+def test_a_program_the_compiler_cannot_fit_is_a_config_error():
+  tpu_slice = aot.topology('v5e-4')
+  mesh = aot.slice_mesh(aot.slice_devices(tpu_slice))
+  # A 10 GB float32 matrix, its product and its transpose: more than a v5e chip's 16 GiB.
+  x = jax.ShapeDtypeStruct((50_000, 50_000), jnp.float32, sharding=parallel.replicated(mesh))
+  lowered = jax.jit(lambda a: a @ a + a.T).lower(x)
+  with pytest.raises(errors.ConfigError, match=r'^the product does not fit in v5e-4: '
+                     'RESOURCE_EXHAUSTED'):
+    aot.compile_lowered(lowered, 'the product', tpu_slice)
