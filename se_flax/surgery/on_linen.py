@@ -49,6 +49,19 @@ def _in_se_block(module) -> bool:
   return False
 
 
+def scope_path(scope) -> tuple:
+  """The names from the root to `scope`, read through its parents.
+
+  Not `Module.path`: that is fixed when a scope is made, and `nn.share_scope`
+  moves scopes made before it (a model's submodule fields) under a new parent.
+  """
+  names = []
+  while scope is not None and scope.parent is not None:
+    names.append(scope.name)
+    scope = scope.parent
+  return tuple(reversed(names))
+
+
 def _maps(y) -> bool:
   return isinstance(y, jax.Array) and y.ndim == 4
 
@@ -68,7 +81,7 @@ def find_sites(model: nn.Module, where: places.Where, min_channels: int, args, k
     module_kind = kind(module)
     if not places.probed(where, module_kind):
       return y
-    calls.append(places.Call(tuple(module.path), module_kind, tuple(y.shape)))
+    calls.append(places.Call(scope_path(module.scope), module_kind, tuple(y.shape)))
     return checkpoint_name(y, places.tag(len(calls) - 1))
 
   def forward(*data):
@@ -127,14 +140,14 @@ class WithSE(nn.Module):
       found = find_sites(self.base.clone(parent=None), self.where, self.min_channels, args, kwargs)
       paths = tuple(site.path for site in found)
     paths = frozenset(tuple(p) for p in paths)
-    root = tuple(self.scope.path)
+    root = scope_path(self.scope)
 
     def insert(next_fun, a, k, context):
       y = next_fun(*a, **k)
       module = context.module
       if context.method_name != '__call__' or module.scope is None:
         return y
-      path = tuple(module.path)
+      path = scope_path(module.scope)
       if path[:len(root)] != root or path[len(root):] not in paths or _in_se_block(module):
         return y
       block = SEBlock(self.se, dtype=self.dtype, identity_start=self.identity_start,
