@@ -126,6 +126,11 @@ def slice_devices(tpu_slice: Slice) -> list:
   os.environ.setdefault('TPU_SKIP_MDS_QUERY', '1')
   # libtpu's lock guards attached chips; compiling touches none, so processes may share it.
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
+  # What the metadata server would say on a TPU VM; without them libtpu logs a warning each.
+  accelerator = tpu_slice.name.replace('v5e-', 'v5litepod-')
+  for name, value in (('TPU_ACCELERATOR_TYPE', accelerator), ('TPU_WORKER_ID', '0'),
+                      ('TPU_WORKER_HOSTNAMES', 'localhost')):
+    os.environ.setdefault(name, value)
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   try:
     desc = topologies.get_topology_desc(topology_name=tpu_slice.topology, platform='tpu')
