@@ -64,6 +64,12 @@ def get_base_config():
   config.model.zero_init_residual = True
   config.model.drop_path_rate = 0.0     # stochastic depth at the last block; linear over depth
   config.model.se = se_config()
+  # SE blocks put into config.model.name's plain network by surgery (docs/models.md), with the
+  # spec config.model.se; off while `where` is empty.
+  config.model.surgery = ml_collections.ConfigDict()
+  config.model.surgery.where = ''           # 'residual' (the paper's place) or 'convs'
+  config.model.surgery.min_channels = 128   # 'convs': convolutions with at least this many outputs
+  config.model.surgery.identity_start = False  # the blocks start as the identity
 
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = 'imagenet2012'

@@ -6,14 +6,17 @@ Each plain backbone has an SE twin, named by `se_twin` (`plain_twin` goes back).
 overrides replace the preset's attributes and are checked by name.
 `from_config(config, num_classes)` builds a run's network; it is the one place
 where config.model's fields (and the layout of config.init_from's weights)
-become model attributes.
+become model attributes, and where config.model.surgery puts SE blocks into a
+plain preset (se_flax.surgery).
 """
 
 import dataclasses
 from typing import Any, Mapping, Optional, Union
 
+import jax
 import jax.numpy as jnp
 
+from se_flax import surgery
 from se_flax.errors import check_choice
 from se_flax.errors import ConfigError
 from se_flax.layers.se import SESpec
@@ -159,6 +162,9 @@ def from_config(config, num_classes: int):
       'overrides', 'se' included) replaces the config's layout fields, so
       weights never load into a network of another layout; the config still
       sets dtype, bn_momentum, bn_group_size and drop_path_rate.
+      config.model.surgery (where, min_channels, identity_start) with a
+      non-empty `where` puts SE blocks of spec config.model.se into the plain
+      preset (`with_surgery`).
     num_classes: classifier width.
 
   Raises:
@@ -185,11 +191,47 @@ def from_config(config, num_classes: int):
     drop_path_rate = _check_drop_path(model_cfg)
     if drop_path_rate:
       attrs['drop_path_rate'] = drop_path_rate
-    return create_model(model_cfg.name, num_classes, **attrs)
+    return with_surgery(config, create_model(model_cfg.name, num_classes, **attrs))
   except ConfigError:
     raise
   except ValueError as e:
     raise ConfigError(str(e)) from e
+
+
+def surgery_of(config) -> Optional[Mapping[str, Any]]:
+  """config.model.surgery where it puts SE blocks, else None (a config or its JSON)."""
+  model_cfg = config['model'] if isinstance(config, dict) else config.model
+  fields = model_cfg.get('surgery') or {}   # configs stored before the field have none
+  return fields if fields.get('where') else None
+
+
+def with_surgery(config, model):
+  """`model` with SE blocks where config.model.surgery says; `model` itself where it says none.
+
+  The places are found once, here, on an input of config.dataset.image_size in
+  evaluation mode (a plain preset's places do not depend on the input's
+  channels or on the mode), so every later call uses the same ones.
+  """
+  fields = surgery_of(config)
+  if fields is None:
+    return model
+  name = config.model.name
+  if has_se(name):
+    raise ConfigError(f'config.model.surgery.where={fields["where"]!r} puts SE blocks into a plain '
+                      f'network; config.model.name={name!r} has its own: use '
+                      f"config.model.name='{plain_twin(name)}'")
+  size = config.dataset.image_size
+  sample = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  made = surgery.add_se(model, SESpec.from_config(config.model.se), fields['where'],
+                        min_channels=fields['min_channels'],
+                        identity_start=fields['identity_start'], dtype=model.dtype,
+                        args=(sample,), kwargs={'train': False})
+  if not made.sites:
+    # As stages=() for an se_ preset: an SE run without SE blocks would be the plain network.
+    raise ConfigError(f'config.model.surgery.where={fields["where"]!r} with min_channels='
+                      f'{fields["min_channels"]} puts no SE block into {name!r}; lower '
+                      'min_channels or choose another rule')
+  return made
 
 
 def _stored_layout(config) -> Optional[Mapping[str, Any]]:
@@ -244,12 +286,13 @@ def architecture_differences(differences, stored=None, current=None):
   """The config differences (config_lib.differences) that change the network weights belong to.
 
   Those are the `model.*` fields but RESUMABLE_MODEL_FIELDS, and `model.se.*`
-  only when either config names an SE model (a plain backbone ignores them).
-  `stored` and `current` are configs or their JSON.
+  only when either config names an SE model or puts SE blocks in by surgery (a
+  plain backbone ignores them). `stored` and `current` are configs or their JSON.
   """
-  names = [c['model']['name'] if isinstance(c, dict) else c.model.name
-           for c in (stored, current) if c is not None]
-  se_ignored = bool(names) and not any(n in PRESETS and has_se(n) for n in names)
+  configs = [c for c in (stored, current) if c is not None]
+  names = [c['model']['name'] if isinstance(c, dict) else c.model.name for c in configs]
+  se_ignored = (bool(names) and not any(n in PRESETS and has_se(n) for n in names)
+                and not any(surgery_of(c) for c in configs))
   return [d for d in differences
           if d[0].startswith('model.') and d[0] not in RESUMABLE_MODEL_FIELDS
           and not (se_ignored and d[0].startswith('model.se.'))]

@@ -9,7 +9,6 @@ network, a train step with `nnx.jit` and a checkpoint round trip.
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

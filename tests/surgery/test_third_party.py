@@ -10,7 +10,6 @@ is gone from jax).
 """
 
 import jax
-import jax.numpy as jnp
 import jax_resnet
 import numpy as np
 import optax
