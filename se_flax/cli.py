@@ -5,6 +5,7 @@ failure is an `errors.SEFlaxError` that carries its exit code
 (se_flax/errors.py; docs/failures.md lists them for users).
 """
 
+import errno
 import os
 import signal
 import sys
@@ -92,6 +93,22 @@ def _dispatch(mode, config, workdir, step, topology=None):
   return loop.evaluate_checkpoint(config, workdir, step)
 
 
+def _os_error(e: OSError, workdir):
+  """(message, exit code) of a file error outside se_flax's own checks."""
+  if isinstance(e, FileNotFoundError):
+    return e, errors.EXIT_CONFIG_ERROR
+  where = e.filename
+  inside = where is not None and workdir and os.path.abspath(os.fspath(where)).startswith(
+      os.path.abspath(workdir) + os.sep)
+  if where is None or inside or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+    return e, errors.EXIT_WRITE_ERROR
+  # Outside the workdir: a data_dir where data is prepared, or an output the config names.
+  return (f'cannot write {os.fspath(where)!r} ({e.strerror}): se_flax writes there because the '
+          'config points there (data to prepare in config.dataset.data_dir, or an output '
+          'file); make it writable or point the config at a writable place',
+          errors.EXIT_CONFIG_ERROR)
+
+
 def _stored_config(workdir, step, defaults):
   """eval and analyze without --config: the config the run stored with its checkpoint.
 
@@ -144,9 +161,7 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
   except OSError as e:
     # Files outside se_flax's own checks: a path that is not there (imported
     # weights), or a write that failed (data preparation, metrics, analysis).
-    return fail(
-        e,
-        errors.EXIT_CONFIG_ERROR if isinstance(e, FileNotFoundError) else errors.EXIT_WRITE_ERROR)
+    return fail(*_os_error(e, workdir))
   except Exception as e:  # pylint: disable=broad-exception-caught
     from se_flax.train import parallel
     if not parallel.is_lost_process_error(e):

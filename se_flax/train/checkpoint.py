@@ -28,7 +28,10 @@ orbax_quiet.py.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging as std_logging
 import os
+import shutil
 from typing import Any, Mapping, Optional
 
 from absl import logging
@@ -40,6 +43,7 @@ import orbax.checkpoint as ocp
 
 from se_flax import config_lib
 from se_flax import errors
+from se_flax import paths
 from se_flax.train import checkpoint_steps
 from se_flax.train import orbax_quiet
 
@@ -49,14 +53,48 @@ BEST_METRIC = 'top1_error'
 CheckpointMismatchError = checkpoint_steps.CheckpointMismatchError
 
 
-def check_writable(directory: str | os.PathLike) -> None:
-  """Creates `directory` and writes a probe file in it, or raises errors.CheckpointWriteError."""
+def check_writable(directory: str | os.PathLike) -> list[str]:
+  """Creates `directory` and writes a probe file in it, or raises errors.CheckpointWriteError.
+
+  Returns:
+    The directories it created, deepest first (local paths only): a run that
+    fails before writing anything gives them to `remove_created`. On failure
+    they are removed here already.
+  """
   path = epath.Path(directory)
+  created = [] if paths.is_url(os.fspath(directory)) else _missing(os.fspath(directory))
   probe = path / f'.write_test.{jax.process_index()}.{os.getpid()}'
-  with _unwritable_workdir(path):
-    path.mkdir(parents=True, exist_ok=True)
-    probe.write_text('ok')
-    probe.unlink()
+  try:
+    with _unwritable_workdir(path):
+      path.mkdir(parents=True, exist_ok=True)
+      probe.write_text('ok')
+      probe.unlink()
+  except errors.CheckpointWriteError:
+    remove_created(created)
+    raise
+  return created
+
+
+def _missing(directory: str) -> list[str]:
+  """`directory` and its ancestors that do not exist yet, deepest first."""
+  out, path = [], os.path.abspath(directory)
+  while not os.path.exists(path):
+    out.append(path)
+    parent = os.path.dirname(path)
+    if parent == path:
+      break
+    path = parent
+  return out
+
+
+def remove_created(created: list[str]) -> None:
+  """Removes the directories `check_writable` created, as far as they are still empty."""
+  for directory in created:
+    try:
+      os.rmdir(directory)
+    except OSError as e:
+      if e.errno not in (errno.ENOENT, errno.ENAMETOOLONG):  # never made: look further up
+        return  # not empty: the run wrote something
 
 
 @contextlib.contextmanager
@@ -64,6 +102,10 @@ def _unwritable_workdir(path: epath.Path):
   try:
     yield
   except OSError as e:
+    if e.errno == errno.ENAMETOOLONG:
+      raise errors.CheckpointWriteError(
+          f'workdir {str(path)!r} cannot be created: a name in it is longer than the file '
+          'system allows (usually 255 bytes); pass a --workdir with shorter names') from e
     raise errors.CheckpointWriteError(
         f'workdir {str(path)!r} is not writable ({type(e).__name__}: {e}); '
         'pass a --workdir this process can create files in') from e
@@ -73,6 +115,54 @@ def _is_write_failure(e: Exception) -> bool:
   # tensorstore reports file-system errors as ValueError('RESOURCE_EXHAUSTED: ...
   # [os_error_code=28]'); Orbax's own files raise OSError.
   return isinstance(e, OSError) or 'os_error_code' in str(e) or 'RESOURCE_EXHAUSTED' in str(e)
+
+
+_NO_SPACE = ('No space left on device', "os_error_code='28'", 'os_error_code=28',
+             'RESOURCE_EXHAUSTED')
+
+
+def _write_failure_reason(e: Exception) -> str:
+  """The cause of a failed save in a few words, not tensorstore's paragraph."""
+  text = str(e)
+  if getattr(e, 'errno', None) == errno.ENOSPC or any(m in text for m in _NO_SPACE):
+    return 'No space left on device'
+  if getattr(e, 'errno', None) in (errno.EACCES, errno.EPERM) or 'Permission denied' in text:
+    return 'Permission denied'
+  if getattr(e, 'errno', None) == errno.EROFS or 'Read-only file system' in text:
+    return 'Read-only file system'
+  return text.splitlines()[0][:200] if text.strip() else type(e).__name__
+
+
+class _SaveFailureNoise(std_logging.Filter):
+  """Drops the tracebacks Orbax logs from its save threads when a write fails.
+
+  Each of its threads logs the same failure at ERROR with a traceback (several
+  hundred lines for one full disk); the failure itself surfaces at the next
+  `save` or `wait_until_finished`, where it becomes the one `error:` line.
+  """
+
+  def filter(self, record):
+    if record.levelno < std_logging.ERROR or f'{os.sep}orbax{os.sep}' not in record.pathname:
+      return True
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
+    return not ('os_error_code' in text or 'RESOURCE_EXHAUSTED' in text
+                or (record.exc_info and isinstance(record.exc_info[1], OSError)))
+
+
+_save_failure_noise = _SaveFailureNoise()
+
+
+def _size(path: epath.Path) -> Optional[int]:
+  """Bytes under a local directory, or None (an object store, or unreadable)."""
+  try:
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(os.fspath(path)) for name in names)
+  except OSError:
+    return None
+
+
+def _megabytes(n: int) -> str:
+  return f'{n / 2**20:.1f} MB'
 
 
 def _best_metric(metrics: Optional[Mapping[str, Any]]) -> float:
@@ -127,7 +217,10 @@ class TrainCheckpointer:
         loop=ocp.JsonCheckpointHandler())
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           handler_registry=registry)
+    if _save_failure_noise not in logging.get_absl_logger().filters:
+      logging.get_absl_logger().addFilter(_save_failure_noise)
     self._writing: Optional[int] = None   # the step of a save that may still be in flight
+    self._unfinished: Optional[epath.Path] = None  # the directory of a save that failed
 
   @classmethod
   def from_config(cls, workdir: str | os.PathLike, config: ml_collections.ConfigDict,
@@ -183,16 +276,47 @@ class TrainCheckpointer:
         raise
       step = self._writing if self._writing is not None else starting
       self._writing = None
-      orbax_quiet.mark_damaged(os.fspath(self.directory / f'{step}{checkpoint_steps.TMP_MARKER}'))
-      finished = [s for s in self._manager.all_steps() if s != step]
+      tmp = self.directory / f'{step}{checkpoint_steps.TMP_MARKER}'
+      orbax_quiet.mark_damaged(os.fspath(tmp))
+      finished = sorted(s for s in self._manager.all_steps() if s != step)
+      reason = _write_failure_reason(e)
+      # Removed on close, once Orbax's threads have stopped writing into it.
+      self._unfinished = tmp
+      space = self._space(finished, reason, tmp)
       raise errors.CheckpointWriteError(
-          f'could not write checkpoint step {step} in {self.directory}: '
-          f'{str(e).splitlines()[0][:400]}. The finished checkpoints '
-          f'{sorted(finished)[-checkpoint_steps.MAX_LISTED:]} are untouched; free space (or '
+          f'could not write checkpoint step {step} in {self.directory}: {reason}{space}; its '
+          f'unfinished {tmp.name} is removed. The finished checkpoints '
+          f'{finished[-checkpoint_steps.MAX_LISTED:]} are untouched; free space (or '
           'fix the permissions) and re-run the same command to resume from the newest.') from e
 
+  def _space(self, finished, reason, tmp) -> str:
+    """What a save needs and what the disk has left (once `tmp` is gone), for a full local disk."""
+    if reason != 'No space left on device' or not os.path.isdir(self.directory):
+      return ''
+    try:
+      free = shutil.disk_usage(self.directory).free + (_size(tmp) or 0)
+    except OSError:
+      return ''
+    needed = _size(self.directory / str(finished[-1])) if finished else None
+    return (f' ({_megabytes(free)} free'
+            + (f'; a checkpoint takes about {_megabytes(needed)}' if needed else '') + ')')
+
+  def _remove_unfinished(self) -> None:
+    """Removes a failed save's temporary directory (process 0; else the next run does)."""
+    tmp, self._unfinished = self._unfinished, None
+    if tmp is None or self.read_only or jax.process_index() != 0:
+      return
+    try:
+      if tmp.exists():
+        tmp.rmtree()
+    except OSError as e:
+      logging.warning('Could not remove %s (%s); the next run removes it.', tmp, e)
+
   def close(self) -> None:
-    self._manager.close()
+    try:
+      self._manager.close()
+    finally:
+      self._remove_unfinished()
 
   def __enter__(self) -> 'TrainCheckpointer':
     return self

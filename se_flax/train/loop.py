@@ -59,7 +59,9 @@ def train_and_evaluate(config, workdir) -> int:
   with contextlib.ExitStack() as cleanup:
     # Early, so that a SIGTERM during set-up and compilation still exits cleanly.
     cleanup.callback(preemption.install_preemption_handler())
-    ckpt_lib.check_writable(workdir)  # before any data is prepared or anything compiled
+    # Before any data is prepared or anything compiled. A run that fails before it
+    # writes anything (data not found, say) removes the directories it created.
+    cleanup.callback(ckpt_lib.remove_created, ckpt_lib.check_writable(workdir))
     if jax.process_index() == 0:  # one lock per run
       lock = cleanup.enter_context(lock_lib.WorkdirLock(workdir).acquire())
       if lock.note:

@@ -9,6 +9,7 @@ test at the end still covers the save path.
 import contextlib
 import errno
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -18,6 +19,10 @@ import pytest
 from se_flax import errors
 from se_flax.train import checkpoint as ckpt_lib
 from tests.integration import harness
+
+
+# Log lines of absl (W/I/E + date), TensorFlow's C++ logging and Python warnings are not errors.
+_NOISE = re.compile(r'^([WIE]\d{4} |[WIE]0000 |WARNING|INFO|\S+:\d+: \w*Warning|\s)')
 
 
 @contextlib.contextmanager
@@ -60,8 +65,15 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(reference_run, digits_d
     workdir = disk / 'run'
     code, out, err = harness.run(workdir, digits_data, cache_dir=jax_cache, log=tmp_path / 'full')
     assert code == errors.EXIT_WRITE_ERROR, harness.describe(code, out, err)
-    assert 'No space left on device' in err
-    assert 'error: could not write checkpoint step 6' in err and 'are untouched' in err
+    # One line: the path, the space, what became of the unfinished save; no Orbax tracebacks.
+    assert 'Traceback' not in err, err
+    lines = [l for l in err.splitlines() if l.strip() and not _NOISE.match(l)]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f'error: could not write checkpoint step 6 in {workdir}/checkpoints: '
+                               'No space left on device (')
+    assert 'MB free; a checkpoint takes about' in lines[0] and 'are untouched' in lines[0]
+    assert 'its unfinished 6.orbax-checkpoint-tmp is removed' in lines[0]
+    assert not list((workdir / 'checkpoints').glob('*.orbax-checkpoint-tmp'))
     assert harness.checkpoint_steps(workdir) == [3]
     harness.assert_same_arrays(harness.checkpoint_arrays(workdir, 3),
                                harness.checkpoint_arrays(reference_run, 3))
@@ -108,9 +120,36 @@ def test_failed_save_is_reported_with_its_step(tmp_path):
     checkpointer.wait_until_finished()
   assert 'could not write checkpoint step 2' in str(info.value)
   assert 'No space left on device' in str(info.value) and '[1] are untouched' in str(info.value)
+  assert 'Errno' not in str(info.value)
   assert isinstance(info.value, OSError)
   checkpointer._manager = checkpointer._manager._manager  # pylint: disable=protected-access
   checkpointer.close()
   assert harness.checkpoint_steps(tmp_path) == [1]
   np.testing.assert_array_equal(harness.checkpoint_arrays(tmp_path, 1)['w'], np.arange(4.0))
   assert pathlib.Path(tmp_path / 'checkpoints' / '1').is_dir()
+
+
+@pytest.mark.parametrize('case', ['name too long', 'data missing'])
+def test_failure_before_any_write_leaves_no_directories(digits_data, jax_cache, tmp_path, case):
+  top = tmp_path / 'new'
+  if case == 'name too long':
+    workdir, data_dir, code = top / 'runs' / ('x' * 300) / 'run', digits_data, 5
+  else:
+    workdir, data_dir, code = top / 'runs' / 'run', tmp_path / 'no_data', 2
+  got, out, err = harness.run(workdir, data_dir, cache_dir=jax_cache, log=tmp_path / 'main')
+  assert got == code, harness.describe(got, out, err)
+  assert 'Traceback' not in err
+  if case == 'name too long':
+    assert 'longer than the file system allows' in err and 'shorter names' in err
+  assert not top.exists(), sorted(top.rglob('*'))
+
+
+def test_read_only_data_dir_is_a_config_error(jax_cache, tmp_path):
+  with tmpfs(tmp_path / 'data', '1m', read_only=True) as data_dir:
+    code, out, err = harness.run(tmp_path / 'run', data_dir, cache_dir=jax_cache,
+                                 log=tmp_path / 'main')
+  assert code == errors.EXIT_CONFIG_ERROR, harness.describe(code, out, err)
+  lines = [l for l in err.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1 and f"cannot write '{data_dir}" in lines[0], err
+  assert 'Read-only file system' in lines[0] and 'Errno' not in lines[0]
+  assert 'Traceback' not in err
