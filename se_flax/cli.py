@@ -93,6 +93,34 @@ def _dispatch(mode, config, workdir, step, topology=None):
   return loop.evaluate_checkpoint(config, workdir, step)
 
 
+def _check_field_names(config, defaults):
+  """A field the base config lacks whose name is a near miss of one it has is a typo.
+
+  A config file may add fields of its own (configs/imagenet.py does), so a new
+  name alone is allowed; `c.batch_szie = 64` in a user's file is not.
+  """
+  import difflib  # pylint: disable=g-import-not-at-top
+
+  def fields(node, prefix=''):
+    for key, value in node.items():
+      yield prefix + key
+      if hasattr(value, 'items') and not isinstance(value, dict):
+        yield from fields(value, f'{prefix}{key}.')
+
+  known = set(fields(defaults))
+  for field in fields(config):
+    group, _, name = field.rpartition('.')
+    if field in known or (group and group not in known):
+      continue
+    siblings = [k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == group]
+    close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.8)
+    if close:
+      near = f'{group}.{close[0]}' if group else close[0]
+      raise errors.ConfigError(
+          f'config.{field} is not a field of the config (set in the --config file); did you '
+          f'mean config.{near}?')
+
+
 def _os_error(e: OSError, workdir):
   """(message, exit code) of a file error outside se_flax's own checks."""
   if isinstance(e, FileNotFoundError):
@@ -134,6 +162,8 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
   # pylint: disable=g-import-not-at-top  (jax and flax come with these: after the flag rules)
   try:
     _check_command(mode, config, workdir)
+    if config is not None and defaults is not None:
+      _check_field_names(config, defaults)
     if mode in STORED_CONFIG_MODES:  # training saves on SIGTERM (train/preemption.py)
       signal.signal(signal.SIGTERM, _on_terminate)
     from se_flax import check

@@ -110,6 +110,8 @@ CASES = [
     ('no processes', [DIGITS, '--num_processes=0'], CONFIG_ERROR, ['--num_processes=0']),
     ('lock file of garbage bytes', [DIGITS], CONFIG_ERROR,
      ['another training run is using this workdir', 'delete the lock file']),
+    ('field typo inside a config file', ['--config={workdir}/my_config.py'], CONFIG_ERROR,
+     ['config.batch_szie is not a field', 'did you mean config.batch_size']),
 ]
 WITH_WORKDIR = {'train without a workdir', 'eval without a workdir'}
 # Files a case adds to its workdir, beside the checkpoint-like file and the metrics file.
@@ -118,6 +120,9 @@ FILES = {
     'flag file with a misspelled field': {
         'typo_flags': b'--config=configs/digits.py\n--config.batch_szie=64\n'},
     'lock file of garbage bytes': {'lock': b'\xff\xfe\x00garbage\x80'},
+    'field typo inside a config file': {'my_config.py': (
+        b'from configs import digits\n\n\ndef get_config():\n  c = digits.get_config()\n'
+        b'  c.batch_szie = 64\n  return c\n')},
 }
 
 # Log lines of absl (W/I/E + date), TensorFlow's C++ logging and Python warnings are not errors.
