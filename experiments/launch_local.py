@@ -5,7 +5,10 @@ the newest checkpoint in its workdir, so re-running the sweep command after a
 crash completes the sweep. A run that exits with the preemption code (42:
 the loop saved a checkpoint on SIGTERM and stopped) is restarted at once, up
 to `max_restarts` times. SIGTERM sent to the sweep is passed on to the runs,
-which checkpoint and stop; they stay resumable.
+which checkpoint and stop; they stay resumable. So is SIGINT (Ctrl-C): the
+runs are started in their own process group, so that a Ctrl-C in the terminal
+reaches them once, through the sweep, which records each run stopped by it as
+'interrupted' and starts no other; the same command resumes them.
 
 The function that runs one command is injectable (`runner`), so the skip and
 resume logic is testable without training, and the TPU launcher reuses it
@@ -30,22 +33,37 @@ Runner = Callable[[list, str, str], int]   # (command, cwd, log path) -> exit co
 
 
 class _Children:
-  """Live subprocesses, so that a SIGTERM to the sweep reaches every run."""
+  """Live subprocesses, so that a SIGTERM or SIGINT to the sweep reaches every run."""
 
   def __init__(self):
     self.procs = set()
     self.lock = threading.Lock()
     self.stopping = threading.Event()
+    self.interrupted = threading.Event()
 
   def terminate(self, *unused):
     self.stopping.set()
+    self._send(signal.SIGTERM)
+
+  def interrupt(self, *unused):
+    # A second Ctrl-C is passed on too: main.py then stops at once, without saving.
+    self.interrupted.set()
+    self.stopping.set()
+    self._send(signal.SIGINT)
+
+  def _send(self, signum):
     with self.lock:
       for proc in self.procs:
         if proc.poll() is None:
-          proc.send_signal(signal.SIGTERM)
+          proc.send_signal(signum)
 
 
 _CHILDREN = _Children()
+
+
+def interrupted() -> bool:
+  """Whether the last `execute` was stopped by SIGINT (Ctrl-C)."""
+  return _CHILDREN.interrupted.is_set()
 
 
 def subprocess_runner(command: list, cwd: str, log_path: str) -> int:
@@ -54,8 +72,10 @@ def subprocess_runner(command: list, cwd: str, log_path: str) -> int:
   with open(log_path, 'a') as log:
     log.write(f'\n==== {now()}: {" ".join(command)}\n')
     log.flush()
-    proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+    # Its own session: a Ctrl-C in the terminal reaches the run once, through the sweep.
     with _CHILDREN.lock:
+      proc = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
       _CHILDREN.procs.add(proc)
     try:
       return proc.wait()
@@ -100,6 +120,11 @@ def run_one(run: dict, manifest, command: list, runner: Runner, max_restarts: in
     t0 = time.time()
     code = runner(command, cwd, log_path)
     seconds = time.time() - t0
+    if _CHILDREN.interrupted.is_set() and code != 0:
+      manifest.update(name, status='interrupted', exit_code=code, finished=now())
+      say(f'{name}: interrupted after {seconds:.0f} s (exit {code}); re-run the same command '
+          'to resume it')
+      return 'interrupted'
     if code == errors.EXIT_PREEMPTED and _CHILDREN.stopping.is_set():
       manifest.update(name, status='pending', exit_code=code, finished=now())
       say(f'{name}: stopped by SIGTERM after {seconds:.0f} s; checkpoint saved, re-run to resume')
@@ -140,10 +165,12 @@ def execute(manifest, commands: dict, parallel: int = 1, runner: Optional[Runner
     with lock:
       say(message)
 
-  previous = None
+  previous = {}
   if threading.current_thread() is threading.main_thread():
-    previous = signal.signal(signal.SIGTERM, _CHILDREN.terminate)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _CHILDREN.terminate),
+                signal.SIGINT: signal.signal(signal.SIGINT, _CHILDREN.interrupt)}
   _CHILDREN.stopping.clear()
+  _CHILDREN.interrupted.clear()
   try:
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
       futures = {}
@@ -157,5 +184,5 @@ def execute(manifest, commands: dict, parallel: int = 1, runner: Optional[Runner
           _wait_until_training(e['workdir'], futures[e['name']])
       return {name: f.result() for name, f in futures.items()}
   finally:
-    if previous is not None:
-      signal.signal(signal.SIGTERM, previous)
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)

@@ -3,6 +3,9 @@
 The manifest is rewritten whole (temporary file, then rename) on every
 change, so a crash of the sweep process never leaves it half-written, and
 a re-run of the same command can tell finished runs from interrupted ones.
+A manifest that cannot be parsed (a disk that filled, a hand edit) is set
+aside as manifest.json.damaged by the sweep: the runs' progress is in their
+workdirs, so a re-run rebuilds it.
 """
 
 import datetime
@@ -15,7 +18,9 @@ from etils import epath
 from se_flax import config_lib
 
 MANIFEST_FILE = 'manifest.json'
-STATUSES = ('pending', 'running', 'done', 'failed')
+# 'interrupted': stopped by Ctrl-C after saving a checkpoint; the same command resumes it.
+STATUSES = ('pending', 'running', 'done', 'failed', 'interrupted')
+DAMAGED_SUFFIX = '.damaged'
 
 
 def now() -> str:
@@ -26,6 +31,10 @@ class ConfigChangedError(ValueError):
   """A run already started in DIR with another config; results would mix two experiments."""
 
 
+class ManifestDamagedError(ValueError):
+  """DIR/manifest.json exists but is not a manifest (truncated, or not JSON)."""
+
+
 class Manifest:
   """Thread-safe view of DIR/manifest.json."""
 
@@ -33,15 +42,31 @@ class Manifest:
     self.root = epath.Path(root)
     self.path = self.root / MANIFEST_FILE
     self._lock = threading.Lock()
-    self.data = self.load(root) or {}
+    self.set_aside = None   # where a damaged manifest was moved, if one was
+    try:
+      self.data = self.load(root) or {}
+    except ManifestDamagedError:
+      self.set_aside = self.root / (MANIFEST_FILE + DAMAGED_SUFFIX)
+      self.path.replace(self.set_aside)
+      self.data = {}
 
   @staticmethod
   def load(root) -> Optional[dict]:
+    """The manifest in `root`, or None where there is none.
+
+    Raises:
+      ManifestDamagedError: the file exists but holds no manifest.
+    """
     path = epath.Path(root) / MANIFEST_FILE
     try:
-      return json.loads(path.read_text())
-    except (FileNotFoundError, OSError):
+      data = json.loads(path.read_text())
+    except OSError:   # none there, or `root` is not a directory
       return None
+    except ValueError as e:
+      raise ManifestDamagedError(f'{path} is damaged ({e})') from None
+    if not isinstance(data, dict) or not isinstance(data.get('runs', []), list):
+      raise ManifestDamagedError(f'{path} is damaged (not a sweep manifest)')
+    return data
 
   def start(self, plan, launcher: str, python: str, commands: dict, parallel: int = 1):
     """Records the plan, keeping the status of runs the directory already holds.

@@ -28,6 +28,7 @@ from experiments import runs as runs_lib
 from experiments import targets
 from se_flax import check
 from se_flax import config_lib
+from se_flax import errors
 from se_flax import models
 from se_flax import paths
 from se_flax.data import datasets
@@ -359,13 +360,30 @@ def write_report(directory: str, with_plots: bool = True) -> str:
 def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 1 or argv[0].startswith('-'):
-    print(__doc__.split('\n\n')[1], file=sys.stderr)
-    return 2
+    print(f'error: usage: {__doc__.split(chr(10) * 2)[1].strip()} (got {argv})', file=sys.stderr)
+    return errors.EXIT_CONFIG_ERROR
+  directory = argv[0]
   try:
-    path = write_report(argv[0])
+    if not paths.is_url(directory) and not epath.Path(directory).is_dir():
+      what = 'a file' if epath.Path(directory).exists() else 'missing'
+      raise FileNotFoundError(f'{directory} is {what}; give a sweep directory (its --root) or a '
+                              'directory of them')
+    path = write_report(directory)
   except FileNotFoundError as e:
     print(f'error: {e}', file=sys.stderr)
-    return 2
+    return errors.EXIT_CONFIG_ERROR
+  except manifest_lib.ManifestDamagedError as e:
+    print(f'error: {e}; re-run the sweep command to rebuild it from the runs\' workdirs',
+          file=sys.stderr)
+    return errors.EXIT_CONFIG_ERROR
+  except OSError as e:
+    where = f' {e.filename}' if e.filename else ''
+    print(f'error: cannot write{where}: {e.strerror or e}; free space or fix the permissions',
+          file=sys.stderr)
+    return errors.EXIT_WRITE_ERROR
+  except KeyboardInterrupt:
+    print('error: interrupted; the report was not written', file=sys.stderr)
+    return errors.EXIT_INTERRUPTED
   print(f'wrote {path}')
   return 0
 

@@ -246,6 +246,9 @@ def plan(sweep_file: str, root: str, dataset: str = 'imagenet', model: Optional[
   common = {**common, **dict(extra or {})}
   base_config = parse_config(config_file, arg, [])
   check_fields(base_config, common, 'every run')
+  _check_extra(module.SWEEP, base, target, model, dict(extra or {}))
+  if validate and extra:
+    _check_common(config_file, arg, common, dict(extra), base_config)
   runs, dropped, seen = [], [], {}
   for overrides in module.SWEEP:
     overrides = dict(overrides)
@@ -279,6 +282,44 @@ def plan(sweep_file: str, root: str, dataset: str = 'imagenet', model: Optional[
               title=getattr(module, 'TITLE', ''), tables=tuple(getattr(module, 'TABLES', ())),
               axis=getattr(module, 'AXIS', None), target=dataset,
               about=_about(target.about, model, extra), runs=runs, dropped=dropped)
+
+
+def _check_extra(sweep, base, target, model, extra):
+  """Refuses a --set of a field that a run of the sweep sets: the swept value would win."""
+  for overrides in sweep:
+    try:
+      applied, _ = targets.translate(dict(overrides), base, target, model)
+    except targets.Inapplicable:
+      continue
+    for key in sorted(set(extra) & set(applied)):
+      raise SweepError(f'--set={key}={flag_value(extra[key])} sets a field the sweep varies: run '
+                       f'{run_name(applied)!r} sets config.{key}={flag_value(applied[key])}; '
+                       f'drop the --set, or write a sweep file whose runs do not set {key}')
+
+
+def _check_common(config_file, arg, common, extra, base_config):
+  """The --set values with the target's base, by main.py's upfront check.
+
+  Each run's config is checked again with its own fields; this check names the
+  --set, so that a value no run can take (a reduction wider than every stage)
+  is an error rather than every run dropped as not applicable.
+  """
+  given = ' '.join(f'--set={k}={flag_value(v)}' for k, v in extra.items())
+  without = {k: v for k, v in common.items() if k not in extra}
+  try:
+    config = parse_config(config_file, arg, override_flags(common, base_config))
+  except (flags.Error, ValueError, TypeError) as e:
+    raise SweepError(f'{given}: {e}') from e
+  try:
+    check_lib.check_config(config, num_devices=1, num_processes=1)
+  except ConfigError as e:
+    try:
+      # Only the --set is to blame where the base passes without it.
+      check_lib.check_config(parse_config(config_file, arg, override_flags(without, base_config)),
+                             num_devices=1, num_processes=1)
+    except ConfigError:
+      return
+    raise SweepError(f'{given}: {e}') from e
 
 
 def split_config_args(overrides: Mapping[str, object], arg: str):

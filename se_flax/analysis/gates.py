@@ -28,7 +28,8 @@ def check_config(analysis_cfg, num_classes: int, dataset: str = 'the data set') 
                       f'distinct class indices of {span}')
   outside = [c for c in classes if not 0 <= c < num_classes]
   if outside:
-    which = 'names no class of' if len(outside) == len(classes) else f'has {outside}, not classes of'
+    which = ('names no class of' if len(outside) == len(classes)
+             else f'has {outside}, not classes of')
     raise ConfigError(f'config.analysis.classes={tuple(classes)} {which} {span}')
   check_range('analysis.num_images', analysis_cfg.num_images, integer=True, low=1,
               high=2**31 - 1, hint='(all of the eval split if it has fewer)')
