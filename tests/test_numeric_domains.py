@@ -30,6 +30,7 @@ DOMAINS = {
     'model.se.min_width': (0, -1, BIG),
     'model.se.gather_extent': (-1, BIG),
     'model.se.stages': ((7,), (-1,)),
+    'model.surgery.min_channels': (-1, BIG),
     'dataset.image_size': (0, -32, BIG),
     'dataset.eval_resize': (BIG,),
     'dataset.shuffle_buffer': (0, -1, BIG),
@@ -90,6 +91,8 @@ CONTEXT = {
 GAPS = {
     ('model.bn_epsilon', INF): 'se_flax/models: bn_epsilon must be finite',
     ('model.se.min_width', BIG): 'se_flax/layers/se.py: SESpec.min_width has no upper bound',
+    ('model.surgery.min_channels', -1): 'se_flax/models: surgery fields unchecked when it is off',
+    ('model.surgery.min_channels', BIG): 'se_flax/models: surgery fields unchecked when it is off',
 }
 
 
