@@ -167,7 +167,10 @@ def execute(manifest, commands: dict, parallel: int = 1, runner: Optional[Runner
 
   previous = {}
   if threading.current_thread() is threading.main_thread():
+    # The runs have their own session, so a closed terminal (SIGHUP) reaches them only
+    # through the sweep: as SIGTERM, which saves a checkpoint.
     previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _CHILDREN.terminate),
+                signal.SIGHUP: signal.signal(signal.SIGHUP, _CHILDREN.terminate),
                 signal.SIGINT: signal.signal(signal.SIGINT, _CHILDREN.interrupt)}
   _CHILDREN.stopping.clear()
   _CHILDREN.interrupted.clear()
