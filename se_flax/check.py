@@ -16,22 +16,20 @@ sweep costs seconds, not a queued job (docs/design.md).
 """
 
 import contextlib
-import math
-import os
 
 import jax
 import jax.numpy as jnp
 
+from se_flax import environment
+from se_flax import models
 from se_flax.analysis import gates
 from se_flax.data import datasets
 from se_flax.data import shard
-from se_flax.errors import ConfigError
 from se_flax.errors import check_range
-from se_flax import models
+from se_flax.errors import ConfigError
 from se_flax.models import summary
 from se_flax.train import optim
 from se_flax.train import step
-
 
 # The step counter, the seed and every count derived from the config are
 # int32 on the device; a value past this bound overflows there, not here.
@@ -60,38 +58,9 @@ def check_config(config, *, num_devices=None, num_processes=None) -> None:
                      jax.ShapeDtypeStruct((1,) + eval_shape, jnp.float32))
 
 
-# The SE_FLAX_* variables se_flax reads, and what each must be: (integer, low, high) for a
-# number of seconds; SE_FLAX_DOWNLOAD_PROBE is host:port.
-ENVIRONMENT = {
-    'SE_FLAX_LOCK_STALE_SECONDS': (False, 0, 365 * 86400),
-    'SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS': (True, 0, MAX_INT32),
-    'SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS': (True, 0, MAX_INT32),
-}
-
-
 def check_environment(environ=None) -> None:
-  """Raises ConfigError for an SE_FLAX_* environment variable se_flax cannot use.
-
-  An empty or unset variable takes its default.
-  """
-  environ = os.environ if environ is None else environ
-  for name, (integer, low, high) in ENVIRONMENT.items():
-    text = environ.get(name)
-    if not text:
-      continue
-    try:
-      value = int(text) if integer else float(text)
-    except ValueError:
-      value = None
-    if value is None or not math.isfinite(value) or not low < value <= high:
-      kind = 'a whole number' if integer else 'a number'
-      raise ConfigError(f'${name}={text!r} must be {kind} of seconds in ({low}, {high}]')
-  probe = environ.get('SE_FLAX_DOWNLOAD_PROBE')
-  if probe:
-    host, _, port = probe.rpartition(':')
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-      raise ConfigError(f'$SE_FLAX_DOWNLOAD_PROBE={probe!r} must be host:port with a port in '
-                        '1..65535')
+  """Raises ConfigError for an SE_FLAX_* environment variable se_flax cannot use."""
+  environment.check(environ)
 
 
 def input_shape(config, evaluation: bool = False) -> tuple:

@@ -22,6 +22,7 @@ import urllib.parse
 from etils import epath
 import tensorflow_datasets as tfds
 
+from se_flax import environment
 from se_flax import errors
 from se_flax import paths
 from se_flax.data import datasets
@@ -38,10 +39,9 @@ PROBE_TIMEOUT_SECONDS = 5.0
 
 
 def _probe_target(builder):
-  override = os.environ.get('SE_FLAX_DOWNLOAD_PROBE')
+  override = environment.download_probe()
   if override:
-    host, _, port = override.rpartition(':')
-    return host, int(port)
+    return override
   if os.environ.get('HTTPS_PROXY') or os.environ.get('https_proxy'):
     return None
   host = urllib.parse.urlparse(builder.info.homepage or '').hostname

@@ -4,7 +4,7 @@
 host, pid and start time, and a thread refreshes its mtime every
 `HEARTBEAT_SECONDS`. A second run finds the file and stops with
 errors.WorkdirLockedError naming the holder. A lock left by a run that died
-(its pid is gone on this host, or no heartbeat for `STALE_SECONDS`, the case
+(its pid is gone on this host, or no heartbeat for `stale_seconds()`, the case
 of another host) is taken over with a note. Only process 0 of a run takes the
 lock; eval and analyze take none.
 
@@ -26,13 +26,18 @@ import uuid
 
 from etils import epath
 
+from se_flax import environment
 from se_flax import errors
 from se_flax import paths
 
 LOCK_FILE = 'lock'
 HEARTBEAT_SECONDS = 30.0
-# A holder on another host is presumed dead after this long without a heartbeat.
-STALE_SECONDS = float(os.environ.get('SE_FLAX_LOCK_STALE_SECONDS', 600))
+
+
+def stale_seconds() -> float:
+  """How long without a heartbeat a holder on another host is presumed dead (600 s, or
+  $SE_FLAX_LOCK_STALE_SECONDS)."""
+  return environment.seconds('SE_FLAX_LOCK_STALE_SECONDS')
 
 
 def _pid_alive(pid: int) -> bool:
@@ -77,7 +82,7 @@ class WorkdirLock:
   def _dead(self, holder, age) -> bool:
     if holder.get('host') == socket.gethostname() and isinstance(holder.get('pid'), int):
       return not _pid_alive(holder['pid'])
-    return age > STALE_SECONDS
+    return age > stale_seconds()
 
   def acquire(self) -> 'WorkdirLock':
     """Takes the lock, or raises errors.WorkdirLockedError naming the live holder."""

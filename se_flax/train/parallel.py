@@ -21,18 +21,14 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
+from se_flax import environment
 from se_flax import errors
 
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'
 
-# A peer that stops sending heartbeats for this long is declared dead, and the
-# survivors fail instead of hanging forever in their next collective.
-HEARTBEAT_TIMEOUT_SECONDS = 100
-# How long a process waits for all peers to join at start-up.
-INITIALIZATION_TIMEOUT_SECONDS = 300
-# Environment overrides of the two timeouts, for schedulers (and tests) that
-# want a lost host noticed sooner than the defaults allow.
+# The two timeouts of jax.distributed, their defaults and their environment overrides (for
+# schedulers, and tests, that want a lost host noticed sooner) are se_flax/environment.py's.
 HEARTBEAT_TIMEOUT_ENV = 'SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS'
 INITIALIZATION_TIMEOUT_ENV = 'SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS'
 
@@ -43,19 +39,6 @@ def _env_int(name: str) -> Optional[int]:
     return int(value) if value else None
   except ValueError:
     return None
-
-
-def _positive_env(name: str, default: int) -> int:
-  value = os.environ.get(name)
-  if not value:
-    return default
-  try:
-    seconds = int(value)
-  except ValueError:
-    seconds = 0
-  if seconds <= 0:
-    raise errors.ConfigError(f'${name}={value!r} must be a positive number of seconds')
-  return seconds
 
 
 def multi_process_environment() -> Optional[str]:
@@ -99,13 +82,12 @@ def maybe_initialize_distributed(
     process_id: this process's index; default `$JAX_PROCESS_ID`, else detected.
     heartbeat_timeout_seconds: after this many seconds without a heartbeat a
       peer counts as lost and the others fail rather than hang; default
-      `$SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS`, else HEARTBEAT_TIMEOUT_SECONDS.
+      `$SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS`, else 100 (se_flax/environment.py).
       A process whose peer is killed outright usually fails sooner, at its
       next collective (the peer's sockets close); the timeout bounds the wait
       when a host vanishes without closing them.
     initialization_timeout: seconds to wait for every peer at start-up;
-      default `$SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS`, else
-      INITIALIZATION_TIMEOUT_SECONDS.
+      default `$SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS`, else 300.
 
   Returns:
     True if `jax.distributed` is initialised when this returns.
@@ -125,10 +107,9 @@ def maybe_initialize_distributed(
   if process_id is None:
     process_id = _env_int('JAX_PROCESS_ID')
   if heartbeat_timeout_seconds is None:
-    heartbeat_timeout_seconds = _positive_env(HEARTBEAT_TIMEOUT_ENV, HEARTBEAT_TIMEOUT_SECONDS)
+    heartbeat_timeout_seconds = environment.seconds(HEARTBEAT_TIMEOUT_ENV)
   if initialization_timeout is None:
-    initialization_timeout = _positive_env(INITIALIZATION_TIMEOUT_ENV,
-                                           INITIALIZATION_TIMEOUT_SECONDS)
+    initialization_timeout = environment.seconds(INITIALIZATION_TIMEOUT_ENV)
   try:
     jax.distributed.initialize(
         coordinator_address=coordinator_address,

@@ -78,7 +78,7 @@ def test_live_holder_on_another_host_keeps_the_lock(tmp_path):
 
 
 def test_silent_holder_on_another_host_is_taken_over(tmp_path):
-  _write_lock(tmp_path / lock_lib.LOCK_FILE, 'elsewhere', 1, age=lock_lib.STALE_SECONDS + 60)
+  _write_lock(tmp_path / lock_lib.LOCK_FILE, 'elsewhere', 1, age=lock_lib.stale_seconds() + 60)
   with lock_lib.WorkdirLock(str(tmp_path)).acquire() as held:
     assert 'pid 1 on host elsewhere' in held.note
     assert json.loads((tmp_path / lock_lib.LOCK_FILE).read_text())['pid'] == os.getpid()
@@ -88,7 +88,7 @@ def test_silent_holder_on_another_host_is_taken_over(tmp_path):
 def test_live_process_on_this_host_keeps_the_lock(tmp_path):
   # This test's own process is alive, whatever its heartbeat says.
   _write_lock(tmp_path / lock_lib.LOCK_FILE, socket.gethostname(), os.getpid(),
-              age=lock_lib.STALE_SECONDS + 60)
+              age=lock_lib.stale_seconds() + 60)
   with pytest.raises(errors.WorkdirLockedError, match=f'pid {os.getpid()}'):
     lock_lib.WorkdirLock(str(tmp_path)).acquire()
 
@@ -106,7 +106,7 @@ def test_damaged_lock_file_counts_by_its_age(tmp_path, content):
   path.write_bytes(content)
   with pytest.raises(errors.WorkdirLockedError, match='pid \\? on host \\?'):
     lock_lib.WorkdirLock(str(tmp_path)).acquire()  # fresh: maybe a run still writing it
-  past = time.time() - lock_lib.STALE_SECONDS - 60
+  past = time.time() - lock_lib.stale_seconds() - 60
   os.utime(path, (past, past))
   with lock_lib.WorkdirLock(str(tmp_path)).acquire() as held:
     assert 'took over the lock of a run that is gone' in held.note
