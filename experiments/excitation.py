@@ -14,7 +14,13 @@ TABLES = ('Table 12',)
 AXIS = None
 BASE = targets.PAPER_ABLATION
 SWEEP = [
-    *({'model.se.gate': g} for g in ('sigmoid', 'tanh', 'relu', 'hard_sigmoid')),
-    {'model.se.excite': 'ese'},
-    {'model.se.excite': 'eca'},
+    *({
+        'model.se.gate': g
+    } for g in ('sigmoid', 'tanh', 'relu', 'hard_sigmoid')),
+    {
+        'model.se.excite': 'ese'
+    },
+    {
+        'model.se.excite': 'eca'
+    },
 ]

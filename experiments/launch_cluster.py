@@ -21,14 +21,14 @@ from typing import Callable, Optional
 
 from se_flax import errors
 
-
 # ---------------------------------------------------------------- TPU VMs
+
 
 @dataclasses.dataclass
 class TPUOptions:
   tpu_name: str
   zone: str
-  repo_dir: str = '~/se_flax'   # the checkout on every VM host
+  repo_dir: str = '~/se_flax'  # the checkout on every VM host
   project: Optional[str] = None
   python: str = 'python3'
 
@@ -47,16 +47,17 @@ def tpu_command(run, opts: TPUOptions) -> list:
 
 # ---------------------------------------------------------------- SLURM
 
+
 @dataclasses.dataclass
 class SlurmOptions:
   nodes: int = 1
-  tasks_per_node: int = 1       # one process per host, driving all of its GPUs
+  tasks_per_node: int = 1  # one process per host, driving all of its GPUs
   gpus_per_node: int = 8
   cpus_per_task: Optional[int] = None
   time: str = '24:00:00'
   partition: Optional[str] = None
   account: Optional[str] = None
-  signal_grace_s: int = 300     # SIGTERM this long before the time limit, time to checkpoint
+  signal_grace_s: int = 300  # SIGTERM this long before the time limit, time to checkpoint
   repo_dir: Optional[str] = None
   python: str = 'python3'
 
@@ -115,7 +116,7 @@ def write_slurm_scripts(runs, root: str, opts: SlurmOptions, sweep: str = '') ->
   os.makedirs(directory, exist_ok=True)
   paths = {}
   for run in runs:
-    os.makedirs(run.workdir, exist_ok=True)   # SLURM opens --output before the job starts
+    os.makedirs(run.workdir, exist_ok=True)  # SLURM opens --output before the job starts
     path = os.path.join(directory, f'{run.name}.sbatch')
     with open(path, 'w') as f:
       f.write(slurm_script(run, opts, sweep))

@@ -29,7 +29,7 @@ from experiments import runs as runs_lib
 from experiments.manifest import now
 from se_flax import errors
 
-Runner = Callable[[list, str, str], int]   # (command, cwd, log path) -> exit code
+Runner = Callable[[list, str, str], int]  # (command, cwd, log path) -> exit code
 
 
 class _Children:
@@ -107,8 +107,8 @@ def run_one(run: dict, manifest, command: list, runner: Runner, max_restarts: in
     return 'done'
   if _CHILDREN.stopping.is_set():
     return run.get('status', 'pending')
-  log_path = (os.path.join(log_dir, f'{name}.log') if log_dir
-              else str(epath.Path(workdir) / runs_lib.LOG_FILE))
+  log_path = (os.path.join(log_dir, f'{name}.log') if log_dir else str(
+      epath.Path(workdir) / runs_lib.LOG_FILE))
   attempts = run.get('attempts') or 0
   for restart in range(max_restarts + 1):
     steps = runs_lib.checkpoint_steps(workdir)
@@ -169,9 +169,11 @@ def execute(manifest, commands: dict, parallel: int = 1, runner: Optional[Runner
   if threading.current_thread() is threading.main_thread():
     # The runs have their own session, so a closed terminal (SIGHUP) reaches them only
     # through the sweep: as SIGTERM, which saves a checkpoint.
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _CHILDREN.terminate),
-                signal.SIGHUP: signal.signal(signal.SIGHUP, _CHILDREN.terminate),
-                signal.SIGINT: signal.signal(signal.SIGINT, _CHILDREN.interrupt)}
+    previous = {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, _CHILDREN.terminate),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, _CHILDREN.terminate),
+        signal.SIGINT: signal.signal(signal.SIGINT, _CHILDREN.interrupt)
+    }
   _CHILDREN.stopping.clear()
   _CHILDREN.interrupted.clear()
   try:

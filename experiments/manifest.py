@@ -42,7 +42,7 @@ class Manifest:
     self.root = epath.Path(root)
     self.path = self.root / MANIFEST_FILE
     self._lock = threading.Lock()
-    self.set_aside = None   # where a damaged manifest was moved, if one was
+    self.set_aside = None  # where a damaged manifest was moved, if one was
     try:
       self.data = self.load(root) or {}
     except ManifestDamagedError:
@@ -60,7 +60,7 @@ class Manifest:
     path = epath.Path(root) / MANIFEST_FILE
     try:
       data = json.loads(path.read_text())
-    except OSError:   # none there, or `root` is not a directory
+    except OSError:  # none there, or `root` is not a directory
       return None
     except ValueError as e:
       raise ManifestDamagedError(f'{path} is damaged ({e})') from None
@@ -81,25 +81,65 @@ class Manifest:
         config = run.config_json()
         entry = old.get(run.name)
         if entry and entry.get('status') != 'pending' and entry.get('config') != config:
-          changes = [f'{k}: {a!r} -> {b!r}'
-                     for k, a, b in config_lib.differences(entry.get('config') or {}, config)]
+          changes = [
+              f'{k}: {a!r} -> {b!r}'
+              for k, a, b in config_lib.differences(entry.get('config') or {}, config)
+          ]
           raise ConfigChangedError(
-              f'run {run.name!r} in {self.root} was started with another config ('
-              + '; '.join(changes[:5]) + '); use another --root, or delete '
+              f'run {run.name!r} in {self.root} was started with another config (' +
+              '; '.join(changes[:5]) + '); use another --root, or delete '
               f'{run.workdir} to start it over')
-        fresh = {'status': 'pending', 'exit_code': None, 'started': None, 'finished': None,
-                 'attempts': 0}
+        fresh = {
+            'status': 'pending',
+            'exit_code': None,
+            'started': None,
+            'finished': None,
+            'attempts': 0
+        }
         kept = {k: entry[k] for k in fresh if entry and k in entry}
         runs.append({
-            'name': run.name, 'workdir': run.workdir, 'overrides': _jsonable(run.overrides),
-            'applied': _jsonable(run.applied), 'notes': run.notes, 'total_steps': run.total_steps,
-            'command': commands[run.name], 'config': config, **fresh, **kept})
+            'name': run.name,
+            'workdir': run.workdir,
+            'overrides': _jsonable(run.overrides),
+            'applied': _jsonable(run.applied),
+            'notes': run.notes,
+            'total_steps': run.total_steps,
+            'command': commands[run.name],
+            'config': config,
+            **fresh,
+            **kept
+        })
       self.data = {
-          'sweep': plan.sweep, 'sweep_file': plan.sweep_file, 'title': plan.title,
-          'tables': list(plan.tables), 'axis': plan.axis, 'dataset': plan.target,
-          'about': plan.about, 'launcher': launcher, 'python': python, 'parallel': parallel,
-          'created': self.data.get('created') or now(), 'updated': now(), 'runs': runs,
-          'dropped': [{'overrides': _jsonable(d.overrides), 'reason': d.reason} for d in plan.dropped],
+          'sweep':
+              plan.sweep,
+          'sweep_file':
+              plan.sweep_file,
+          'title':
+              plan.title,
+          'tables':
+              list(plan.tables),
+          'axis':
+              plan.axis,
+          'dataset':
+              plan.target,
+          'about':
+              plan.about,
+          'launcher':
+              launcher,
+          'python':
+              python,
+          'parallel':
+              parallel,
+          'created':
+              self.data.get('created') or now(),
+          'updated':
+              now(),
+          'runs':
+              runs,
+          'dropped': [{
+              'overrides': _jsonable(d.overrides),
+              'reason': d.reason
+          } for d in plan.dropped],
       }
       self._write()
 

@@ -25,12 +25,12 @@ SETTING = 'ImageNet validation, single crop (224; 299 for Inception-ResNet-v2)'
 class Row:
   table: str
   label: str
-  model: str                     # our preset
+  model: str  # our preset
   top1: float
   top5: float
   gflops: float
   params_m: Optional[float] = None
-  original: Optional[tuple] = None   # (top-1, top-5 or None) from the backbone's own paper
+  original: Optional[tuple] = None  # (top-1, top-5 or None) from the backbone's own paper
 
   @property
   def overrides(self) -> dict:
@@ -39,8 +39,8 @@ class Row:
 
 def _pair(table, label, plain, se, plain_errors, se_errors, gflops, params=(None, None),
           original=None):
-  return (Row(table, label, plain, *plain_errors, gflops[0], params[0], original),
-          Row(table, f'SE-{label}', se, *se_errors, gflops[1], params[1]))
+  return (Row(table, label, plain, *plain_errors, gflops[0], params[0],
+              original), Row(table, f'SE-{label}', se, *se_errors, gflops[1], params[1]))
 
 
 ROWS = (

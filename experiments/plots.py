@@ -49,8 +49,7 @@ def _baseline(ax, value, label):
     ax.axhline(value, color='gray', linestyle='--', linewidth=1, label=label)
 
 
-def versus(points, paper_points, baseline, paper_baseline, axis_name, ylabel, title, path,
-           dataset):
+def versus(points, paper_points, baseline, paper_baseline, axis_name, ylabel, title, path, dataset):
   """Ours (left) and the paper's (right) values against a numeric setting (log2 x axis).
 
   Args:
@@ -83,15 +82,15 @@ def bars(labels, ours, paper_labels, paper_values, ylabel, title, path, dataset)
   bars_ = axes[0].bar(x, values, color='tab:blue')
   for bar, v in zip(bars_, ours):
     axes[0].annotate('n/a' if v is None else f'{v:.2f}',
-                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                     ha='center', va='bottom', fontsize=7)
+                     (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha='center',
+                     va='bottom', fontsize=7)
   axes[0].set_xticks(x, labels, rotation=30, ha='right', fontsize=8)
   axes[0].set(ylabel=ylabel, title=f'ours ({dataset})')
   x = np.arange(len(paper_labels))
   bars_ = axes[1].bar(x, paper_values, color='tab:red')
   for bar, v in zip(bars_, paper_values):
-    axes[1].annotate(f'{v:.2f}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                     ha='center', va='bottom', fontsize=7)
+    axes[1].annotate(f'{v:.2f}', (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha='center',
+                     va='bottom', fontsize=7)
   axes[1].set_xticks(x, paper_labels, rotation=30, ha='right', fontsize=8)
   axes[1].set(ylabel=ylabel, title='paper (ImageNet, SE-ResNet-50)')
   if paper_values:

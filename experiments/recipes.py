@@ -21,5 +21,7 @@ TABLES = rsb_reference.TABLES
 AXIS = 'arg.recipe'
 BASE = targets.Base(config='configs/imagenet.py', arg='')
 RECIPES = ('paper', 'rsb_a3')
-SWEEP = [{'model.name': model, 'arg.recipe': recipe}
-         for recipe in RECIPES for model in ('resnet50', 'se_resnet50')]
+SWEEP = [{
+    'model.name': model,
+    'arg.recipe': recipe
+} for recipe in RECIPES for model in ('resnet50', 'se_resnet50')]

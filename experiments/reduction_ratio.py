@@ -13,6 +13,10 @@ TABLES = ('Table 10',)
 AXIS = 'model.se.reduction'
 BASE = targets.PAPER_ABLATION
 SWEEP = [
-    {'model.name': 'resnet50'},  # the network without SE blocks
-    *({'model.se.reduction': r} for r in (2, 4, 8, 16, 32)),
+    {
+        'model.name': 'resnet50'
+    },  # the network without SE blocks
+    *({
+        'model.se.reduction': r
+    } for r in (2, 4, 8, 16, 32)),
 ]

@@ -49,7 +49,7 @@ class RunResult:
   total_steps: Optional[int] = None
   params: Optional[int] = None
   macs: Optional[int] = None
-  top1: Optional[float] = None        # latest eval, in %
+  top1: Optional[float] = None  # latest eval, in %
   top5: Optional[float] = None
   best_top1: Optional[float] = None
   images_per_sec: Optional[float] = None
@@ -82,6 +82,7 @@ def paper_row(overrides, tables):
     return paper_tables23.find(overrides, tables)
   return paper_lib.find(overrides, tables)
 
+
 def checkpoint_config(workdir) -> Optional[dict]:
   """The config saved with the newest checkpoint (Orbax's JSON item `config`)."""
   for step in reversed(runs_lib.checkpoint_steps(workdir)):
@@ -108,7 +109,9 @@ def _status(entry, records, total, final) -> str:
 def _throughput(records) -> Optional[float]:
   # The first interval includes compilation, and intervals that contain an
   # evaluation are slower; the median of the rest is the steady rate.
-  rates = [r['images_per_sec'] for r in records if r.get('split') == 'train' and 'images_per_sec' in r]
+  rates = [
+      r['images_per_sec'] for r in records if r.get('split') == 'train' and 'images_per_sec' in r
+  ]
   rates = rates[1:] if len(rates) > 1 else rates
   return statistics.median(rates) if rates else None
 
@@ -124,10 +127,12 @@ def read_run(entry: dict) -> RunResult:
   final = runs_lib.final_eval(records, total)
   evals = [r for r in records if r.get('split') == 'eval' and 'top1_error' in r]
   latest = final or (evals[-1] if evals else None)
-  result = RunResult(
-      name=entry['name'], label=runs_lib.label(entry.get('applied', entry.get('overrides', {}))),
-      overrides=entry.get('overrides', {}), status=_status(entry, records, total, final),
-      records=records, config=config, total_steps=total, images_per_sec=_throughput(records))
+  result = RunResult(name=entry['name'],
+                     label=runs_lib.label(entry.get('applied', entry.get('overrides', {}))),
+                     overrides=entry.get('overrides',
+                                         {}), status=_status(entry, records, total,
+                                                             final), records=records, config=config,
+                     total_steps=total, images_per_sec=_throughput(records))
   result.done = result.status == 'done'
   if latest:
     result.top1, result.top5 = 100 * latest['top1_error'], 100 * latest['top5_error']
@@ -164,8 +169,9 @@ def model_cost(config: dict):
 
 def _varied(configs: list) -> list:
   """Per config, the flattened fields whose values differ across `configs`."""
-  flats = [{k: tuple(v) if isinstance(v, list) else v
-            for k, v in config_lib.flatten(c or {}).items()} for c in configs]
+  flats = [{
+      k: tuple(v) if isinstance(v, list) else v for k, v in config_lib.flatten(c or {}).items()
+  } for c in configs]
   keys = sorted({k for f in flats for k in f})
   differ = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
   return [{k: f.get(k) for k in differ} for f in flats]
@@ -175,8 +181,8 @@ def read_sweep(directory: str) -> Optional[SweepResult]:
   """A sweep from DIR/manifest.json, or from the run workdirs in DIR."""
   data = manifest_lib.Manifest.load(directory)
   if data is None:
-    workdirs = sorted(d.name for d in epath.Path(directory).iterdir()
-                      if (d / runs_lib.METRICS_FILE).is_file())
+    workdirs = sorted(
+        d.name for d in epath.Path(directory).iterdir() if (d / runs_lib.METRICS_FILE).is_file())
     if not workdirs:
       return None
     entries = [{'name': d, 'workdir': str(epath.Path(directory) / d)} for d in workdirs]
@@ -184,8 +190,15 @@ def read_sweep(directory: str) -> Optional[SweepResult]:
     for entry, varied in zip(entries, _varied(configs)):
       entry['overrides'] = varied
     dataset = (configs[0] or {}).get('dataset', {}).get('name', '?')
-    data = {'sweep': paths.resolve(directory).name, 'title': '', 'tables': None,
-            'axis': None, 'dataset': dataset, 'about': 'runs without a manifest', 'runs': entries}
+    data = {
+        'sweep': paths.resolve(directory).name,
+        'title': '',
+        'tables': None,
+        'axis': None,
+        'dataset': dataset,
+        'about': 'runs without a manifest',
+        'runs': entries
+    }
   runs = [read_run(e) for e in data['runs']]
   tables = tuple(data['tables']) if data.get('tables') is not None else None
   for run in runs:
@@ -193,9 +206,11 @@ def read_sweep(directory: str) -> Optional[SweepResult]:
     if run.config:
       run.params, run.macs = model_cost(run.config)
   command = data['runs'][0].get('command', '') if data['runs'] else ''
-  return SweepResult(data['sweep'], data.get('title') or data['sweep'], tables or (),
-                     data.get('axis'), data.get('dataset', '?'), data.get('about', ''), runs,
-                     data.get('dropped', []), command, data.get('parallel') or 1)
+  return SweepResult(data['sweep'],
+                     data.get('title') or data['sweep'], tables or (), data.get('axis'),
+                     data.get('dataset', '?'), data.get('about', ''), runs, data.get('dropped', []),
+                     command,
+                     data.get('parallel') or 1)
 
 
 def find_sweeps(directory: str) -> list:
@@ -207,6 +222,7 @@ def find_sweeps(directory: str) -> list:
 
 
 # ---------------------------------------------------------------- writing
+
 
 def _num(value, fmt):
   return '' if value is None else format(value, fmt)
@@ -220,13 +236,21 @@ def _paper_cells(row: Optional[paper_lib.Row]) -> list:
 
 
 def table(sweep: SweepResult) -> str:
-  head = ['setting', 'status', 'params', 'GMACs', 'top-1 err %', 'top-5 err %', 'best top-1 %',
-          'train img/s', 'paper', 'paper top-1', 'paper top-5', 'paper params']
+  head = [
+      'setting', 'status', 'params', 'GMACs', 'top-1 err %', 'top-5 err %', 'best top-1 %',
+      'train img/s', 'paper', 'paper top-1', 'paper top-5', 'paper params'
+  ]
   lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
   for run in sweep.runs:
-    cells = [run.label, run.status, _num(run.params, ','), _num(run.macs and run.macs / 1e9, '#.4g'),
-             _num(run.top1, '.2f'), _num(run.top5, '.2f'), _num(run.best_top1, '.2f'),
-             _num(run.images_per_sec, ',.0f')] + _paper_cells(run.paper)
+    cells = [
+        run.label, run.status,
+        _num(run.params, ','),
+        _num(run.macs and run.macs / 1e9, '#.4g'),
+        _num(run.top1, '.2f'),
+        _num(run.top5, '.2f'),
+        _num(run.best_top1, '.2f'),
+        _num(run.images_per_sec, ',.0f')
+    ] + _paper_cells(run.paper)
     lines.append('| ' + ' | '.join(cells) + ' |')
   for d in sweep.dropped:
     row = paper_row(d['overrides'], sweep.tables or None)
@@ -249,8 +273,8 @@ def _plots(sweep: SweepResult, out_dir: str, prefix: str) -> list:
   written.append(('training curves', name))
   done = [r for r in sweep.runs if r.top1 is not None]
   axis = sweep.axis
-  numeric = axis and all(isinstance(r.overrides.get(axis), (int, float))
-                         for r in sweep.runs if axis in r.overrides)
+  numeric = axis and all(
+      isinstance(r.overrides.get(axis), (int, float)) for r in sweep.runs if axis in r.overrides)
   plain = [r for r in sweep.runs if r.paper is paper_lib.BASELINE]
   rows = [r for r in paper_lib.ROWS if r.table in sweep.tables]
   if numeric:
@@ -263,8 +287,11 @@ def _plots(sweep: SweepResult, out_dir: str, prefix: str) -> list:
       plots.versus(ours, theirs, base, paper_lib.BASELINE.top1, short, 'top-1 error (%)',
                    f'{sweep.title}: top-1 error', f, sweep.dataset)
     written.append((f'top-1 error against {short}', name))
-    ours = [(r.overrides[axis], r.params / 1e6) for r in sweep.runs if axis in r.overrides and r.params]
-    theirs = [(row.overrides[axis], row.params_m) for row in rows
+    ours = [
+        (r.overrides[axis], r.params / 1e6) for r in sweep.runs if axis in r.overrides and r.params
+    ]
+    theirs = [(row.overrides[axis], row.params_m)
+              for row in rows
               if axis in row.overrides and row.params_m]
     base = plain[0].params / 1e6 if plain and plain[0].params else None
     name = f'{prefix}_params.png'
@@ -289,18 +316,22 @@ def _plots(sweep: SweepResult, out_dir: str, prefix: str) -> list:
 def section(sweep: SweepResult, out_dir: str, prefix: Optional[str] = None) -> str:
   """The sweep's heading, table, notes and (unless prefix is None) plots."""
   tables = ', '.join(sweep.tables)
-  lines = [f'## {sweep.title} on {sweep.dataset} (`{sweep.name}`'
-           + (f', paper {tables})' if tables else ')'), '',
-           f'Data set: **{sweep.dataset}** ({sweep.about}).'
-           + (f' Runs shared the machine {sweep.parallel} at a time, which lowers img/s.'
-              if sweep.parallel > 1 else '')]
+  lines = [
+      f'## {sweep.title} on {sweep.dataset} (`{sweep.name}`' +
+      (f', paper {tables})' if tables else ')'), '',
+      f'Data set: **{sweep.dataset}** ({sweep.about}).' +
+      (f' Runs shared the machine {sweep.parallel} at a time, which lowers img/s.'
+       if sweep.parallel > 1 else '')
+  ]
   if sweep.command:
     lines += ['', f'First run\'s command: `{sweep.command}`']
   lines += ['', table(sweep), '']
   unfinished = [r for r in sweep.runs if not r.done]
   if unfinished:
-    lines += [f'Not finished: {", ".join(f"`{r.name}` ({r.status})" for r in unfinished)}; their '
-              'errors are from their latest evaluation.', '']
+    lines += [
+        f'Not finished: {", ".join(f"`{r.name}` ({r.status})" for r in unfinished)}; their '
+        'errors are from their latest evaluation.', ''
+    ]
   for d in sweep.dropped:
     lines.append(f'- not run: {runs_lib.label(d["overrides"])}: {d["reason"]}')
   if sweep.dropped:
@@ -333,17 +364,18 @@ def write_report(directory: str, with_plots: bool = True) -> str:
   sweeps = [(read_sweep(d), d) for d in find_sweeps(directory)]
   sweeps = [(s, d) for s, d in sweeps if s is not None]
   if not sweeps:
-    raise FileNotFoundError(f'no sweep manifest or run with {runs_lib.METRICS_FILE} under {directory}')
+    raise FileNotFoundError(
+        f'no sweep manifest or run with {runs_lib.METRICS_FILE} under {directory}')
   stamp = datetime.datetime.now().strftime('%Y-%m-%d %H:%M')
   parts = [
       '# SE ablation sweeps', '',
       f'Written by `python -m experiments.report` on {stamp}. Errors are in %: "top-1/top-5" at '
       'the last evaluation, "best" the lowest top-1 of any evaluation; "train img/s" is the '
       'median training throughput. Parameters and GMACs (multiply-accumulates of one forward '
-      'pass) are counted on the data set\'s input.',
-      '',
+      'pass) are counted on the data set\'s input.', '',
       f'Paper columns: {_sources(s for s, _ in sweeps)}. On another data set or network they '
-      'are a reference for the trend across settings, not for the values.', '']
+      'are a reference for the trend across settings, not for the values.', ''
+  ]
   used = set()
   for sweep, sweep_dir in sweeps:
     # Two sweeps of one file (say on digits and on CIFAR) must not overwrite each other's plots.

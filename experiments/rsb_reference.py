@@ -26,8 +26,8 @@ class Row:
   label: str
   model: str
   recipe: str
-  top1: float                       # top-1 error %
-  top5: Optional[float] = None      # top-5 error %
+  top1: float  # top-1 error %
+  top5: Optional[float] = None  # top-5 error %
   params_m: Optional[float] = None
 
 

@@ -38,11 +38,11 @@ class SweepError(ValueError):
 class Run:
   """One planned run of a sweep."""
   name: str
-  overrides: dict          # as the sweep file wrote them (the paper's setting)
-  applied: dict            # run-specific overrides on the target, after translation
-  args: list               # main.py arguments, without --workdir
+  overrides: dict  # as the sweep file wrote them (the paper's setting)
+  applied: dict  # run-specific overrides on the target, after translation
+  args: list  # main.py arguments, without --workdir
   workdir: str
-  config: Any = None       # ml_collections.ConfigDict
+  config: Any = None  # ml_collections.ConfigDict
   total_steps: Optional[int] = None
   notes: list = dataclasses.field(default_factory=list)
 
@@ -63,7 +63,7 @@ class Dropped:
 @dataclasses.dataclass
 class Plan:
   """Everything the launchers and the manifest need about one sweep on one target."""
-  sweep: str               # the sweep file's stem, e.g. 'reduction_ratio'
+  sweep: str  # the sweep file's stem, e.g. 'reduction_ratio'
   sweep_file: str
   title: str
   tables: tuple
@@ -103,7 +103,8 @@ def _short_key(key: str) -> str:
     return 'model'
   if key.startswith(ARG_PREFIX):
     return key[len(ARG_PREFIX):]
-  return key[len('model.'):].replace('.', '_') if key.startswith('model.') else key.replace('.', '_')
+  return key[len('model.'):].replace('.', '_') if key.startswith('model.') else key.replace(
+      '.', '_')
 
 
 def _value_text(key: str, value) -> str:
@@ -130,8 +131,8 @@ def label(overrides: Mapping[str, object]) -> str:
     return 'base'
   parts = []
   for key, value in overrides.items():
-    short = ('model' if key == 'model.name' else key[len('model.'):] if key.startswith('model.')
-             else _short_key(key))
+    short = ('model' if key == 'model.name' else
+             key[len('model.'):] if key.startswith('model.') else _short_key(key))
     if isinstance(value, (tuple, list)):
       value = '(' + ', '.join(map(str, value)) + (',)' if len(value) == 1 else ')')
     elif value is None:
@@ -198,7 +199,7 @@ def parse_config(config_file: str, arg: str, extra: list):
 
 # ---------------------------------------------------------------- planning
 
-_CHECKED = {}   # config JSON -> check() outcome: listing a sweep twice traces each model once
+_CHECKED = {}  # config JSON -> check() outcome: listing a sweep twice traces each model once
 
 
 def check(config, run: str) -> Optional[str]:
@@ -264,8 +265,10 @@ def plan(sweep_file: str, root: str, dataset: str = 'imagenet', model: Optional[
     fields, run_arg = split_config_args(applied, arg)
     check_fields(base_config, fields, name)
     merged = {**common, **fields}
-    args = [f'--config={config_file}:{run_arg}' if run_arg else f'--config={config_file}',
-            *override_flags(merged, base_config, name)]
+    args = [
+        f'--config={config_file}:{run_arg}' if run_arg else f'--config={config_file}',
+        *override_flags(merged, base_config, name)
+    ]
     try:
       config = parse_config(config_file, run_arg, args[1:])
     except (flags.Error, ValueError, TypeError) as e:
@@ -275,13 +278,14 @@ def plan(sweep_file: str, root: str, dataset: str = 'imagenet', model: Optional[
       if reason:
         dropped.append(Dropped(overrides, reason))
         continue
-    runs.append(Run(name, overrides, applied, args, str(epath.Path(root) / name), config,
-                    targets.total_steps(config), notes))
+    runs.append(
+        Run(name, overrides, applied, args, str(epath.Path(root) / name), config,
+            targets.total_steps(config), notes))
   return Plan(sweep=os.path.splitext(os.path.basename(sweep_file))[0],
-              sweep_file=os.path.relpath(os.path.abspath(sweep_file), REPO_ROOT),
-              title=getattr(module, 'TITLE', ''), tables=tuple(getattr(module, 'TABLES', ())),
-              axis=getattr(module, 'AXIS', None), target=dataset,
-              about=_about(target.about, model, extra), runs=runs, dropped=dropped)
+              sweep_file=os.path.relpath(os.path.abspath(sweep_file),
+                                         REPO_ROOT), title=getattr(module, 'TITLE', ''),
+              tables=tuple(getattr(module, 'TABLES', ())), axis=getattr(module, 'AXIS', None),
+              target=dataset, about=_about(target.about, model, extra), runs=runs, dropped=dropped)
 
 
 def _check_extra(sweep, base, target, model, extra):
@@ -344,6 +348,7 @@ def _about(about: str, model: Optional[str], extra: Optional[Mapping[str, object
 
 
 # ---------------------------------------------------------------- progress on disk
+
 
 def read_metrics(workdir) -> list:
   """The records of WORKDIR/metrics.jsonl; a half-written last line is ignored."""

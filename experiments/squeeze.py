@@ -16,11 +16,26 @@ TABLES = ('Table 11', 'Table 16')
 AXIS = 'model.se.squeeze'
 BASE = targets.PAPER_ABLATION
 SWEEP = [
-    {'model.se.squeeze': 'avg'},
-    {'model.se.squeeze': 'max'},
-    {'model.se.squeeze': 'avgmax'},
-    {'model.se.squeeze': 'gem'},
-    {'model.se.squeeze': 'meanstd'},
-    *({'model.se.squeeze': 'gather', 'model.se.gather_extent': e} for e in (2, 4, 8)),
-    {'model.se.squeeze': 'none'},
+    {
+        'model.se.squeeze': 'avg'
+    },
+    {
+        'model.se.squeeze': 'max'
+    },
+    {
+        'model.se.squeeze': 'avgmax'
+    },
+    {
+        'model.se.squeeze': 'gem'
+    },
+    {
+        'model.se.squeeze': 'meanstd'
+    },
+    *({
+        'model.se.squeeze': 'gather',
+        'model.se.gather_extent': e
+    } for e in (2, 4, 8)),
+    {
+        'model.se.squeeze': 'none'
+    },
 ]

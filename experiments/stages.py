@@ -13,7 +13,13 @@ TABLES = ('Table 13',)
 AXIS = None
 BASE = targets.PAPER_ABLATION
 SWEEP = [
-    {'model.name': 'resnet50'},
-    *({'model.se.stages': (i,)} for i in range(4)),
-    {'model.se.stages': None},   # every stage (the base config's default)
+    {
+        'model.name': 'resnet50'
+    },
+    *({
+        'model.se.stages': (i,)
+    } for i in range(4)),
+    {
+        'model.se.stages': None
+    },  # every stage (the base config's default)
 ]

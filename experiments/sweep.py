@@ -49,26 +49,28 @@ class _Parser(argparse.ArgumentParser):
   """argparse with the one `error:` line of every se_flax command, exit 2."""
 
   def error(self, message):
-    print(f'error: {message} (see python -m experiments.sweep --help)', file=sys.stderr,
-          flush=True)
+    print(f'error: {message} (see python -m experiments.sweep --help)', file=sys.stderr, flush=True)
     sys.exit(errors.EXIT_CONFIG_ERROR)
 
 
 def parse_args(argv):
   p = _Parser(prog='python -m experiments.sweep', description=__doc__.split('\n')[0])
   p.add_argument('sweep_file', help='a sweep file, e.g. experiments/reduction_ratio.py')
-  p.add_argument('--root', required=True, help='sweep directory: ROOT/<run>/ and ROOT/manifest.json')
+  p.add_argument('--root', required=True,
+                 help='sweep directory: ROOT/<run>/ and ROOT/manifest.json')
   p.add_argument('--dataset', default='imagenet', choices=sorted(targets.TARGETS))
   p.add_argument('--model', default=None, help="SE model to run instead of the data set's default")
   p.add_argument('--launcher', default='local', choices=LAUNCHERS)
   p.add_argument('--parallel', type=int, default=1, help='local: runs at a time')
-  p.add_argument('--dry_run', action='store_true', help='tpu: print commands; slurm: only write scripts')
+  p.add_argument('--dry_run', action='store_true',
+                 help='tpu: print commands; slurm: only write scripts')
   p.add_argument('--set', action='append', default=[], metavar='FIELD=VALUE',
                  help='override for every run, e.g. --set=num_epochs=2 (repeatable)')
   p.add_argument('--only', action='append', default=[], metavar='RUN', help='run only these runs')
   p.add_argument('--python', default=None,
                  help='interpreter of the runs (default: this one locally, python3 remotely)')
-  p.add_argument('--max_restarts', type=int, default=2, help='restarts of a run preempted (exit 42)')
+  p.add_argument('--max_restarts', type=int, default=2,
+                 help='restarts of a run preempted (exit 42)')
   tpu = p.add_argument_group('tpu')
   tpu.add_argument('--tpu_name')
   tpu.add_argument('--zone')
@@ -100,9 +102,11 @@ def parse_set(items):
 
 
 def describe(plan) -> str:
-  lines = [f'sweep {plan.sweep} ({plan.sweep_file}) on {plan.target}: {plan.about}',
-           f'{len(plan.runs)} runs'
-           + (f', {len(plan.dropped)} not applicable here' if plan.dropped else '')]
+  lines = [
+      f'sweep {plan.sweep} ({plan.sweep_file}) on {plan.target}: {plan.about}',
+      f'{len(plan.runs)} runs' +
+      (f', {len(plan.dropped)} not applicable here' if plan.dropped else '')
+  ]
   for run in plan.runs:
     steps = f'{run.total_steps} steps' if run.total_steps else 'steps unknown'
     notes = f'  [{"; ".join(run.notes)}]' if run.notes else ''
@@ -126,8 +130,14 @@ class _RootError(Exception):
 
 def _check_numbers(args):
   """The numeric options' domains (argparse checks only that they are integers)."""
-  lows = {'parallel': 1, 'max_restarts': 0, 'nodes': 1, 'tasks_per_node': 1,
-          'gpus_per_node': 0, 'cpus_per_task': 1}
+  lows = {
+      'parallel': 1,
+      'max_restarts': 0,
+      'nodes': 1,
+      'tasks_per_node': 1,
+      'gpus_per_node': 0,
+      'cpus_per_task': 1
+  }
   for name, low in lows.items():
     value = getattr(args, name)
     if value is not None and value < low:
@@ -146,8 +156,9 @@ def _check_root(root):
     raise _RootError(f'--root={root}: {existing} is a file, not a directory; give a directory',
                      errors.EXIT_CONFIG_ERROR)
   if not os.access(existing, os.W_OK | os.X_OK):
-    raise _RootError(f'--root={root}: {existing} is not writable by this user; give a directory '
-                     'you can write, or change its permissions', errors.EXIT_WRITE_ERROR)
+    raise _RootError(
+        f'--root={root}: {existing} is not writable by this user; give a directory '
+        'you can write, or change its permissions', errors.EXIT_WRITE_ERROR)
 
 
 def main(argv=None, runner=None, submitter=None, say=print, say_error=None) -> int:
@@ -198,7 +209,7 @@ def _main(argv, runner, submitter, say, say_error) -> int:
 
   local_python = args.python or sys.executable
   if args.launcher == 'print' or (args.launcher == 'local' and args.dry_run):
-    say(f'cd {shlex.quote(runs_lib.REPO_ROOT)}')   # config paths are relative to the checkout
+    say(f'cd {shlex.quote(runs_lib.REPO_ROOT)}')  # config paths are relative to the checkout
     for run in selected:
       say(shlex.join(run.command(local_python)))
     return 0
@@ -219,15 +230,16 @@ def _main(argv, runner, submitter, say, say_error) -> int:
                     args.max_restarts, say, log_dir, say_error)
 
   if args.launcher == 'slurm':
-    opts = launch_cluster.SlurmOptions(
-        nodes=args.nodes, tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task, time=args.time, partition=args.partition,
-        account=args.account, repo_dir=args.repo_dir or runs_lib.REPO_ROOT,
-        python=args.python or 'python3')
+    opts = launch_cluster.SlurmOptions(nodes=args.nodes, tasks_per_node=args.tasks_per_node,
+                                       gpus_per_node=args.gpus_per_node,
+                                       cpus_per_task=args.cpus_per_task, time=args.time,
+                                       partition=args.partition, account=args.account,
+                                       repo_dir=args.repo_dir or runs_lib.REPO_ROOT,
+                                       python=args.python or 'python3')
     manifest = _manifest(root, say_error)
     try:
-      manifest.start(plan, 'slurm', opts.python, {r.name: shlex.join(r.command(opts.python))
-                                                  for r in plan.runs})
+      manifest.start(plan, 'slurm', opts.python,
+                     {r.name: shlex.join(r.command(opts.python)) for r in plan.runs})
     except manifest_lib.ConfigChangedError as e:
       say_error(f'error: {e}')
       return errors.EXIT_CONFIG_ERROR
@@ -236,14 +248,15 @@ def _main(argv, runner, submitter, say, say_error) -> int:
       manifest.update(run.name, status='done', exit_code=0)
     todo = [r for r in selected if r.name not in {f.name for f in finished}]
     scripts = launch_cluster.write_slurm_scripts(todo, root, opts, plan.sweep)
-    say(f'wrote {len(scripts)} sbatch scripts to {epath.Path(root) / "slurm"}'
-        + (f' ({len(finished)} runs finished before)' if finished else ''))
+    say(f'wrote {len(scripts)} sbatch scripts to {epath.Path(root) / "slurm"}' +
+        (f' ({len(finished)} runs finished before)' if finished else ''))
     if args.dry_run:
       for path in scripts.values():
         say(f'  sbatch {path}')
       return 0
-    jobs = launch_cluster.submit(scripts, manifest, **({'submitter': submitter} if submitter else {}),
-                                 say=say)
+    jobs = launch_cluster.submit(scripts, manifest, **({
+        'submitter': submitter
+    } if submitter else {}), say=say)
     return 0 if all(jobs.values()) else 1
 
   commands = {r.name: r.command(local_python) for r in plan.runs}
@@ -265,12 +278,11 @@ def _local_log_dir(root, plan):
   return os.path.join(os.getcwd(), 'sweep_logs', plan.sweep) if paths.is_url(root) else None
 
 
-def _execute(plan, selected, root, launcher, python, commands, parallel, runner, max_restarts,
-             say, log_dir=None, say_error=print) -> int:
+def _execute(plan, selected, root, launcher, python, commands, parallel, runner, max_restarts, say,
+             log_dir=None, say_error=print) -> int:
   manifest = _manifest(root, say_error)
   try:
-    manifest.start(plan, launcher, python, {n: shlex.join(c) for n, c in commands.items()},
-                   parallel)
+    manifest.start(plan, launcher, python, {n: shlex.join(c) for n, c in commands.items()}, parallel)
   except manifest_lib.ConfigChangedError as e:
     say_error(f'error: {e}')
     return errors.EXIT_CONFIG_ERROR

@@ -28,7 +28,7 @@ class Base:
   config: str
   arg: str
   overrides: Mapping[str, object] = dataclasses.field(default_factory=dict)
-  model: str = 'se_resnet50'       # the SE model whose twins the sweep's runs name
+  model: str = 'se_resnet50'  # the SE model whose twins the sweep's runs name
   dataset: str = 'imagenet'
 
 
@@ -39,7 +39,7 @@ PAPER_ABLATION = Base(
         'learning_rate': 0.1,
         'lr_reference_batch': 256,
         'label_smoothing': 0.1,
-        'model.se.bias': False,     # "we remove the biases of the FC layers in the excitation"
+        'model.se.bias': False,  # "we remove the biases of the FC layers in the excitation"
     },
 )
 
@@ -78,17 +78,22 @@ _DIGITS_SCHEDULE = {
 }
 
 TARGETS = {
-    'imagenet': Target('imagenet', None, '', 'se_resnet50',
-                       about="the paper's setting: ImageNet at 224x224 with its ablation recipe"),
-    'cifar10': Target('cifar10', 'configs/cifar.py', 'dataset=cifar10', 'se_cifar_resnet56',
-                      about='CIFAR-10 with the ResNet CIFAR schedule of configs/cifar.py'),
-    'cifar100': Target('cifar100', 'configs/cifar.py', 'dataset=cifar100', 'se_cifar_resnet56',
-                       about='CIFAR-100 with the ResNet CIFAR schedule of configs/cifar.py'),
+    'imagenet':
+        Target('imagenet', None, '', 'se_resnet50',
+               about="the paper's setting: ImageNet at 224x224 with its ablation recipe"),
+    'cifar10':
+        Target('cifar10', 'configs/cifar.py', 'dataset=cifar10', 'se_cifar_resnet56',
+               about='CIFAR-10 with the ResNet CIFAR schedule of configs/cifar.py'),
+    'cifar100':
+        Target('cifar100', 'configs/cifar.py', 'dataset=cifar100', 'se_cifar_resnet56',
+               about='CIFAR-100 with the ResNet CIFAR schedule of configs/cifar.py'),
     # configs/digits.py keeps r=4: at r=16 the 16-channel first stage would have one hidden unit.
-    'digits': Target('digits', 'configs/digits.py', 'epochs=15', 'se_cifar_resnet20',
-                     overrides=_DIGITS_SCHEDULE,
-                     about='the embedded 8x8 digits, 15 epochs: tests the machinery; too short for '
-                           'the SE gates to move far from 0.5'),
+    'digits':
+        Target(
+            'digits', 'configs/digits.py', 'epochs=15', 'se_cifar_resnet20',
+            overrides=_DIGITS_SCHEDULE,
+            about='the embedded 8x8 digits, 15 epochs: tests the machinery; too short for '
+            'the SE gates to move far from 0.5'),
 }
 
 

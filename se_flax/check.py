@@ -33,7 +33,7 @@ from se_flax.train import step
 
 # The step counter, the seed and every count derived from the config are
 # int32 on the device; a value past this bound overflows there, not here.
-MAX_INT32 = 2**31 - 1
+MAX_INT32 = 2 ** 31 - 1
 
 
 class ModelInputError(ConfigError):
@@ -150,7 +150,7 @@ def _check_bn_groups(group, batch_size, num_devices):
 
 def _check_run(config, spec):
   """The run's length, cadences, checkpoints kept, seed and profiling window."""
-  check_range('seed', config.seed, integer=True, low=0, high=2**32 - 1)
+  check_range('seed', config.seed, integer=True, low=0, high=2 ** 32 - 1)
   check_range('num_train_steps', config.num_train_steps, integer=True, low=1, high=MAX_INT32,
               allowed=(-1, 0), hint='(-1 or 0: config.num_epochs sets the length)')
   if config.num_train_steps <= 0:

@@ -66,8 +66,8 @@ def _check_step_and_processes(mode, step, coordinator_address, num_processes, pr
         'leave --step out')
   if num_processes is not None and num_processes < 1:
     raise errors.ConfigError(f'--num_processes={num_processes}: it takes a count of 1 or more')
-  if process_id is not None and (process_id < 0 or (num_processes is not None
-                                                    and process_id >= num_processes)):
+  if process_id is not None and (process_id < 0 or
+                                 (num_processes is not None and process_id >= num_processes)):
     top = f' (0 to {num_processes - 1} for --num_processes={num_processes})' if num_processes else ''
     raise errors.ConfigError(f'--process_id={process_id} is out of range{top}: each process takes '
                              'its own index, from 0')
@@ -126,8 +126,8 @@ def _os_error(e: OSError, workdir):
   if isinstance(e, FileNotFoundError):
     return e, errors.EXIT_CONFIG_ERROR
   where = e.filename
-  inside = where is not None and workdir and os.path.abspath(os.fspath(where)).startswith(
-      os.path.abspath(workdir) + os.sep)
+  inside = where is not None and workdir and os.path.abspath(
+      os.fspath(where)).startswith(os.path.abspath(workdir) + os.sep)
   if where is None or inside or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
     return e, errors.EXIT_WRITE_ERROR
   # Outside the workdir: a data_dir where data is prepared, or an output the config names.
@@ -186,8 +186,9 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
     # Training saves on Ctrl-C (train/preemption.py); eval, analyze and set-up stop here.
     return fail('interrupted', errors.EXIT_INTERRUPTED)
   except _Terminated:
-    return fail(f'terminated (SIGTERM) during --mode={mode}, which writes nothing; re-run the '
-                'same command to do it again', errors.EXIT_TERMINATED)
+    return fail(
+        f'terminated (SIGTERM) during --mode={mode}, which writes nothing; re-run the '
+        'same command to do it again', errors.EXIT_TERMINATED)
   except OSError as e:
     # Files outside se_flax's own checks: a path that is not there (imported
     # weights), or a write that failed (data preparation, metrics, analysis).

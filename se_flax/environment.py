@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Tuple
 
 from se_flax.errors import ConfigError
 
-_MAX_INT32 = 2**31 - 1
+_MAX_INT32 = 2 ** 31 - 1
 
 # name -> (a whole number?, default, low, high): a number of seconds in (low, high].
 SECONDS = {

@@ -6,13 +6,13 @@ them for users). Scripts that launch runs import the constants below.
 """
 
 EXIT_OK = 0
-EXIT_UNEXPECTED = 1        # a bug: Python prints the traceback
-EXIT_CONFIG_ERROR = 2      # a command line, config, data location or workdir that cannot work (or
-                           # a workdir another run holds): fix the command
-EXIT_NON_FINITE = 3        # the loss or the state went NaN/Inf
+EXIT_UNEXPECTED = 1  # a bug: Python prints the traceback
+EXIT_CONFIG_ERROR = 2  # a command line, config, data location or workdir that cannot work (or
+# a workdir another run holds): fix the command
+EXIT_NON_FINITE = 3  # the loss or the state went NaN/Inf
 EXIT_CHECKPOINT_CORRUPT = 4  # checkpoints exist, none is readable
-EXIT_WRITE_ERROR = 5       # the workdir cannot be written: permissions, or the disk is full
-EXIT_LOST_PROCESS = 6      # another process of a multi-process run was lost
+EXIT_WRITE_ERROR = 5  # the workdir cannot be written: permissions, or the disk is full
+EXIT_LOST_PROCESS = 6  # another process of a multi-process run was lost
 # A run that saved a checkpoint because it was asked to stop (SIGTERM); a
 # scheduler wrapper requeues on it (SLURM `--requeue`, or a loop on $?).
 EXIT_PREEMPTED = 42

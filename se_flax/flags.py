@@ -125,8 +125,11 @@ def parse(argv: Sequence[str], config_holder: flags.FlagHolder,
 
 def _refuse_two_configs(args):
   """One --config=FILE: with two, config_flags would load both and clash on their overrides."""
-  specs = [a.partition('=')[2] or '(no value)' for a in args
-           if a.lstrip('-').partition('=')[0] == CONFIG and a.startswith('-')]
+  specs = [
+      a.partition('=')[2] or '(no value)'
+      for a in args
+      if a.lstrip('-').partition('=')[0] == CONFIG and a.startswith('-')
+  ]
   if len(specs) > 1:
     raise errors.ConfigError(
         f'--config is given {len(specs)} times ({", ".join(specs)}); give one --config=FILE '

@@ -14,11 +14,11 @@ import pytest
 from configs import default
 from configs import digits
 from se_flax import check
-from se_flax.errors import ConfigError
 from se_flax.errors import check_range
+from se_flax.errors import ConfigError
 
 NAN, INF = math.nan, math.inf
-BIG = 2**31   # one past the int32 counters
+BIG = 2 ** 31  # one past the int32 counters
 
 # field -> values outside its domain. Integer fields take only integers (ml_collections refuses
 # a float there), so their bad values are integers; float fields also get NaN and the infinities.
@@ -44,7 +44,7 @@ DOMAINS = {
     'batch_size': (0, -128, BIG),
     'eval_batch_size': (0, -128, BIG),
     'bn_group_size': (-1, 3, BIG),
-    'seed': (-1, 2**32),
+    'seed': (-1, 2 ** 32),
     'num_epochs': (NAN, INF, -INF, 0.0, -1.0, 1e12),
     'num_train_steps': (-2, BIG),
     'optimizer.momentum': (NAN, INF, -0.1, 1.0),
@@ -82,9 +82,11 @@ DOMAINS = {
 
 # Fields whose check needs a context: the data set that reads them.
 CONTEXT = {
-    'dataset.eval_resize': {'dataset.name': 'imagenet2012', 'dataset.cache': False},
+    'dataset.eval_resize': {
+        'dataset.name': 'imagenet2012',
+        'dataset.cache': False
+    },
 }
-
 
 # Fields whose domain is enforced by their owner outside the upfront check's modules; these
 # values still pass the check (a later stage fails on them).
@@ -135,15 +137,15 @@ def test_the_defaults_pass():
   check.check_config(digits.get_config(), num_devices=1, num_processes=1)
 
 
-@pytest.mark.parametrize('field, value',
-                         [(f, v) for f, values in DOMAINS.items() for v in values],
+@pytest.mark.parametrize('field, value', [(f, v) for f, values in DOMAINS.items() for v in values],
                          ids=lambda v: repr(v))
 def test_a_value_outside_the_domain_is_refused_naming_the_field(field, value):
   if (field, value) in GAPS:
     pytest.xfail(GAPS[field, value])
   with pytest.raises(ConfigError) as info:
-    check.check_config(config_with({**CONTEXT.get(field, {}), field: value}), num_devices=1,
-                       num_processes=1)
+    check.check_config(config_with({
+        **CONTEXT.get(field, {}), field: value
+    }), num_devices=1, num_processes=1)
   assert f'config.{field}' in str(info.value)
 
 
@@ -153,14 +155,34 @@ def test_a_value_outside_the_domain_is_refused_naming_the_field(field, value):
     ({}, -INF, False),
     ({}, True, False),
     ({}, '1', False),
-    ({'integer': True}, 1.0, False),
-    ({'integer': True}, 3, True),
-    ({'low': 0, 'low_open': True}, 0, False),
-    ({'low': 0}, 0, True),
-    ({'high': 1, 'high_open': True}, 1, False),
-    ({'high': 1}, 1, True),
-    ({'low': 1, 'allowed': (-1,)}, -1, True),
-    ({'low': 1, 'allowed': (-1,)}, 0, False),
+    ({
+        'integer': True
+    }, 1.0, False),
+    ({
+        'integer': True
+    }, 3, True),
+    ({
+        'low': 0,
+        'low_open': True
+    }, 0, False),
+    ({
+        'low': 0
+    }, 0, True),
+    ({
+        'high': 1,
+        'high_open': True
+    }, 1, False),
+    ({
+        'high': 1
+    }, 1, True),
+    ({
+        'low': 1,
+        'allowed': (-1,)
+    }, -1, True),
+    ({
+        'low': 1,
+        'allowed': (-1,)
+    }, 0, False),
 ])
 def test_check_range(kwargs, value, ok):
   if ok:
@@ -187,10 +209,12 @@ def test_a_bad_environment_variable_is_refused_naming_it(name, text):
 
 
 def test_good_environment_variables_pass():
-  check.check_environment({'SE_FLAX_LOCK_STALE_SECONDS': '30.5',
-                           'SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS': '1',
-                           'SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS': '',
-                           'SE_FLAX_DOWNLOAD_PROBE': 'localhost:8080'})
+  check.check_environment({
+      'SE_FLAX_LOCK_STALE_SECONDS': '30.5',
+      'SE_FLAX_HEARTBEAT_TIMEOUT_SECONDS': '1',
+      'SE_FLAX_INITIALIZATION_TIMEOUT_SECONDS': '',
+      'SE_FLAX_DOWNLOAD_PROBE': 'localhost:8080'
+  })
 
 
 def test_the_environment_is_checked_with_the_config(monkeypatch):

@@ -38,8 +38,7 @@ def collect(run, state, classes, num_images):
   gate_fn = gates_lib.make_gate_fn(run.model)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
   seen = 0
-  for batch in feed.eval_batches(run.config.dataset,
-                                 global_batch_size=run.config.eval_batch_size):
+  for batch in feed.eval_batches(run.config.dataset, global_batch_size=run.config.eval_batch_size):
     if seen >= num_images:
       break
     gates = jax.device_get(gate_fn(variables, parallel.global_batch(batch, run.mesh)['image']))
@@ -66,14 +65,16 @@ def write_outputs(stats, out_dir, class_names=None):
   writer.writerows(rows)
   (out_dir / 'blocks.csv').write_text(table.getvalue())
   flat = gates_lib.constant_blocks(rows)
-  lines = [f'{len(rows)} SE blocks, {int(stats.counts[-1])} images.',
-           'block                     mean    std  saturated  class_spread']
+  lines = [
+      f'{len(rows)} SE blocks, {int(stats.counts[-1])} images.',
+      'block                     mean    std  saturated  class_spread'
+  ]
   for r in rows:
     lines.append(f'{r["block"]:<24}{r["mean"]:>6.3f}{r["std"]:>7.3f}{r["saturated"]:>11.1%}'
                  f'{r["class_spread"]:>14.4f}')
   if flat:
-    lines.append('Nearly class-independent gates (class_spread <= 10% of the median block): '
-                 + ', '.join(flat) + '. These blocks act almost as fixed channel scales and are '
+    lines.append('Nearly class-independent gates (class_spread <= 10% of the median block): ' +
+                 ', '.join(flat) + '. These blocks act almost as fixed channel scales and are '
                  'candidates for removal (paper section 7.2).')
   else:
     lines.append('No block has class-independent gates.')

@@ -9,8 +9,8 @@ import dataclasses
 import jax
 import numpy as np
 
-from se_flax.errors import ConfigError
 from se_flax.errors import check_range
+from se_flax.errors import ConfigError
 
 
 def check_config(analysis_cfg, num_classes: int, dataset: str = 'the data set') -> None:
@@ -28,11 +28,11 @@ def check_config(analysis_cfg, num_classes: int, dataset: str = 'the data set') 
                       f'distinct class indices of {span}')
   outside = [c for c in classes if not 0 <= c < num_classes]
   if outside:
-    which = ('names no class of' if len(outside) == len(classes)
-             else f'has {outside}, not classes of')
+    which = ('names no class of'
+             if len(outside) == len(classes) else f'has {outside}, not classes of')
     raise ConfigError(f'config.analysis.classes={tuple(classes)} {which} {span}')
-  check_range('analysis.num_images', analysis_cfg.num_images, integer=True, low=1,
-              high=2**31 - 1, hint='(all of the eval split if it has fewer)')
+  check_range('analysis.num_images', analysis_cfg.num_images, integer=True, low=1, high=2 ** 31 - 1,
+              hint='(all of the eval split if it has fewer)')
 
 
 def flatten_gates(intermediates) -> dict:
@@ -75,9 +75,9 @@ def make_gate_fn(model):
 class GateStats:
   """Per block: per-class sums of gates, counts, and samples for histograms."""
   classes: tuple
-  sums: dict = dataclasses.field(default_factory=dict)        # block -> (num_classes + 1, C)
-  counts: np.ndarray = None                                     # (num_classes + 1,)
-  samples: dict = dataclasses.field(default_factory=dict)     # block -> list of (n, C)
+  sums: dict = dataclasses.field(default_factory=dict)  # block -> (num_classes + 1, C)
+  counts: np.ndarray = None  # (num_classes + 1,)
+  samples: dict = dataclasses.field(default_factory=dict)  # block -> list of (n, C)
   max_samples: int = 256
 
   def add(self, gates: dict, labels: np.ndarray, mask: np.ndarray):
@@ -114,10 +114,10 @@ class GateStats:
       per_class = means[:-1][self.counts[:-1] > 0]
       # How much the class changes a channel's mean gate: near zero means the block is class-agnostic.
       spread = float(np.mean(np.std(per_class, axis=0))) if len(per_class) > 1 else float('nan')
-      rows.append(dict(block=block, channels=overall.shape[0], mean=float(overall.mean()),
-                       std=float(overall.std()), sample_std=float(values.std()),
-                       saturated=float(np.mean((values > 0.99) | (values < 0.01))),
-                       class_spread=spread))
+      rows.append(
+          dict(block=block, channels=overall.shape[0], mean=float(overall.mean()),
+               std=float(overall.std()), sample_std=float(values.std()),
+               saturated=float(np.mean((values > 0.99) | (values < 0.01))), class_spread=spread))
     return rows
 
 
@@ -128,5 +128,8 @@ def constant_blocks(rows, rel_threshold=0.1):
   if not len(finite):
     return []
   reference = float(np.median(finite))
-  return [r['block'] for r in rows
-          if np.isfinite(r['class_spread']) and r['class_spread'] <= rel_threshold * reference]
+  return [
+      r['block']
+      for r in rows
+      if np.isfinite(r['class_spread']) and r['class_spread'] <= rel_threshold * reference
+  ]

@@ -4,6 +4,7 @@ import io
 import math
 
 from etils import epath
+
 # Figures drawn without pyplot: files only, no display and no global backend to set.
 from matplotlib.figure import Figure
 import numpy as np

@@ -46,21 +46,21 @@ class DatasetSpec:
   name: str
   num_classes: int
   channels: int
-  num_train: int                # examples in the canonical train split
-  num_eval: int                 # examples in the canonical eval split
-  mean: tuple                   # per channel, 0..255 scale
+  num_train: int  # examples in the canonical train split
+  num_eval: int  # examples in the canonical eval split
+  mean: tuple  # per channel, 0..255 scale
   std: tuple
-  image_size: int               # the stored (and default model) size
-  train_augment: str            # a name in augment.TRAIN
-  eval_augment: str             # a name in augment.EVAL
-  jpeg: bool = False            # stored as JPEG bytes, decoded together with the crop
-  in_memory: bool = True        # small enough to cache decoded (config.dataset.cache)
+  image_size: int  # the stored (and default model) size
+  train_augment: str  # a name in augment.TRAIN
+  eval_augment: str  # a name in augment.EVAL
+  jpeg: bool = False  # stored as JPEG bytes, decoded together with the crop
+  in_memory: bool = True  # small enough to cache decoded (config.dataset.cache)
   preparation: str = 'download'  # 'builder' (prepared here), 'manual' (tars), 'download'
-  manual_files: tuple = ()      # for preparation='manual': the files the user provides
-  manual_source: str = ''       # for preparation='manual': where the user gets them
+  manual_files: tuple = ()  # for preparation='manual': the files the user provides
+  manual_source: str = ''  # for preparation='manual': where the user gets them
   train_split: str = 'train'
   eval_split: str = 'test'
-  synthetic: bool = False       # generated (se_flax/data/synthetic.py): no files, no TensorFlow
+  synthetic: bool = False  # generated (se_flax/data/synthetic.py): no files, no TensorFlow
 
   def input_shape(self, image_size: Optional[int] = None) -> tuple:
     """(H, W, C) the model sees at `image_size` (default: the stored size)."""
@@ -77,13 +77,13 @@ _SPECS = (
                 mean=CIFAR10_MEAN, std=CIFAR10_STD, image_size=32, train_augment='pad_crop_flip',
                 eval_augment='resize_if_needed'),
     DatasetSpec('cifar100', num_classes=100, channels=3, num_train=50_000, num_eval=10_000,
-                mean=CIFAR100_MEAN, std=CIFAR100_STD, image_size=32,
-                train_augment='pad_crop_flip', eval_augment='resize_if_needed'),
-    DatasetSpec('imagenet2012', num_classes=1000, channels=3, num_train=1_281_167,
-                num_eval=50_000, mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=224,
+                mean=CIFAR100_MEAN, std=CIFAR100_STD, image_size=32, train_augment='pad_crop_flip',
+                eval_augment='resize_if_needed'),
+    DatasetSpec('imagenet2012', num_classes=1000, channels=3, num_train=1_281_167, num_eval=50_000,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, image_size=224,
                 train_augment='inception_crop', eval_augment='resize_center_crop', jpeg=True,
-                in_memory=False, preparation='manual',
-                manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
+                in_memory=False, preparation='manual', manual_files=('ILSVRC2012_img_train.tar',
+                                                                     'ILSVRC2012_img_val.tar'),
                 manual_source='https://image-net.org (registration needed)',
                 eval_split='validation'),
     # Generated (se_flax/data/synthetic.py): ImageNet's classes, statistics and train split size,
@@ -102,9 +102,9 @@ class DatasetInfo:
   """What the model and the training loop need to know about a data set."""
   name: str
   num_classes: int
-  num_train: int          # examples in the train split
-  num_eval: int           # examples in the eval split
-  image_shape: tuple      # (H, W, C) the model sees
+  num_train: int  # examples in the train split
+  num_eval: int  # examples in the eval split
+  image_shape: tuple  # (H, W, C) the model sees
 
 
 def steps_per_epoch(info, global_batch_size: int) -> int:
@@ -158,14 +158,14 @@ def check_config(dataset_cfg) -> DatasetSpec:
     raise ConfigError(f'config.dataset.cache=True is not supported for {cfg.name}: decoded '
                       'images differ in size and do not fit in memory; allowed for '
                       f'{", ".join(in_memory)}')
-  check_range('dataset.shuffle_buffer', cfg.shuffle_buffer, integer=True, low=1, high=2**31 - 1)
+  check_range('dataset.shuffle_buffer', cfg.shuffle_buffer, integer=True, low=1, high=2 ** 31 - 1)
   check_choice('dataset.crop_sampler', cfg.get('crop_sampler', 'tf'), CROP_SAMPLERS)
   area = cfg.get('crop_area_range')
   if area is not None and not (len(area) == 2 and all(_is_number(a) for a in area)
                                and 0 < area[0] <= area[1] <= 1):
     raise ConfigError(f'config.dataset.crop_area_range={tuple(area)!r} must be (min, max) '
                       'fractions of the image area with 0 < min <= max <= 1, e.g. (0.08, 1.0)')
-  check_range('dataset.prefetch', cfg.prefetch, integer=True, low=0, high=2**31 - 1,
+  check_range('dataset.prefetch', cfg.prefetch, integer=True, low=0, high=2 ** 31 - 1,
               hint='(0: tuned by tf.data)')
   _check_recipe(cfg)
   return spec
@@ -184,8 +184,8 @@ def _check_recipe(cfg):
   """The host-side recipe pieces: RandAugment's N, M and noise, erasing, repeated augmentation."""
   ra = cfg.get('randaugment') or {}
   # More ops than a few dozen per image is no recipe, and would take hours per epoch.
-  check_range('dataset.randaugment.num_ops', ra.get('num_ops', 0), integer=True, low=0,
-              high=100, hint='(0: off)')
+  check_range('dataset.randaugment.num_ops', ra.get('num_ops', 0), integer=True, low=0, high=100,
+              hint='(0: off)')
   check_range('dataset.randaugment.magnitude', ra.get('magnitude', 0.0), low=0, high=10)
   check_range('dataset.randaugment.magnitude_std', ra.get('magnitude_std', 0.0), low=0)
   check_range('dataset.random_erasing', cfg.get('random_erasing', 0.0), low=0, high=1,

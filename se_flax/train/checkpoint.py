@@ -145,8 +145,8 @@ class _SaveFailureNoise(std_logging.Filter):
     if record.levelno < std_logging.ERROR or f'{os.sep}orbax{os.sep}' not in record.pathname:
       return True
     text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else '')
-    return not ('os_error_code' in text or 'RESOURCE_EXHAUSTED' in text
-                or (record.exc_info and isinstance(record.exc_info[1], OSError)))
+    return not ('os_error_code' in text or 'RESOURCE_EXHAUSTED' in text or
+                (record.exc_info and isinstance(record.exc_info[1], OSError)))
 
 
 _save_failure_noise = _SaveFailureNoise()
@@ -155,8 +155,10 @@ _save_failure_noise = _SaveFailureNoise()
 def _size(path: epath.Path) -> Optional[int]:
   """Bytes under a local directory, or None (an object store, or unreadable)."""
   try:
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(os.fspath(path)) for name in names)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(os.fspath(path))
+        for name in names)
   except OSError:
     return None
 
@@ -177,8 +179,9 @@ def _preservation_policy(max_to_keep: int,
   policies = ocp.checkpoint_managers
   keep = [policies.LatestN(n=max_to_keep)]
   if keep_best:
-    keep.append(policies.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
-                               keep_checkpoints_without_metrics=False))
+    keep.append(
+        policies.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
+                       keep_checkpoints_without_metrics=False))
   return policies.AnyPreservationPolicy(keep)
 
 
@@ -190,8 +193,8 @@ class TrainCheckpointer:
   analyze): nothing in the directory is created, removed or renamed.
   """
 
-  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3,
-               keep_best: bool = True, async_save: bool = True, read_only: bool = False):
+  def __init__(self, workdir: str | os.PathLike, *, max_to_keep: int = 3, keep_best: bool = True,
+               async_save: bool = True, read_only: bool = False):
     self.directory = epath.Path(workdir) / CHECKPOINT_DIR
     self.read_only = read_only
     if not read_only:
@@ -212,14 +215,14 @@ class TrainCheckpointer:
         create=not read_only,
         read_only=read_only,
     )
-    registry = ocp.handlers.create_default_handler_registry(
-        state=ocp.StandardCheckpointHandler(), config=ocp.JsonCheckpointHandler(),
-        loop=ocp.JsonCheckpointHandler())
+    registry = ocp.handlers.create_default_handler_registry(state=ocp.StandardCheckpointHandler(),
+                                                            config=ocp.JsonCheckpointHandler(),
+                                                            loop=ocp.JsonCheckpointHandler())
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           handler_registry=registry)
     if _save_failure_noise not in logging.get_absl_logger().filters:
       logging.get_absl_logger().addFilter(_save_failure_noise)
-    self._writing: Optional[int] = None   # the step of a save that may still be in flight
+    self._writing: Optional[int] = None  # the step of a save that may still be in flight
     self._unfinished: Optional[epath.Path] = None  # the directory of a save that failed
 
   @classmethod
@@ -298,8 +301,8 @@ class TrainCheckpointer:
     except OSError:
       return ''
     needed = _size(self.directory / str(finished[-1])) if finished else None
-    return (f' ({_megabytes(free)} free'
-            + (f'; a checkpoint takes about {_megabytes(needed)}' if needed else '') + ')')
+    return (f' ({_megabytes(free)} free' +
+            (f'; a checkpoint takes about {_megabytes(needed)}' if needed else '') + ')')
 
   def _remove_unfinished(self) -> None:
     """Removes a failed save's temporary directory (process 0; else the next run does)."""
@@ -378,12 +381,12 @@ class TrainCheckpointer:
     if not available:
       return None
     restored, state, failures = checkpoint_steps.newest_readable(
-        [step] if step is not None else available[::-1],
-        lambda s: self._restore_state(s, target), self.directory)
+        [step] if step is not None else available[::-1], lambda s: self._restore_state(s, target),
+        self.directory)
     if restored is not None:
       if checkpoint_steps.report_damage(self.directory, failures, restored,
                                         move_aside=not self.read_only):
-        self._manager.reload()   # so that the steps moved aside can be written again
+        self._manager.reload()  # so that the steps moved aside can be written again
       return state
     if step is not None:
       raise errors.CheckpointCorruptError(
@@ -391,10 +394,10 @@ class TrainCheckpointer:
           f'choose another --step (available: {available}), or leave --step out for the '
           'newest intact one')
     raise errors.CheckpointCorruptError(
-        f'no readable checkpoint in {self.directory}; tried steps '
-        + '; '.join(f'{s} ({r[:120]})' for s, r in failures[:3])
-        + (f'; and {len(failures) - 3} more' if len(failures) > 3 else '')
-        + '. Move the directory aside to start afresh, or repair it.')
+        f'no readable checkpoint in {self.directory}; tried steps ' +
+        '; '.join(f'{s} ({r[:120]})' for s, r in failures[:3]) +
+        (f'; and {len(failures) - 3} more' if len(failures) > 3 else '') +
+        '. Move the directory aside to start afresh, or repair it.')
 
   def _restore_state(self, step: int, target: Any) -> Any:
     """Checks `step`'s stored tree against `target` first, then reads its arrays onto it."""
@@ -444,10 +447,12 @@ def _no_stored_config(directory: epath.Path) -> errors.DataError:
 
 def _as_config(tree: Any) -> ml_collections.ConfigDict:
   """A stored (JSON) config as a ConfigDict: JSON lists become the tuples the config held."""
+
   def tuples(node):
     if isinstance(node, dict):
       return {k: tuples(v) for k, v in node.items()}
     if isinstance(node, list):
       return tuple(tuples(v) for v in node)
     return node
+
   return ml_collections.ConfigDict(tuples(dict(tree)))

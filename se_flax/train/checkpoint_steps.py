@@ -139,8 +139,10 @@ def _key_name(key: Any) -> str:
 def _flat_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
   """Leaf path ('opt_state.1.0.trace.Dense_0.kernel', as Orbax names it) -> shape."""
   leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {'.'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape', ()))
-          for path, leaf in leaves}
+  return {
+      '.'.join(_key_name(k) for k in path): tuple(getattr(leaf, 'shape',
+                                                          ())) for path, leaf in leaves
+  }
 
 
 def _describe_mismatch(stored: Mapping[str, tuple], wanted: Mapping[str, tuple]) -> list[str]:

@@ -86,8 +86,12 @@ class WorkdirLock:
 
   def acquire(self) -> 'WorkdirLock':
     """Takes the lock, or raises errors.WorkdirLockedError naming the live holder."""
-    record = {'host': socket.gethostname(), 'pid': os.getpid(), 'token': self._token,
-              'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+    record = {
+        'host': socket.gethostname(),
+        'pid': os.getpid(),
+        'token': self._token,
+        'started': time.strftime('%Y-%m-%d %H:%M:%S %Z')
+    }
     for _ in range(3):
       try:
         self._create(record)

@@ -53,6 +53,7 @@ def _say(message, error=False):
 
 # ---------------------------------------------------------------- training
 
+
 def train_and_evaluate(config, workdir) -> int:
   """Trains (resuming from WORKDIR/checkpoints when possible) and evaluates; returns an exit code."""
   t_start = time.time()
@@ -77,7 +78,8 @@ def train_and_evaluate(config, workdir) -> int:
     batches = parallel.prefetch_to_device(
         feed.train_batches(config.dataset, global_batch_size=config.batch_size, seed=config.seed,
                            start_step=start_step), run.mesh)
-    writer = cleanup.enter_context(metrics_lib.MetricWriter(workdir, resume_step=start_step or None))
+    writer = cleanup.enter_context(metrics_lib.MetricWriter(workdir, resume_step=start_step
+                                                            or None))
     train_step = step_lib.make_train_step(run.model, config, run.mesh, run.schedule,
                                           run.info.num_classes)
     eval_step = step_lib.make_eval_step(run.model, run.mesh, run.info.num_classes)
@@ -119,8 +121,8 @@ def train_and_evaluate(config, workdir) -> int:
 
 def _stopped(what) -> int:
   """The line and exit code of a run stopped by SIGTERM (preempted) or Ctrl-C (interrupted)."""
-  code, why = ((errors.EXIT_INTERRUPTED, 'Interrupted') if preemption.interrupted()
-               else (errors.EXIT_PREEMPTED, 'Preempted'))
+  code, why = ((errors.EXIT_INTERRUPTED, 'Interrupted') if preemption.interrupted() else
+               (errors.EXIT_PREEMPTED, 'Preempted'))
   _say(f'{why}: {what}; exiting with code {code}. Re-run the same command to resume.')
   return code
 
@@ -132,11 +134,11 @@ class _Due:
   Not clu's periodic actions: these depend on each other and on a preemption
   flag every process asks (docs/design.md#metrics-and-evaluation).
   """
-  log: bool            # a train line: every log_every_steps, and at the last step
-  new_window: bool     # the window is cut at multiples of log_every_steps only (exact resume)
-  eval: bool           # every eval_every steps, and at the last step
-  save: bool           # every checkpoint_every_steps, after an evaluation (keep_best), on preemption
-  save_best: bool      # the checkpoint carries the eval error that ranks the best
+  log: bool  # a train line: every log_every_steps, and at the last step
+  new_window: bool  # the window is cut at multiples of log_every_steps only (exact resume)
+  eval: bool  # every eval_every steps, and at the last step
+  save: bool  # every checkpoint_every_steps, after an evaluation (keep_best), on preemption
+  save_best: bool  # the checkpoint carries the eval error that ranks the best
   preempt: bool
 
   @property
@@ -199,7 +201,7 @@ def _report(run, params_count, start_step, evals, seconds):
   eval_metrics = evals[weights]
   rows = [('model', run.config.model.name), ('parameters', f'{params_count:,}'),
           ('dataset', f'{run.config.dataset.name} ({run.config.dataset.eval_split}: '
-                      f'{int(eval_metrics["count"])} images)'),
+           f'{int(eval_metrics["count"])} images)'),
           ('steps', f'{run.total_steps} ({run.total_steps - start_step} this run)'),
           ('time', metrics_lib.format_duration(seconds)),
           ('test top-1 accuracy', f'{100 * (1 - eval_metrics["top1_error"]):.2f}%'),
@@ -207,13 +209,14 @@ def _report(run, params_count, start_step, evals, seconds):
   if 'ema' in evals:
     other = 'raw' if weights == 'ema' else 'ema'
     rows.append(('weights', f'{_WEIGHTS[weights]} (config.ema.select_best={weights!r}); '
-                            f'{_WEIGHTS[other]}: top-1 accuracy '
-                            f'{100 * (1 - evals[other]["top1_error"]):.2f}%'))
+                 f'{_WEIGHTS[other]}: top-1 accuracy '
+                 f'{100 * (1 - evals[other]["top1_error"]):.2f}%'))
   width = max(len(k) for k, _ in rows)
   _say('\n'.join(['', 'Run summary'] + [f'  {k:<{width}}  {v}' for k, v in rows]))
 
 
 # ---------------------------------------------------------------- state
+
 
 def restore(run, checkpointer, step=None, evaluating=False):
   """The checkpoint `step` (default: the newest intact one), or None if there is none.
@@ -229,8 +232,8 @@ def restore(run, checkpointer, step=None, evaluating=False):
   try:
     state = checkpointer.restore(step=step, target=run.abstract_state())
   except ckpt_lib.CheckpointMismatchError as e:
-    changed = models.architecture_differences(
-        _stored_config_differences(run, checkpointer, e.step), current=run.config)
+    changed = models.architecture_differences(_stored_config_differences(run, checkpointer, e.step),
+                                              current=run.config)
     if evaluating and changed:
       raise errors.ConfigError(_changed_network_message(e.step, changed)) from e
     raise errors.ConfigError(_other_run_message(run, checkpointer, e.step, str(e))) from e
@@ -242,8 +245,8 @@ def restore(run, checkpointer, step=None, evaluating=False):
     if changed:
       raise errors.ConfigError(_other_run_message(run, checkpointer, int(state.step), ''))
     if differences:
-      _say(f'Note: the config differs from checkpoint step {int(state.step)}\'s in:\n'
-           + config_lib.format_differences(differences))
+      _say(f'Note: the config differs from checkpoint step {int(state.step)}\'s in:\n' +
+           config_lib.format_differences(differences))
   return state
 
 
@@ -266,11 +269,15 @@ def _changed_network_message(step, changed):
 
 def _other_run_message(run, checkpointer, step, detail):
   differences = _stored_config_differences(run, checkpointer, step) if step is not None else []
-  lines = [f'--workdir={run.workdir} holds checkpoint step {step} of a different run, which '
-           'cannot be resumed with this config.']
+  lines = [
+      f'--workdir={run.workdir} holds checkpoint step {step} of a different run, which '
+      'cannot be resumed with this config.'
+  ]
   if differences:
-    lines += ['The checkpoint\'s config differs from this one in:',
-              config_lib.format_differences(differences)]
+    lines += [
+        'The checkpoint\'s config differs from this one in:',
+        config_lib.format_differences(differences)
+    ]
   if detail:
     lines.append(f'Details: {detail}')
   lines.append('Use a new --workdir for this config, or run with the checkpoint\'s config.')

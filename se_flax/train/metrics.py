@@ -131,7 +131,8 @@ class TrainWindow:
     self._stop_on_non_finite = nan_policy == 'stop'
     self._undecodable_before = int(loop_state.get('undecodable_images', 0))
     self._reported = self._undecodable_before
-    self._unchecked: list[tuple[int, Mapping[str, Any]]] = []  # (step, metrics) since the last check
+    self._unchecked: list[tuple[int, Mapping[str,
+                                             Any]]] = []  # (step, metrics) since the last check
 
   def add(self, step: int, metrics: Mapping[str, Any]) -> None:
     """Queues a step's metrics; nothing is read from the device here."""
@@ -170,8 +171,10 @@ class TrainWindow:
 
   def loop_state(self) -> dict[str, Any]:
     """What a checkpoint stores so that a run resumed from it continues this window."""
-    return {'metric_window': self._acc.totals(reset=False),
-            'undecodable_images': self.undecodable_images()}
+    return {
+        'metric_window': self._acc.totals(reset=False),
+        'undecodable_images': self.undecodable_images()
+    }
 
   def warnings(self, values: Mapping[str, float]) -> list[str]:
     """Warnings for the `summary` values: updates skipped, images newly found undecodable."""
@@ -256,8 +259,10 @@ class MetricWriter:
     self.path.parent.mkdir(parents=True, exist_ok=True)
     if resume_step is not None:
       damaged = []
-      self._lines = [line for line in _read_lines(self.path, damaged)
-                     if json.loads(line).get('step', 0) <= resume_step]
+      self._lines = [
+          line for line in _read_lines(self.path, damaged)
+          if json.loads(line).get('step', 0) <= resume_step
+      ]
       if damaged and not self._object_store:
         # Kept for whoever wants to look; the rewrite below leaves them out of the log.
         aside = self.path.parent / (METRICS_FILE + '.damaged')
@@ -280,14 +285,14 @@ class MetricWriter:
     logdir = epath.Path(workdir) / TENSORBOARD_DIR
     logdir.mkdir(parents=True, exist_ok=True)
     name = f'events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}'
-    self._events = (_EventParts(logdir / name) if self._object_store
-                    else RecordWriter((logdir / name).open('wb')))
+    self._events = (_EventParts(logdir / name) if self._object_store else RecordWriter(
+        (logdir / name).open('wb')))
     self._write_event(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
     if resume_step is not None:
       # TensorBoard drops earlier files' events at steps >= a SessionLog.START's step.
-      self._write_event(event_pb2.Event(
-          wall_time=time.time(), step=resume_step + 1,
-          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+      self._write_event(
+          event_pb2.Event(wall_time=time.time(), step=resume_step + 1,
+                          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
     self._events.flush()
 
   def _write_event(self, event) -> None:
@@ -306,8 +311,8 @@ class MetricWriter:
       self._jsonl.write(line + '\n')
       self._jsonl.flush()
     summary = summary_pb2.Summary(value=[
-        summary_pb2.Summary.Value(tag=f'{split}/{k}', simple_value=v)
-        for k, v in values.items()])
+        summary_pb2.Summary.Value(tag=f'{split}/{k}', simple_value=v) for k, v in values.items()
+    ])
     self._write_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
     self._events.flush()
 

@@ -29,8 +29,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from se_flax.errors import ConfigError
 from se_flax.errors import check_range
+from se_flax.errors import ConfigError
 
 
 def check_config(config) -> None:
@@ -95,8 +95,12 @@ def cutmix_box(lam, cy, cx, height: int, width: int) -> jax.Array:
   ratio = jnp.sqrt(1.0 - lam)
   half_h = jnp.floor(height * ratio).astype(jnp.int32) // 2
   half_w = jnp.floor(width * ratio).astype(jnp.int32) // 2
-  return jnp.stack([jnp.clip(cy - half_h, 0, height), jnp.clip(cy + half_h, 0, height),
-                    jnp.clip(cx - half_w, 0, width), jnp.clip(cx + half_w, 0, width)])
+  return jnp.stack([
+      jnp.clip(cy - half_h, 0, height),
+      jnp.clip(cy + half_h, 0, height),
+      jnp.clip(cx - half_w, 0, width),
+      jnp.clip(cx + half_w, 0, width)
+  ])
 
 
 def box_lam(box: jax.Array, height: int, width: int) -> jax.Array:
@@ -110,8 +114,8 @@ def apply(d: Draw, images: jax.Array, targets: jax.Array) -> tuple[jax.Array, ja
   height, width = images.shape[1:3]
   paired_images, paired_targets = images[::-1], targets[::-1]
   rows, cols = jnp.arange(height), jnp.arange(width)
-  in_box = (((rows >= d.box[0]) & (rows < d.box[1]))[:, None]
-            & ((cols >= d.box[2]) & (cols < d.box[3]))[None, :])
+  in_box = (((rows >= d.box[0]) & (rows < d.box[1]))[:, None] & ((cols >= d.box[2]) &
+                                                                 (cols < d.box[3]))[None, :])
   lam = jnp.where(d.cutmix, box_lam(d.box, height, width), d.lam)
   lam_x = lam.astype(images.dtype)
   blended = lam_x * images + (1 - lam_x) * paired_images
@@ -129,8 +133,7 @@ def draw_groups(key: jax.Array, mix_cfg, groups: int, height: int, width: int) -
   return jax.vmap(lambda k: draw(k, mix_cfg, height, width))(keys)
 
 
-def apply_groups(d: Draw, images: jax.Array,
-                 targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+def apply_groups(d: Draw, images: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
   """`apply` on each of the G = len(d.lam) equal groups of consecutive examples, group g by d[g].
 
   Each example is paired within its group, reversed: timm's batch mode on

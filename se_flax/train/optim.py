@@ -34,9 +34,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from se_flax.errors import ConfigError
 from se_flax.errors import check_choice
 from se_flax.errors import check_range
+from se_flax.errors import ConfigError
 
 Schedule = Callable[[Any], jax.Array]
 
@@ -62,15 +62,14 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
   """
   check_range('learning_rate', config.learning_rate, low=0, low_open=True)
   check_range('lr_reference_batch', config.lr_reference_batch, integer=True, low=1,
-              high=2**31 - 1, hint='(the batch size learning_rate is given for)')
+              high=2 ** 31 - 1, hint='(the batch size learning_rate is given for)')
   check_choice('lr_scaling', config.get('lr_scaling', 'linear'), LR_SCALINGS)
   opt, sched = config.optimizer, config.schedule
   check_choice('optimizer.name', opt.name, OPTIMIZERS)
   check_range('optimizer.momentum', opt.momentum, low=0, high=1, high_open=True)
   check_range('optimizer.weight_decay', opt.weight_decay, low=0)
   _check_adaptive(opt)
-  check_range('optimizer.grad_clip_norm', opt.grad_clip_norm, low=0,
-              hint='(0 turns clipping off)')
+  check_range('optimizer.grad_clip_norm', opt.grad_clip_norm, low=0, hint='(0 turns clipping off)')
   check_choice('schedule.name', sched.name, SCHEDULES)
   check_range('schedule.warmup_epochs', sched.warmup_epochs, low=0)
   _check_ends(sched)
@@ -78,9 +77,9 @@ def check_config(config: ml_collections.ConfigDict, steps_per_epoch: Optional[in
   # value that cannot work stays wrong when only schedule.name changes.
   check_range('schedule.step_factor', sched.step_factor, low=0, low_open=True, high=1)
   boundaries = tuple(sched.get('boundaries_epochs') or ())
-  if boundaries and (any(isinstance(b, bool) or not isinstance(b, (int, float))
-                         or not 0 < b < float('inf') for b in boundaries)
-                     or list(boundaries) != sorted(set(boundaries))):
+  if boundaries and (any(
+      isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 < b < float('inf')
+      for b in boundaries) or list(boundaries) != sorted(set(boundaries))):
     raise ConfigError(f'config.schedule.boundaries_epochs={boundaries} must be positive and '
                       'strictly increasing')
   check_range('schedule.step_epochs', sched.step_epochs, low=0, low_open=True)
@@ -119,9 +118,8 @@ def _check_steps(sched, steps_per_epoch, total_steps):
                       '(config.num_epochs / config.num_train_steps)')
   epochs = total_steps / steps_per_epoch
   if round(sched.warmup_epochs * steps_per_epoch) > total_steps:
-    raise ConfigError(
-        f'config.schedule.warmup_epochs={sched.warmup_epochs} is longer than the run '
-        f'({total_steps} steps = {epochs:g} epochs); allowed: 0 to {epochs:g}')
+    raise ConfigError(f'config.schedule.warmup_epochs={sched.warmup_epochs} is longer than the run '
+                      f'({total_steps} steps = {epochs:g} epochs); allowed: 0 to {epochs:g}')
   cooldown = sched.get('cooldown_epochs', 0.0)
   if sched.name != 'step' and cooldown and round(cooldown * steps_per_epoch) >= total_steps:
     raise ConfigError(
@@ -247,8 +245,9 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int,
   if opt.name == 'sgd':
     parts += _sgd(opt, schedule, mask)
   elif opt.name == 'adamw':
-    parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                             weight_decay=opt.weight_decay, mask=mask))
+    parts.append(
+        optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                    mask=mask))
   else:
     parts.append(_lamb(opt, schedule, mask))
   return optax.chain(*parts), schedule
@@ -273,8 +272,6 @@ def _lamb(opt, schedule, mask):
   trust = optax.scale_by_trust_ratio()
   if mask is not None:
     trust = optax.masked(trust, mask)
-  return optax.chain(
-      optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
-      optax.add_decayed_weights(opt.weight_decay, mask=mask),
-      trust,
-      optax.scale_by_learning_rate(schedule))
+  return optax.chain(optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps),
+                     optax.add_decayed_weights(opt.weight_decay, mask=mask), trust,
+                     optax.scale_by_learning_rate(schedule))

@@ -23,20 +23,22 @@ _interrupted = threading.Event()
 
 
 def _on_signal(signum, frame):  # pylint: disable=unused-argument
-  logging.warning('Received signal %d: will checkpoint and exit with code %d.',
-                  signum, errors.EXIT_PREEMPTED)
+  logging.warning('Received signal %d: will checkpoint and exit with code %d.', signum,
+                  errors.EXIT_PREEMPTED)
   _preempted.set()
 
 
 def _on_interrupt(signum, frame):  # pylint: disable=unused-argument
   if _interrupted.is_set():
-    print(f'Interrupted again: exiting at once with code {errors.EXIT_INTERRUPTED}; a save in '
-          'flight is abandoned, the previous checkpoints are intact.', file=sys.stderr, flush=True)
+    print(
+        f'Interrupted again: exiting at once with code {errors.EXIT_INTERRUPTED}; a save in '
+        'flight is abandoned, the previous checkpoints are intact.', file=sys.stderr, flush=True)
     os._exit(errors.EXIT_INTERRUPTED)  # pylint: disable=protected-access
   _interrupted.set()
   _preempted.set()
-  print('Interrupt: saving a checkpoint after this step, then exiting (Ctrl-C again to exit '
-        'at once).', file=sys.stderr, flush=True)
+  print(
+      'Interrupt: saving a checkpoint after this step, then exiting (Ctrl-C again to exit '
+      'at once).', file=sys.stderr, flush=True)
 
 
 def _sync_manager_active() -> bool:

@@ -37,7 +37,6 @@ import ml_collections
 import optax
 
 from se_flax.data import datasets
-from se_flax.errors import ConfigError
 from se_flax.errors import check_choice
 from se_flax.errors import check_range
 from se_flax.train import mix
@@ -59,8 +58,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   _check_nan_policy(config.nan_policy)
   check_range('label_smoothing', config.label_smoothing, low=0, high=1, high_open=True)
   _check_loss(config.loss)
-  check_range('bce_target_threshold', config.bce_target_threshold, low=0, high=1,
-              high_open=True, hint='(0 keeps the soft targets)')
+  check_range('bce_target_threshold', config.bce_target_threshold, low=0, high=1, high_open=True,
+              hint='(0 keeps the soft targets)')
   check_range('ema.decay', config.ema.decay, low=0, high=1, high_open=True,
               hint='(0 turns the EMA off)')
   check_choice('ema.select_best', config.ema.select_best, EMA_SELECT_BEST)
@@ -75,8 +74,7 @@ def _check_nan_policy(nan_policy):
   check_choice('nan_policy', nan_policy, NAN_POLICIES)
 
 
-def one_hot_targets(labels: jax.Array, num_classes: int,
-                    label_smoothing: float = 0.0) -> jax.Array:
+def one_hot_targets(labels: jax.Array, num_classes: int, label_smoothing: float = 0.0) -> jax.Array:
   """(B, K) float32 targets: one-hot, label-smoothed.
 
   The smoothed target puts `1 - label_smoothing + label_smoothing / K` on the
@@ -119,7 +117,8 @@ def per_example_loss(logits: jax.Array, targets: jax.Array, loss: str = 'softmax
   return softmax_loss(logits, targets)
 
 
-def topk_correct(logits: jax.Array, labels: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
+def topk_correct(logits: jax.Array, labels: jax.Array,
+                 num_classes: int) -> tuple[jax.Array, jax.Array]:
   """Per-example 1.0/0.0 for top-1 and top-5 hits.
 
   With fewer than five classes the top-5 set holds every class, so every
@@ -172,11 +171,10 @@ def _all_finite(tree: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
-               apply_fn: Callable[..., Any], schedule_fn: Callable[[Any], jax.Array],
-               num_classes: int, label_smoothing: float = 0.0,
-               nan_policy: str = 'stop', mean=None, std=None, loss: str = 'softmax',
-               bce_target_threshold: float = 0.0, mix_cfg=None,
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, apply_fn: Callable[..., Any],
+               schedule_fn: Callable[[Any], jax.Array], num_classes: int,
+               label_smoothing: float = 0.0, nan_policy: str = 'stop', mean=None, std=None,
+               loss: str = 'softmax', bce_target_threshold: float = 0.0, mix_cfg=None,
                ema_decay: float = 0.0) -> tuple[TrainState, Metrics]:
   """One optimizer update on `batch` (`image`, `label`).
 
@@ -219,9 +217,10 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
-    logits, new_model_state = apply_fn(
-        {'params': params, 'batch_stats': state.batch_stats}, images, train=True,
-        mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+    logits, new_model_state = apply_fn({
+        'params': params,
+        'batch_stats': state.batch_stats
+    }, images, train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
     per_example = per_example_loss(logits, targets, loss, bce_target_threshold)
     return per_example.mean(), (logits, new_model_state, per_example)
 
@@ -234,8 +233,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   # The statistics can overflow even when the loss did not (a huge activation).
   # An update can overflow the parameters even from finite gradients (a huge learning rate).
   # The EMA is a convex combination of finite weights, so it needs no test of its own.
-  finite = (jnp.isfinite(mean_loss) & jnp.isfinite(grad_norm)
-            & _all_finite(new_state.batch_stats) & _all_finite(new_state.params))
+  finite = (jnp.isfinite(mean_loss) & jnp.isfinite(grad_norm) & _all_finite(new_state.batch_stats) &
+            _all_finite(new_state.params))
 
   if nan_policy == 'stop':
     keep = state
@@ -262,8 +261,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   return new_state, {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
 
 
-def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
-              apply_fn: Callable[..., Any], num_classes: int) -> Metrics:
+def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *, apply_fn: Callable[..., Any],
+              num_classes: int) -> Metrics:
   """Sums over the real (mask == 1) examples of `batch` (`image`, `label`, `mask`).
 
   Returns:
@@ -271,10 +270,13 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
     `count` = sum of the mask, so totals over a padded split equal the
     split's own counts.
   """
-  logits = apply_fn({'params': state.params, 'batch_stats': state.batch_stats},
-                    batch['image'], train=False)
+  logits = apply_fn({
+      'params': state.params,
+      'batch_stats': state.batch_stats
+  }, batch['image'], train=False)
   labels = batch['label']
-  mask = batch['mask'].astype(jnp.float32) if 'mask' in batch else jnp.ones(labels.shape, jnp.float32)
+  mask = batch['mask'].astype(jnp.float32) if 'mask' in batch else jnp.ones(
+      labels.shape, jnp.float32)
   loss = cross_entropy(logits, labels, num_classes)
   top1, top5 = topk_correct(logits, labels, num_classes)
   # where(), not a product: padded rows may hold anything, even NaN.
@@ -300,15 +302,14 @@ def make_train_step(model: Any, config: ml_collections.ConfigDict, mesh: Mesh,
   """
   check_config(config)
   spec = datasets.get(config.dataset.name)
-  fn = functools.partial(
-      train_step, apply_fn=model.apply, schedule_fn=schedule_fn, num_classes=num_classes,
-      label_smoothing=config.label_smoothing, nan_policy=config.nan_policy,
-      mean=spec.mean, std=spec.std, loss=config.loss,
-      bce_target_threshold=config.bce_target_threshold, mix_cfg=config.mix,
-      ema_decay=config.ema.decay)
+  fn = functools.partial(train_step, apply_fn=model.apply, schedule_fn=schedule_fn,
+                         num_classes=num_classes, label_smoothing=config.label_smoothing,
+                         nan_policy=config.nan_policy, mean=spec.mean, std=spec.std,
+                         loss=config.loss, bce_target_threshold=config.bce_target_threshold,
+                         mix_cfg=config.mix, ema_decay=config.ema.decay)
   rep = parallel.replicated(mesh)
-  return jax.jit(fn, in_shardings=(rep, parallel.batch_sharding(mesh)),
-                 out_shardings=(rep, rep), donate_argnums=0)
+  return jax.jit(fn, in_shardings=(rep, parallel.batch_sharding(mesh)), out_shardings=(rep, rep),
+                 donate_argnums=0)
 
 
 def make_eval_step(model: Any, mesh: Mesh, num_classes: int):

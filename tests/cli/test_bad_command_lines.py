@@ -17,22 +17,20 @@ import pytest
 
 from se_flax import errors
 from tests.integration import harness
-from tests.integration.fixtures import shared_root  # pylint: disable=unused-import
-
 
 DIGITS = '--config=configs/digits.py'
 CONFIG_ERROR = errors.EXIT_CONFIG_ERROR
 
 # id, arguments ({workdir} is replaced), exit code, words the error line must hold
 CASES = [
-    ('unknown top-level field', [DIGITS, '--config.foo=1'], CONFIG_ERROR,
-     ['config.foo', 'has fields']),
+    ('unknown top-level field', [DIGITS,
+                                 '--config.foo=1'], CONFIG_ERROR, ['config.foo', 'has fields']),
     ('field typo suggests', [DIGITS, '--config.model.se.reducton=8'], CONFIG_ERROR,
      ['config.model.se.reducton', 'did you mean config.model.se.reduction']),
     ('nested typo suggests', [DIGITS, '--config.optimizer.weight_decy=0'], CONFIG_ERROR,
      ['did you mean config.optimizer.weight_decay']),
-    ('field below a leaf', [DIGITS, '--config.model.name.x=1'], CONFIG_ERROR,
-     ['config.model.name.x']),
+    ('field below a leaf', [DIGITS,
+                            '--config.model.name.x=1'], CONFIG_ERROR, ['config.model.name.x']),
     ('int field given text', [DIGITS, '--config.batch_size=abc'], CONFIG_ERROR,
      ['--config.batch_size=abc', 'an integer']),
     ('int field given a float', [DIGITS, '--config.batch_size=1.5'], CONFIG_ERROR,
@@ -61,19 +59,18 @@ CASES = [
      ['did you mean configs/digits.py']),
     ('config file a folder', ['--config=configs/'], CONFIG_ERROR, ['no config file']),
     ('config missing', [], CONFIG_ERROR, ['--config is required for --mode=train']),
-    ('eval without config, checkpoint unreadable', ['--mode=eval'],
-     errors.EXIT_CHECKPOINT_CORRUPT, ['no readable config in', 'Pass --config=FILE']),
+    ('eval without config, checkpoint unreadable', ['--mode=eval'], errors.EXIT_CHECKPOINT_CORRUPT,
+     ['no readable config in', 'Pass --config=FILE']),
     ('override before the config', ['--config.seed=1', DIGITS], CONFIG_ERROR,
      ['--config.seed comes before --config=FILE']),
-    ('unknown mode', [DIGITS, '--mode=bad'], CONFIG_ERROR,
-     ['--mode=bad', "'train'", "'analyze'"]),
+    ('unknown mode', [DIGITS, '--mode=bad'], CONFIG_ERROR, ['--mode=bad', "'train'", "'analyze'"]),
     ('unknown flag', [DIGITS, '--bogus'], CONFIG_ERROR, ['unknown flag --bogus']),
     ('flag typo suggests', [DIGITS, '--workdr=/tmp/x'], CONFIG_ERROR, ['did you mean --workdir']),
-    ('step not an integer', [DIGITS, '--mode=eval', '--step=x'], CONFIG_ERROR,
-     ['--step=x', 'an integer']),
+    ('step not an integer', [DIGITS, '--mode=eval',
+                             '--step=x'], CONFIG_ERROR, ['--step=x', 'an integer']),
     ('positional argument', [DIGITS, 'extra'], CONFIG_ERROR, ["unexpected argument(s) ['extra']"]),
-    ('missing flag file', [DIGITS, '--flagfile=/nonexistent/flags'], CONFIG_ERROR,
-     ['/nonexistent/flags']),
+    ('missing flag file', [DIGITS,
+                           '--flagfile=/nonexistent/flags'], CONFIG_ERROR, ['/nonexistent/flags']),
     ('train without a workdir', [DIGITS], CONFIG_ERROR, ['--workdir is required']),
     ('eval without a workdir', [DIGITS, '--mode=eval'], CONFIG_ERROR, ['--workdir is required']),
     ('unknown model', [DIGITS, '--config.model.name=se_resnet51'], CONFIG_ERROR,
@@ -88,8 +85,8 @@ CASES = [
      ['needs --config=FILE', 'config stored with the checkpoint']),
     ('negative learning rate', [DIGITS, '--config.learning_rate=-1.0'], CONFIG_ERROR,
      ['config.learning_rate=-1.0']),
-    ('eval of a missing step', [DIGITS, '--mode=eval', '--step=7'], CONFIG_ERROR,
-     ['no checkpoint', 'step 7']),
+    ('eval of a missing step', [DIGITS, '--mode=eval',
+                                '--step=7'], CONFIG_ERROR, ['no checkpoint', 'step 7']),
     ('a program as the config', ['--config=main.py'], CONFIG_ERROR,
      ['main.py is not a config file', 'get_config()']),
     ('two configs', [DIGITS, '--config=configs/cifar.py'], CONFIG_ERROR,
@@ -104,9 +101,9 @@ CASES = [
      ['--coordinator_address=HOST:PORT', 'single process']),
     ('process id without a coordinator', [DIGITS, '--process_id=1'], CONFIG_ERROR,
      ['--coordinator_address=HOST:PORT']),
-    ('process id out of range', [DIGITS, '--coordinator_address=localhost:1',
-                                 '--num_processes=2', '--process_id=2'], CONFIG_ERROR,
-     ['--process_id=2 is out of range', '0 to 1']),
+    ('process id out of range',
+     [DIGITS, '--coordinator_address=localhost:1', '--num_processes=2',
+      '--process_id=2'], CONFIG_ERROR, ['--process_id=2 is out of range', '0 to 1']),
     ('no processes', [DIGITS, '--num_processes=0'], CONFIG_ERROR, ['--num_processes=0']),
     ('lock file of garbage bytes', [DIGITS], CONFIG_ERROR,
      ['another training run is using this workdir', 'delete the lock file']),
@@ -116,13 +113,20 @@ CASES = [
 WITH_WORKDIR = {'train without a workdir', 'eval without a workdir'}
 # Files a case adds to its workdir, beside the checkpoint-like file and the metrics file.
 FILES = {
-    'a second config in a flag file': {'flags': b'--config=configs/digits.py\n'},
+    'a second config in a flag file': {
+        'flags': b'--config=configs/digits.py\n'
+    },
     'flag file with a misspelled field': {
-        'typo_flags': b'--config=configs/digits.py\n--config.batch_szie=64\n'},
-    'lock file of garbage bytes': {'lock': b'\xff\xfe\x00garbage\x80'},
-    'field typo inside a config file': {'my_config.py': (
-        b'from configs import digits\n\n\ndef get_config():\n  c = digits.get_config()\n'
-        b'  c.batch_szie = 64\n  return c\n')},
+        'typo_flags': b'--config=configs/digits.py\n--config.batch_szie=64\n'
+    },
+    'lock file of garbage bytes': {
+        'lock': b'\xff\xfe\x00garbage\x80'
+    },
+    'field typo inside a config file': {
+        'my_config.py':
+            (b'from configs import digits\n\n\ndef get_config():\n  c = digits.get_config()\n'
+             b'  c.batch_szie = 64\n  return c\n')
+    },
 }
 
 # Log lines of absl (W/I/E + date), TensorFlow's C++ logging and Python warnings are not errors.
@@ -134,8 +138,10 @@ def _error_lines(err):
 
 
 def _snapshot(root):
-  return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-          for p in sorted(pathlib.Path(root).rglob('*'))}
+  return {
+      str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+      for p in sorted(pathlib.Path(root).rglob('*'))
+  }
 
 
 def _make_workdir(path):
@@ -153,11 +159,15 @@ def _run_case(root, case_id, args):
   if case_id not in WITH_WORKDIR:
     args.append(f'--workdir={workdir}')
   before = _snapshot(workdir)
-  proc = subprocess.run([sys.executable, str(harness.REPO / 'main.py'), *args],
-                        # A case that reads data finds none: nothing outside `root` is touched.
-                        cwd=harness.REPO, env=harness.env(devices=1, TFDS_DATA_DIR=root / 'tfds'),
-                        capture_output=True,
-                        text=True, timeout=300, check=False)
+  proc = subprocess.run(
+      [sys.executable, str(harness.REPO / 'main.py'), *args],
+      # A case that reads data finds none: nothing outside `root` is touched.
+      cwd=harness.REPO,
+      env=harness.env(devices=1, TFDS_DATA_DIR=root / 'tfds'),
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False)
   return proc.returncode, proc.stderr, before, _snapshot(workdir)
 
 
@@ -180,8 +190,8 @@ def test_the_table_is_large_enough():
   assert len({c[0] for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize('case_id, code, words', [pytest.param(c[0], c[2], c[3], id=c[0])
-                                                  for c in CASES])
+@pytest.mark.parametrize('case_id, code, words',
+                         [pytest.param(c[0], c[2], c[3], id=c[0]) for c in CASES])
 def test_bad_command_line(results, case_id, code, words):
   returncode, err, before, after = results[case_id]
   assert 'Traceback' not in err, err

@@ -44,8 +44,11 @@ def test_convert_of_unreadable_safetensors_is_one_line(tmp_path):
   garbage.write_bytes(np.random.RandomState(0).bytes(100))
   cut = tmp_path / 'cut.safetensors'
   _truncated_safetensors(cut)
-  expected = {empty: 'is empty (0 bytes)', garbage: 'not a readable safetensors file',
-              cut: 'not a readable safetensors file'}
+  expected = {
+      empty: 'is empty (0 bytes)',
+      garbage: 'not a readable safetensors file',
+      cut: 'not a readable safetensors file'
+  }
   for weights, words in expected.items():
     out = tmp_path / f'out_{weights.stem}'
     code, _, err = _convert(weights, out)
@@ -63,8 +66,7 @@ def _closed_port():
 
 def test_prepare_of_a_download_without_network_fails_before_downloading(tmp_path):
   port = _closed_port()
-  code, _, err = _run_module('se_flax.data.prepare', '--dataset=cifar10',
-                             f'--data_dir={tmp_path}',
+  code, _, err = _run_module('se_flax.data.prepare', '--dataset=cifar10', f'--data_dir={tmp_path}',
                              env_extra={'SE_FLAX_DOWNLOAD_PROBE': f'127.0.0.1:{port}'})
   lines = _error_lines(err)
   assert code == errors.EXIT_CONFIG_ERROR and 'Traceback' not in err, err
@@ -75,8 +77,10 @@ def test_prepare_of_a_download_without_network_fails_before_downloading(tmp_path
 
 def test_sweep_header_shows_the_epochs_set_on_the_command_line():
   lines = []
-  code = sweep.main(['experiments/reduction_ratio.py', '--dataset=digits', '--root=/nonexistent',
-                     '--launcher=print', '--set=num_epochs=2'], say=lines.append)
+  code = sweep.main([
+      'experiments/reduction_ratio.py', '--dataset=digits', '--root=/nonexistent',
+      '--launcher=print', '--set=num_epochs=2'
+  ], say=lines.append)
   assert code == 0
   header = lines[0].splitlines()[0]
   assert '2 epochs' in header and '15 epochs' not in header, header
@@ -88,8 +92,10 @@ def test_sweep_header_shows_the_epochs_set_on_the_command_line():
 
 
 def test_sweep_errors_go_to_stderr(capsys):
-  code = sweep.main(['experiments/reduction_ratio.py', '--dataset=digits', '--root=/nonexistent',
-                     '--launcher=print', '--only=no_such_run'])
+  code = sweep.main([
+      'experiments/reduction_ratio.py', '--dataset=digits', '--root=/nonexistent',
+      '--launcher=print', '--only=no_such_run'
+  ])
   assert code == 2
   captured = capsys.readouterr()
   assert 'error:' not in captured.out
@@ -100,8 +106,11 @@ def test_analysis_files_count_stages_from_zero(tmp_path):
   rng = np.random.RandomState(0)
   stats = gates_lib.GateStats(classes=(0, 1))
   # Module layer1 holds stage 0 (config.model.se.stages counts from 0).
-  stats.add({'layer1_0': rng.rand(6, 4), 'layer2_0': rng.rand(6, 4), 'layer3_1': rng.rand(6, 8)},
-            np.array([0, 1, 0, 1, 0, 1]), np.ones(6))
+  stats.add({
+      'layer1_0': rng.rand(6, 4),
+      'layer2_0': rng.rand(6, 4),
+      'layer3_1': rng.rand(6, 8)
+  }, np.array([0, 1, 0, 1, 0, 1]), np.ones(6))
   excitation.write_outputs(stats, str(tmp_path))
-  assert sorted(p.name for p in tmp_path.glob('stage*.png')) == [
-      'stage0.png', 'stage1.png', 'stage2.png']
+  assert sorted(
+      p.name for p in tmp_path.glob('stage*.png')) == ['stage0.png', 'stage1.png', 'stage2.png']

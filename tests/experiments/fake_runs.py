@@ -58,12 +58,22 @@ def train(workdir, total, start=0, stop=None, every=2):
     if step % every and step != total:
       continue
     frac = step / total
-    records.append({'step': step, 'split': 'train', 'loss': 2.3 * (1 - 0.8 * frac),
-                    'top1_error': 0.9 - 0.8 * frac, 'learning_rate': 0.1 * (1 - frac),
-                    'images_per_sec': 1000.0 + step})
-    records.append({'step': step, 'split': 'eval', 'loss': 2.0 * (1 - 0.8 * frac),
-                    'top1_error': final + 0.5 * (1 - frac), 'top5_error': final / 4 + 0.1 * (1 - frac),
-                    'count': 360.0})
+    records.append({
+        'step': step,
+        'split': 'train',
+        'loss': 2.3 * (1 - 0.8 * frac),
+        'top1_error': 0.9 - 0.8 * frac,
+        'learning_rate': 0.1 * (1 - frac),
+        'images_per_sec': 1000.0 + step
+    })
+    records.append({
+        'step': step,
+        'split': 'eval',
+        'loss': 2.0 * (1 - 0.8 * frac),
+        'top1_error': final + 0.5 * (1 - frac),
+        'top5_error': final / 4 + 0.1 * (1 - frac),
+        'count': 360.0
+    })
     save_checkpoint(workdir, step)
   write_records(workdir, records)
 

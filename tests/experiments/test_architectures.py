@@ -62,8 +62,11 @@ def test_runs_take_their_recipe_from_the_config():
   for overrides in _sweep().SWEEP:
     name = overrides['model.name']
     if 'inception_resnet' in name:
-      assert overrides == {'model.name': name, 'dataset.image_size': 299,
-                           'dataset.eval_resize': 352}
+      assert overrides == {
+          'model.name': name,
+          'dataset.image_size': 299,
+          'dataset.eval_resize': 352
+      }
     elif name in paper_tables23.MOBILE:
       mobile = imagenet.RECIPES['mobile']
       assert overrides['batch_size'] == mobile['batch']
@@ -99,15 +102,17 @@ def _reference_rows():
   rows = {}
   table2 = text.split('single 224 crop, error % (Table 2)', 1)[1].split('\n\n', 2)[1]
   for line in table2.splitlines():
-    m = re.match(r'\| (ResNe\S+) \| ([\d.]+) / ([\d.]+) \| ([\d.]+) / ([\d.]+) \| '
-                 r'([\d.]+) / ([\d.]+) \|', line)
+    m = re.match(
+        r'\| (ResNe\S+) \| ([\d.]+) / ([\d.]+) \| ([\d.]+) / ([\d.]+) \| '
+        r'([\d.]+) / ([\d.]+) \|', line)
     if m:
       p1, p5, s1, s5, g, sg = (float(v) for v in m.groups()[1:])
       rows[m.group(1)] = (p1, p5, g, s1, s5, sg)
   others = text.split('## Other backbones of the paper', 1)[1]
   for line in others.splitlines():
-    m = re.match(r'\| ([^|(]+?)[ (][^|]*\| [^|]* \| ([\d.]+) / ([\d.]+) \| ([\d.]+) \| '
-                 r'([\d.]+) / ([\d.]+) \| ([\d.]+) \|', line)
+    m = re.match(
+        r'\| ([^|(]+?)[ (][^|]*\| [^|]* \| ([\d.]+) / ([\d.]+) \| ([\d.]+) \| '
+        r'([\d.]+) / ([\d.]+) \| ([\d.]+) \|', line)
     if m:
       rows[m.group(1).split()[0]] = tuple(float(v) for v in m.groups()[1:])
   return rows
@@ -118,10 +123,16 @@ def test_rows_equal_the_reference_tables():
   assert len(reference) == 10
   rows = paper_tables23.ROWS
   for plain, se in zip(rows[::2], rows[1::2]):
-    assert (plain.top1, plain.top5, plain.gflops, se.top1, se.top5, se.gflops) == reference[
-        plain.label]
+    assert (plain.top1, plain.top5, plain.gflops, se.top1, se.top5,
+            se.gflops) == reference[plain.label]
   originals = {r.label: r.original for r in rows if r.table == 'Table 3' or 'Incep' in r.label}
-  assert originals == {'BN-Inception': (25.2, 7.82), 'SE-BN-Inception': None,
-                       'Inception-ResNet-v2': (19.9, 4.9), 'SE-Inception-ResNet-v2': None,
-                       'MobileNet': (29.4, None), 'SE-MobileNet': None,
-                       'ShuffleNet': (32.6, None), 'SE-ShuffleNet': None}
+  assert originals == {
+      'BN-Inception': (25.2, 7.82),
+      'SE-BN-Inception': None,
+      'Inception-ResNet-v2': (19.9, 4.9),
+      'SE-Inception-ResNet-v2': None,
+      'MobileNet': (29.4, None),
+      'SE-MobileNet': None,
+      'ShuffleNet': (32.6, None),
+      'SE-ShuffleNet': None
+  }

@@ -28,41 +28,42 @@ REPORT = ['-m', 'experiments.report']
 CASES = [
     ('parallel 0', [*RR, '--root={root}', '--parallel=0'], CONFIG, ['--parallel=0', '>= 1']),
     ('parallel negative', [*RR, '--root={root}', '--parallel=-2'], CONFIG, ['--parallel=-2']),
-    ('max_restarts negative', [*RR, '--root={root}', '--max_restarts=-1'], CONFIG,
-     ['--max_restarts=-1', '>= 0']),
-    ('parallel not a number', [*RR, '--root={root}', '--parallel=two'], CONFIG,
-     ['--parallel', "'two'"]),
+    ('max_restarts negative', [*RR, '--root={root}',
+                               '--max_restarts=-1'], CONFIG, ['--max_restarts=-1', '>= 0']),
+    ('parallel not a number', [*RR, '--root={root}',
+                               '--parallel=two'], CONFIG, ['--parallel', "'two'"]),
     ('misspelled option', [*RR, '--root={root}', '--paralel=2'], CONFIG, ['--paralel=2']),
     ('no root', [*RR], CONFIG, ['--root']),
     ('unknown data set', [*RR[:3], '--dataset=mnist', '--root={root}'], CONFIG, ['mnist']),
     ('unknown launcher', [*RR, '--root={root}', '--launcher=ssh'], CONFIG, ['ssh']),
     ('tpu without a name', [*RR, '--root={root}', '--launcher=tpu'], CONFIG, ['--tpu_name']),
-    ('no such sweep file', ['-m', 'experiments.sweep', 'experiments/nope.py', '--root={root}'],
-     CONFIG, ['nope.py', 'does not exist']),
+    ('no such sweep file', ['-m', 'experiments.sweep', 'experiments/nope.py',
+                            '--root={root}'], CONFIG, ['nope.py', 'does not exist']),
     ('root is a file', [*RR, '--root={file}'], CONFIG, ['--root=', 'is a file']),
     ('root below a file', [*RR, '--root={file}/sub'], CONFIG, ['is a file']),
     ('root read-only', [*RR, '--root={ro}/sub'], WRITE, ['not writable']),
-    ('set without a value', [*RR, '--root={root}', '--set=num_epochs'], CONFIG,
-     ["--set='num_epochs'", 'FIELD=VALUE']),
-    ('set an unknown field', [*RR, '--root={root}', '--set=num_epochz=2'], CONFIG,
-     ['config.num_epochz']),
-    ('set the swept field', [*RR, '--root={root}', '--set=model.se.reduction=1000'], CONFIG,
-     ['--set=model.se.reduction=1000', 'the sweep varies', "run 'se_reduction=",
-      'config.model.se.reduction=']),
+    ('set without a value', [*RR, '--root={root}',
+                             '--set=num_epochs'], CONFIG, ["--set='num_epochs'", 'FIELD=VALUE']),
+    ('set an unknown field', [*RR, '--root={root}',
+                              '--set=num_epochz=2'], CONFIG, ['config.num_epochz']),
+    ('set the swept field', [*RR, '--root={root}', '--set=model.se.reduction=1000'], CONFIG, [
+        '--set=model.se.reduction=1000', 'the sweep varies', "run 'se_reduction=",
+        'config.model.se.reduction='
+    ]),
     ('set a reduction no stage takes', [*SQ, '--root={root}', '--set=model.se.reduction=1000'],
      CONFIG, ['--set=model.se.reduction=1000', 'config.model.se.reduction=1000']),
     ('set an infinite learning rate', [*RR, '--root={root}', '--set=learning_rate=inf'], CONFIG,
      ['learning_rate', 'finite']),
-    ('set NaN epochs', [*RR, '--root={root}', '--set=num_epochs=nan'], CONFIG,
-     ['config.num_epochs=nan']),
+    ('set NaN epochs', [*RR, '--root={root}',
+                        '--set=num_epochs=nan'], CONFIG, ['config.num_epochs=nan']),
     ('set a negative decay', [*RR, '--root={root}', '--set=optimizer.weight_decay=-1.0'], CONFIG,
      ['config.optimizer.weight_decay=-1.0']),
-    ('set a bad mix probability', [*RR, '--root={root}', '--set=mix.prob=2.0'], CONFIG,
-     ['config.mix.prob=2.0']),
+    ('set a bad mix probability', [*RR, '--root={root}',
+                                   '--set=mix.prob=2.0'], CONFIG, ['config.mix.prob=2.0']),
     ('set a class the data set lacks', [*RR, '--root={root}', '--set=analysis.classes=(3, 12)'],
      CONFIG, ['config.analysis.classes=(3, 12)', 'digits (0..9)']),
-    ('only an unknown run', [*RR, '--root={root}', '--only=se_reduction=3'], CONFIG,
-     ['--only', 'se_reduction=3']),
+    ('only an unknown run', [*RR, '--root={root}',
+                             '--only=se_reduction=3'], CONFIG, ['--only', 'se_reduction=3']),
     ('report without a directory', [*REPORT], CONFIG, ['usage']),
     ('report on a file', [*REPORT, '{file}'], CONFIG, ['is a file']),
     ('report on a missing directory', [*REPORT, '{root}'], CONFIG, ['is missing']),
@@ -74,7 +75,7 @@ CASES = [
 
 def _run_case(base, case_id, args):
   if case_id == 'root read-only' and os.geteuid() == 0:
-    return None   # root writes to read-only directories: the sweep would start
+    return None  # root writes to read-only directories: the sweep would start
   where = base / case_id.replace(' ', '_')
   where.mkdir()
   (where / 'file').write_text('not a directory\n')
@@ -86,7 +87,9 @@ def _run_case(base, case_id, args):
   argv = [a.format(**names) for a in args]
   try:
     proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+                          timeout=300, env={
+                              **os.environ, 'JAX_PLATFORMS': 'cpu'
+                          })
   finally:
     (where / 'ro').chmod(0o755)
   written = os.path.exists(names['root']) or os.listdir(names['ro'])

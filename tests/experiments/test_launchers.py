@@ -22,11 +22,12 @@ def test_print_shows_one_main_py_command_per_run(tmp_path):
   code, out = main(f'--root={root}', '--launcher=print', '--python=python3')
   assert code == 0
   commands = [shlex.split(line) for line in out if line.startswith('python3 ')]
-  assert [c[-1] for c in commands] == [f'--workdir={root}/se_position=last',
-                                       f'--workdir={root}/se_position=3x3']
+  assert [c[-1] for c in commands
+         ] == [f'--workdir={root}/se_position=last', f'--workdir={root}/se_position=3x3']
   for c in commands:
-    assert c[:3] == ['python3', 'main.py',
-                     '--config=configs/cifar.py:model=se_cifar_resnet56,dataset=cifar10']
+    assert c[:3] == [
+        'python3', 'main.py', '--config=configs/cifar.py:model=se_cifar_resnet56,dataset=cifar10'
+    ]
     assert '--config.model.se.bias=False' in c and '--config.label_smoothing=0.1' in c
   assert '--config.model.se.position=3x3' in commands[1]
   assert not os.path.exists(root)
@@ -39,8 +40,9 @@ def test_local_dry_run_prints_and_starts_nothing(tmp_path):
 
 
 def test_tpu_dry_run_prints_gcloud_ssh_to_every_worker(tmp_path):
-  code, out = main('--root=gs://bucket/sweeps/pos', '--launcher=tpu', '--dry_run', '--tpu_name=v4-32',
-                   '--zone=us-central2-b', '--repo_dir=~/se_flax', '--project=proj')
+  code, out = main('--root=gs://bucket/sweeps/pos', '--launcher=tpu', '--dry_run',
+                   '--tpu_name=v4-32', '--zone=us-central2-b', '--repo_dir=~/se_flax',
+                   '--project=proj')
   assert code == 0
   commands = [shlex.split(line) for line in out if line.startswith('gcloud ')]
   assert len(commands) == 2
@@ -80,9 +82,9 @@ def test_tpu_runs_through_the_local_executor(tmp_path):
 def test_slurm_dry_run_writes_one_script_per_run(tmp_path):
   root = str(tmp_path / 'pos')
   submitted = []
-  code, out = main(f'--root={root}', '--launcher=slurm', '--dry_run', '--nodes=2', '--gpus_per_node=4',
-                   '--time=12:00:00', '--partition=gpu', '--repo_dir=/shared/se_flax',
-                   submitter=submitted.append)
+  code, out = main(f'--root={root}', '--launcher=slurm', '--dry_run', '--nodes=2',
+                   '--gpus_per_node=4', '--time=12:00:00', '--partition=gpu',
+                   '--repo_dir=/shared/se_flax', submitter=submitted.append)
   assert code == 0 and not submitted
   scripts = sorted(os.listdir(os.path.join(root, 'slurm')))
   assert scripts == ['se_position=3x3.sbatch', 'se_position=last.sbatch']
@@ -102,7 +104,7 @@ def test_slurm_dry_run_writes_one_script_per_run(tmp_path):
   assert 'if [ "$rc" -eq 42 ]; then' in lines and '  scontrol requeue "$SLURM_JOB_ID"' in lines
   trap = [i for i, line in enumerate(lines) if line.startswith('trap ')]
   assert trap and trap[0] < lines.index(srun[0]) and lines[trap[0]].endswith(' TERM')
-  assert os.path.isdir(os.path.join(root, 'se_position=3x3'))   # SLURM opens --output there
+  assert os.path.isdir(os.path.join(root, 'se_position=3x3'))  # SLURM opens --output there
   with open(os.path.join(root, 'manifest.json')) as f:
     assert [r['status'] for r in json.load(f)['runs']] == ['pending', 'pending']
 
@@ -126,6 +128,7 @@ def test_slurm_skips_finished_runs(tmp_path):
 
 
 def test_slurm_script_has_optional_lines_only_when_asked():
+
   class Run:
     name, workdir = 'r', '/w/r'
 
@@ -134,8 +137,10 @@ def test_slurm_script_has_optional_lines_only_when_asked():
 
   text = launch_cluster.slurm_script(Run(), launch_cluster.SlurmOptions(repo_dir='/repo'))
   assert '--partition' not in text and '--account' not in text and '--cpus-per-task' not in text
-  text = launch_cluster.slurm_script(Run(), launch_cluster.SlurmOptions(
-      repo_dir='/repo', account='acct', cpus_per_task=16, tasks_per_node=8, gpus_per_node=8))
+  text = launch_cluster.slurm_script(
+      Run(),
+      launch_cluster.SlurmOptions(repo_dir='/repo', account='acct', cpus_per_task=16,
+                                  tasks_per_node=8, gpus_per_node=8))
   assert '#SBATCH --account=acct' in text and '#SBATCH --cpus-per-task=16' in text
   assert '#SBATCH --ntasks-per-node=8' in text
 
@@ -176,15 +181,16 @@ def test_slurm_script_requeues_when_the_run_is_preempted(tmp_path):
       return [python, '-c', child]
 
   script = tmp_path / 'r.sbatch'
-  script.write_text(launch_cluster.slurm_script(
-      Run(), launch_cluster.SlurmOptions(repo_dir=str(tmp_path), python=sys.executable)))
+  script.write_text(
+      launch_cluster.slurm_script(
+          Run(), launch_cluster.SlurmOptions(repo_dir=str(tmp_path), python=sys.executable)))
   env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}', SLURM_JOB_ID='123')
   proc = subprocess.Popen(['bash', str(script)], env=env, start_new_session=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 30
   while not ready.exists() and time.time() < deadline:
     time.sleep(0.05)
-  os.killpg(proc.pid, signal.SIGTERM)   # SLURM signals the batch shell and the job step alike
+  os.killpg(proc.pid, signal.SIGTERM)  # SLURM signals the batch shell and the job step alike
   out, _ = proc.communicate(timeout=30)
   assert proc.returncode == 0, out
   assert (tmp_path / 'scontrol.txt').read_text().strip() == 'requeue 123'

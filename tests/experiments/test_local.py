@@ -32,8 +32,10 @@ def test_runs_every_run_and_records_it(tmp_path):
   fake = fake_runs.FakeMain()
   code, out = run_sweep(root, fake)
   assert code == 0
-  names = ['model=cifar_resnet20', 'se_reduction=2', 'se_reduction=4', 'se_reduction=8',
-           'se_reduction=16']
+  names = [
+      'model=cifar_resnet20', 'se_reduction=2', 'se_reduction=4', 'se_reduction=8',
+      'se_reduction=16'
+  ]
   assert fake.calls == [(n, 0) for n in names]
   data = load_manifest(root)
   assert data['sweep'] == 'reduction_ratio' and data['dataset'] == 'digits'
@@ -74,7 +76,7 @@ def test_crash_then_rerun_resumes_from_the_checkpoint(tmp_path):
   again = fake_runs.FakeMain()
   code, out = run_sweep(root, again)
   assert code == 0
-  assert again.calls == [('se_reduction=4', 4)]   # only the crashed run, from its checkpoint
+  assert again.calls == [('se_reduction=4', 4)]  # only the crashed run, from its checkpoint
   assert any('se_reduction=4: resuming from step 4' in line for line in out)
   entry = {r['name']: r for r in load_manifest(root)['runs']}['se_reduction=4']
   assert entry['status'] == 'done' and entry['attempts'] == 2
@@ -139,8 +141,10 @@ def test_changed_config_in_the_same_root_is_refused(tmp_path):
   root = str(tmp_path / 'rr')
   run_sweep(root, fake_runs.FakeMain())
   out = []
-  code = sweep.main(['experiments/reduction_ratio.py', '--dataset=digits', f'--root={root}',
-                     '--set=num_train_steps=8'], runner=fake_runs.FakeMain(), say=out.append)
+  code = sweep.main([
+      'experiments/reduction_ratio.py', '--dataset=digits', f'--root={root}',
+      '--set=num_train_steps=8'
+  ], runner=fake_runs.FakeMain(), say=out.append)
   assert code == 2
   assert 'started with another config' in out[-1] and 'num_train_steps: 6 -> 8' in out[-1]
 

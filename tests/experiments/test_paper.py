@@ -27,7 +27,9 @@ def reference_ablation_rows():
 
 def test_rows_equal_the_reference_table():
   # Table 16's SE row repeats the standard SE-ResNet-50, which the reference lists once (r = 16).
-  ours = [(r.top1, r.top5, r.params_m) for r in paper.ROWS if (r.table, r.label) != ('Table 16', 'SE')]
+  ours = [
+      (r.top1, r.top5, r.params_m) for r in paper.ROWS if (r.table, r.label) != ('Table 16', 'SE')
+  ]
   assert ours == reference_ablation_rows()
   standard = paper.find({'model.se.reduction': 16}, ('Table 10',))
   assert paper.find({'model.se.squeeze': 'avg'}, ('Table 16',)).top1 == standard.top1
@@ -48,7 +50,9 @@ def test_gflops_equal_the_reference():
 def test_every_table_row_has_a_run_in_its_sweep():
   for name in ('reduction_ratio', 'squeeze', 'excitation', 'stages', 'integration', 'position'):
     module = runs.load_sweep(os.path.join(runs.REPO_ROOT, 'experiments', f'{name}.py'))
-    swept = [{k: list(v) if isinstance(v, tuple) else v for k, v in o.items()} for o in module.SWEEP]
+    swept = [{
+        k: list(v) if isinstance(v, tuple) else v for k, v in o.items()
+    } for o in module.SWEEP]
     for row in paper.ROWS:
       if row.table in module.TABLES:
         wanted = {k: list(v) if isinstance(v, tuple) else v for k, v in row.overrides.items()}

@@ -17,7 +17,8 @@ def test_the_imagenet_runs_are_the_config_files_recipes(tmp_path):
   assert not plan.dropped
   assert [r.name for r in plan.runs] == [
       'model=resnet50,recipe=paper', 'model=se_resnet50,recipe=paper',
-      'model=resnet50,recipe=rsb_a3', 'model=se_resnet50,recipe=rsb_a3']
+      'model=resnet50,recipe=rsb_a3', 'model=se_resnet50,recipe=rsb_a3'
+  ]
   for run in plan.runs:
     model, recipe = run.overrides['model.name'], run.overrides['arg.recipe']
     want = imagenet.get_config(f'model={model},recipe={recipe}')
@@ -26,8 +27,7 @@ def test_the_imagenet_runs_are_the_config_files_recipes(tmp_path):
 
 
 def test_a_reduction_ratio_reaches_every_se_run(tmp_path):
-  plan = runs.plan(SWEEP_FILE, str(tmp_path), extra={'model.se.reduction': 8},
-                    validate=False)
+  plan = runs.plan(SWEEP_FILE, str(tmp_path), extra={'model.se.reduction': 8}, validate=False)
   assert {r.config.model.se.reduction for r in plan.runs} == {8}
   assert plan.runs[3].config.optimizer.name == 'lamb'
 

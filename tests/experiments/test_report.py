@@ -13,20 +13,22 @@ from tests.experiments import fake_runs
 # Its module fixture is built once: every test of the file runs on the same pytest-xdist worker.
 pytestmark = pytest.mark.xdist_group('test_report')
 
-
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
 def make_sweep(root, sweep_file, *extra, runner=None):
-  code = sweep.main([sweep_file, f'--root={root}', '--dataset=digits', '--set=num_train_steps=6',
-                     *extra], runner=runner or fake_runs.FakeMain(), say=lambda _: None)
+  code = sweep.main(
+      [sweep_file, f'--root={root}', '--dataset=digits', '--set=num_train_steps=6', *extra],
+      runner=runner or fake_runs.FakeMain(), say=lambda _: None)
   assert code in (0, 1)
 
 
 def table_rows(text, title):
   """{setting: [cells]} of the markdown table in the section whose heading starts with `title`."""
   section = text.split(f'## {title}', 1)[1].split('\n## ', 1)[0]
-  rows = [[c.strip() for c in line.strip()[1:-1].split(' | ')] for line in section.splitlines()
+  rows = [[c.strip()
+           for c in line.strip()[1:-1].split(' | ')]
+          for line in section.splitlines()
           if line.startswith('| ') and not line.startswith('| setting')]
   return {cells[0]: cells for cells in rows}
 
@@ -58,7 +60,7 @@ def test_report_has_a_table_per_sweep_with_ours_and_the_papers(sweeps_dir):
   r2 = rows['se.reduction=2']
   assert r2[1] == 'done'
   final = 100 * fake_runs.top1_of('se_reduction=2')
-  assert r2[4] == f'{final:.2f}' and r2[6] == f'{final:.2f}'   # final and best top-1
+  assert r2[4] == f'{final:.2f}' and r2[6] == f'{final:.2f}'  # final and best top-1
   assert r2[8:12] == ['Table 10: r = 2', '22.29', '6.00', '45.7M']
   assert int(r2[2].replace(',', '')) > int(rows['se.reduction=4'][2].replace(',', ''))
   assert float(r2[3]) > 0 and float(r2[7].replace(',', '')) > 0
@@ -75,7 +77,7 @@ def test_unfinished_runs_are_marked_not_dropped(sweeps_dir):
   assert rows['se.reduction=8'][1] == 'failed (exit 1) at step 2/6'
   assert rows['se.reduction=16'][1] == 'in progress at step 4/6'
   assert rows['se.reduction=32'][1] == 'not run on digits'
-  assert '22.72' in rows['se.reduction=32']           # the paper's row stays
+  assert '22.72' in rows['se.reduction=32']  # the paper's row stays
   assert 'not run: se.reduction=32: config.model.se.reduction=32 exceeds the 16 channels' in text
   assert '`se_reduction=16` (in progress at step 4/6)' in text
 

@@ -22,8 +22,10 @@ from tests.experiments import fake_runs
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 # One run: the sweep's first value, six steps.
-ARGS = ['experiments/reduction_ratio.py', '--dataset=digits', '--set=num_train_steps=6',
-        '--only=se_reduction=2']
+ARGS = [
+    'experiments/reduction_ratio.py', '--dataset=digits', '--set=num_train_steps=6',
+    '--only=se_reduction=2'
+]
 RUN = 'se_reduction=2'
 
 
@@ -36,10 +38,10 @@ def _python(tmp_path):
 
 
 def _start(tmp_path, root, **kwargs):
-  return subprocess.Popen(
-      [sys.executable, '-m', 'experiments.sweep', *ARGS, f'--root={root}',
-       f'--python={_python(tmp_path)}'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, **kwargs)
+  return subprocess.Popen([
+      sys.executable, '-m', 'experiments.sweep', *ARGS, f'--root={root}',
+      f'--python={_python(tmp_path)}'
+  ], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def _wait_for(path, timeout=120):
@@ -67,14 +69,14 @@ def _alive(pid):
 
 
 @pytest.mark.parametrize('to_group', [False, True], ids=['sweep pid', 'terminal group'])
-def test_ctrl_c_stops_the_run_records_it_interrupted_and_the_same_command_resumes(tmp_path,
-                                                                                  to_group):
+def test_ctrl_c_stops_the_run_records_it_interrupted_and_the_same_command_resumes(
+    tmp_path, to_group):
   root = str(tmp_path / 'sweep')
   workdir = os.path.join(root, RUN)
   proc = _start(tmp_path, root, start_new_session=to_group)
   child = int(_wait_for(os.path.join(workdir, 'pid')))
   if to_group:
-    os.killpg(proc.pid, signal.SIGINT)   # what Ctrl-C in a terminal does
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
   else:
     os.kill(proc.pid, signal.SIGINT)
   out, err = proc.communicate(timeout=120)
@@ -95,17 +97,18 @@ def test_ctrl_c_stops_the_run_records_it_interrupted_and_the_same_command_resume
 
 def test_a_damaged_manifest_is_set_aside_and_rebuilt(tmp_path):
   root = str(tmp_path / 'sweep')
-  args = ['experiments/reduction_ratio.py', '--dataset=digits', '--set=num_train_steps=6',
-          f'--root={root}']
+  args = [
+      'experiments/reduction_ratio.py', '--dataset=digits', '--set=num_train_steps=6',
+      f'--root={root}'
+  ]
   assert sweep.main(args, runner=fake_runs.FakeMain(), say=lambda _: None) == 0
   path = os.path.join(root, 'manifest.json')
   text = open(path).read()
   with open(path, 'w') as f:
-    f.write(text[:len(text) // 2])   # a disk that filled while it was written
+    f.write(text[:len(text) // 2])  # a disk that filled while it was written
   messages, again = [], fake_runs.FakeMain()
   assert sweep.main(args, runner=again, say=messages.append) == 0
-  assert again.calls == []   # every run finished before: read from the workdirs
+  assert again.calls == []  # every run finished before: read from the workdirs
   assert any(m.startswith('warning: ') and 'manifest.json.damaged' in m for m in messages)
   assert open(path + manifest_lib.DAMAGED_SUFFIX).read() == text[:len(text) // 2]
   assert all(r['status'] == 'done' for r in json.load(open(path))['runs'])
-

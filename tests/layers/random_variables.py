@@ -8,9 +8,9 @@ output. `init_without_kernels` keeps what `init` itself sets (BN scales and
 biases, zero biases, GeM's p) and draws only the kernels from numpy.
 """
 
+from flax import traverse_util
 import jax
 import numpy as np
-from flax import traverse_util
 
 
 def random_variables(module, *inputs, seed=0, **kwargs):
@@ -40,6 +40,7 @@ def init_without_kernels(module, *inputs, seed=0, **kwargs):
 
   Only kernels need random numbers; jit drops their computation when they are not returned.
   """
+
   def constants(key, *a):
     flat = traverse_util.flatten_dict(module.init(key, *a, **kwargs))
     return {k: v for k, v in flat.items() if k[-1] != 'kernel'}

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from se_flax.layers.norm import BatchNorm
 from se_flax import models
+from se_flax.layers.norm import BatchNorm
 
 BATCH = 8
 

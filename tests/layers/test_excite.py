@@ -68,6 +68,7 @@ def test_hard_sigmoid_saturates_at_plus_minus_three():
 
 # Excitations ------------------------------------------------------------------------------------
 
+
 def test_excitation_registry():
   assert set(excite_lib.EXCITATIONS) == {'fc', 'ese', 'eca', 'identity'}
 

@@ -19,10 +19,14 @@ def activations(shape=(8, 4, 4, 3), seed=0):
 def variables_for(features=3, seed=1):
   rng = np.random.default_rng(seed)
   return {
-      'params': {'scale': rng.uniform(0.5, 1.5, features).astype(np.float32),
-                 'bias': rng.normal(size=features).astype(np.float32)},
-      'batch_stats': {'mean': rng.normal(size=features).astype(np.float32),
-                      'var': rng.uniform(0.5, 2.0, features).astype(np.float32)},
+      'params': {
+          'scale': rng.uniform(0.5, 1.5, features).astype(np.float32),
+          'bias': rng.normal(size=features).astype(np.float32)
+      },
+      'batch_stats': {
+          'mean': rng.normal(size=features).astype(np.float32),
+          'var': rng.uniform(0.5, 2.0, features).astype(np.float32)
+      },
   }
 
 
@@ -47,8 +51,8 @@ def test_training_normalises_with_batch_statistics():
   v = variables_for()
   y, _ = BatchNorm().apply(v, x, mutable=['batch_stats'])
   x64 = x.astype(np.float64)
-  expected = normalise(x64, x64.mean(axis=(0, 1, 2)), x64.var(axis=(0, 1, 2)),
-                       v['params']['scale'], v['params']['bias'])
+  expected = normalise(x64, x64.mean(axis=(0, 1, 2)), x64.var(axis=(0, 1, 2)), v['params']['scale'],
+                       v['params']['bias'])
   np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -101,7 +105,8 @@ def test_groups_have_their_own_statistics():
   x64 = x.astype(np.float64)
   expected = np.concatenate([
       normalise(g, g.mean(axis=(0, 1, 2)), g.var(axis=(0, 1, 2)), v['params']['scale'],
-                v['params']['bias']) for g in np.split(x64, 4)])
+                v['params']['bias']) for g in np.split(x64, 4)
+  ])
   np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-5)
   # With momentum 0 the running statistics are the batch's: group means and unbiased group
   # variances, averaged over the groups (per-device BN with averaged statistics).

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from se_flax.layers.se import SEBlock, SESpec, upsample_nearest
+from se_flax.layers.se import SEBlock
+from se_flax.layers.se import SESpec
+from se_flax.layers.se import upsample_nearest
 from tests.layers.random_variables import random_variables
 
 
@@ -54,8 +56,8 @@ def test_gather_gate_covers_its_cell():
   s = sigmoid(fc_numpy(cells, p))
   # Each gate value scales the 2x2 patch it was pooled from.
   s_full = np.kron(s, np.ones((1, 2, 2, 1)))
-  np.testing.assert_allclose(np.asarray(block.apply(variables, x)), x * s_full,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(block.apply(variables, x)), x * s_full, rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_gather_gate_on_a_map_the_extent_does_not_divide():
@@ -110,6 +112,7 @@ def test_bfloat16_block_scales_in_the_input_dtype_with_a_float32_gate():
 
 # Reduced width ----------------------------------------------------------------------------------
 
+
 def timm_make_divisible(v, divisor=8, min_value=None, round_limit=0.0):
   """timm.layers.make_divisible; timm's SEModule calls it with round_limit=0."""
   min_value = min_value or divisor
@@ -136,10 +139,10 @@ def test_multiple8_rounding_is_timms_make_divisible(channels, r):
 
 def test_multiple8_examples():
   spec = SESpec(rounding='multiple8')
-  assert spec.reduced_width(64) == 8    # 4 rounds up to the minimum of 8
+  assert spec.reduced_width(64) == 8  # 4 rounds up to the minimum of 8
   assert spec.reduced_width(256) == 16
   assert spec.reduced_width(200) == 16  # 12.5 -> 16 (nearest multiple, ties up)
-  assert spec.reduced_width(176) == 8   # 11 -> 8
+  assert spec.reduced_width(176) == 8  # 11 -> 8
 
 
 def test_min_width_bounds_the_reduced_width_from_below():

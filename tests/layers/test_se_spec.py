@@ -126,11 +126,10 @@ def test_gather_extent_message_in_full():
       'config.model.se.gather_extent=3 is not allowed; choose one of [0, 2, 4, 8]')
 
 
-@pytest.mark.parametrize('position,integration', [
-    ('last', 'standard'), ('last', 'pre'), ('last', 'post'), ('last', 'identity'),
-    ('3x3', 'standard')])
-def test_every_integration_at_the_last_position_and_the_standard_one_at_3x3(position,
-                                                                             integration):
+@pytest.mark.parametrize('position,integration', [('last', 'standard'), ('last', 'pre'),
+                                                  ('last', 'post'), ('last', 'identity'),
+                                                  ('3x3', 'standard')])
+def test_every_integration_at_the_last_position_and_the_standard_one_at_3x3(position, integration):
   # Table 14 varies the integration at the usual position, Table 15 moves the standard block.
   spec = SESpec(position=position, integration=integration)
   assert (spec.position, spec.integration) == (position, integration)

@@ -23,17 +23,23 @@ def model_config(**changes):
 
 
 def test_the_config_sets_name_spec_and_attributes():
-  cfg = model_config(**{'name': 'se_cifar_resnet20', 'dtype': 'bfloat16', 'bn_momentum': 0.99,
-                        'se.reduction': 8, 'se.stages': (1, 2)})
+  cfg = model_config(
+      **{
+          'name': 'se_cifar_resnet20',
+          'dtype': 'bfloat16',
+          'bn_momentum': 0.99,
+          'se.reduction': 8,
+          'se.stages': (1, 2)
+      })
   cfg.bn_group_size = 4
   model = models.from_config(cfg, 10)
   assert model.se == SESpec(reduction=8, stages=(1, 2))
-  assert (model.num_classes, model.dtype, model.bn_momentum, model.bn_group_size) == (
-      10, jnp.bfloat16, 0.99, 4)
+  assert (model.num_classes, model.dtype, model.bn_momentum,
+          model.bn_group_size) == (10, jnp.bfloat16, 0.99, 4)
   # stride_in_1x1=None keeps the preset's; the CIFAR networks have no such field.
   assert models.from_config(model_config(name='se_resnet50'), 10).stride_in_1x1 is True
-  assert models.from_config(
-      model_config(name='se_resnet50', stride_in_1x1=False), 10).stride_in_1x1 is False
+  assert models.from_config(model_config(name='se_resnet50', stride_in_1x1=False),
+                            10).stride_in_1x1 is False
 
 
 def test_a_plain_backbone_ignores_the_se_fields():
@@ -43,12 +49,24 @@ def test_a_plain_backbone_ignores_the_se_fields():
 
 
 @pytest.mark.parametrize('changes, words', [
-    ({'name': 'se_resnet51'}, ["config.model.name='se_resnet51'", 'se_resnet50']),
-    ({'dtype': 'float8'}, ["config.model.dtype='float8'", "'bfloat16'"]),
-    ({'se.gate': 'swish'}, ["config.model.se.gate='swish'", "'sigmoid'"]),
-    ({'se.reduction': 0}, ['config.model.se.reduction=0', 'positive integer']),
-    ({'bn_momentum': 1.0}, ['config.model.bn_momentum=1.0', '[0, 1)']),
-    ({'bn_epsilon': 0.0}, ['config.model.bn_epsilon=0.0', 'positive']),
+    ({
+        'name': 'se_resnet51'
+    }, ["config.model.name='se_resnet51'", 'se_resnet50']),
+    ({
+        'dtype': 'float8'
+    }, ["config.model.dtype='float8'", "'bfloat16'"]),
+    ({
+        'se.gate': 'swish'
+    }, ["config.model.se.gate='swish'", "'sigmoid'"]),
+    ({
+        'se.reduction': 0
+    }, ['config.model.se.reduction=0', 'positive integer']),
+    ({
+        'bn_momentum': 1.0
+    }, ['config.model.bn_momentum=1.0', '[0, 1)']),
+    ({
+        'bn_epsilon': 0.0
+    }, ['config.model.bn_epsilon=0.0', 'positive']),
 ])
 def test_bad_values_are_config_errors(changes, words):
   with pytest.raises(ConfigError) as info:
@@ -58,19 +76,35 @@ def test_bad_values_are_config_errors(changes, words):
 
 
 def test_a_stored_architecture_replaces_the_layout_but_not_the_arithmetic(tmp_path):
-  cfg = model_config(**{'name': 'se_resnet18', 'dtype': 'bfloat16', 'bn_momentum': 0.5,
-                        'bn_epsilon': 1e-3, 'se.reduction': 4})
-  stored = {'stage_sizes': [1, 1, 1, 1], 'stem_pool': 'ceil', 'se': {'reduction': 8},
-            'dtype': 'float32', 'bn_momentum': 0.9}
+  cfg = model_config(
+      **{
+          'name': 'se_resnet18',
+          'dtype': 'bfloat16',
+          'bn_momentum': 0.5,
+          'bn_epsilon': 1e-3,
+          'se.reduction': 4
+      })
+  stored = {
+      'stage_sizes': [1, 1, 1, 1],
+      'stem_pool': 'ceil',
+      'se': {
+          'reduction': 8
+      },
+      'dtype': 'float32',
+      'bn_momentum': 0.9
+  }
   cfg.bn_group_size = 2
-  cfg.init_from = _imported(tmp_path, {'model': 'se_resnet18', 'num_classes': 1000,
-                                       'overrides': stored})
+  cfg.init_from = _imported(tmp_path, {
+      'model': 'se_resnet18',
+      'num_classes': 1000,
+      'overrides': stored
+  })
   model = models.from_config(cfg, 7)
-  assert (model.stage_sizes, model.stem_pool, model.se) == (
-      (1, 1, 1, 1), 'ceil', SESpec(reduction=8))
+  assert (model.stage_sizes, model.stem_pool, model.se) == ((1, 1, 1, 1), 'ceil',
+                                                            SESpec(reduction=8))
   # The weights' layout keeps its own epsilon (here the preset's); the run sets the rest.
-  assert (model.bn_epsilon, model.dtype, model.bn_momentum, model.bn_group_size) == (
-      1e-5, jnp.bfloat16, 0.5, 2)
+  assert (model.bn_epsilon, model.dtype, model.bn_momentum,
+          model.bn_group_size) == (1e-5, jnp.bfloat16, 0.5, 2)
 
 
 def _imported(tmp_path, meta):
@@ -83,8 +117,15 @@ def test_the_imported_layout_is_read_from_model_json(tmp_path):
   config = default.get_base_config()
   config.model.name = 'se_cifar_resnet20'
   assert models.from_config(config, 10).se == SESpec()
-  config.init_from = _imported(tmp_path, {'model': 'se_cifar_resnet20', 'num_classes': 1000,
-                                          'overrides': {'se': {'reduction': 2}}})
+  config.init_from = _imported(tmp_path, {
+      'model': 'se_cifar_resnet20',
+      'num_classes': 1000,
+      'overrides': {
+          'se': {
+              'reduction': 2
+          }
+      }
+  })
   assert models.from_config(config, 10).se == SESpec(reduction=2)
 
 
@@ -92,8 +133,9 @@ def test_weights_of_another_model_are_refused(tmp_path):
   config = default.get_base_config()
   config.model.name = 'se_cifar_resnet20'
   config.init_from = _imported(tmp_path, {'model': 'cifar_resnet20', 'num_classes': 10})
-  with pytest.raises(ConfigError, match="holds 'cifar_resnet20' weights; set "
-                                        "config.model.name='cifar_resnet20'"):
+  with pytest.raises(
+      ConfigError, match="holds 'cifar_resnet20' weights; set "
+      "config.model.name='cifar_resnet20'"):
     models.from_config(config, 10)
   config.init_from = str(tmp_path / 'nothing')
   with pytest.raises(ConfigError, match='is not an imported-weights directory'):

@@ -2,5 +2,8 @@
 
 # pylint: disable=unused-import
 from tests.data.conftest import corrupt_imagenet
-from tests.integration.fixtures import digits_data, digits_run, jax_cache
-from tests.integration.fixtures import reference_run, shared_root
+from tests.integration.fixtures import digits_data
+from tests.integration.fixtures import digits_run
+from tests.integration.fixtures import jax_cache
+from tests.integration.fixtures import reference_run
+from tests.integration.fixtures import shared_root

@@ -20,9 +20,9 @@ CASES = [
      ['config.model.se.reduction=64', 'allowed: 1..16']),
     ('r zero', [SE, '--config.model.se.reduction=0'],
      ['config.model.se.reduction=0', 'positive integer']),
-    ('gather extent too large', [SE, '--config.model.se.squeeze=gather',
-                                 '--config.model.se.gather_extent=8'],
-     ['config.model.se.gather_extent=8', '4x4 feature map', 'allowed here: [2, 4] or 0']),
+    ('gather extent too large',
+     [SE, '--config.model.se.squeeze=gather', '--config.model.se.gather_extent=8'
+     ], ['config.model.se.gather_extent=8', '4x4 feature map', 'allowed here: [2, 4] or 0']),
     ('batch not divisible', ['--config.batch_size=30'],
      ['config.batch_size=30', '4 devices', 'multiple of 4']),
     ('bn group not dividing the batch', ['--config.bn_group_size=5'],

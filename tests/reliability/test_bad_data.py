@@ -6,6 +6,7 @@ import pytest
 
 from tests.integration import harness
 
+
 # One worker runs both tiny-ImageNet trainings, so the second loads the program compiled.
 @pytest.mark.xdist_group('tiny_imagenet_program')
 @pytest.mark.slow

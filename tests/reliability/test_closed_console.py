@@ -17,10 +17,10 @@ def test_run_completes_after_its_reader_goes(reference_run, digits_data, jax_cac
                                              streams):
   workdir = tmp_path / 'run'
   with open(tmp_path / 'err', 'w') as err_file:
-    proc = subprocess.Popen(
-        harness.command(workdir, digits_data), cwd=harness.REPO,
-        env=harness.env(2, jax_cache, fast_compile=False), stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if streams != 'stdout' else err_file)
+    proc = subprocess.Popen(harness.command(workdir, digits_data), cwd=harness.REPO,
+                            env=harness.env(2, jax_cache,
+                                            fast_compile=False), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT if streams != 'stdout' else err_file)
     first = proc.stdout.readline()
     proc.stdout.close()  # as `head -1` does
     code = proc.wait(timeout=300)

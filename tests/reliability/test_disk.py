@@ -20,7 +20,6 @@ from se_flax import errors
 from se_flax.train import checkpoint as ckpt_lib
 from tests.integration import harness
 
-
 # Log lines of absl (W/I/E + date), TensorFlow's C++ logging and Python warnings are not errors.
 _NOISE = re.compile(r'^([WIE]\d{4} |[WIE]0000 |WARNING|INFO|\S+:\d+: \w*Warning|\s)')
 
@@ -29,8 +28,8 @@ _NOISE = re.compile(r'^([WIE]\d{4} |[WIE]0000 |WARNING|INFO|\S+:\d+: \w*Warning|
 def tmpfs(path, size, read_only=False):
   path.mkdir(parents=True, exist_ok=True)
   options = f'size={size}' + (',ro' if read_only else '')
-  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs', str(path)],
-                           capture_output=True, text=True, check=False)
+  mounted = subprocess.run(['mount', '-t', 'tmpfs', '-o', options, 'tmpfs',
+                            str(path)], capture_output=True, text=True, check=False)
   if mounted.returncode:
     pytest.skip(f'cannot mount a tmpfs here ({mounted.stderr.strip()})')
   try:
@@ -49,8 +48,7 @@ def test_unwritable_workdir_fails_at_start(jax_cache, tmp_path, where):
       workdir = tmp_path / 'a_file' / 'run'
     else:
       workdir = stack.enter_context(tmpfs(tmp_path / 'ro', '1m', read_only=True)) / 'run'
-    code, out, err = harness.run(workdir, data_dir, cache_dir=jax_cache,
-                                 log=tmp_path / 'main')
+    code, out, err = harness.run(workdir, data_dir, cache_dir=jax_cache, log=tmp_path / 'main')
   assert code == errors.EXIT_WRITE_ERROR, harness.describe(code, out, err)
   assert f"workdir '{workdir}' is not writable" in err and 'pass a --workdir' in err
   assert not any(data_dir.iterdir())
@@ -58,8 +56,8 @@ def test_unwritable_workdir_fails_at_start(jax_cache, tmp_path, where):
 
 def test_disk_full_at_save_keeps_the_previous_checkpoint(reference_run, digits_data, jax_cache,
                                                          tmp_path):
-  size = sum(f.stat().st_size for f in (reference_run / 'checkpoints' / '3').rglob('*')
-             if f.is_file())
+  size = sum(
+      f.stat().st_size for f in (reference_run / 'checkpoints' / '3').rglob('*') if f.is_file())
   # Room for one checkpoint and the logs, not for two.
   with tmpfs(tmp_path / 'disk', f'{int(size * 1.5) // 4096 * 4096}') as disk:
     workdir = disk / 'run'
@@ -69,8 +67,9 @@ def test_disk_full_at_save_keeps_the_previous_checkpoint(reference_run, digits_d
     assert 'Traceback' not in err, err
     lines = [l for l in err.splitlines() if l.strip() and not _NOISE.match(l)]
     assert len(lines) == 1, err
-    assert lines[0].startswith(f'error: could not write checkpoint step 6 in {workdir}/checkpoints: '
-                               'No space left on device (')
+    assert lines[0].startswith(
+        f'error: could not write checkpoint step 6 in {workdir}/checkpoints: '
+        'No space left on device (')
     assert 'MB free; a checkpoint takes about' in lines[0] and 'are untouched' in lines[0]
     assert 'its unfinished 6.orbax-checkpoint-tmp is removed' in lines[0]
     assert not list((workdir / 'checkpoints').glob('*.orbax-checkpoint-tmp'))

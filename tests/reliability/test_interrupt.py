@@ -65,13 +65,13 @@ def test_sigterm_to_eval_says_so_and_writes_nothing(reference_run, digits_data, 
   before = sorted((p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob('*'))
   proc = harness.start(workdir, None, '--mode=eval', base=(), cache_dir=jax_cache,
                        log=tmp_path / 'eval')
-  harness.wait_until(lambda: 'Using the config stored' in (tmp_path / 'eval.out').read_text(),
-                     proc, what='the eval to start')
+  harness.wait_until(lambda: 'Using the config stored' in (tmp_path / 'eval.out').read_text(), proc,
+                     what='the eval to start')
   harness.stop(proc, signal.SIGTERM)
   code, out, err = harness.finish(proc)
   assert code == errors.EXIT_TERMINATED == 143, harness.describe(code, out, err)
   lines = [l for l in err.splitlines() if l.startswith('error: ')]
   assert len(lines) == 1 and 'terminated (SIGTERM) during --mode=eval' in lines[0], err
   assert 'Traceback' not in err
-  assert sorted((p.relative_to(workdir), p.stat().st_mtime_ns)
-                for p in workdir.rglob('*')) == before
+  assert sorted(
+      (p.relative_to(workdir), p.stat().st_mtime_ns) for p in workdir.rglob('*')) == before

@@ -48,11 +48,16 @@ def test_skip_counts_the_skipped_steps(digits_run, tmp_path):
 
 def test_state_with_an_overflowed_update_is_never_saved():
   """The guard before every save: a NaN or Inf anywhere in params, statistics or momentum."""
-  finite = dict(params={'w': jnp.ones(3)}, batch_stats={'mean': jnp.zeros(2)},
-                opt_state=({'w': jnp.zeros(3)}, jnp.int32(4)))
+  finite = dict(params={'w': jnp.ones(3)}, batch_stats={'mean': jnp.zeros(2)}, opt_state=({
+      'w': jnp.zeros(3)
+  }, jnp.int32(4)))
   is_finite = state_lib.is_finite
   assert is_finite(types.SimpleNamespace(**finite))
-  for field, bad in (('params', {'w': jnp.array([1.0, jnp.inf, 0.0])}),
-                     ('batch_stats', {'mean': jnp.array([jnp.nan, 0.0])}),
-                     ('opt_state', ({'w': jnp.array([0.0, 0.0, -jnp.inf])}, jnp.int32(4)))):
+  for field, bad in (('params', {
+      'w': jnp.array([1.0, jnp.inf, 0.0])
+  }), ('batch_stats', {
+      'mean': jnp.array([jnp.nan, 0.0])
+  }), ('opt_state', ({
+      'w': jnp.array([0.0, 0.0, -jnp.inf])
+  }, jnp.int32(4)))):
     assert not is_finite(types.SimpleNamespace(**{**finite, field: bad})), field

@@ -8,13 +8,15 @@ from se_flax import models
 from tests.integration import harness
 
 
-@pytest.mark.parametrize('flag, field, stored, now', [
-    # Other shapes: the SE blocks add parameters.
-    ('--config.model.name=se_cifar_resnet20', 'model.name', "'cifar_resnet20'",
-     "'se_cifar_resnet20'"),
-    # The same shapes, another network.
-    ('--config.model.bn_epsilon=0.001', 'model.bn_epsilon', '1e-05', '0.001'),
-])
+@pytest.mark.parametrize(
+    'flag, field, stored, now',
+    [
+        # Other shapes: the SE blocks add parameters.
+        ('--config.model.name=se_cifar_resnet20', 'model.name', "'cifar_resnet20'",
+         "'se_cifar_resnet20'"),
+        # The same shapes, another network.
+        ('--config.model.bn_epsilon=0.001', 'model.bn_epsilon', '1e-05', '0.001'),
+    ])
 def test_checkpoint_of_another_model(reference_run, digits_run, tmp_path, flag, field, stored, now):
   workdir = harness.copy_run(reference_run, tmp_path / 'run')
   code, out, err = digits_run(flag, workdir=workdir)
@@ -43,12 +45,12 @@ def test_config_differences():
   assert differences == [('model.dtype', 'float32', 'bfloat16'), ('model.se.reduction', 4, 8),
                          ('num_train_steps', -1, 50)]
   # Longer training and another compute dtype resume; another SE block does not.
-  assert models.architecture_differences(differences, stored, current) == [
-      ('model.se.reduction', 4, 8)]
+  assert models.architecture_differences(differences, stored,
+                                         current) == [('model.se.reduction', 4, 8)]
   # A plain backbone has no SE block for the SE fields to change.
   plain = config_lib.as_json(_digits(**{'model.name': 'cifar_resnet20'}))
   plain_current = _digits(**{'model.name': 'cifar_resnet20', 'model.se.reduction': 8})
-  assert models.architecture_differences(
-      config_lib.differences(plain, plain_current), plain, plain_current) == []
+  assert models.architecture_differences(config_lib.differences(plain, plain_current), plain,
+                                         plain_current) == []
   text = config_lib.format_differences(differences)
   assert "config.model.dtype: 'float32' in the checkpoint, 'bfloat16' now" in text

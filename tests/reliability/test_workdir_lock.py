@@ -56,8 +56,13 @@ def test_lock_of_a_killed_run_is_taken_over(digits_run, tmp_path):
   workdir = tmp_path / 'run'
   workdir.mkdir()
   pid = _dead_pid()
-  (workdir / lock_lib.LOCK_FILE).write_text(json.dumps(
-      {'host': socket.gethostname(), 'pid': pid, 'started': 'earlier', 'token': 'x'}))
+  (workdir / lock_lib.LOCK_FILE).write_text(
+      json.dumps({
+          'host': socket.gethostname(),
+          'pid': pid,
+          'started': 'earlier',
+          'token': 'x'
+      }))
   code, out, err = digits_run('--config.num_train_steps=3', workdir=workdir)
   assert code == 0, harness.describe(code, out, err)
   assert f'took over the lock of a run that is gone (pid {pid} on host' in out

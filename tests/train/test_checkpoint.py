@@ -9,15 +9,22 @@ import threading
 
 from etils import epath
 import jax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from se_flax import errors
 from se_flax.train import checkpoint as ckpt_lib
-from se_flax.train import parallel, preemption, state as state_lib
-from tests.train.tiny import IMAGE_SHAPE, TinyNet, make_batch, mesh_of, tiny_setup
+from se_flax.train import parallel
+from se_flax.train import preemption
+from se_flax.train import state as state_lib
+from tests.train.tiny import IMAGE_SHAPE
+from tests.train.tiny import make_batch
+from tests.train.tiny import mesh_of
+from tests.train.tiny import tiny_setup
+from tests.train.tiny import TinyNet
 
 # Reading a damaged checkpoint's metadata fails in several of Orbax's concurrent
 # reads at once; the ones not re-raised surface as "never retrieved" noise.
@@ -82,8 +89,15 @@ def test_checkpoint_from_8_devices_restores_on_fewer(tmp_path, trained, n_device
 
 def test_keeps_the_latest_n_and_the_best(tmp_path, trained):
   _, state = trained
-  errors = [{'top1_error': 0.5}, {'top1_error': 0.2}, None, {'top1_error': 0.6},
-            {'top1_error': 0.7}]
+  errors = [{
+      'top1_error': 0.5
+  }, {
+      'top1_error': 0.2
+  }, None, {
+      'top1_error': 0.6
+  }, {
+      'top1_error': 0.7
+  }]
   save_steps(tmp_path / 'best', state, [1, 2, 3, 4, 5], errors, max_to_keep=2, keep_best=True)
   ckpt = ckpt_lib.TrainCheckpointer(tmp_path / 'best', max_to_keep=2)
   # 2 is the best; 4 and 5 are the newest although their errors are the worst.
@@ -96,8 +110,8 @@ def test_keeps_the_latest_n_and_the_best(tmp_path, trained):
 
 def best_step(workdir):
   """The step Orbax ranks best by the `top1_error` stored with it."""
-  options = ocp.CheckpointManagerOptions(best_fn=lambda m: m[ckpt_lib.BEST_METRIC],
-                                         best_mode='min', read_only=True)
+  options = ocp.CheckpointManagerOptions(best_fn=lambda m: m[ckpt_lib.BEST_METRIC], best_mode='min',
+                                         read_only=True)
   manager = ocp.CheckpointManager(epath.Path(workdir) / ckpt_lib.CHECKPOINT_DIR, options=options)
   try:
     return manager.best_step()
@@ -120,8 +134,8 @@ def _damage(step_dir, how):
     raise ValueError(how)
 
 
-@pytest.mark.parametrize('how', ['truncate data', 'truncate manifest', 'delete metadata',
-                                 'delete data'])
+@pytest.mark.parametrize('how',
+                         ['truncate data', 'truncate manifest', 'delete metadata', 'delete data'])
 def test_damaged_newest_checkpoint_falls_back(tmp_path, trained, caplog, how):
   setup, state = trained
   save_steps(tmp_path, state, [1, 2, 3])

@@ -11,18 +11,46 @@ from tensorboard.compat.proto import event_pb2
 from se_flax import errors
 from se_flax.train import metrics as metrics_lib
 from se_flax.train import parallel
-from tests.train.tiny import make_batch, tiny_setup
+from tests.train.tiny import make_batch
+from tests.train.tiny import tiny_setup
 
 
 def test_accumulator_sums_exactly_and_reduces_once():
   acc = metrics_lib.MetricAccumulator()
   steps = [
-      {'loss_sum': 20.0, 'top1_correct': 3.0, 'top5_correct': 9.0, 'count': 16.0,
-       'grad_norm_sum': 1.0, 'steps': 1.0, 'learning_rate': 0.4, 'finite': 1.0, 'skipped': 0.0},
-      {'loss_sum': 12.0, 'top1_correct': 7.0, 'top5_correct': 14.0, 'count': 16.0,
-       'grad_norm_sum': 3.0, 'steps': 1.0, 'learning_rate': 0.3, 'finite': 1.0, 'skipped': 0.0},
-      {'loss_sum': 0.0, 'top1_correct': 0.0, 'top5_correct': 0.0, 'count': 0.0,
-       'grad_norm_sum': 0.0, 'steps': 0.0, 'learning_rate': 0.2, 'finite': 0.0, 'skipped': 1.0},
+      {
+          'loss_sum': 20.0,
+          'top1_correct': 3.0,
+          'top5_correct': 9.0,
+          'count': 16.0,
+          'grad_norm_sum': 1.0,
+          'steps': 1.0,
+          'learning_rate': 0.4,
+          'finite': 1.0,
+          'skipped': 0.0
+      },
+      {
+          'loss_sum': 12.0,
+          'top1_correct': 7.0,
+          'top5_correct': 14.0,
+          'count': 16.0,
+          'grad_norm_sum': 3.0,
+          'steps': 1.0,
+          'learning_rate': 0.3,
+          'finite': 1.0,
+          'skipped': 0.0
+      },
+      {
+          'loss_sum': 0.0,
+          'top1_correct': 0.0,
+          'top5_correct': 0.0,
+          'count': 0.0,
+          'grad_norm_sum': 0.0,
+          'steps': 0.0,
+          'learning_rate': 0.2,
+          'finite': 0.0,
+          'skipped': 1.0
+      },
   ]
   for s in steps:
     acc.add({k: jnp.float32(v) for k, v in s.items()})
@@ -42,8 +70,12 @@ def test_accumulator_counts_a_large_split_exactly():
   acc = metrics_lib.MetricAccumulator()
   sizes = [64] * (50_000 // 64) + [50_000 % 64]
   for n in sizes:
-    acc.add({'top1_correct': jnp.float32(n // 2), 'top5_correct': jnp.float32(n),
-             'count': jnp.float32(n), 'loss_sum': jnp.float32(0.1 * n)})
+    acc.add({
+        'top1_correct': jnp.float32(n // 2),
+        'top5_correct': jnp.float32(n),
+        'count': jnp.float32(n),
+        'loss_sum': jnp.float32(0.1 * n)
+    })
   totals = acc.totals()
   assert totals['count'] == 50_000
   assert totals['top1_correct'] == sum(n // 2 for n in sizes)
@@ -64,8 +96,12 @@ def read_events(logdir):
 
 def _log(writer, steps):
   for step in steps:
-    writer.write(step, 'train', {'loss': 1.0 / step, 'learning_rate': 0.1,
-                                 'images_per_sec': 100.0, 'steps_per_sec': 2.0})
+    writer.write(step, 'train', {
+        'loss': 1.0 / step,
+        'learning_rate': 0.1,
+        'images_per_sec': 100.0,
+        'steps_per_sec': 2.0
+    })
     if step % 200 == 0:
       writer.write(step, 'eval', {'top1_error': 0.5 - step / 10_000, 'top5_error': 0.2})
 
@@ -102,8 +138,11 @@ def test_resumed_run_log_equals_uninterrupted_one(tmp_path):
   writer.close()
   assert (resumed / 'metrics.jsonl').read_text() == (whole / 'metrics.jsonl').read_text()
   # TensorBoard is told to drop the first run's events after step 400.
-  starts = [e.step for e in read_events(resumed / 'tensorboard')
-            if e.session_log.status == event_pb2.SessionLog.START]
+  starts = [
+      e.step
+      for e in read_events(resumed / 'tensorboard')
+      if e.session_log.status == event_pb2.SessionLog.START
+  ]
   assert starts == [401]
 
 
@@ -122,8 +161,13 @@ def test_fresh_run_starts_the_log_over_and_other_processes_write_nothing(tmp_pat
 
 def test_progress_line_and_parameter_overview():
   line = metrics_lib.format_progress(
-      1000, 5000, {'loss': 2.5, 'top1_error': 0.6, 'learning_rate': 0.1,
-                   'steps_per_sec': 4.0, 'images_per_sec': 1024.0})
+      1000, 5000, {
+          'loss': 2.5,
+          'top1_error': 0.6,
+          'learning_rate': 0.1,
+          'steps_per_sec': 4.0,
+          'images_per_sec': 1024.0
+      })
   assert line.startswith('step 1000/5000 (20.0%)')
   assert 'loss 2.5000' in line and '4.00 steps/s' in line and '1024 img/s' in line
   assert line.endswith('ETA 0:16:40')  # 4000 steps at 4 steps/s
@@ -144,15 +188,14 @@ def test_torn_last_line_is_dropped_on_resume(tmp_path):
   assert [(r['step'], r['loss']) for r in records] == [(5, 1.0), (15, 0.5)]
 
 
-
-@pytest.mark.parametrize('damage', ['{"step": 10, "spl', '\x00\x00\x00', '[1, 2]', '7',
-                                    '{"step": "ten"}', b'\xff\xfe'])
+@pytest.mark.parametrize(
+    'damage', ['{"step": 10, "spl', '\x00\x00\x00', '[1, 2]', '7', '{"step": "ten"}', b'\xff\xfe'])
 def test_damaged_middle_line_is_set_aside_on_resume(tmp_path, damage):
   # A disk error or an edit can damage any line; logs are not the run's state.
   path = tmp_path / 'metrics.jsonl'
   damage = damage if isinstance(damage, bytes) else damage.encode()
-  path.write_bytes(b'{"step": 5, "split": "train", "loss": 1.0}\n' + damage
-                   + b'\n{"step": 15, "split": "train", "loss": 0.7}\n'
+  path.write_bytes(b'{"step": 5, "split": "train", "loss": 1.0}\n' + damage +
+                   b'\n{"step": 15, "split": "train", "loss": 0.7}\n'
                    b'{"step": 20, "split": "train", "loss": 0.6}\n')
   writer = metrics_lib.MetricWriter(tmp_path, resume_step=15, enabled=True)
   writer.write(20, 'train', {'loss': 0.5})
@@ -169,6 +212,7 @@ def test_readers_skip_a_damaged_line_without_writing(tmp_path):
                   '{"step": 10, "split": "eval", "loss": 0.5}\n')
   assert [r['step'] for r in metrics_lib.read_metrics(tmp_path, 'eval')] == [5, 10]
   assert sorted(p.name for p in tmp_path.iterdir()) == ['metrics.jsonl']
+
 
 def _run_window(nan_at, steps, nan_policy='stop'):
   """Trains TinyNet `steps` steps, the batch of step `nan_at` holding a NaN; returns the window."""
