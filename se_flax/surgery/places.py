@@ -27,7 +27,7 @@ two paths equally deep is not taken for a residual sum. Programs inside
 """
 
 import dataclasses
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 from jax.extend import core
 
@@ -274,15 +274,3 @@ def _size(shape) -> int:
     n *= int(d)
   return n
 
-
-def describe(where: Where, min_channels: int) -> str:
-  """The rule in words, for summaries and messages."""
-  if callable(where):
-    return f'predicate {getattr(where, "__name__", repr(where))}'
-  if where == 'convs':
-    return f'after every convolution with >= {min_channels} outputs'
-  return 'after the last conv/norm of each residual branch'
-
-
-def is_rule(value: Any) -> bool:
-  return callable(value) or value in RULES
