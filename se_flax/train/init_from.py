@@ -5,7 +5,9 @@ model.json, whose layout `models.from_config` builds the network in, so weights
 never load into a network of another layout. Every parameter and BN statistic
 must match the model by path and shape, except the classifier (`fc`), which
 keeps its fresh initialisation when the number of classes differs: that is
-fine-tuning onto a new label set.
+fine-tuning onto a new label set, and the SE blocks that `config.model.surgery`
+puts into a plain network, which keep theirs when the weights are the plain
+network's (with `identity_start`, the network starts as the one imported).
 """
 
 from absl import logging
@@ -13,16 +15,21 @@ import flax
 import jax
 import numpy as np
 
+from se_flax import surgery
 from se_flax.errors import ConfigError
 from se_flax.train import parallel
 
 HEAD = 'fc'
 
 
-def _merge(fresh, loaded, collection, mismatched):
+def _merge(fresh, loaded, collection, mismatched, added):
   flat_fresh = flax.traverse_util.flatten_dict(flax.core.unfreeze(fresh), sep='/')
   flat_loaded = flax.traverse_util.flatten_dict(flax.core.unfreeze(loaded), sep='/')
-  missing = sorted(set(flat_fresh) - set(flat_loaded))
+  # SE blocks that surgery (config.model.surgery) put into a plain network keep their fresh
+  # initialisation when the weights are the plain network's.
+  kept = set(surgery.se_parameter_paths(fresh)) - set(flat_loaded)
+  added += sorted(kept)
+  missing = sorted(set(flat_fresh) - set(flat_loaded) - kept)
   extra = sorted(set(flat_loaded) - set(flat_fresh))
   if missing or extra:
     raise ConfigError(
@@ -30,6 +37,9 @@ def _merge(fresh, loaded, collection, mismatched):
         f'unexpected {extra[:8]} (a different model or config.model options?)')
   out = {}
   for path, value in flat_fresh.items():
+    if path in kept:
+      out[path] = value
+      continue
     new = np.asarray(flat_loaded[path])
     if new.shape != value.shape:
       if path.split('/')[0] == HEAD:
@@ -54,9 +64,14 @@ def load_pretrained(state, directory, mesh):
     variables, _ = load_variables(directory)
   except ValueError as e:
     raise ConfigError(str(e)) from e
-  mismatched = []
-  params = _merge(state.params, variables['params'], 'params', mismatched)
-  stats = _merge(state.batch_stats, variables.get('batch_stats', {}), 'batch_stats', mismatched)
+  mismatched, added = [], []
+  params = _merge(state.params, variables['params'], 'params', mismatched, added)
+  stats = _merge(state.batch_stats, variables.get('batch_stats', {}), 'batch_stats', mismatched,
+                 added)
+  if added:
+    logging.warning(
+        'config.init_from: %d SE variables added by surgery start from their own '
+        'initialisation', len(added))
   if mismatched:
     logging.warning('config.init_from: re-initialised the classifier for the new class count: %s',
                     mismatched)

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +158,50 @@ def test_a_run_starts_from_the_layout_of_model_json(imported_se_weights, digits_
   assert sorted(start) == sorted(saved)
   for key, value in start.items():
     np.testing.assert_array_equal(np.asarray(value.addressable_data(0)), saved[key], err_msg=key)
+
+
+def test_surgery_starts_from_a_plain_networks_weights(digits_data, tmp_path):
+  # Plain weights into the network surgery makes of the same preset: every plain variable is
+  # loaded, the SE blocks keep their own (identity) start, and nothing else is left out.
+  plain = registry.create_model('cifar_resnet20', 10)
+  directory, saved = _imported(tmp_path / 'plain', _trained_like(plain, (8, 8, 1), seed=5), {
+      'model': 'cifar_resnet20',
+      'num_classes': 10,
+      'overrides': {}
+  })
+  config = digits.get_config()
+  config.model.name, config.init_from = 'cifar_resnet20', str(directory)
+  config.model.surgery.where, config.model.surgery.identity_start = 'residual', True
+  config.dataset.data_dir = str(digits_data)
+  run = setup_lib.setup(config, str(tmp_path / 'run'))
+  state = run.initial_state()
+  start = _flat({'params': state.params, 'batch_stats': state.batch_stats})
+  se_paths = sorted(k for k in start if '/se/' in k)
+  assert len(se_paths) > 0 and sorted(set(start) - set(se_paths)) == sorted(saved)
+  for key, value in saved.items():
+    np.testing.assert_array_equal(np.asarray(start[key].addressable_data(0)), value, err_msg=key)
+  fresh = _flat({'params': run.fresh_state().params})
+  for key in se_paths:
+    np.testing.assert_array_equal(np.asarray(start[key].addressable_data(0)),
+                                  np.asarray(fresh[key].addressable_data(0)), err_msg=key)
+  # Identity start: the surgery-made network computes what the imported plain one does.
+  x = np.random.RandomState(6).normal(size=(2, 8, 8, 1)).astype(np.float32)
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+  np.testing.assert_allclose(run.model.apply(variables, x, train=False),
+                             plain.apply(dict(saved_tree(saved)), x, train=False), rtol=1e-5,
+                             atol=1e-5)
+
+
+def _trained_like(model, shape, seed):
+  """The model's own initialisation (finite through 20 layers), with every BN scale drawn in
+  [0.5, 1.5] so that no residual branch starts at zero."""
+  variables = model.init(jax.random.PRNGKey(seed), jnp.zeros((1,) + shape), train=False)
+  rng = np.random.RandomState(seed)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, v: rng.uniform(0.5, 1.5, v.shape).astype(np.float32)
+      if path[-1].key == 'scale' else np.asarray(v), dict(variables))
+
+
+def saved_tree(flat):
+  """The nested variables of a `_flat` dictionary."""
+  return flax.traverse_util.unflatten_dict(flat, sep='/')
