@@ -16,8 +16,15 @@ AXIS = None
 BASE = targets.PAPER_ABLATION
 PLAIN = {'model.name': 'resnet50'}
 SWEEP = [
-    {**PLAIN, 'model.surgery.where': 'residual'},
-    *({**PLAIN, 'model.surgery.where': 'residual', 'model.se.reduction': r} for r in (4, 8)),
-    *({**PLAIN, 'model.surgery.where': 'convs', 'model.surgery.min_channels': c}
-      for c in (16, 32, 64)),
+    {
+        **PLAIN, 'model.surgery.where': 'residual'
+    },
+    *({
+        **PLAIN, 'model.surgery.where': 'residual',
+        'model.se.reduction': r
+    } for r in (4, 8)),
+    *({
+        **PLAIN, 'model.surgery.where': 'convs',
+        'model.surgery.min_channels': c
+    } for c in (16, 32, 64)),
 ]

@@ -64,10 +64,14 @@ def train(model, variables, data, lr, epochs, seed, batch=128):
 
   @jax.jit
   def step(params, stats, opt_state, x, y):
+
     def loss_fn(p):
-      logits, new = model.apply({'params': p, 'batch_stats': stats}, x, train=True,
-                                mutable=['batch_stats'])
+      logits, new = model.apply({
+          'params': p,
+          'batch_stats': stats
+      }, x, train=True, mutable=['batch_stats'])
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
+
     (_, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), new['batch_stats'], opt_state
@@ -79,8 +83,7 @@ def train(model, variables, data, lr, epochs, seed, batch=128):
     order = rng.permutation(len(xtr))
     for k in range(steps_per_epoch):
       rows = order[k * batch:(k + 1) * batch]
-      params, stats, opt_state = step(params, stats, opt_state, shifted(rng, xtr[rows]),
-                                      ytr[rows])
+      params, stats, opt_state = step(params, stats, opt_state, shifted(rng, xtr[rows]), ytr[rows])
   return {'params': params, 'batch_stats': stats}
 
 
@@ -105,8 +108,7 @@ def run_seed(seed, data, pretrain_epochs, finetune_epochs):
       fresh = jax.jit(functools.partial(model.init, train=False))(jax.random.PRNGKey(seed + 1), x)
       start = surgery.with_plain_weights(fresh, pretrained)
     row[f'{name} start'] = accuracy(model, start, data)
-    row[name] = accuracy(model, train(model, start, data, 0.01, finetune_epochs, seed + 100),
-                         data)
+    row[name] = accuracy(model, train(model, start, data, 0.01, finetune_epochs, seed + 100), data)
   return row
 
 

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 EXCITATIONS: dict[str, Callable] = {}
-REDUCING: set[str] = set()   # excitations whose width depends on r
+REDUCING: set[str] = set()  # excitations whose width depends on r
 ZERO_START: set[str] = set()  # excitations whose logits start at zero under identity start
 GATES: dict[str, Callable] = {}
 
@@ -43,6 +43,7 @@ ECA_INIT = nn.initializers.lecun_normal()
 
 
 def register(name, reduces=False, zero_start=False):
+
   def wrap(fn):
     EXCITATIONS[name] = fn
     if reduces:
@@ -50,6 +51,7 @@ def register(name, reduces=False, zero_start=False):
     if zero_start:
       ZERO_START.add(name)
     return fn
+
   return wrap
 
 
@@ -67,9 +69,10 @@ def dense(module, features, name, use_bias, kernel_init=FC_INIT, last=False):
   if isinstance(module, nn.Module):
     return nn.Dense(features, use_bias=use_bias, dtype=module.dtype, name=name,
                     kernel_init=kernel_init, bias_init=nn.initializers.zeros)
-  return lambda z: module.layer(name, lambda rngs: nnx.Linear(
-      z.shape[-1], features, use_bias=use_bias, dtype=module.dtype, param_dtype=jnp.float32,
-      kernel_init=kernel_init, bias_init=nn.initializers.zeros, rngs=rngs))(z)
+  return lambda z: module.layer(
+      name, lambda rngs: nnx.Linear(z.shape[
+          -1], features, use_bias=use_bias, dtype=module.dtype, param_dtype=jnp.float32, kernel_init
+                                    =kernel_init, bias_init=nn.initializers.zeros, rngs=rngs))(z)
 
 
 def conv1d(module, kernel_size, name, kernel_init=ECA_INIT, last=False):
@@ -80,9 +83,10 @@ def conv1d(module, kernel_size, name, kernel_init=ECA_INIT, last=False):
   if isinstance(module, nn.Module):
     return nn.Conv(1, (kernel_size,), padding=pad, use_bias=False, dtype=module.dtype,
                    kernel_init=kernel_init, name=name)
-  return lambda seq: module.layer(name, lambda rngs: nnx.Conv(
-      1, 1, (kernel_size,), padding=pad, use_bias=False, dtype=module.dtype,
-      param_dtype=jnp.float32, kernel_init=kernel_init, rngs=rngs))(seq)
+  return lambda seq: module.layer(
+      name, lambda rngs: nnx.Conv(1, 1,
+                                  (kernel_size,), padding=pad, use_bias=False, dtype=module.dtype,
+                                  param_dtype=jnp.float32, kernel_init=kernel_init, rngs=rngs))(seq)
 
 
 @register('fc', reduces=True, zero_start=True)

@@ -27,30 +27,31 @@ from se_flax.layers import excite as excite_lib
 from se_flax.layers import squeeze as squeeze_lib
 
 ROUNDINGS = ('floor', 'multiple8')
-INTEGRATIONS = ('standard', 'pre', 'post', 'identity')   # Table 14, Fig. 5
-POSITIONS = ('last', '3x3')                               # Table 15
+INTEGRATIONS = ('standard', 'pre', 'post', 'identity')  # Table 14, Fig. 5
+POSITIONS = ('last', '3x3')  # Table 15
 GATHER_EXTENTS = squeeze_lib.GATHER_EXTENTS
 
 
 @dataclasses.dataclass(frozen=True)
 class SESpec:
   """One SE block design. Defaults are the paper's SE-ResNet (r=16, avg, fc, sigmoid, standard)."""
-  reduction: int = 16            # r, Table 10
-  rounding: str = 'floor'        # 'floor': C // r (paper, Caffe models); 'multiple8': timm's width
-  min_width: int = 1             # lower bound on the reduced width
-  squeeze: str = 'avg'           # Table 11, Table 16
-  gather_extent: int = 0         # squeeze='gather' only: 2, 4, 8, or 0 for global
+  reduction: int = 16  # r, Table 10
+  rounding: str = 'floor'  # 'floor': C // r (paper, Caffe models); 'multiple8': timm's width
+  min_width: int = 1  # lower bound on the reduced width
+  squeeze: str = 'avg'  # Table 11, Table 16
+  gather_extent: int = 0  # squeeze='gather' only: 2, 4, 8, or 0 for global
   excite: str = 'fc'
-  gate: str = 'sigmoid'          # Table 12
+  gate: str = 'sigmoid'  # Table 12
   integration: str = 'standard'  # Table 14
-  position: str = 'last'         # Table 15
+  position: str = 'last'  # Table 15
   stages: Optional[tuple] = None  # Table 13: stage indices with SE blocks; None = all
-  bias: bool = True              # biases in the excitation (the paper's ablations drop them)
+  bias: bool = True  # biases in the excitation (the paper's ablations drop them)
 
   def __post_init__(self):
     if isinstance(self.stages, list):
       object.__setattr__(self, 'stages', tuple(self.stages))
-    if not isinstance(self.reduction, int) or isinstance(self.reduction, bool) or self.reduction <= 0:
+    if not isinstance(self.reduction, int) or isinstance(self.reduction,
+                                                         bool) or self.reduction <= 0:
       raise ValueError(f'config.model.se.reduction={self.reduction!r} must be a positive integer '
                        '(the paper sweeps 2, 4, 8, 16, 32)')
     if not isinstance(self.min_width, int) or self.min_width < 1:
@@ -70,8 +71,9 @@ class SESpec:
                        f'(Table 15 moves the standard block), got integration={self.integration!r}')
     width = squeeze_lib.SQUEEZES[self.squeeze].width_factor
     if self.excite in ('eca', 'identity') and width != 1:
-      raise ValueError(f'config.model.se.excite={self.excite!r} maps each channel to itself and cannot '
-                       f'take squeeze={self.squeeze!r}, which emits {width} descriptors per channel')
+      raise ValueError(
+          f'config.model.se.excite={self.excite!r} maps each channel to itself and cannot '
+          f'take squeeze={self.squeeze!r}, which emits {width} descriptors per channel')
     if self.stages is not None:
       if not all(isinstance(s, int) and s >= 0 for s in self.stages):
         raise ValueError(f'config.model.se.stages={self.stages!r} must be a tuple of stage indices '
@@ -80,8 +82,9 @@ class SESpec:
   def reduced_width(self, channels: int) -> int:
     """Width of the excitation's bottleneck for a block of `channels` channels."""
     if self.reduction > channels:
-      raise ValueError(f'config.model.se.reduction={self.reduction} exceeds the {channels} channels of '
-                       f'an SE block; allowed: 1..{channels}')
+      raise ValueError(
+          f'config.model.se.reduction={self.reduction} exceeds the {channels} channels of '
+          f'an SE block; allowed: 1..{channels}')
     if self.rounding == 'floor':
       width = channels // self.reduction
     else:

@@ -28,9 +28,11 @@ GATHER_EXTENTS = (0, 2, 4, 8)
 
 
 def register(name, width_factor=1):
+
   def wrap(fn):
     SQUEEZES[name] = SqueezeOp(fn, width_factor)
     return fn
+
   return wrap
 
 
@@ -95,7 +97,8 @@ def gather(x, spec, module):
   if e > min(h, w):
     raise ValueError(
         f'config.model.se.gather_extent={e} does not fit a {h}x{w} feature map: the extent must '
-        f'not exceed its sides; allowed here: {[k for k in GATHER_EXTENTS if 0 < k <= min(h, w)]} or 0 (global)')
+        f'not exceed its sides; allowed here: {[k for k in GATHER_EXTENTS if 0 < k <= min(h, w)]} or 0 (global)'
+    )
   hc, wc = -(-h // e), -(-w // e)
   pad = ((0, hc * e - h), (0, wc * e - w))
   sums = jnp.pad(x.astype(jnp.float32), ((0, 0),) + pad + ((0, 0),))

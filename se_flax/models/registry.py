@@ -36,18 +36,25 @@ RESUMABLE_MODEL_FIELDS = ('model.dtype', 'model.zero_init_residual', 'model.bn_m
 _RUN_ATTRIBUTES = ('dtype', 'bn_momentum')
 
 _IMAGENET = {
-    'resnet18': dict(stage_sizes=(2, 2, 2, 2), block='basic'),
-    'resnet34': dict(stage_sizes=(3, 4, 6, 3), block='basic'),
+    'resnet18':
+        dict(stage_sizes=(2, 2, 2, 2), block='basic'),
+    'resnet34':
+        dict(stage_sizes=(3, 4, 6, 3), block='basic'),
     # The paper's ResNets are the Caffe models: stride on the first 1x1 conv (3.86 GFLOPs).
-    'resnet50': dict(stage_sizes=(3, 4, 6, 3), block='bottleneck', stride_in_1x1=True),
-    'resnet101': dict(stage_sizes=(3, 4, 23, 3), block='bottleneck', stride_in_1x1=True),
-    'resnet152': dict(stage_sizes=(3, 8, 36, 3), block='bottleneck', stride_in_1x1=True),
-    'resnext50_32x4d': dict(stage_sizes=(3, 4, 6, 3), block='bottleneck', groups=32, base_width=4),
-    'resnext101_32x4d': dict(stage_sizes=(3, 4, 23, 3), block='bottleneck', groups=32, base_width=4),
+    'resnet50':
+        dict(stage_sizes=(3, 4, 6, 3), block='bottleneck', stride_in_1x1=True),
+    'resnet101':
+        dict(stage_sizes=(3, 4, 23, 3), block='bottleneck', stride_in_1x1=True),
+    'resnet152':
+        dict(stage_sizes=(3, 8, 36, 3), block='bottleneck', stride_in_1x1=True),
+    'resnext50_32x4d':
+        dict(stage_sizes=(3, 4, 6, 3), block='bottleneck', groups=32, base_width=4),
+    'resnext101_32x4d':
+        dict(stage_sizes=(3, 4, 23, 3), block='bottleneck', groups=32, base_width=4),
     # Paper Appendix. `senet154` carries SE blocks; `senet154_plain` is the same network without.
-    'senet154_plain': dict(stage_sizes=(3, 8, 36, 3), block='bottleneck', groups=64, base_width=4,
-                           stem='deep', stem_pool='ceil', first_width_factor=0.5,
-                           downsample_kernel=3, dropout=0.2),
+    'senet154_plain':
+        dict(stage_sizes=(3, 8, 36, 3), block='bottleneck', groups=64, base_width=4, stem='deep',
+             stem_pool='ceil', first_width_factor=0.5, downsample_kernel=3, dropout=0.2),
 }
 
 _CIFAR = {
@@ -105,8 +112,8 @@ def _lookup(name):
   return PRESETS[name]
 
 
-def create_model(name: str, num_classes: int,
-                 se: Optional[Union[SESpec, Mapping[str, Any]]] = None, **overrides):
+def create_model(name: str, num_classes: int, se: Optional[Union[SESpec, Mapping[str, Any]]] = None,
+                 **overrides):
   """Builds preset `name` with `num_classes` outputs.
 
   Args:
@@ -186,8 +193,7 @@ def from_config(config, num_classes: int):
       if with_se:
         attrs['se'] = SESpec.from_config(model_cfg.se)
         _check_se(model_cfg.name, attrs['se'])
-    attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES},
-                 bn_group_size=config.bn_group_size)
+    attrs.update({k: model_cfg[k] for k in _RUN_ATTRIBUTES}, bn_group_size=config.bn_group_size)
     drop_path_rate = _check_drop_path(model_cfg)
     if drop_path_rate:
       attrs['drop_path_rate'] = drop_path_rate
@@ -201,7 +207,7 @@ def from_config(config, num_classes: int):
 def surgery_of(config) -> Optional[Mapping[str, Any]]:
   """config.model.surgery where it puts SE blocks, else None (a config or its JSON)."""
   model_cfg = config['model'] if isinstance(config, dict) else config.model
-  fields = model_cfg.get('surgery') or {}   # configs stored before the field have none
+  fields = model_cfg.get('surgery') or {}  # configs stored before the field have none
   return fields if fields.get('where') else None
 
 
@@ -224,8 +230,8 @@ def with_surgery(config, model):
   sample = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   made = surgery.add_se(model, SESpec.from_config(config.model.se), fields['where'],
                         min_channels=fields['min_channels'],
-                        identity_start=fields['identity_start'], dtype=model.dtype,
-                        args=(sample,), kwargs={'train': False})
+                        identity_start=fields['identity_start'], dtype=model.dtype, args=(sample,),
+                        kwargs={'train': False})
   if not made.sites:
     # As stages=() for an se_ preset: an SE run without SE blocks would be the plain network.
     raise ConfigError(f'config.model.surgery.where={fields["where"]!r} with min_channels='
@@ -293,6 +299,7 @@ def architecture_differences(differences, stored=None, current=None):
   names = [c['model']['name'] if isinstance(c, dict) else c.model.name for c in configs]
   se_ignored = (bool(names) and not any(n in PRESETS and has_se(n) for n in names)
                 and not any(surgery_of(c) for c in configs))
-  return [d for d in differences
-          if d[0].startswith('model.') and d[0] not in RESUMABLE_MODEL_FIELDS
-          and not (se_ignored and d[0].startswith('model.se.'))]
+  return [
+      d for d in differences if d[0].startswith('model.') and d[0] not in RESUMABLE_MODEL_FIELDS
+      and not (se_ignored and d[0].startswith('model.se.'))
+  ]

@@ -36,8 +36,9 @@ from se_flax.surgery.on_linen import WithSE
 from se_flax.surgery.places import RULES
 from se_flax.surgery.places import Site
 
-__all__ = ['RULES', 'Site', 'WithSE', 'add_se', 'find_sites', 'se_parameter_paths',
-           'with_plain_weights']
+__all__ = [
+    'RULES', 'Site', 'WithSE', 'add_se', 'find_sites', 'se_parameter_paths', 'with_plain_weights'
+]
 
 
 def add_se(model, spec: SESpec = SESpec(), where: places.Where = 'residual', *,
@@ -81,8 +82,8 @@ def add_se(model, spec: SESpec = SESpec(), where: places.Where = 'residual', *,
   raise TypeError(f'add_se takes a Flax Linen or NNX module, not {type(model).__name__}')
 
 
-def find_sites(model, where: places.Where = 'residual', *, min_channels: int = 128,
-               args: tuple, kwargs: Optional[dict] = None) -> list:
+def find_sites(model, where: places.Where = 'residual', *, min_channels: int = 128, args: tuple,
+               kwargs: Optional[dict] = None) -> list:
   """The `Site`s (module path, output shape) where `add_se` would put blocks, in call order."""
   places.check(where, min_channels)
   if isinstance(model, WithSE):

@@ -58,9 +58,11 @@ def with_se_class(cls):
   def __call__(self, *args, **kwargs):
     return self.se(cls.__call__(self, *args, **kwargs))
 
-  return type(f'{cls.__name__}WithSE', (cls,), {'__call__': __call__,
-                                                 '__module__': cls.__module__,
-                                                 '__doc__': f'{cls.__name__} followed by SE.'})
+  return type(f'{cls.__name__}WithSE', (cls,), {
+      '__call__': __call__,
+      '__module__': cls.__module__,
+      '__doc__': f'{cls.__name__} followed by SE.'
+  })
 
 
 def find_sites(model: nnx.Module, where: places.Where, min_channels: int, args, kwargs) -> list:

@@ -138,7 +138,7 @@ _ADDS = ('add', 'add_any')
 class _Node:
   primitive: str
   params: dict
-  inputs: list   # value ids; None for literals and constants
+  inputs: list  # value ids; None for literals and constants
   outputs: list
 
 
@@ -148,8 +148,8 @@ class _Program:
   def __init__(self, closed: core.ClosedJaxpr, num_data: int):
     self.nodes: list[_Node] = []
     self.shape: list[tuple] = []
-    self.data: list[bool] = []      # depends on the model's inputs
-    self.convs: list[int] = []      # bit set of the convolutions behind the value
+    self.data: list[bool] = []  # depends on the model's inputs
+    self.convs: list[int] = []  # bit set of the convolutions behind the value
     self.tags: list[Optional[int]] = []  # the call index a `name` equation tags, per output
     self.users: list[list[int]] = []
     self._num_convs = 0
@@ -226,7 +226,7 @@ class _Program:
 
   def branch_ends(self, candidates: set) -> set:
     """The candidate calls whose output is the last tagged value of a residual branch."""
-    reaching = {}   # residual sum node -> [(tagged value, call)]
+    reaching = {}  # residual sum node -> [(tagged value, call)]
     for value, call in enumerate(self.tags):
       if call is None or call not in candidates:
         continue
@@ -240,8 +240,8 @@ class _Program:
           if out is None or self.shape[out] != shape:
             continue
           others = [i for i in node.inputs if i != u]
-          if node.primitive in _UNARY or (
-              node.primitive in _BINARY and all(self._passive(i, u) for i in others)):
+          if node.primitive in _UNARY or (node.primitive in _BINARY
+                                          and all(self._passive(i, u) for i in others)):
             if out not in seen:
               seen.add(out)
               frontier.append(out)
@@ -273,4 +273,3 @@ def _size(shape) -> int:
   for d in shape:
     n *= int(d)
   return n
-

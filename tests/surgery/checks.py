@@ -8,8 +8,8 @@ from se_flax.train.checkpoint import TrainCheckpointer
 
 
 def images(n=4, size=8, channels=3, seed=0):
-  return jnp.asarray(np.random.default_rng(seed).normal(size=(n, size, size, channels)),
-                     jnp.float32)
+  return jnp.asarray(
+      np.random.default_rng(seed).normal(size=(n, size, size, channels)), jnp.float32)
 
 
 def labels(n=4):
@@ -33,11 +33,10 @@ def round_trip(tmp_path, tree):
   try:
     checkpointer.save(1, tree)
     checkpointer.wait_until_finished()
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                         sharding=x.sharding), tree)
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          tree)
     restored = checkpointer.restore(1, target=target)
   finally:
     checkpointer.close()
   jax.tree.map(np.testing.assert_array_equal, restored, tree)
   return restored
-

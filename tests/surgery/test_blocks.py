@@ -29,8 +29,10 @@ def feature_map(shape=(2, 4, 4, CHANNELS), seed=0):
 
 def specs():
   """One spec per squeeze, per excitation and per gate: every registered operator is used."""
-  out = [SESpec(reduction=4, squeeze=name, gather_extent=2 if name == 'gather' else 0,
-                excite='fc') for name in squeeze_lib.SQUEEZES]
+  out = [
+      SESpec(reduction=4, squeeze=name, gather_extent=2 if name == 'gather' else 0, excite='fc')
+      for name in squeeze_lib.SQUEEZES
+  ]
   out += [SESpec(reduction=4, excite=name) for name in excite_lib.EXCITATIONS]
   out += [SESpec(reduction=4, gate=name) for name in excite_lib.GATES]
   out += [SESpec(reduction=4, bias=False), SESpec(reduction=4, rounding='multiple8')]
@@ -51,8 +53,9 @@ def test_linen_and_nnx_blocks_agree_for_the_same_weights(spec):
   variables = random_variables(linen, x)
   block = SEBlockNNX(CHANNELS, spec, rngs=nnx.Rngs(1))
   # The same parameter names and shapes: weights move between the APIs as they are.
-  assert (jax.tree.map(jnp.shape, nnx.state(block, nnx.Param).to_pure_dict())
-          == jax.tree.map(jnp.shape, dict(variables.get('params', {}))))
+  assert (jax.tree.map(jnp.shape,
+                       nnx.state(block, nnx.Param).to_pure_dict()) == jax.tree.map(
+                           jnp.shape, dict(variables.get('params', {}))))
   block = nnx_with(variables.get('params', {}), spec)
   np.testing.assert_array_equal(np.asarray(block(x)), np.asarray(linen.apply(variables, x)))
 
@@ -86,9 +89,13 @@ def test_the_nnx_block_trains_under_nnx_jit():
   assert np.abs(np.asarray(block.fc2.bias[...]) - before).max() > 0
 
 
-ZERO_START_SPECS = [SESpec(reduction=4, excite=e, gate=g, bias=b)
-                    for e in sorted(excite_lib.ZERO_START) for g in excite_lib.GATES
-                    for b in (True, False) if not (e == 'eca' and not b)]
+ZERO_START_SPECS = [
+    SESpec(reduction=4, excite=e, gate=g, bias=b)
+    for e in sorted(excite_lib.ZERO_START)
+    for g in excite_lib.GATES
+    for b in (True, False)
+    if not (e == 'eca' and not b)
+]
 
 
 @pytest.mark.parametrize('spec', ZERO_START_SPECS, ids=lambda s: f'{s.excite}-{s.gate}-{s.bias}')

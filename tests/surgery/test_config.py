@@ -43,7 +43,8 @@ def test_from_config_puts_the_blocks_into_the_plain_preset():
   assert [s[1] for s in model.sites] == ['bn2'] * 9
   plain = models.from_config(config(where=''), 10)
   assert not isinstance(plain, surgery.WithSE)
-  added = sum(checks.se_block_params(SESpec(reduction=4), c) for c in [16] * 3 + [32] * 3 + [64] * 3)
+  added = sum(
+      checks.se_block_params(SESpec(reduction=4), c) for c in [16] * 3 + [32] * 3 + [64] * 3)
   assert checks.count(params(model)) - checks.count(params(plain)) == added
   convs = models.from_config(config('convs', min_channels=64), 10)
   assert len(convs.sites) == 6 and all(s[0].startswith('layer3') for s in convs.sites)
@@ -54,8 +55,8 @@ def test_the_upfront_check_and_the_summary_see_the_blocks():
   check.check_config(c, num_devices=1, num_processes=1)
   text = check.describe(c)
   plain = check.describe(config(where=''))
-  total = lambda t: int(next(line for line in t.splitlines() if line.startswith('total'))
-                        .split()[1].replace(',', ''))
+  total = lambda t: int(
+      next(line for line in t.splitlines() if line.startswith('total')).split()[1].replace(',', ''))
   # Six convs 32 wide (layer2) and six 64 wide (layer3); the CIFAR shortcuts have none.
   block = lambda c: checks.se_block_params(SESpec(reduction=4), c)
   assert total(text) - total(plain) == 6 * block(32) + 6 * block(64)
@@ -64,8 +65,8 @@ def test_the_upfront_check_and_the_summary_see_the_blocks():
 
 def test_the_analysis_reads_the_gates():
   model = models.from_config(config(), 10)
-  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(
-      jnp.zeros(X.shape))
+  variables = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(jnp.zeros(
+      X.shape))
   gates = gates_lib.make_gate_fn(model)(variables, jnp.zeros((2, 8, 8, 1)))
   assert list(gates)[:2] == ['layer1_0/bn2', 'layer1_1/bn2'] and len(gates) == 9
 
@@ -99,8 +100,8 @@ def test_the_se_fields_change_the_network_only_with_surgery():
 
 def test_the_fine_tuning_config():
   c = surgery_digits.get_config('where=convs,min_channels=32,epochs=2')
-  assert (c.model.name, c.model.surgery.where, c.model.surgery.min_channels) == (
-      'cifar_resnet20', 'convs', 32)
+  assert (c.model.name, c.model.surgery.where, c.model.surgery.min_channels) == ('cifar_resnet20',
+                                                                                 'convs', 32)
   assert c.model.surgery.identity_start and c.learning_rate == 0.01
   check.check_config(c, num_devices=1, num_processes=1)
 

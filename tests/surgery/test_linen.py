@@ -97,8 +97,10 @@ def test_residual_rule_takes_the_branch_norm_before_each_sum():
 
 def test_convs_rule_takes_every_conv_with_enough_outputs():
   sites = surgery.find_sites(TinyNet(), 'convs', min_channels=16, **CALL)
-  assert names(sites) == ['stages_1/conv_a/conv', 'stages_1/conv_b/conv', 'stages_1/shortcut/conv',
-                          'stages_2/conv_a/conv', 'stages_2/conv_b/conv']
+  assert names(sites) == [
+      'stages_1/conv_a/conv', 'stages_1/conv_b/conv', 'stages_1/shortcut/conv',
+      'stages_2/conv_a/conv', 'stages_2/conv_b/conv'
+  ]
   assert len(surgery.find_sites(TinyNet(), 'convs', min_channels=1, **CALL)) == 8
 
 
@@ -114,18 +116,19 @@ def test_a_predicate_sees_each_module_path_and_output_shape():
   assert ('stem', (4, 8, 8, 8)) in seen and ('stages_1/shortcut/norm', (4, 4, 4, 16)) in seen
 
 
-@pytest.mark.parametrize('where,min_channels,blocks', [
-    ('residual', 128, [8, 16, 16]), ('convs', 16, [16] * 5)])
+@pytest.mark.parametrize('where,min_channels,blocks', [('residual', 128, [8, 16, 16]),
+                                                       ('convs', 16, [16] * 5)])
 def test_surgery_adds_only_the_blocks_parameters(plain_variables, where, min_channels, blocks):
   model = surgery.add_se(TinyNet(), SPEC, where, min_channels=min_channels, **CALL)
   variables = jax.jit(model.init)(jax.random.PRNGKey(1), X)
   added = surgery.se_parameter_paths(variables)
   # Every plain variable keeps its path and shape; the rest are the blocks', counted by hand.
-  assert (checks.count(variables['params']) - checks.count(plain_variables['params'])
-          == sum(checks.se_block_params(SPEC, c) for c in blocks))
+  assert (checks.count(variables['params']) - checks.count(plain_variables['params']) == sum(
+      checks.se_block_params(SPEC, c) for c in blocks))
   assert len({p.split('/se/')[0] for p in added}) == len(blocks)
-  assert jax.tree.map(jnp.shape, variables['batch_stats']) == jax.tree.map(
-      jnp.shape, plain_variables['batch_stats'])
+  assert jax.tree.map(jnp.shape,
+                      variables['batch_stats']) == jax.tree.map(jnp.shape,
+                                                                plain_variables['batch_stats'])
   surgery.with_plain_weights(variables, plain_variables)
 
 
@@ -146,20 +149,22 @@ def test_identity_start_keeps_the_plain_networks_function(plain_variables):
   np.testing.assert_array_equal(np.asarray(model.apply(variables, X)), np.asarray(plain))
   # Default initialisation changes it: the identity is the option's doing.
   default = surgery.add_se(TinyNet(), SPEC, 'convs', min_channels=8, **CALL)
-  variables = surgery.with_plain_weights(jax.jit(default.init)(jax.random.PRNGKey(1), X),
-                                         plain_variables)
+  variables = surgery.with_plain_weights(
+      jax.jit(default.init)(jax.random.PRNGKey(1), X), plain_variables)
   assert np.abs(np.asarray(default.apply(variables, X)) - np.asarray(plain)).max() > 1e-3
 
 
 def test_a_train_step_and_a_checkpoint_round_trip(plain_variables, tmp_path):
   model = surgery.add_se(TinyNet(), SPEC, 'residual', identity_start=True, **CALL)
-  variables = surgery.with_plain_weights(jax.jit(model.init)(jax.random.PRNGKey(1), X),
-                                         plain_variables)
+  variables = surgery.with_plain_weights(
+      jax.jit(model.init)(jax.random.PRNGKey(1), X), plain_variables)
   tx = optax.sgd(0.1, momentum=0.9)
 
   def loss_fn(params, stats):
-    logits, new = model.apply({'params': params, 'batch_stats': stats}, X, training=True,
-                              mutable=['batch_stats'])
+    logits, new = model.apply({
+        'params': params,
+        'batch_stats': stats
+    }, X, training=True, mutable=['batch_stats'])
     return optax.softmax_cross_entropy_with_integer_labels(logits, checks.labels()).mean(), new
 
   @jax.jit
@@ -189,9 +194,10 @@ def test_the_gates_are_sown_for_the_analysis(plain_variables):
   variables = jax.jit(model.init)(jax.random.PRNGKey(1), X)
   _, state = model.apply(variables, X, mutable=['intermediates'])
   gates = gates_lib.flatten_gates(state['intermediates'])
-  assert sorted(gates) == sorted(['stages_1/conv_a/conv', 'stages_1/conv_b/conv',
-                                  'stages_1/shortcut/conv', 'stages_2/conv_a/conv',
-                                  'stages_2/conv_b/conv'])
+  assert sorted(gates) == sorted([
+      'stages_1/conv_a/conv', 'stages_1/conv_b/conv', 'stages_1/shortcut/conv',
+      'stages_2/conv_a/conv', 'stages_2/conv_b/conv'
+  ])
   assert all(g.shape == (4, 16) for g in gates.values())
   # Without a mutable 'intermediates' nothing is stored: apply returns the logits alone.
   assert model.apply(variables, X).shape == (4, 10)

@@ -26,8 +26,9 @@ class Unit(nnx.Module):
     self.bn1 = nnx.BatchNorm(cout, rngs=rngs)
     self.conv2 = nnx.Conv(cout, cout, (3, 3), use_bias=False, rngs=rngs)
     self.bn2 = nnx.BatchNorm(cout, rngs=rngs)
-    self.proj = (nnx.Conv(cin, cout, (1, 1), strides=stride, rngs=rngs)
-                 if stride != 1 or cin != cout else None)
+    self.proj = (nnx.Conv(cin, cout,
+                          (1,
+                           1), strides=stride, rngs=rngs) if stride != 1 or cin != cout else None)
 
   def __call__(self, x):
     y = self.bn2(self.conv2(nnx.relu(self.bn1(self.conv1(x)))))
@@ -39,8 +40,10 @@ class Net(nnx.Module):
   def __init__(self, *, rngs, classes=10):
     self.stem = nnx.Sequential(nnx.Conv(3, 8, (3, 3), use_bias=False, rngs=rngs),
                                nnx.BatchNorm(8, rngs=rngs), nnx.relu)
-    self.units = nnx.List([Unit(8, 8, 1, rngs=rngs), Unit(8, 16, 2, rngs=rngs),
-                           Unit(16, 16, 1, rngs=rngs)])
+    self.units = nnx.List(
+        [Unit(8, 8, 1, rngs=rngs),
+         Unit(8, 16, 2, rngs=rngs),
+         Unit(16, 16, 1, rngs=rngs)])
     self.head = nnx.Linear(16, classes, rngs=rngs)
 
   def __call__(self, x):
@@ -79,17 +82,17 @@ def test_residual_rule_takes_the_branch_norm_before_each_sum():
 def test_convs_rule_and_a_predicate():
   net = plain()
   assert names(surgery.find_sites(net, 'convs', min_channels=16, args=(X,))) == [
-      'units/1/conv1', 'units/1/conv2', 'units/1/proj', 'units/2/conv1', 'units/2/conv2']
+      'units/1/conv1', 'units/1/conv2', 'units/1/proj', 'units/2/conv1', 'units/2/conv2'
+  ]
   assert names(surgery.find_sites(net, lambda path, shape: path == 'stem/layers/0',
                                   args=(X,))) == ['stem/layers/0']
 
 
-@pytest.mark.parametrize('where,min_channels,blocks', [
-    ('residual', 128, [8, 16, 16]), ('convs', 16, [16] * 5)])
+@pytest.mark.parametrize('where,min_channels,blocks', [('residual', 128, [8, 16, 16]),
+                                                       ('convs', 16, [16] * 5)])
 def test_surgery_adds_only_the_blocks_parameters(where, min_channels, blocks):
   net = plain()
-  model = surgery.add_se(net, SPEC, where, min_channels=min_channels, args=(X,),
-                         rngs=nnx.Rngs(1))
+  model = surgery.add_se(net, SPEC, where, min_channels=min_channels, args=(X,), rngs=nnx.Rngs(1))
   assert checks.count(params(model)) - checks.count(params(net)) == sum(
       checks.se_block_params(SPEC, c) for c in blocks)
   assert sum(isinstance(m, SEBlockNNX) for _, m in nnx.iter_modules(model)) == len(blocks)
@@ -117,8 +120,10 @@ def test_a_train_step_and_a_checkpoint_round_trip(tmp_path):
 
   @nnx.jit
   def step(model, optimizer, x, y):
+
     def loss_fn(model):
       return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
     loss, grads = nnx.value_and_grad(loss_fn)(model)
     optimizer.update(model, grads)
     return loss
@@ -150,4 +155,3 @@ def test_the_gates_are_captured_per_block():
 def test_nnx_surgery_needs_a_sample_call():
   with pytest.raises(ValueError, match='needs args'):
     surgery.add_se(plain(), SPEC, 'residual')
-

@@ -21,8 +21,9 @@ X = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
 
 def to_surgery_names(variables):
   flat = traverse_util.flatten_dict(variables)
-  return traverse_util.unflatten_dict(
-      {k[:2] + ('bn3',) + k[2:] if len(k) > 2 and k[2] == 'se' else k: v for k, v in flat.items()})
+  return traverse_util.unflatten_dict({
+      k[:2] + ('bn3',) + k[2:] if len(k) > 2 and k[2] == 'se' else k: v for k, v in flat.items()
+  })
 
 
 def test_the_residual_rule_on_resnet50_gives_se_resnet50():
@@ -34,8 +35,7 @@ def test_the_residual_rule_on_resnet50_gives_se_resnet50():
   ours = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), X)
   preset = random_variables(se_resnet50, X, train=False)
   assert checks.count(ours['params']) == checks.count(preset['params']) == 26_059_514
-  assert (jax.tree.map(jnp.shape, ours)
-          == jax.tree.map(jnp.shape, to_surgery_names(preset)))
+  assert (jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, to_surgery_names(preset)))
 
   x = jnp.asarray(np.random.default_rng(0).normal(size=X.shape), jnp.float32)
   expected = se_resnet50.apply(preset, x, train=False)

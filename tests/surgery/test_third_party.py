@@ -59,17 +59,19 @@ def test_identity_start_train_step_and_checkpoint(tmp_path):
 
   @jax.jit
   def step(variables):
+
     def loss_fn(params):
       logits, new = model.apply({**variables, 'params': params}, X, mutable=['batch_stats'])
       return optax.softmax_cross_entropy_with_integer_labels(logits, checks.labels(2)).mean(), new
+
     (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(variables['params'])
     updates, _ = tx.update(grads, tx.init(variables['params']))
     return {**new, 'params': optax.apply_updates(variables['params'], updates)}, loss
 
   trained, loss = step(variables)
   assert np.isfinite(loss)
-  fc2 = lambda v: np.asarray(v['params']['layers_3']['ConvBlock_2']['BatchNorm_0']['se']['fc2']
-                             ['kernel'])
+  fc2 = lambda v: np.asarray(v['params']['layers_3']['ConvBlock_2']['BatchNorm_0']['se']['fc2'][
+      'kernel'])
   assert np.abs(fc2(trained) - fc2(variables)).max() > 0
   restored = checks.round_trip(tmp_path, trained)
   np.testing.assert_array_equal(np.asarray(model.apply(restored, X)),
