@@ -90,6 +90,10 @@ class SESpec:
     else:
       # timm's make_divisible(C / r, 8): nearest multiple of 8, at least 8.
       width = max(8, int(channels / self.reduction + 4) // 8 * 8)
+    if self.min_width > channels:
+      raise ValueError(
+          f'config.model.se.min_width={self.min_width} exceeds the {channels} channels '
+          f'of an SE block; allowed: 1..{channels}')
     return max(self.min_width, width)
 
   def check_placement(self, net: str, num_stages: Optional[int] = None,

@@ -18,12 +18,14 @@ import jax.numpy as jnp
 
 from se_flax import surgery
 from se_flax.errors import check_choice
+from se_flax.errors import check_range
 from se_flax.errors import ConfigError
 from se_flax.layers.se import SESpec
 from se_flax.models import stored
 from se_flax.models import zoo
 from se_flax.models.cifar import CifarResNet
 from se_flax.models.resnet import ResNet
+from se_flax.surgery import places
 
 # config.model.dtype -> the compute dtype.
 # float16 is left out: its range overflows without loss scaling, which the step does not do.
@@ -208,6 +210,9 @@ def surgery_of(config) -> Optional[Mapping[str, Any]]:
   """config.model.surgery where it puts SE blocks, else None (a config or its JSON)."""
   model_cfg = config['model'] if isinstance(config, dict) else config.model
   fields = model_cfg.get('surgery') or {}  # configs stored before the field have none
+  if 'min_channels' in fields:
+    # Checked when surgery is off too: a sweep that turns it on later must not find it broken.
+    places.check_min_channels(fields['min_channels'])
   return fields if fields.get('where') else None
 
 
@@ -282,10 +287,8 @@ def _accepts_drop_path(name):
 
 
 def _check_bn(model_cfg):
-  if not 0.0 <= model_cfg.bn_momentum < 1.0:
-    raise ConfigError(f'config.model.bn_momentum={model_cfg.bn_momentum} must be in [0, 1)')
-  if not model_cfg.bn_epsilon > 0:
-    raise ConfigError(f'config.model.bn_epsilon={model_cfg.bn_epsilon} must be positive')
+  check_range('model.bn_momentum', model_cfg.bn_momentum, low=0, high=1, high_open=True)
+  check_range('model.bn_epsilon', model_cfg.bn_epsilon, low=0, low_open=True)
 
 
 def architecture_differences(differences, stored=None, current=None):

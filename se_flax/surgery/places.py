@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence, Union
 from jax.extend import core
 
 from se_flax.errors import check_choice
+from se_flax.errors import check_range
 from se_flax.errors import ConfigError
 
 RULES = ('residual', 'convs')
@@ -73,9 +74,12 @@ def check(where: Where, min_channels: int) -> None:
   """Refuses a rule that is neither a known name nor a predicate, and a bad `min_channels`."""
   if not callable(where):
     check_choice('model.surgery.where', where, RULES)
-  if not isinstance(min_channels, int) or isinstance(min_channels, bool) or min_channels < 1:
-    raise ConfigError(f'config.model.surgery.min_channels={min_channels!r} must be a positive '
-                      'integer')
+  check_min_channels(min_channels)
+
+
+def check_min_channels(min_channels: int) -> None:
+  """A convolution's output width: a positive int32 (checked whether or not surgery is on)."""
+  check_range('model.surgery.min_channels', min_channels, integer=True, low=1, high=2 ** 31 - 1)
 
 
 def check_spec(spec) -> None:
