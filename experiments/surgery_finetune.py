@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from configs import surgery_digits
 from se_flax import models
 from se_flax import surgery
 from se_flax.data import datasets
@@ -41,7 +42,8 @@ ARMS = (('plain', None, 0, False), ('residual/identity', 'residual', 0, True),
 
 def load():
   from se_flax.data import digits  # pylint: disable=g-import-not-at-top
-  spec = datasets.get('digits')
+  # The data set configs/surgery_digits.py trains on: the digits the loader below reads.
+  spec = datasets.get(surgery_digits.get_config().dataset.name)
   norm = lambda x: (x.astype(np.float32) - np.float32(spec.mean)) / np.float32(spec.std)
   (xtr, ytr), (xte, yte) = digits.load_split('train'), digits.load_split('test')
   return norm(xtr), ytr, norm(xte), yte

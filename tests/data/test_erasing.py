@@ -92,8 +92,8 @@ def test_probability_and_normalised_noise():
 def test_check_config(value):
   cfg = dataset_config('imagenet2012', '/unused', random_erasing=value)
   with pytest.raises(
-      ConfigError, match=rf'config.dataset.random_erasing={value} must be a '
-      r'probability in \[0, 1\]'):
+      ConfigError, match=rf'config.dataset.random_erasing={value} must be in '
+      r'\[0, 1\] \(a probability\)'):
     datasets.check_config(cfg)
   cfg.random_erasing = 0.25
   datasets.check_config(cfg)

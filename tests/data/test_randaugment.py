@@ -232,9 +232,9 @@ def test_pipeline_with_randaugment_is_deterministic_and_resumes(cifar10):
 
 @pytest.mark.parametrize('field, value, message', [
     ('num_ops', -1, 'config.dataset.randaugment.num_ops=-1 must be an int >= 0'),
-    ('magnitude', 10.5, r'config.dataset.randaugment.magnitude=10.5 must be a number in \[0, 10\]'),
-    ('magnitude', -1.0, r'config.dataset.randaugment.magnitude=-1.0 must be a number in \[0, 10\]'),
-    ('magnitude_std', -0.5, 'config.dataset.randaugment.magnitude_std=-0.5 must be a number >= 0'),
+    ('magnitude', 10.5, r'config.dataset.randaugment.magnitude=10.5 must be in \[0, 10\]'),
+    ('magnitude', -1.0, r'config.dataset.randaugment.magnitude=-1.0 must be in \[0, 10\]'),
+    ('magnitude_std', -0.5, 'config.dataset.randaugment.magnitude_std=-0.5 must be >= 0'),
 ])
 def test_check_config(field, value, message):
   cfg = dataset_config('cifar10', '/unused')
