@@ -16,6 +16,7 @@ from configs import digits
 from se_flax import check
 from se_flax.errors import check_range
 from se_flax.errors import ConfigError
+from tests.test_rules import config_with
 
 NAN, INF = math.nan, math.inf
 BIG = 2 ** 31  # one past the int32 counters
@@ -108,17 +109,6 @@ def _is_numeric(value):
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def config_with(changes):
-  config = digits.get_config()
-  for key, value in changes.items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
-
-
 def test_every_numeric_field_has_a_domain():
   config = default.get_base_config()
   numeric = {name for name, value in _leaves(config) if _is_numeric(value)}
@@ -138,7 +128,7 @@ def test_a_value_outside_the_domain_is_refused_naming_the_field(field, value):
   if (field, value) in GAPS:
     pytest.xfail(GAPS[field, value])
   with pytest.raises(ConfigError) as info:
-    check.check_config(config_with({
+    check.check_config(config_with(**{
         **CONTEXT.get(field, {}), field: value
     }), num_devices=1, num_processes=1)
   assert f'config.{field}' in str(info.value)
