@@ -79,18 +79,18 @@ def _check_step_and_processes(mode, step, coordinator_address, num_processes, pr
         'a single process')
 
 
-def _dispatch(mode, config, workdir, step, topology=None):
+def _dispatch(mode, config, workdir, step, topology=None, stored=None):
   # pylint: disable=g-import-not-at-top  (TensorFlow comes with these: only after the check)
   if mode == 'compile':
     from se_flax.train import aot
     return aot.run(config, workdir, topology)
   if mode == 'analyze':
     from se_flax.analysis import excitation
-    return excitation.run(config, workdir, step)
+    return excitation.run(config, workdir, step, stored)
   from se_flax.train import loop
   if mode == 'train':
     return loop.train_and_evaluate(config, workdir)
-  return loop.evaluate_checkpoint(config, workdir, step)
+  return loop.evaluate_checkpoint(config, workdir, step, stored)
 
 
 def _check_field_names(config, defaults):
@@ -137,19 +137,24 @@ def _os_error(e: OSError, workdir):
           errors.EXIT_CONFIG_ERROR)
 
 
-def _stored_config(workdir, step, defaults):
-  """eval and analyze without --config: the config the run stored with its checkpoint.
+def _stored_configs(workdir, defaults):
+  """eval and analyze without --config: a function step -> (the config stored with checkpoint
+  `step`, or with the newest step whose config reads when `step` is None; that step).
 
   `defaults` (a config, or None) fills the fields a checkpoint written before
-  they existed lacks; their default values leave that run as it was.
+  they existed lacks; their default values leave that run as it was. Evaluation
+  asks again for the step it restores (train/loop.py: trained_state), so a step
+  whose state is damaged lends its config to no other step.
   """
   from se_flax.train import checkpoint  # pylint: disable=g-import-not-at-top
-  config, stored_step = checkpoint.stored_config(workdir, step)
-  if defaults is not None:
-    config = config_lib.with_defaults(config, defaults)
-  print(f'Using the config stored with checkpoint step {stored_step} in {workdir}/checkpoints',
-        flush=True)
-  return config
+
+  def read(step):
+    config, stored_step = checkpoint.stored_config(workdir, step)
+    if defaults is not None:
+      config = config_lib.with_defaults(config, defaults)
+    return config, stored_step
+
+  return read
 
 
 def run(mode, config, workdir, step=None, coordinator_address=None, num_processes=None,
@@ -171,15 +176,17 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
       print(check.describe(config))
       return errors.EXIT_OK
     workdir = paths.resolve_str(workdir)  # gs://... stays a URL (docs/multihost.md)
+    stored = None
     if config is None:
-      config = _stored_config(workdir, step, defaults)
+      stored = _stored_configs(workdir, defaults)
+      config, _ = stored(step)
     from se_flax.train import parallel
     _check_step_and_processes(mode, step, coordinator_address, num_processes, process_id,
                               parallel.multi_process_environment())
     parallel.maybe_initialize_distributed(coordinator_address, num_processes, process_id)
     # Before TensorFlow is imported and any data read: a typo costs seconds.
     check.check_config(config)
-    return _dispatch(mode, config, workdir, step, topology)
+    return _dispatch(mode, config, workdir, step, topology, stored)
   except errors.SEFlaxError as e:
     return fail(e, e.exit_code)
   except KeyboardInterrupt:

@@ -86,10 +86,12 @@ def write_outputs(stats, out_dir, class_names=None):
   return text
 
 
-def run(config, workdir, step=None) -> int:
-  """Restores the checkpoint (latest or `step`) in `workdir` and analyses it."""
+def run(config, workdir, step=None, stored=None) -> int:
+  """Restores the checkpoint (latest or `step`) in `workdir` and analyses it; `stored`: see
+  train/loop.py's trained_state."""
   from se_flax.train import loop  # pylint: disable=g-import-not-at-top
-  r, state = loop.trained_state(config, workdir, step)
+  r, state = loop.trained_state(config, workdir, step, stored)
+  config = r.config
   classes = [c for c in config.analysis.classes if 0 <= c < r.info.num_classes]
   if not classes:
     raise ConfigError(f'config.analysis.classes={tuple(config.analysis.classes)} names no class of '

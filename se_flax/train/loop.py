@@ -218,11 +218,13 @@ def _report(run, params_count, start_step, evals, seconds):
 # ---------------------------------------------------------------- state
 
 
-def restore(run, checkpointer, step=None, evaluating=False):
+def restore(run, checkpointer, step=None, evaluating=False, compare=True):
   """The checkpoint `step` (default: the newest intact one), or None if there is none.
 
   `evaluating` (eval, analyze): a config that changes the network is refused
-  in one line naming the fields, not as another run's workdir.
+  in one line naming the fields, not as another run's workdir. `compare=False`:
+  the config is the restored step's own (trained_state), so there is no
+  difference to note.
 
   Raises:
     errors.ConfigError: the checkpoint belongs to another model; the message
@@ -244,7 +246,7 @@ def restore(run, checkpointer, step=None, evaluating=False):
       raise errors.ConfigError(_changed_network_message(int(state.step), changed))
     if changed:
       raise errors.ConfigError(_other_run_message(run, checkpointer, int(state.step), ''))
-    if differences:
+    if differences and compare:
       _say(f'Note: the config differs from checkpoint step {int(state.step)}\'s in:\n' +
            config_lib.format_differences(differences))
   return state
@@ -296,15 +298,22 @@ def restore_or_init(run, checkpointer):
   return state
 
 
-def trained_state(config, workdir, step=None):
-  """(run, state) for inference: checkpoint `step` (default: the newest), else config.init_from."""
+def trained_state(config, workdir, step=None, stored=None):
+  """(run, state) for inference: checkpoint `step` (default: the newest), else config.init_from.
+
+  `stored` (eval and analyze without --config, cli.py): a function step ->
+  (config stored with that step, step). The run then takes the config of the
+  step restored, which is older than `config`'s when the newest state is damaged.
+  """
   state = None
   if (epath.Path(workdir) / ckpt_lib.CHECKPOINT_DIR).exists():
     # Read-only: a damaged checkpoint is skipped, never moved; nothing is written.
     with ckpt_lib.TrainCheckpointer.from_config(workdir, config, read_only=True) as checkpointer:
       checkpointer.require_step(step)  # before the data set is read, or prepared
       run = setup_lib.setup(config, workdir)
-      state = restore(run, checkpointer, step, evaluating=True)
+      state = restore(run, checkpointer, step, evaluating=True, compare=stored is None)
+      if stored is not None and state is not None:
+        run = _with_own_config(run, stored, int(state.step), checkpointer.directory)
   elif step is not None:
     raise errors.DataError(f'no checkpoint for step {step}: {workdir}/checkpoints does not exist')
   else:
@@ -315,6 +324,19 @@ def trained_state(config, workdir, step=None):
                              'config.init_from to imported weights')
     state = init_from.load_pretrained(run.fresh_state(), config.init_from, run.mesh)
   return run, state
+
+
+def _with_own_config(run, stored, step, directory):
+  """`run` set up with the config stored with checkpoint `step`, unless its own is unreadable."""
+  try:
+    config, _ = stored(step)
+  except errors.CheckpointCorruptError:
+    _say(f'Checkpoint step {step} has no readable config: using the newest readable one')
+    return run
+  _say(f'Using the config stored with checkpoint step {step} in {directory}')
+  if config_lib.differences(config, run.config):
+    run = setup_lib.setup(config, run.workdir)
+  return run
 
 
 # ---------------------------------------------------------------- evaluation
@@ -369,9 +391,10 @@ def _eval_line(step, m, weights=None):
   return line
 
 
-def evaluate_checkpoint(config, workdir, step=None) -> int:
-  """--mode=eval: top-1/top-5 error of a checkpoint (the latest, or `step`)."""
-  run, state = trained_state(config, workdir, step)
+def evaluate_checkpoint(config, workdir, step=None, stored=None) -> int:
+  """--mode=eval: top-1/top-5 error of a checkpoint (the latest, or `step`); `stored`: see
+  trained_state."""
+  run, state = trained_state(config, workdir, step, stored)
   eval_step = step_lib.make_eval_step(run.model, run.mesh, run.info.num_classes)
   _say(_checkpoint_eval_line(run, state, evaluate(run, state, eval_step)))
   if state.has_ema:

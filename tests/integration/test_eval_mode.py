@@ -73,6 +73,26 @@ def test_eval_without_config_uses_the_stored_one(reference_run, tmp_path):
   assert _tree(workdir) == before
 
 
+def test_eval_without_config_uses_the_config_of_the_step_it_evaluates(reference_run, tmp_path):
+  """The newest step's state is damaged, its config intact: the step evaluated and the config
+  used are the same older step's."""
+  workdir = harness.copy_run(reference_run, tmp_path / 'run')
+  newest = workdir / 'checkpoints' / str(harness.STEPS)
+  for path in newest.rglob('*'):
+    if path.is_file() and path.parent.name == 'd':
+      os.truncate(path, path.stat().st_size // 2)
+  # A field the two steps' configs differ in, which leaves the network alone.
+  stored = newest / 'config' / 'metadata'
+  stored.write_text(stored.read_text().replace('"eval_batch_size": 360', '"eval_batch_size": 90'))
+  previous = harness.checkpoint_steps(workdir)[-2]
+  code, out, err = harness.run(workdir, None, '--mode=eval', base=(), log=tmp_path / 'eval')
+  assert code == 0, harness.describe(code, out, err)
+  assert int(re.search(EVAL_LINE, out).group(1)) == previous
+  assert f'Using the config stored with checkpoint step {previous} in' in out, out
+  assert f'config stored with checkpoint step {harness.STEPS}' not in out
+  assert 'the config differs' not in out + err
+
+
 def test_eval_may_change_what_leaves_the_network_alone(reference_run, digits_run, tmp_path):
   workdir = harness.copy_run(reference_run, tmp_path / 'run')
   step, top1, top5, count = _evaluate(digits_run, workdir, '--config.eval_batch_size=100')
