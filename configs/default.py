@@ -84,6 +84,9 @@ def get_base_config():
   config.dataset.prefetch = 2
   config.dataset.eval_image_size = 0  # 0: image_size (train and test resolution may differ)
   config.dataset.crop_sampler = 'tf'  # random-size crop: a name in datasets.CROP_SAMPLERS
+  # (min, max) fraction of the image area the random-size crop covers; None: Inception's
+  # (0.08, 1.0).
+  config.dataset.crop_area_range = ml_collections.config_dict.placeholder(tuple)
   # Host-side augmentation of the uint8 training crop (docs/recipes.md).
   config.dataset.randaugment = ml_collections.ConfigDict()
   config.dataset.randaugment.num_ops = 0  # 0: off; RandAugment's N

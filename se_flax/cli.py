@@ -94,10 +94,11 @@ def _dispatch(mode, config, workdir, step, topology=None, stored=None):
 
 
 def _check_field_names(config, defaults):
-  """A field the base config lacks whose name is a near miss of one it has is a typo.
+  """The config's structure is locked to configs/default.py's fields.
 
-  A config file may add fields of its own (configs/imagenet.py does), so a new
-  name alone is allowed; `c.batch_szie = 64` in a user's file is not.
+  A field se_flax does not declare is one it would never read: a typo
+  (`c.batch_szie = 64` in a user's file), or a setting a user believes is in
+  effect. Either is refused, with the nearest declared name when there is one.
   """
   import difflib  # pylint: disable=g-import-not-at-top
 
@@ -111,30 +112,13 @@ def _check_field_names(config, defaults):
   for field in fields(config):
     group, _, name = field.rpartition('.')
     if field in known or (group and group not in known):
-      continue
+      continue  # inside a group already refused
     siblings = [k.rpartition('.')[2] for k in known if k.rpartition('.')[0] == group]
     close = difflib.get_close_matches(name, siblings, n=1, cutoff=0.8)
-    if close:
-      near = f'{group}.{close[0]}' if group else close[0]
-      raise errors.ConfigError(
-          f'config.{field} is not a field of the config (set in the --config file); did you '
-          f'mean config.{near}?')
-
-
-def _os_error(e: OSError, workdir):
-  """(message, exit code) of a file error outside se_flax's own checks."""
-  if isinstance(e, FileNotFoundError):
-    return e, errors.EXIT_CONFIG_ERROR
-  where = e.filename
-  inside = where is not None and workdir and os.path.abspath(
-      os.fspath(where)).startswith(os.path.abspath(workdir) + os.sep)
-  if where is None or inside or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-    return e, errors.EXIT_WRITE_ERROR
-  # Outside the workdir: a data_dir where data is prepared, or an output the config names.
-  return (f'cannot write {os.fspath(where)!r} ({e.strerror}): se_flax writes there because the '
-          'config points there (data to prepare in config.dataset.data_dir, or an output '
-          'file); make it writable or point the config at a writable place',
-          errors.EXIT_CONFIG_ERROR)
+    hint = f'did you mean config.{group + "." if group else ""}{close[0]}?' if close else (
+        'configs/default.py declares every field')
+    raise errors.ConfigError(f'config.{field} is not a field of the config (set in the --config '
+                             f'file): se_flax would not read it; {hint}')
 
 
 def _stored_configs(workdir, defaults):

@@ -41,6 +41,8 @@ def test_eval_without_a_config_fills_the_fields_an_older_checkpoint_lacks(monkey
     del old[field]
   monkeypatch.setattr(checkpoint, 'stored_config', lambda workdir, step:
                       (ml_collections.ConfigDict(old), 7))
-  config = cli._stored_config('/unused', None, default.get_base_config())  # pylint: disable=protected-access
+  stored = cli._stored_configs('/unused', default.get_base_config())  # pylint: disable=protected-access
+  config, step = stored(None)
+  assert step == 7
   assert (config.loss, config.ema.decay, config.mix.cutmix_alpha) == ('softmax', 0.0, 0.0)
   assert config.dataset.name == 'digits'

@@ -109,6 +109,8 @@ CASES = [
      ['another training run is using this workdir', 'delete the lock file']),
     ('field typo inside a config file', ['--config={workdir}/my_config.py'], CONFIG_ERROR,
      ['config.batch_szie is not a field', 'did you mean config.batch_size']),
+    ('new field inside a config file', ['--config={workdir}/my_config.py'], CONFIG_ERROR,
+     ['config.dataset.color_jitter is not a field', 'se_flax would not read it']),
 ]
 WITH_WORKDIR = {'train without a workdir', 'eval without a workdir'}
 # Files a case adds to its workdir, beside the checkpoint-like file and the metrics file.
@@ -126,6 +128,11 @@ FILES = {
         'my_config.py':
             (b'from configs import digits\n\n\ndef get_config():\n  c = digits.get_config()\n'
              b'  c.batch_szie = 64\n  return c\n')
+    },
+    'new field inside a config file': {
+        'my_config.py': (b'from configs import digits\n\n\ndef get_config():\n'
+                         b'  c = digits.get_config()\n  c.dataset.color_jitter = 0.4\n'
+                         b'  return c\n')
     },
 }
 
