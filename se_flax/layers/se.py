@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from flax import nnx
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from se_flax.errors import check_choice
@@ -160,11 +161,21 @@ def excitation_gates(module, x):
   spec = module.spec
   channels = x.shape[-1]
   reduced = spec.reduced_width(channels) if spec.excite in excite_lib.REDUCING else None
-  z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, module)
-  logits = excite_lib.EXCITATIONS[spec.excite](z.astype(module.dtype), channels, reduced, spec,
-                                               module)
-  gates = excite_lib.IDENTITY_GATES if module.identity_start else excite_lib.GATES
-  return gates[spec.gate](logits.astype(jnp.float32))
+  # The scopes name the block's operations in the compiled program's op names, by which the
+  # compiler's cost estimates are split (train/aot.py); they change no computation.
+  with jax.named_scope('squeeze'):
+    z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, module)
+  with jax.named_scope('excitation'):
+    logits = excite_lib.EXCITATIONS[spec.excite](z.astype(module.dtype), channels, reduced, spec,
+                                                 module)
+    gates = excite_lib.IDENTITY_GATES if module.identity_start else excite_lib.GATES
+    return gates[spec.gate](logits.astype(jnp.float32))
+
+
+def scale(x, s):
+  """x * s, the gates s brought to x's resolution and dtype."""
+  with jax.named_scope('scale'):
+    return x * upsample_nearest(s, x.shape).astype(x.dtype)
 
 
 class SEBlock(nn.Module):
@@ -188,7 +199,7 @@ class SEBlock(nn.Module):
     s = excitation_gates(self, x)
     # Stored only when the caller makes 'intermediates' mutable (the excitation analysis does).
     self.sow('intermediates', 'gate', s)
-    return x * upsample_nearest(s, x.shape).astype(x.dtype)
+    return scale(x, s)
 
 
 class SEBlockNNX(nnx.Module):
@@ -232,7 +243,7 @@ class SEBlockNNX(nnx.Module):
     # sow outside nnx.capture would keep every call's gate in the module's state.
     if hasattr(self, '__captures__'):
       self.sow(nnx.Intermediate, 'gate', s)
-    return x * upsample_nearest(s, x.shape).astype(x.dtype)
+    return scale(x, s)
 
 
 class _Builder:

@@ -258,6 +258,78 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
   return found
 
 
+# Each instruction of the optimized program carries the compiler's estimate of its cycles and
+# the op name of the jaxpr equation it came from (for a fusion, its root's): the model's module
+# path, under `jvp(...)` in the forward pass and `transpose(jvp(...))` in the backward pass.
+_CYCLES = re.compile(r'"estimated_cycles":"(\d+)"')
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+_SE_PARTS = ('squeeze', 'excitation', 'scale')
+# SE operations by primitive, in programs whose SE block carries no named scopes.
+_SE_BY_PRIMITIVE = {'reduce_sum': 'squeeze', 'reduce_max': 'squeeze', 'mul': 'scale'}
+_NORM = re.compile(r'^(bn\d*|norm\d*|.*_bn|.*BatchNorm.*|.*norm)$')
+
+# The model's own equations run under `jvp(<model class>)`; the loss's under `jvp(jit(...))`.
+_IN_MODEL = re.compile(r'(?:^|/)(?:transpose\()?jvp\((?!jit\()\w+\)')
+
+
+def _part(op_name: str) -> tuple[str, str]:
+  """(phase, part) of an instruction from its op name.
+
+  phase: 'forward', 'backward' or 'update'. part: 'SE squeeze' / 'SE
+  excitation' / 'SE scale', 'convolution', 'batchnorm', 'other layers'
+  (activations, residual sums, pooling, the classifier), 'loss and metrics',
+  'finiteness check' (config.nan_policy), 'optimizer'.
+  """
+  if 'transpose(jvp(' in op_name:
+    phase = 'backward'
+  elif 'jvp(' in op_name:
+    phase = 'forward'
+  else:
+    phase = 'update'
+  segments = op_name.split('/')
+  primitive = segments[-1]
+  if not _IN_MODEL.search(op_name):
+    if phase != 'update' or 'log_softmax' in op_name or 'take_along_axis' in op_name:
+      return phase, 'loss and metrics'
+    if primitive in ('reduce_and', 'is_finite'):
+      return phase, 'finiteness check'
+    return phase, 'optimizer'
+  if 'se' in segments:
+    inner = segments[segments.index('se') + 1:-1]
+    part = next((p for p in inner if p in _SE_PARTS), None)
+    if part is None:  # a program whose SE block has no named scopes
+      part = 'excitation' if inner else _SE_BY_PRIMITIVE.get(primitive, 'excitation')
+    return phase, f'SE {part}'
+  if primitive.startswith('conv_general_dilated'):
+    return phase, 'convolution'
+  if any(_NORM.match(s) for s in segments[1:-1]):
+    return phase, 'batchnorm'
+  return phase, 'other layers'
+
+
+def cycle_split(hlo_text: str) -> dict[str, dict[str, int]]:
+  """{part: {phase: estimated cycles}} over the optimized program's instructions.
+
+  The estimates are the compiler's, one per scheduled instruction; they do not
+  add up to `optimal_seconds` (instructions overlap, and the estimates include
+  fixed per-instruction costs), so the split is of shares, not of time. A
+  fusion counts to the part of its root: an operation fused into another's
+  instruction (the SE scale into the residual sum after it) costs that one's
+  part. Instructions with no op name (copies the compiler adds) are
+  'compiler-added'.
+  """
+  split: dict[str, dict[str, int]] = {}
+  for line in hlo_text.splitlines():
+    cycles = _CYCLES.search(line)
+    if not cycles:
+      continue
+    name = _OP_NAME.search(line)
+    phase, part = _part(name.group(1)) if name else ('update', 'compiler-added')
+    entry = split.setdefault(part, {})
+    entry[phase] = entry.get(phase, 0) + int(cycles.group(1))
+  return split
+
+
 @dataclasses.dataclass
 class StepReport:
   """One compiled step on one device of the slice."""
@@ -272,6 +344,7 @@ class StepReport:
   optimal_seconds: Optional[float]  # the compiler's modelled step time; None where invalid
   collectives: dict
   modelled_seconds: Optional[float] = None  # the compiler's figure as it gave it, even if invalid
+  cycles: Optional[dict] = None  # cycle_split of the train step
 
   @property
   def hbm_bytes(self) -> int:
@@ -292,7 +365,8 @@ def _report(name, compiled, batch_per_device, seconds, time_valid) -> StepReport
                     alias_bytes=int(memory.alias_size_in_bytes), flops=float(cost.get('flops',
                                                                                       0.0)),
                     optimal_seconds=optimal, collectives=collectives(compiled.as_text()),
-                    modelled_seconds=None if raw is None else float(raw))
+                    modelled_seconds=None if raw is None else float(raw),
+                    cycles=cycle_split(compiled.as_text()) if name == 'train' else None)
 
 
 @dataclasses.dataclass
@@ -357,6 +431,8 @@ class CompileReport:
           'compiler_optimal_seconds': step.modelled_seconds,
           'collectives_per_device': step.collectives,
       }
+      if step.cycles:
+        entry['cycle_share_percent'] = cycle_shares(step.cycles)
       if step.optimal_seconds:
         chip_rate = images / step.optimal_seconds
         entry.update(images_per_second_per_chip=chip_rate,
@@ -416,6 +492,17 @@ def compile_for_slice(config: ml_collections.ConfigDict, slice_name: str, with_e
                        train=reports[0], eval=reports[1])
 
 
+def cycle_shares(split: dict[str, dict[str, int]]) -> dict[str, float]:
+  """{part: percent of all estimated cycles}, largest first, and 'SE' for the three SE parts."""
+  total = sum(sum(v.values()) for v in split.values()) or 1
+  shares = {
+      part: round(100 * sum(v.values()) / total, 2)
+      for part, v in sorted(split.items(), key=lambda kv: -sum(kv[1].values()))
+  }
+  shares['SE'] = round(sum(v for k, v in shares.items() if k.startswith('SE ')), 2)
+  return shares
+
+
 def _flops(n):
   return f'{n / 1e12:.3f} TFLOP' if n >= 1e12 else f'{n / 1e9:.4g} GFLOP'
 
@@ -461,6 +548,11 @@ def format_report(report: CompileReport) -> str:
       why = (f'this libtpu does not model {gen.name}'
              if not gen.time_model_valid else 'the compiler gave no positive time for this program')
       lines.append(f'  modelled step time: not reported ({why}; its optimal_seconds: {raw})')
+    if 'cycle_share_percent' in e:
+      shares = e['cycle_share_percent']
+      lines.append('  the compiler\'s cycle estimates by part (% of all instructions\'): ' +
+                   ', '.join(f'{k} {v:.1f}' for k, v in shares.items() if k != 'SE') +
+                   f'; SE in all {shares["SE"]:.1f}')
     coll = e['collectives_per_device']
     if coll:
       lines.append('  collectives per device: ' + '; '.join(

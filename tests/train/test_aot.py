@@ -1,7 +1,7 @@
 """--mode=compile: the training step compiled by libtpu for a TPU slice, checked against counts.
 
-The network is the smallest that takes the whole path (CIFAR ResNet-20 on the
-8x8 digits, 8 images on v5p-8's 4 chips, 2 per chip): one compile of the
+The network is the smallest that takes the whole path (SE-ResNet-20 for CIFAR on
+the 8x8 digits, 8 images on v5p-8's 4 chips, 2 per chip): one compile of the
 train and eval steps, about 20 s on one core. Each figure of the report is
 compared with a count made without the compiler:
 
@@ -44,7 +44,7 @@ BATCH = 8
 
 
 def _config():
-  config = digits.get_config('model=cifar_resnet20,batch=8')
+  config = digits.get_config('model=se_cifar_resnet20,batch=8')
   config.eval_batch_size = BATCH
   return config
 
@@ -59,10 +59,18 @@ def compiled(tmp_path_factory):
     made.append(compile_for_slice(*args, **kwargs))
     return made[-1]
 
-  compile_for_slice = aot.compile_for_slice
+  programs = []
+
+  def split(hlo_text):
+    programs.append(hlo_text)
+    return cycle_split(hlo_text)
+
+  compile_for_slice, cycle_split = aot.compile_for_slice, aot.cycle_split
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(aot, 'compile_for_slice', keep)
+    patch.setattr(aot, 'cycle_split', split)
     assert cli.run('compile', _config(), str(workdir), topology=SLICE) == errors.EXIT_OK
+  made[0].hlo = programs[0]  # the train step's optimized program
   return json.loads((workdir / f'compile_{SLICE}.json').read_text()), made[0]
 
 
@@ -145,8 +153,8 @@ def test_collectives_parsed_from_hlo():
 
 def test_train_flops_match_the_mac_count(report, network):
   train = report['train']
-  # The train step's FLOPs per image: 13.85 M against 6 x 2.517 M MACs = 15.10 M (0.92): the
-  # backward products skip the padded taps too, and the first layer has no input gradient.
+  # The train step's FLOPs per image are 0.85 to 1.05 x 6 x the MACs: the backward products
+  # skip the padded taps too, and the first layer has no input gradient.
   ratio = train['flops_per_image'] / (6 * network['macs'])
   assert 0.85 < ratio < 1.05, ratio
   # Evaluation is one forward pass: 2 FLOPs per covered MAC, plus BN, ReLU and the loss.
@@ -178,6 +186,59 @@ def test_hbm_arguments_are_the_state_and_a_device_batch(report, network):
   assert train['images_per_second_per_slice'] == pytest.approx(4 *
                                                                train['images_per_second_per_chip'])
   assert 0 < train['mfu'] < 1
+
+
+def _instructions(hlo_text):
+  """(op name or None, estimated cycles) of each instruction, from its backend_config JSON."""
+  found = []
+  for line in hlo_text.splitlines():
+    config = re.search(r'backend_config=(\{.*\})(?:, |$)', line)
+    if not config:
+      continue
+    try:
+      cycles = json.loads(config.group(1)).get('window_config', {}).get('estimated_cycles')
+    except json.JSONDecodeError:
+      continue
+    if cycles is not None:
+      name = re.search(r'op_name="([^"]*)"', line)
+      found.append((name.group(1) if name else None, int(cycles)))
+  return found
+
+
+def test_cycle_split_covers_every_instruction_and_names_the_se_operations(report, compiled):
+  instructions = _instructions(compiled[1].hlo)
+  split = compiled[1].train.cycles
+  # Every estimate the compiler gave is counted once.
+  assert sum(sum(v.values()) for v in split.values()) == sum(c for _, c in instructions)
+  # The SE parts are the instructions made under the blocks' `se` scope, no more, no fewer.
+  se = sum(c for name, c in instructions if name and '/se/' in name)
+  assert se > 0 and sum(sum(v.values()) for k, v in split.items() if k.startswith('SE ')) == se
+  # Squeeze, excitation and scale each root an instruction somewhere (an operation fused into
+  # another's instruction counts to that one's root: here the forward scale, into the sum).
+  for part in ('SE squeeze', 'SE excitation', 'SE scale'):
+    assert sum(split[part].values()) > 0, split
+  shares = report['train']['cycle_share_percent']
+  assert sum(v for k, v in shares.items() if k != 'SE') == pytest.approx(100, abs=0.1)
+  assert 0 < shares['SE'] < 50 and shares['convolution'] > 0
+
+
+@pytest.mark.parametrize('op_name, part', [
+    ('jit(train_step)/transpose(jvp(CifarResNet))/CifarResNet.stages/layer2_2/'
+     'layer2_2.combine/conv1/conv_general_dilated', ('backward', 'convolution')),
+    ('jit(train_step)/jvp(CifarResNet)/CifarResNet.stages/layer1_0/layer1_0.combine/bn2/mul',
+     ('forward', 'batchnorm')),
+    ('jit(train_step)/transpose(jvp(CifarResNet))/CifarResNet.head/fc/dot_general',
+     ('backward', 'other layers')),
+    ('jit(train_step)/jvp(ResNet)/ResNet.stages/stage3_block2/stage3_block2.combine/se/'
+     'excitation/fc1/dot_general', ('forward', 'SE excitation')),
+    ('jit(train_step)/jvp(ResNet)/ResNet.stages/b/b.combine/se/reduce_sum',
+     ('forward', 'SE squeeze')),
+    ('jit(train_step)/reduce_and', ('update', 'finiteness check')),
+    ('jit(train_step)/jit(_where)/select_n', ('update', 'optimizer')),
+    ('jit(train_step)/jvp(jit(log_softmax))/reduce_sum', ('forward', 'loss and metrics')),
+])
+def test_op_names_of_compiled_programs_map_to_parts(op_name, part):
+  assert aot._part(op_name) == part  # pylint: disable=protected-access
 
 
 def test_unknown_topology_is_one_error_line(tmp_path):
