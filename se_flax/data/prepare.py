@@ -6,6 +6,13 @@
 A multi-host run needs the data prepared beforehand on shared storage; a
 single-process run prepares digits (and ImageNet, from its tars) by itself.
 
+Besides tfds's TFRecord files, which the tf.data pipeline reads, `prepare`
+writes an ArrayRecord copy of every split beside them (the same shards, the
+same records, `NAME-SPLIT.array_record-XXXXX-of-YYYYY`) and records it in the
+data set's `dataset_info.json` as an alternative file format: what
+config.dataset.loader=grain reads through `tfds.data_source`. Running it on a
+data set prepared before adds only that copy.
+
 A data set that is downloaded is preceded by a connection probe (a few
 seconds) to its host, so an offline machine fails at once with what to do
 instead of after minutes of tfds retries. SE_FLAX_DOWNLOAD_PROBE=host:port
@@ -60,6 +67,30 @@ def _unreachable(builder):
   return None
 
 
+def write_array_record(version_dir) -> bool:
+  """Writes the ArrayRecord copy of a prepared data set's TFRecord shards; False if it exists.
+
+  Shard by shard and record by record, so that the copy's split sizes, shard
+  lengths and example order are the TFRecord files' own; `dataset_info.json`
+  names the format last, so an interrupted copy is written again next time.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only to read the TFRecords)
+  fmt = tfds.core.FileFormat.ARRAY_RECORD
+  builder = tfds.builder_from_directory(version_dir)
+  if fmt in builder.info.available_file_formats():
+    return False
+  adapter = tfds.core.file_adapters.ADAPTER_FOR_FORMAT[fmt]
+  tfrecord = tfds.core.FileFormat.TFRECORD.file_suffix
+  for split in builder.info.splits.values():
+    for path in split.filepaths:
+      out = os.fspath(path).replace(f'.{tfrecord}-', f'.{fmt.file_suffix}-')
+      records = tf.data.TFRecordDataset(os.fspath(path)).as_numpy_iterator()
+      adapter.write_examples(out, ((None, record) for record in records))
+  builder.info.add_alternative_file_format(fmt)
+  builder.info.write_to_directory(version_dir)
+  return True
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m se_flax.data.prepare', description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,6 +107,8 @@ def main(argv=None) -> int:
     epath.Path(data_dir).mkdir(parents=True, exist_ok=True)
   builder = tfds.builder(args.dataset, data_dir=data_dir)
   if builder.is_prepared():
+    if write_array_record(builder.data_dir):
+      print(f'{args.dataset}: ArrayRecord files written in {builder.data_dir}')
     print(f'{args.dataset} is already prepared in {builder.data_dir}')
     return errors.EXIT_OK
   manual_dir = paths.resolve_str(args.manual_dir) if args.manual_dir else None
@@ -98,6 +131,7 @@ def main(argv=None) -> int:
           f'under --data_dir here, or set HTTPS_PROXY', file=sys.stderr)
       return errors.EXIT_CONFIG_ERROR
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  write_array_record(builder.data_dir)
   for name, split in builder.info.splits.items():
     print(f'{args.dataset}/{name}: {split.num_examples} examples')
   print(f'prepared in {builder.data_dir}')
