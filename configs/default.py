@@ -81,6 +81,7 @@ def get_base_config():
   config.dataset.eval_resize = 256
   config.dataset.shuffle_buffer = 16_384
   config.dataset.cache = False
+  config.dataset.loader = 'tf.data'  # a name in datasets.LOADERS; 'grain': process-count free
   config.dataset.prefetch = 2
   config.dataset.eval_image_size = 0  # 0: image_size (train and test resolution may differ)
   config.dataset.crop_sampler = 'tf'  # random-size crop: a name in datasets.CROP_SAMPLERS

@@ -17,6 +17,10 @@ from se_flax.errors import ConfigError
 # 'tf': tf.image's bounding-box sampler (aspect and height uniform), the paper recipe's;
 # 'timm': timm's and torchvision's RandomResizedCrop (area uniform, aspect log-uniform), RSB's.
 CROP_SAMPLERS = ('tf', 'timm')
+# config.dataset.loader -> the module that reads data on disk (se_flax/data/feed.py imports it).
+# 'tf.data' (the default, the first): tfds's TFRecord files; 'grain': the same data sets'
+# ArrayRecord copies, in an order that does not depend on the number of processes.
+LOADERS = {'tf.data': 'se_flax.data.pipeline', 'grain': 'se_flax.data.grain_source'}
 # The largest image side a config may ask for (train, eval or resize); a larger one is a
 # typo (one such float32 image is already 200 MB), caught before it fills the memory.
 MAX_IMAGE_SIZE = 4096
@@ -160,6 +164,7 @@ def check_config(dataset_cfg) -> DatasetSpec:
                       f'{", ".join(in_memory)}')
   check_range('dataset.shuffle_buffer', cfg.shuffle_buffer, integer=True, low=1, high=2 ** 31 - 1)
   check_choice('dataset.crop_sampler', cfg.get('crop_sampler', 'tf'), CROP_SAMPLERS)
+  check_choice('dataset.loader', loader(cfg), LOADERS)
   area = cfg.get('crop_area_range')
   if area is not None and not (len(area) == 2 and all(_is_number(a) for a in area)
                                and 0 < area[0] <= area[1] <= 1):
@@ -173,6 +178,11 @@ def check_config(dataset_cfg) -> DatasetSpec:
 
 def _is_number(value):
   return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def loader(dataset_cfg) -> str:
+  """What reads data on disk: config.dataset.loader ('tf.data' when unset)."""
+  return dataset_cfg.get('loader', next(iter(LOADERS)))
 
 
 def aug_repeats(dataset_cfg) -> int:

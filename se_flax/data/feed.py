@@ -1,10 +1,11 @@
 """The data entry points of training and evaluation, for every data set, importing no TensorFlow.
 
 The loop and the set-up ask here; the source is chosen by the data set's spec
-(se_flax/data/datasets.py) and imported only when first used: the tf.data
-pipeline (se_flax/data/pipeline.py) for data on disk, the generator
-(se_flax/data/synthetic.py) for a generated one, so a synthetic run never imports
-TensorFlow. The functions take and return what pipeline's do.
+(se_flax/data/datasets.py) and config.dataset.loader, and imported only when
+first used: for data on disk the tf.data pipeline (se_flax/data/pipeline.py)
+or the grain loader (se_flax/data/grain_source.py), for a generated data set
+the generator (se_flax/data/synthetic.py). Neither a synthetic run nor a grain
+run imports TensorFlow. The functions take and return what pipeline's do.
 """
 
 import importlib
@@ -16,8 +17,10 @@ steps_per_epoch = datasets.steps_per_epoch
 
 
 def _source(dataset_cfg):
-  generated = datasets.get(dataset_cfg.name).synthetic
-  return importlib.import_module('se_flax.data.synthetic' if generated else 'se_flax.data.pipeline')
+  if datasets.get(dataset_cfg.name).synthetic:
+    return importlib.import_module('se_flax.data.synthetic')
+  datasets.check_config(dataset_cfg)  # an unknown loader fails here with the allowed names
+  return importlib.import_module(datasets.LOADERS[datasets.loader(dataset_cfg)])
 
 
 def get_info(dataset_cfg) -> DatasetInfo:

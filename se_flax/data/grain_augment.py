@@ -1,0 +1,279 @@
+"""The grain loader's augmentations in NumPy and Pillow: no TensorFlow.
+
+Each function mirrors one of se_flax/data/augment.py, which the tf.data
+pipeline runs. Random draws come from a `numpy.random.Generator` the loader
+keys by (seed, epoch, example index), so they are reproducible but not the
+same numbers as TensorFlow's Philox streams: the random parts are equal to
+tf.data's in distribution, not sample by sample. The deterministic parts are
+transcriptions of TensorFlow's kernels, so that, given the same window, a
+crop, a resize or an evaluation image equals tf.data's:
+
+* the random-size crop window under sampler 'tf' follows TensorFlow's
+  SampleDistortedBoundingBox kernel (tensorflow/core/kernels/image/
+  sample_distorted_bounding_box_op.cc: an aspect ratio uniform in the range,
+  a height uniform between the ones the area range allows, an offset uniform
+  over the positions that leave the window inside the image, excluding the
+  last one, as the kernel's `Uniform(n)` does); under 'timm', timm's
+  RandomResizedCrop as augment.timm_crop_window describes it;
+* the window is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling
+  (Pillow's `draft`), by the ratio rule of augment.jpeg_ratio;
+* bilinear resizes use half-pixel centres (tf.image.resize, antialias=False),
+  and the evaluation's antialiased resize the triangle kernel of TensorFlow's
+  ScaleAndTranslate (scale_and_translate_op.cc), both in float32.
+"""
+
+import io
+import math
+
+import numpy as np
+from PIL import Image
+
+# The tf.data pipeline's constants, defined there once: augment.py imports TensorFlow, so they
+# are restated here and tests/data/test_grain_augment.py checks that both agree.
+CROP_AREA_RANGE = (0.08, 1.0)
+CROP_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+CROP_MAX_ATTEMPTS = 10
+JPEG_RATIOS = (1, 2, 4, 8)
+
+
+def pad_crop(image, rng, pad, flip):
+  """Zero-pads `pad` pixels on every side, crops the stored size at random, mirrors with p=1/2.
+
+  As augment.pad_and_random_crop (an offset uniform in [0, 2 * pad] on each
+  axis) followed by augment.random_flip when `flip`.
+  """
+  height, width = image.shape[:2]
+  padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  top, left = rng.integers(0, 2 * pad + 1, size=2)
+  out = padded[top:top + height, left:left + width]
+  if flip and rng.random() < 0.5:
+    out = out[:, ::-1]
+  return np.ascontiguousarray(out)
+
+
+def _lrint(x):
+  # C's lrintf under the default rounding mode: half to even, as np.rint.
+  return int(np.rint(np.float32(x)))
+
+
+def _tf_random_crop(width, height, min_rel, max_rel, aspect, rng):
+  """One attempt of TensorFlow's GenerateRandomCrop: (y, x, h, w) or None."""
+  f32 = np.float32
+  min_area = f32(min_rel) * f32(width) * f32(height)
+  max_area = f32(max_rel) * f32(width) * f32(height)
+  aspect = f32(aspect)
+  crop_h = _lrint(np.sqrt(f32(min_area / aspect)))
+  max_h = _lrint(np.sqrt(f32(max_area / aspect)))
+  if _lrint(f32(max_h) * aspect) > width:
+    max_h = int((width + 0.5 - 0.0000001) / aspect)
+    if _lrint(f32(max_h) * aspect) > width:
+      max_h -= 1
+  max_h = min(max_h, height)
+  crop_h = min(crop_h, max_h)
+  if crop_h < max_h:
+    crop_h += int(rng.integers(0, max_h - crop_h + 1))
+  crop_w = _lrint(f32(crop_h) * aspect)
+  area = crop_w * crop_h
+  if area < min_area:
+    crop_h += 1
+    crop_w = _lrint(f32(crop_h) * aspect)
+    area = crop_w * crop_h
+  if area < min_area:
+    return None
+  if area > max_area:
+    crop_h -= 1
+    crop_w = _lrint(f32(crop_h) * aspect)
+    area = crop_w * crop_h
+  if (area < min_area or area > max_area or crop_w > width or crop_h > height or crop_w <= 0
+      or crop_h <= 0):
+    return None
+  y = int(rng.integers(0, height - crop_h)) if crop_h < height else 0
+  x = int(rng.integers(0, width - crop_w)) if crop_w < width else 0
+  return y, x, crop_h, crop_w
+
+
+def _center_window(height, width, fraction):
+  """augment._center_window: a centred square of `fraction` of the short side."""
+  side = max(int(np.float32(min(height, width)) * np.float32(fraction)), 1)
+  return (height - side + 1) // 2, (width - side + 1) // 2, side, side
+
+
+def tf_crop_window(height, width, rng, *, fallback_fraction, area_range=CROP_AREA_RANGE,
+                   aspect_range=CROP_ASPECT_RANGE, max_attempts=CROP_MAX_ATTEMPTS):
+  """augment.sample_crop_window under sampler 'tf': (y, x, h, w).
+
+  The whole image as the bounding box, at least area_range[0] of it covered;
+  after `max_attempts` failed draws, the centred square of the evaluation crop.
+  """
+  low, high = aspect_range
+  for _ in range(max_attempts):
+    aspect = np.float32(rng.random(dtype=np.float32)) * np.float32(high - low) + np.float32(low)
+    window = _tf_random_crop(width, height, area_range[0], area_range[1], aspect, rng)
+    # Covering the whole-image box by area_range[0]: the crop's own area already ensures it.
+    if window is not None and window[2:] != (height, width):
+      return window
+    if window is not None:
+      break
+  return _center_window(height, width, fallback_fraction)
+
+
+def timm_crop_window(height, width, rng, *, area_range=CROP_AREA_RANGE,
+                     aspect_range=CROP_ASPECT_RANGE, max_attempts=CROP_MAX_ATTEMPTS):
+  """augment.timm_crop_window: (y, x, h, w) of timm's RandomResizedCrop."""
+  log_low, log_high = math.log(aspect_range[0]), math.log(aspect_range[1])
+  for _ in range(max_attempts):
+    area = height * width * rng.uniform(*area_range)
+    aspect = math.exp(rng.uniform(log_low, log_high))
+    box_w, box_h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+    if 0 < box_w <= width and 0 < box_h <= height:
+      top = int(rng.integers(0, height - box_h + 1))
+      left = int(rng.integers(0, width - box_w + 1))
+      return top, left, box_h, box_w
+  low, high = min(aspect_range), max(aspect_range)
+  ratio = width / height
+  fall_h = round(width / low) if ratio < low else height
+  fall_w = round(height * high) if ratio > high else width
+  return (height - fall_h) // 2, (width - fall_w) // 2, fall_h, fall_w
+
+
+def jpeg_ratio(window, image_size):
+  """augment.jpeg_ratio: the largest DCT scale that leaves the window's short side >= the output."""
+  short = min(window[2], window[3])
+  return max(r for r in JPEG_RATIOS if r == 1 or short >= r * image_size)
+
+
+def open_jpeg(image_bytes):
+  """A Pillow image of JPEG bytes, not yet decoded; raises ValueError when they are no image."""
+  try:
+    image = Image.open(io.BytesIO(image_bytes))
+    image.size  # pylint: disable=pointless-statement  (the header is parsed by now)
+  except (OSError, SyntaxError) as e:
+    raise ValueError(f'undecodable image: {e}') from None
+  return image
+
+
+def decode_window(image, window, ratio):
+  """uint8 (h', w', 3): `window` (y, x, h, w) of a JPEG decoded at 1/ratio of its size.
+
+  As augment.decode_window: libjpeg scales the whole image in its IDCT and the
+  window is scaled to that grid, its corners rounded down.
+  """
+  width, height = image.size
+  if ratio > 1:
+    # draft picks the largest scale that keeps the image at least this size: 1/ratio exactly,
+    # and libjpeg then rounds the sides up, as TensorFlow's decoder does.
+    image.draft('RGB', (width // ratio, height // ratio))
+  try:
+    pixels = np.asarray(image.convert('RGB'))
+  except (OSError, SyntaxError) as e:
+    raise ValueError(f'undecodable image: {e}') from None
+  y, x, h, w = (v // ratio for v in window)
+  return pixels[y:y + h, x:x + w]
+
+
+def _bilinear_axis(in_size, out_size):
+  """Source rows and weights of tf.image.resize's bilinear, half-pixel centres, no antialias."""
+  scale = np.float32(in_size) / np.float32(out_size)
+  pos = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+  low = np.floor(pos)
+  lerp = (pos - low).astype(np.float32)
+  top = np.maximum(low, 0).astype(np.int64)
+  bottom = np.minimum(np.ceil(pos), in_size - 1).astype(np.int64)
+  return top, bottom, lerp
+
+
+def resize_bilinear(image, size):
+  """float32 (size, size, C): tf.image.resize(image, [size, size], 'bilinear', antialias=False)."""
+  image = image.astype(np.float32)
+  top, bottom, y_lerp = _bilinear_axis(image.shape[0], size)
+  left, right, x_lerp = _bilinear_axis(image.shape[1], size)
+  x_lerp = x_lerp[None, :, None]
+  upper = image[top][:, left] + (image[top][:, right] - image[top][:, left]) * x_lerp
+  lower = image[bottom][:, left] + (image[bottom][:, right] - image[bottom][:, left]) * x_lerp
+  return upper + (lower - upper) * y_lerp[:, None, None]
+
+
+def _triangle_weights(in_size, out_size):
+  """(out_size, in_size) float32 weights of ScaleAndTranslate's antialiased triangle kernel."""
+  scale = np.float32(out_size) / np.float32(in_size)
+  inv_scale = np.float32(1.0) / scale
+  kernel_scale = max(inv_scale, np.float32(1.0))
+  weights = np.zeros((out_size, in_size), np.float32)
+  for x in range(out_size):
+    sample = (np.float32(x) + np.float32(0.5)) * inv_scale
+    if sample < 0 or sample > in_size:
+      continue
+    start = min(max(math.ceil(sample - kernel_scale - np.float32(0.5)), 0), in_size - 1)
+    end = min(max(math.floor(sample + kernel_scale - np.float32(0.5)), 0), in_size - 1) + 1
+    source = np.arange(start, end, dtype=np.float32)
+    row = np.maximum(
+        np.float32(0),
+        np.float32(1) - np.abs((source + np.float32(0.5) - sample) *
+                               (np.float32(1) / kernel_scale))).astype(np.float32)
+    total = row.sum(dtype=np.float32)
+    if abs(total) >= 1000 * np.finfo(np.float32).tiny:
+      row = row * (np.float32(1) / total)
+    weights[x, start:end] = row
+  return weights
+
+
+def resize_antialias(image, height, width):
+  """float32 (height, width, C): tf.image.resize(..., 'bilinear', antialias=True)."""
+  image = image.astype(np.float32)
+  rows = _triangle_weights(image.shape[0], height)
+  cols = _triangle_weights(image.shape[1], width)
+  out = np.einsum('yh,hwc->ywc', rows, image, dtype=np.float32)
+  return np.einsum('xw,ywc->yxc', cols, out, dtype=np.float32)
+
+
+def resize_short_side(image, short_side):
+  """augment.resize_short_side: min(H, W) becomes `short_side`, the long side rounded."""
+  height, width = image.shape[:2]
+  scale = short_side / min(height, width)
+  if height <= width:
+    new_h, new_w = short_side, int(np.round(width * scale))
+  else:
+    new_h, new_w = int(np.round(height * scale)), short_side
+  return resize_antialias(image, new_h, new_w)
+
+
+def center_crop(image, size):
+  """augment.center_crop: offsets (H - size) // 2 and (W - size) // 2."""
+  top, left = (image.shape[0] - size) // 2, (image.shape[1] - size) // 2
+  return image[top:top + size, left:left + size]
+
+
+def crop_window(image, rng, image_size, eval_resize, area_range, sampler):
+  """The training crop's window (y, x, h, w) of a Pillow image, drawn by `sampler`."""
+  width, height = image.size
+  if sampler == 'timm':
+    return timm_crop_window(height, width, rng, area_range=tuple(area_range))
+  return tf_crop_window(height, width, rng, fallback_fraction=image_size / eval_resize,
+                        area_range=tuple(area_range))
+
+
+def crop_to_pixels(image, window, image_size):
+  """augment.fast_inception_crop and imagenet_train's rounding, for a given window: uint8."""
+  crop = decode_window(image, window, jpeg_ratio(window, image_size))
+  return (resize_bilinear(crop, image_size) + np.float32(0.5)).astype(np.uint8)
+
+
+def imagenet_train(image_bytes, rng, image_size, eval_resize, area_range=CROP_AREA_RANGE,
+                   sampler='tf'):
+  """augment.imagenet_train: random-size crop decoded at reduced scale, resized, flipped; uint8."""
+  image = open_jpeg(image_bytes)
+  window = crop_window(image, rng, image_size, eval_resize, area_range, sampler)
+  pixels = crop_to_pixels(image, window, image_size)
+  if rng.random() < 0.5:
+    pixels = pixels[:, ::-1]
+  return np.ascontiguousarray(pixels)
+
+
+def imagenet_eval(image_bytes, image_size, eval_resize):
+  """augment.decode_resize_center_crop: float32 0..255 (image_size, image_size, 3)."""
+  image = open_jpeg(image_bytes)
+  try:
+    pixels = np.asarray(image.convert('RGB'))
+  except (OSError, SyntaxError) as e:
+    raise ValueError(f'undecodable image: {e}') from None
+  return center_crop(resize_short_side(pixels, eval_resize), image_size)

@@ -1,0 +1,316 @@
+"""The grain loader (config.dataset.loader='grain'): ArrayRecord files, no TensorFlow.
+
+The same contract as se_flax/data/pipeline.py (get_info, train_batches,
+eval_batches: uint8 training pixels, exact padded evaluation with a mask, the
+count of undecodable images, resume at a step), over the ArrayRecord copy of
+a prepared data set (`python -m se_flax.data.prepare` writes it beside the
+TFRecord files), read with tfds's random-access data source and grain's
+MapDataset.
+
+Order. The training stream is a function of (config, seed) alone, not of the
+number of processes:
+
+* every example carries its index in the split's canonical order (the order
+  of tfds's file instructions, the index the tf.data pipeline uses too);
+* epoch e is grain's global `shuffle` of the whole train split, which grain
+  reseeds from (shuffle seed, e) under `repeat`; the shuffle seed is drawn
+  from the run seed;
+* the epochs are concatenated, and global batch k is positions
+  [k * B, (k + 1) * B) of that stream; process p of P takes rows
+  [p * B / P, (p + 1) * B / P) of each global batch (the tf.data pipeline's
+  row order: the concatenation of the processes' slices in process order);
+* the augmentation of the example at a position draws from a NumPy generator
+  keyed by (seed, epoch, example index) (se_flax/data/grain_augment.py).
+
+So the state of a run is one global index, k * B: `start_step=k` starts there
+on any number of processes, and a run stopped on P processes resumes on P'
+with exactly the examples an unbroken run would have seen. No example is
+dropped to make the split divide among the processes.
+
+Undecodable JPEGs (ImageNet). The example at a position whose JPEG cannot be
+decoded is replaced by the next decodable one of the same epoch's order
+(positions wrap around the epoch), augmented with that example's own key;
+`skipped` counts the replacements this process made. Unlike the tf.data
+pipeline, nothing shifts: a resumed stream stays exact after a bad record.
+In evaluation an undecodable example is a masked row of zeros.
+"""
+
+import functools
+import os
+from typing import Iterator
+
+from etils import epath
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+from se_flax import paths
+from se_flax.data import datasets
+from se_flax.data import digits  # noqa: F401  # pylint: disable=unused-import  (registers the builder)
+from se_flax.data import grain_augment
+from se_flax.data import shard
+from se_flax.errors import ConfigError
+from se_flax.errors import DataError
+
+# Distinct streams of the per-run generators, mixed with the run seed.
+_SHUFFLE, _AUGMENT = 1, 3
+# What the ArrayRecord copy is called in tfds's file formats.
+FILE_FORMAT = 'array_record'
+# The small data sets' train augmentations: (pad, mirror).
+_PAD_CROP = {'pad_crop_flip': (4, True), 'pad_crop': (1, False)}
+
+DatasetInfo = datasets.DatasetInfo
+steps_per_epoch = datasets.steps_per_epoch
+
+
+def _cores():
+  # The CPU set a scheduler gives the process, as the tf.data pipeline counts it.
+  return len(os.sched_getaffinity(0)) or 1
+
+
+def _words(seed, *data):
+  """Non-negative words for numpy's SeedSequence; the run seed may be any int."""
+  return [seed % 2 ** 64, *data]
+
+
+def _generator(seed, *data):
+  return np.random.Generator(np.random.Philox(np.random.SeedSequence(_words(seed, *data))))
+
+
+def _data_root(cfg):
+  return paths.resolve_str(cfg.data_dir) if cfg.data_dir else tfds.core.constants.DATA_DIR
+
+
+def _check_supported(cfg, spec):
+  """Raises ConfigError for a config the grain loader does not implement (yet)."""
+  ra = cfg.get('randaugment') or {}
+  unsupported = [
+      name for name, on in (
+          ('randaugment.num_ops', ra.get('num_ops', 0)),
+          ('random_erasing', cfg.get('random_erasing', 0.0)),
+          ('aug_repeats', datasets.aug_repeats(cfg) != 1),
+      ) if on
+  ]
+  if unsupported:
+    raise ConfigError(f'config.dataset.loader=grain does not apply '
+                      f'{", ".join("config.dataset." + u for u in unsupported)}; turn '
+                      f'{"it" if len(unsupported) == 1 else "them"} off or use '
+                      "config.dataset.loader='tf.data'")
+  sizes = {cfg.image_size, datasets.eval_image_size(cfg)}
+  if not spec.jpeg and sizes != {spec.image_size}:
+    raise ConfigError(f'config.dataset.loader=grain reads {spec.name} at its stored size '
+                      f'{spec.image_size} only: set config.dataset.image_size and '
+                      f'eval_image_size to {spec.image_size} (or 0), or use '
+                      "config.dataset.loader='tf.data'")
+
+
+def _open(cfg):
+  """(info, builder, spec): the ArrayRecord copy of `cfg`'s data set, checked before any read.
+
+  Raises:
+    ConfigError: a bad field, an unknown or empty split, a config this loader does not run.
+    DataError: missing data_dir, or the data set (or its ArrayRecord copy) not prepared.
+  """
+  spec = datasets.check_config(cfg)
+  _check_supported(cfg, spec)
+  root = _data_root(cfg)
+  if cfg.data_dir is not None and not paths.is_url(cfg.data_dir) and not os.path.isdir(root):
+    raise DataError(f'config.dataset.data_dir={cfg.data_dir!r} does not exist or is not a '
+                    'directory; create it, or leave it unset for the tfds default '
+                    f'({tfds.core.constants.DATA_DIR})')
+  version_dir = epath.Path(tfds.builder(cfg.name, data_dir=root).data_dir)
+  prepare = (f'`python -m se_flax.data.prepare --dataset={cfg.name} --data_dir={root}`' +
+             (' with --manual_dir' if spec.preparation == 'manual' else ''))
+  if not (version_dir / 'dataset_info.json').exists():
+    raise DataError(f'{cfg.name} is not prepared in config.dataset.data_dir={root!r}; '
+                    f'config.dataset.loader=grain reads its ArrayRecord files: run {prepare}')
+  builder = tfds.builder_from_directory(version_dir)
+  formats = {f.value for f in builder.info.available_file_formats()}
+  if FILE_FORMAT not in formats:
+    raise DataError(f'{cfg.name} in config.dataset.data_dir={root!r} has no ArrayRecord files '
+                    f'(only {", ".join(sorted(formats))}), which config.dataset.loader=grain '
+                    f'reads: run {prepare}, which adds them')
+  info = DatasetInfo(name=cfg.name, num_classes=builder.info.features['label'].num_classes,
+                     num_train=_split_size(builder, cfg.train_split, 'train_split'),
+                     num_eval=_split_size(builder, cfg.eval_split, 'eval_split'),
+                     image_shape=spec.input_shape(cfg.image_size))
+  return info, builder, spec
+
+
+def _split_size(builder, split, field_name):
+  """Examples in `split`; the messages of the tf.data pipeline's check (sources.split_size)."""
+  available = ', '.join(sorted(builder.info.splits.keys()))
+  try:
+    size = builder.info.splits[split].num_examples
+  except (KeyError, ValueError, AssertionError) as e:
+    raise ConfigError(f'config.dataset.{field_name}={split!r} is not a split of {builder.name} '
+                      f'({e}); its splits are: {available}') from None
+  if size == 0:
+    raise ConfigError(f'config.dataset.{field_name}={split!r} of {builder.name} has no examples; '
+                      f'its splits are: {available}')
+  return size
+
+
+def get_info(dataset_cfg) -> DatasetInfo:
+  """Checks `config.dataset` against the ArrayRecord files and returns the data set's facts.
+
+  Raises:
+    ConfigError: unknown name, bad field value, unknown or empty split.
+    DataError: missing data_dir, data set or its ArrayRecord files not prepared.
+  """
+  return _open(dataset_cfg)[0]
+
+
+def _source(builder, spec, split):
+  """tfds's random-access source of `split`: JPEGs stay bytes, PNGs are decoded by tfds."""
+  decoders = {'image': tfds.decode.SkipDecoding()} if spec.jpeg else None
+  return builder.as_data_source(split, decoders=decoders, file_format=FILE_FORMAT)
+
+
+_IN_MEMORY = {}
+
+
+def _in_memory(builder, spec, split):
+  """(uint8 images, int64 labels) of a small split in canonical order, decoded once per process."""
+  key = (os.fspath(builder.data_dir), repr(split))
+  if key not in _IN_MEMORY:
+    source = _source(builder, spec, split)
+    records = [source[i] for i in range(len(source))]
+    shape = (0, *spec.input_shape())
+    images = np.stack([r['image'] for r in records]) if records else np.zeros(shape, np.uint8)
+    labels = np.array([r['label'] for r in records], np.int64)
+    _IN_MEMORY[key] = (images.astype(np.uint8), labels)
+  return _IN_MEMORY[key]
+
+
+def _train_example(cfg, spec, seed, n, order, read, position, example):
+  """The augmented example at global stream `position` (example index `example`)."""
+  epoch = position // n
+  for shift in range(n):
+    if shift:
+      # The next decodable example of the same epoch's order stands in for an undecodable one.
+      example = order[epoch * n + (position + shift) % n]
+    image, label = read(example)
+    rng = _generator(seed, _AUGMENT, epoch, example)
+    try:
+      pixels = _augment_train(cfg, spec, image, rng)
+    except ValueError:
+      continue
+    return {
+        'image': pixels,
+        'label': np.int32(label),
+        'index': np.int64(example),
+        'skipped': np.int32(shift)
+    }
+  raise DataError(f'no image of {cfg.name} {cfg.train_split!r} could be decoded')
+
+
+def _augment_train(cfg, spec, image, rng):
+  if spec.jpeg:
+    area_range = tuple(cfg.get('crop_area_range') or grain_augment.CROP_AREA_RANGE)
+    return grain_augment.imagenet_train(image, rng, cfg.image_size, cfg.eval_resize, area_range,
+                                        cfg.get('crop_sampler', 'tf'))
+  pad, flip = _PAD_CROP[spec.train_augment]
+  return grain_augment.pad_crop(image, rng, pad, flip)
+
+
+def _reader(builder, spec, split):
+  """example index -> (stored image, label)."""
+  if spec.in_memory:
+    images, labels = _in_memory(builder, spec, split)
+    return lambda i: (images[i], labels[i])
+  source = _source(builder, spec, split)
+
+  def read(i):
+    record = source[int(i)]
+    return record['image'], record['label']
+
+  return read
+
+
+def _read_options(cfg):
+  return grain.ReadOptions(num_threads=_cores(), prefetch_buffer_size=max(cfg.prefetch, _cores()))
+
+
+def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
+                  process_index: int | None = None,
+                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """This process's rows of every global training batch, forever, from batch `start_step` on.
+
+  Yields {'image': uint8 (B_local, H, W, C), 'label': int32 (B_local,)} with
+  B_local = global_batch_size // process_count; the global batches do not
+  depend on the process count (module docstring).
+  """
+  cfg = dataset_cfg
+  info, builder, spec = _open(cfg)
+  index, count = shard.process(process_index, process_count)
+  local = shard.local_batch(global_batch_size, count)
+  if start_step < 0:
+    raise ValueError(f'start_step={start_step} must be >= 0')
+  n = info.num_train
+  shuffle_seed = int(np.random.SeedSequence(_words(seed, _SHUFFLE)).generate_state(1)[0])
+  order = grain.MapDataset.range(n).shuffle(seed=shuffle_seed).repeat()
+  make = functools.partial(_train_example, cfg, spec, seed, n, order,
+                           _reader(builder, spec, cfg.train_split))
+  batches = order.map_with_index(make).batch(local, drop_remainder=True)
+  # Global batch k is local batches k * count .. k * count + count - 1, in process order.
+  mine = batches[index::count][start_step:]
+  return _TrainIterator(mine.to_iter_dataset(_read_options(cfg)))
+
+
+class _TrainIterator:
+  """Numpy batches of a training stream.
+
+  `skipped` counts the undecodable examples replaced so far; `indices` holds
+  the example indices (canonical order) of the newest batch's rows.
+  """
+
+  def __init__(self, ds):
+    self._it = iter(ds)
+    self.skipped = 0
+    self.indices = np.zeros((0,), np.int64)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self._it)
+    self.skipped += int(batch.pop('skipped').sum())
+    self.indices = batch.pop('index')
+    return batch
+
+
+def _eval_example(cfg, spec, size, read, num_real, j):
+  """Row j of this process's padded eval slice: normalised float32, label, mask."""
+  shape = spec.input_shape(size)
+  if j < num_real:
+    image, label = read(j)
+    try:
+      if spec.jpeg:
+        pixels = grain_augment.imagenet_eval(image, size, cfg.eval_resize)
+      else:
+        pixels = image.astype(np.float32)
+      normalised = (pixels - np.float32(spec.mean)) / np.float32(spec.std)
+      return {'image': normalised, 'label': np.int32(label), 'mask': np.float32(1.0)}
+    except ValueError:
+      pass
+  return {'image': np.zeros(shape, np.float32), 'label': np.int32(0), 'mask': np.float32(0.0)}
+
+
+def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over the eval split, as pipeline.eval_batches: the same slices, padding and masks.
+
+  The config and the files are checked at the call; reading starts at the first batch.
+  """
+  cfg = dataset_cfg
+  _, builder, spec = _open(cfg)
+  index, count = shard.process(process_index, process_count)
+  local = shard.local_batch(global_batch_size, count)
+  splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
+  sizes = [builder.info.splits[s].num_examples for s in splits]
+  num_batches = max(-(-size // local) for size in sizes)
+  make = functools.partial(_eval_example, cfg, spec, datasets.eval_image_size(cfg),
+                           _reader(builder, spec, splits[index]), sizes[index])
+  rows = grain.MapDataset.range(num_batches * local).map(make).batch(local)
+  return iter(rows.to_iter_dataset(_read_options(cfg)))

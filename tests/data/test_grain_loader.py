@@ -1,0 +1,178 @@
+"""The grain loader (config.dataset.loader='grain') on the ArrayRecord copy of digits.
+
+The order of examples is compared across real processes reading as process i
+of n (tests/data/grain_worker.py); the examples and evaluation batches against
+tfds's own data source and the tf.data pipeline.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from se_flax.data import feed
+from se_flax.data import grain_source
+from se_flax.data import prepare
+from se_flax.errors import ConfigError
+from se_flax.errors import DataError
+from tests.data import grain_worker
+from tests.data.dataset_configs import dataset_config
+
+# One worker prepares the ArrayRecord copy once for every test here.
+pytestmark = pytest.mark.xdist_group('grain_digits')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# 35 global batches of 48 cross the end of the first epoch (1437 examples) at step 29.
+STEPS = 35
+# Where the 2-process run stops and a 4-process run takes over; then 4 -> 1.
+TO_FOUR, TO_ONE = 13, 31
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp('grain_digits')
+  assert prepare.main(['--dataset=digits', f'--data_dir={root}']) == 0
+  return str(root)
+
+
+def _cfg(data_dir, **overrides):
+  return dataset_config('digits', data_dir, **{'loader': 'grain', **overrides})
+
+
+def _source(data_dir, split):
+  """tfds's own random-access reading of the split, the reference for indices and labels."""
+  builder = tfds.builder_from_directory(os.path.join(data_dir, 'digits', '1.0.0'))
+  return builder.as_data_source(split, file_format='array_record')
+
+
+def _run_groups(data_dir, tmp_path, groups):
+  """{(count, start, steps): global batches} from `count` worker processes per group, all at once.
+
+  A global batch is the concatenation of the processes' rows in process order.
+  """
+  env = {**os.environ, 'PYTHONPATH': ROOT, 'JAX_PLATFORMS': 'cpu'}
+  config = json.dumps(_cfg(data_dir).to_dict())
+  procs = {}
+  for count, start, steps in groups:
+    for index in range(count):
+      out = tmp_path / f'{count}_{start}_{index}.json'
+      args = [config, index, count, start, steps, out]
+      procs[(count, start, steps,
+             index)] = (out,
+                        subprocess.Popen(
+                            [sys.executable, '-m', 'tests.data.grain_worker', *map(str, args)],
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True))
+  seen = {}
+  for key, (out, proc) in procs.items():
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    seen[key] = json.loads(out.read_text())
+  batches = {}
+  for count, start, steps in groups:
+    parts = [seen[(count, start, steps, i)] for i in range(count)]
+    assert not any(p['tensorflow'] for p in parts)
+    batches[(count, start, steps)] = {
+        field: [sum((p[field][k] for p in parts), []) for k in range(steps)]
+        for field in ('indices', 'labels')
+    }
+  return batches
+
+
+def test_global_batches_do_not_depend_on_the_process_count_and_resume_on_another(
+    data_dir, tmp_path):
+  # An unbroken run on 1 and on 2 processes; a run stopped on 2 processes after TO_FOUR
+  # steps, resumed on 4, stopped after TO_ONE and resumed on 1.
+  groups = [(1, 0, STEPS), (2, 0, STEPS), (4, TO_FOUR, STEPS - TO_FOUR),
+            (1, TO_ONE, STEPS - TO_ONE)]
+  runs = _run_groups(data_dir, tmp_path, groups)
+  one = runs[(1, 0, STEPS)]['indices']
+  assert len(one) == STEPS and all(len(b) == grain_worker.GLOBAL_BATCH for b in one)
+  # Row for row, not only as multisets: the same global batches on 1, 2 and 4 processes.
+  assert runs[(2, 0, STEPS)]['indices'] == one
+  assert runs[(4, TO_FOUR, STEPS - TO_FOUR)]['indices'] == one[TO_FOUR:]
+  assert runs[(1, TO_ONE, STEPS - TO_ONE)]['indices'] == one[TO_ONE:]
+  # The first epoch shows every example at most once, the whole epoch exactly once.
+  n = len(_source(data_dir, 'train'))
+  stream = sum(one, [])
+  assert sorted(stream[:n]) == list(range(n))
+  assert stream[n:] != stream[:len(stream) - n]  # the next epoch has an order of its own
+  labels = [_source(data_dir, 'train')[i]['label'] for i in stream]
+  assert sum(runs[(1, 0, STEPS)]['labels'], []) == labels
+
+
+def test_rows_are_pad_crops_of_their_examples_and_the_seed_changes_the_order(data_dir):
+  source = _source(data_dir, 'train')
+  batches = feed.train_batches(_cfg(data_dir), global_batch_size=16, seed=3, process_index=0,
+                               process_count=1)
+  crops = {0: 0, 1: 0, 2: 0}
+  for _ in range(3):
+    batch = next(batches)
+    assert batch['image'].dtype == np.uint8 and batch['label'].dtype == np.int32
+    for image, label, index in zip(batch['image'], batch['label'], batches.indices):
+      stored = source[int(index)]
+      assert label == stored['label']
+      padded = np.pad(stored['image'], ((1, 1), (1, 1), (0, 0)))
+      offsets = [(t, l)
+                 for t in range(3)
+                 for l in range(3)
+                 if np.array_equal(padded[t:t + 8, l:l + 8], image)]
+      assert offsets
+      crops[offsets[0][0]] += 1
+  assert batches.skipped == 0
+  assert all(crops.values())  # every vertical offset was drawn
+  first = batches.indices
+  other = feed.train_batches(_cfg(data_dir), global_batch_size=16, seed=4, process_index=0,
+                             process_count=1)
+  next(other), next(other), next(other)
+  assert not np.array_equal(other.indices, first)
+
+
+@pytest.mark.parametrize('count', [1, 3])
+def test_eval_batches_equal_the_tf_data_pipelines(data_dir, count):
+  for index in range(count):
+    kwargs = {'global_batch_size': 63, 'process_index': index, 'process_count': count}
+    got = list(feed.eval_batches(_cfg(data_dir), **kwargs))
+    expected = list(feed.eval_batches(dataset_config('digits', data_dir), **kwargs))
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+      assert g.keys() == e.keys()
+      for key in g:
+        np.testing.assert_array_equal(g[key], e[key])
+  info = feed.get_info(_cfg(data_dir))
+  assert info == feed.get_info(dataset_config('digits', data_dir))
+
+
+def test_an_unknown_loader_is_refused_naming_the_loaders(data_dir):
+  with pytest.raises(ConfigError, match=r"config.dataset.loader='dali'.*'tf.data', 'grain'"):
+    feed.get_info(_cfg(data_dir, loader='dali'))
+
+
+def test_data_without_the_array_record_copy_asks_for_prepare(digits_dir):
+  with pytest.raises(DataError,
+                     match='no ArrayRecord files.*se_flax.data.prepare --dataset=digits'):
+    feed.get_info(_cfg(digits_dir))
+
+
+def test_unprepared_data_asks_for_prepare(tmp_path):
+  with pytest.raises(DataError, match='not prepared.*se_flax.data.prepare --dataset=digits'):
+    feed.get_info(_cfg(str(tmp_path)))
+
+
+@pytest.mark.parametrize('overrides, named', [
+    ({
+        'random_erasing': 0.25
+    }, 'config.dataset.random_erasing'),
+    ({
+        'aug_repeats': 3
+    }, 'config.dataset.aug_repeats'),
+    ({
+        'image_size': 16
+    }, 'stored size 8'),
+])
+def test_what_the_grain_loader_does_not_apply_is_refused(data_dir, overrides, named):
+  with pytest.raises(ConfigError, match=named):
+    grain_source.get_info(_cfg(data_dir, **overrides))
