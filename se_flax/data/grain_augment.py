@@ -183,13 +183,23 @@ def _bilinear_axis(in_size, out_size):
 
 
 def resize_bilinear(image, size):
-  """float32 (size, size, C): tf.image.resize(image, [size, size], 'bilinear', antialias=False)."""
-  image = image.astype(np.float32)
+  """float32 (size, size, C): tf.image.resize(image, [size, size], 'bilinear', antialias=False).
+
+  TensorFlow's order of operations, along x and then along y; interpolating
+  every source row along x once (a window is decoded to fewer than twice the
+  output's rows) and then gathering rows costs less than gathering columns of
+  each output row's two source rows.
+  """
   top, bottom, y_lerp = _bilinear_axis(image.shape[0], size)
   left, right, x_lerp = _bilinear_axis(image.shape[1], size)
-  x_lerp = x_lerp[None, :, None]
-  upper = image[top][:, left] + (image[top][:, right] - image[top][:, left]) * x_lerp
-  lower = image[bottom][:, left] + (image[bottom][:, right] - image[bottom][:, left]) * x_lerp
+  height, width, channels = image.shape
+  flat = image.reshape(height, width * channels)
+  # Whole pixels gathered as runs of `channels` values of each row: faster than on a middle axis.
+  column = lambda x: (x[:, None] * channels + np.arange(channels)).ravel()
+  lo = flat[:, column(left)].astype(np.float32).reshape(height, size, channels)
+  hi = flat[:, column(right)].astype(np.float32).reshape(height, size, channels)
+  rows = lo + (hi - lo) * x_lerp[None, :, None]
+  upper, lower = rows[top], rows[bottom]
   return upper + (lower - upper) * y_lerp[:, None, None]
 
 
