@@ -15,6 +15,9 @@ from se_flax.data import prepare
 from tests.data import tiny_imagenet
 from tests.data.dataset_configs import dataset_config
 
+# One worker prepares the tiny ImageNet once for every test here.
+pytestmark = pytest.mark.xdist_group('grain_imagenet')
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SIZE, RESIZE = 32, 40
 
