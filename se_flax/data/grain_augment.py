@@ -287,3 +287,46 @@ def imagenet_eval(image_bytes, image_size, eval_resize):
   except (OSError, SyntaxError) as e:
     raise ValueError(f'undecodable image: {e}') from None
   return center_crop(resize_short_side(pixels, eval_resize), image_size)
+
+
+# Random erasing as augment.random_erasing (timm's RandomErasing, mode 'pixel', one box).
+ERASE_AREA_RANGE = (0.02, 1.0 / 3.0)
+ERASE_ASPECT_RANGE = (0.3, 1.0 / 0.3)
+ERASE_MAX_ATTEMPTS = 10
+
+
+def erase_box(height, width, rng, area_range=ERASE_AREA_RANGE, aspect_range=ERASE_ASPECT_RANGE,
+              max_attempts=ERASE_MAX_ATTEMPTS):
+  """augment.sample_erase_box: (top, left, h, w) of the first draw smaller than the image, or None.
+
+  An area fraction uniform in `area_range`, an aspect ratio height / width
+  log-uniform in `aspect_range`, sides rounded half to even; placed uniformly.
+  """
+  log_low, log_high = math.log(aspect_range[0]), math.log(aspect_range[1])
+  for _ in range(max_attempts):
+    area = height * width * rng.uniform(*area_range)
+    aspect = math.exp(rng.uniform(log_low, log_high))
+    box_h, box_w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+    if box_h < height and box_w < width:
+      return (int(rng.integers(0, height - box_h + 1)), int(rng.integers(0, width - box_w + 1)),
+              box_h, box_w)
+  return None
+
+
+def random_erasing(image, rng, probability, mean, std):
+  """augment.random_erasing of a uint8 (H, W, C) image: with `probability`, one box of noise.
+
+  The noise pixel is round(mean + std * N(0, 1)) clipped to 0..255, which the
+  train step's normalisation turns back into the N(0, 1) value timm erases with.
+  """
+  if rng.random() >= probability:
+    return image
+  box = erase_box(image.shape[0], image.shape[1], rng)
+  if box is None:
+    return image
+  top, left, h, w = box
+  noise = rng.standard_normal((h, w, image.shape[2]), dtype=np.float32)
+  pixels = np.float32(mean) + np.float32(std) * noise
+  out = image.copy()
+  out[top:top + h, left:left + w] = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+  return out

@@ -52,8 +52,9 @@ from se_flax.data import shard
 from se_flax.errors import ConfigError
 from se_flax.errors import DataError
 
-# Distinct streams of the per-run generators, mixed with the run seed.
-_SHUFFLE, _AUGMENT = 1, 3
+# Distinct streams of the per-run generators, mixed with the run seed; the recipe's pieces draw
+# from their own, so that the crop and flip draw the same with them as without them.
+_SHUFFLE, _AUGMENT, _RECIPE = 1, 3, 5
 # What the ArrayRecord copy is called in tfds's file formats.
 FILE_FORMAT = 'array_record'
 # The small data sets' train augmentations: (pad, mirror).
@@ -87,7 +88,6 @@ def _check_supported(cfg, spec):
   unsupported = [
       name for name, on in (
           ('randaugment.num_ops', ra.get('num_ops', 0)),
-          ('random_erasing', cfg.get('random_erasing', 0.0)),
           ('aug_repeats', datasets.aug_repeats(cfg) != 1),
       ) if on
   ]
@@ -196,6 +196,10 @@ def _train_example(cfg, spec, seed, n, order, read, position, example):
       pixels = _augment_train(cfg, spec, image, rng)
     except ValueError:
       continue
+    erasing = cfg.get('random_erasing', 0.0)
+    if erasing:
+      pixels = grain_augment.random_erasing(pixels, _generator(seed, _RECIPE, epoch, example),
+                                            erasing, spec.mean, spec.std)
     return {
         'image': pixels,
         'label': np.int32(label),

@@ -141,3 +141,41 @@ def test_pad_crop_flip_draws_offsets_and_flips_as_tf_data():
     values = np.union1d(e, g)
     table = [[np.sum(e == v) for v in values], [np.sum(g == v) for v in values]]
     assert stats.chi2_contingency(table).pvalue > P_MIN
+
+
+def test_random_erasing_follows_the_tf_data_distribution():
+  side, probability = 32, 0.5
+  image = np.full((side, side, 3), 7, np.uint8)
+  mean, std = (120.0, 110.0, 100.0), (60.0, 55.0, 50.0)
+  draw = tf.function(lambda seeds: tf.map_fn(
+      lambda seed: augment.random_erasing(image, seed, probability, mean, std), seeds,
+      fn_output_signature=tf.uint8))
+  expected = draw(tf.stack([tf.range(DRAWS), tf.fill([DRAWS], 3)], axis=1)).numpy()
+  got = np.stack([
+      grain_augment.random_erasing(image, np.random.default_rng(i), probability, mean, std)
+      for i in range(DRAWS)
+  ])
+
+  def erased(images):
+    # The background is 7 everywhere; a noise pixel equals 7 in all channels with
+    # negligible probability at these means and stds.
+    inside = (images != 7).any(axis=-1)
+    rows, cols = inside.any(axis=2), inside.any(axis=1)
+    applied = inside.any(axis=(1, 2))
+    heights, widths = rows.sum(axis=1)[applied], cols.sum(axis=1)[applied]
+    tops = rows.argmax(axis=1)[applied] / np.maximum(side - heights, 1)
+    # Normalised as the train step does: N(0, 1) noise, up to rounding.
+    noise = ((images[inside].astype(np.float64) - mean) / std)[:, 0]
+    return applied.mean(), {
+        'area': heights * widths,
+        'aspect': heights / widths,
+        'top': tops,
+        'noise': noise[:5000]
+    }
+
+  (expected_rate, expected_stats), (got_rate, got_stats) = erased(expected), erased(got)
+  counts = [[expected_rate * DRAWS, (1 - expected_rate) * DRAWS],
+            [got_rate * DRAWS, (1 - got_rate) * DRAWS]]
+  assert stats.chi2_contingency(counts).pvalue > P_MIN
+  for name, values in expected_stats.items():
+    assert stats.ks_2samp(values, got_stats[name]).pvalue > P_MIN, name

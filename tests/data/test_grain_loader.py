@@ -162,17 +162,37 @@ def test_unprepared_data_asks_for_prepare(tmp_path):
     feed.get_info(_cfg(str(tmp_path)))
 
 
-@pytest.mark.parametrize('overrides, named', [
-    ({
-        'random_erasing': 0.25
-    }, 'config.dataset.random_erasing'),
-    ({
-        'aug_repeats': 3
-    }, 'config.dataset.aug_repeats'),
-    ({
-        'image_size': 16
-    }, 'stored size 8'),
+@pytest.mark.parametrize('field, value, named', [
+    ('randaugment.num_ops', 2, 'config.dataset.randaugment.num_ops'),
+    ('aug_repeats', 3, 'config.dataset.aug_repeats'),
+    ('image_size', 16, 'stored size 8'),
 ])
-def test_what_the_grain_loader_does_not_apply_is_refused(data_dir, overrides, named):
+def test_what_the_grain_loader_does_not_apply_is_refused(data_dir, field, value, named):
+  cfg = _cfg(data_dir)
+  *parents, leaf = field.split('.')
+  node = cfg
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
   with pytest.raises(ConfigError, match=named):
-    grain_source.get_info(_cfg(data_dir, **overrides))
+    grain_source.get_info(cfg)
+
+
+def test_random_erasing_changes_one_box_and_leaves_the_crops_and_order(data_dir):
+
+  def first_batch(erasing):
+    batches = feed.train_batches(_cfg(data_dir, random_erasing=erasing), global_batch_size=32,
+                                 seed=5, process_index=0, process_count=1)
+    return next(batches), batches.indices
+
+  (plain, order), (erased, erased_order) = first_batch(0.0), first_batch(1.0)
+  np.testing.assert_array_equal(order, erased_order)
+  np.testing.assert_array_equal(plain['label'], erased['label'])
+  changed = 0
+  for a, b in zip(plain['image'], erased['image']):
+    rows, cols = np.nonzero((a != b).any(axis=-1))
+    if rows.size:
+      changed += 1
+      # One box, smaller than the image on both sides (timm's rule); the rest is untouched.
+      assert rows.max() - rows.min() + 1 < a.shape[0] and cols.max() - cols.min() + 1 < a.shape[1]
+  assert changed > len(plain['image']) // 2
