@@ -36,6 +36,10 @@ CROP_MAX_ATTEMPTS = 10
 JPEG_RATIOS = (1, 2, 4, 8)
 
 
+class UndecodableImage(ValueError):
+  """The stored bytes are no image Pillow can decode (a truncated or corrupt JPEG)."""
+
+
 def pad_crop(image, rng, pad, flip):
   """Zero-pads `pad` pixels on every side, crops the stored size at random, mirrors with p=1/2.
 
@@ -143,12 +147,12 @@ def jpeg_ratio(window, image_size):
 
 
 def open_jpeg(image_bytes):
-  """A Pillow image of JPEG bytes, not yet decoded; raises ValueError when they are no image."""
+  """A Pillow image of JPEG bytes, not yet decoded; raises UndecodableImage when they are none."""
   try:
     image = Image.open(io.BytesIO(image_bytes))
     image.size  # pylint: disable=pointless-statement  (the header is parsed by now)
   except (OSError, SyntaxError) as e:
-    raise ValueError(f'undecodable image: {e}') from None
+    raise UndecodableImage(str(e)) from None
   return image
 
 
@@ -166,7 +170,7 @@ def decode_window(image, window, ratio):
   try:
     pixels = np.asarray(image.convert('RGB'))
   except (OSError, SyntaxError) as e:
-    raise ValueError(f'undecodable image: {e}') from None
+    raise UndecodableImage(str(e)) from None
   y, x, h, w = (v // ratio for v in window)
   return pixels[y:y + h, x:x + w]
 
@@ -285,7 +289,7 @@ def imagenet_eval(image_bytes, image_size, eval_resize):
   try:
     pixels = np.asarray(image.convert('RGB'))
   except (OSError, SyntaxError) as e:
-    raise ValueError(f'undecodable image: {e}') from None
+    raise UndecodableImage(str(e)) from None
   return center_crop(resize_short_side(pixels, eval_resize), image_size)
 
 

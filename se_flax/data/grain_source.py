@@ -194,7 +194,7 @@ def _train_example(cfg, spec, seed, n, order, read, position, example):
     rng = _generator(seed, _AUGMENT, epoch, example)
     try:
       pixels = _augment_train(cfg, spec, image, rng)
-    except ValueError:
+    except grain_augment.UndecodableImage:
       continue
     erasing = cfg.get('random_erasing', 0.0)
     if erasing:
@@ -296,7 +296,7 @@ def _eval_example(cfg, spec, size, read, num_real, j):
         pixels = image.astype(np.float32)
       normalised = (pixels - np.float32(spec.mean)) / np.float32(spec.std)
       return {'image': normalised, 'label': np.int32(label), 'mask': np.float32(1.0)}
-    except ValueError:
+    except grain_augment.UndecodableImage:
       pass
   return {'image': np.zeros(shape, np.float32), 'label': np.int32(0), 'mask': np.float32(0.0)}
 
