@@ -26,7 +26,14 @@ cores (the affinity is set before TensorFlow starts its threads) and times:
   batching alone;
 * RandAugment's cost: `augment.imagenet_train` and `train_batches` again with
   timm's rand-m7-mstd0.5 (2 ops at magnitude 7, noise std 0.5) on the uint8 crop
-  (`se_flax.data.randaugment`).
+  (`se_flax.data.randaugment`);
+* the grain loader (config.dataset.loader='grain'): `train_batches` over the
+  ArrayRecord copy (read, shuffle, Pillow's reduced-scale decode of the crop,
+  NumPy resize to 224, flip, batch uint8), and Pillow's bare decode of the same
+  bytes in memory, mapped by grain with the same threads.
+
+`--stages=loaders` measures only bare decode_jpeg, Pillow's bare decode and
+the two loaders (a few minutes of CPU instead of tens).
 
 The report ends with where a training image's time goes: the crop decode, the
 resize, uint8 and flip, and the pipeline around them, each the difference of
@@ -34,6 +41,8 @@ two measured stages.
 
   .venv/bin/python benchmarks/input_pipeline.py --cores=1,2 \
       --out=benchmarks/results/input_pipeline_cpu.md
+  .venv/bin/python benchmarks/input_pipeline.py --cores=1,2 --stages=loaders \
+      --out=benchmarks/results/input_pipeline_grain_cpu.md
 """
 
 import argparse
@@ -61,6 +70,9 @@ BASE = 'decode_jpeg (TF default DCT)'
 RATIO = 'the crop decoded at the libjpeg ratio (augment.decode_window)'
 RESIZED = 'the crop at the libjpeg ratio, resized to 224 (float32, no flip)'
 EMPTY = 'pipeline.train_batches, a constant image for the crop (read, shuffle, batch only)'
+GRAIN = 'grain_source.train_batches (224x224, crop and flip)'
+PIL_BASE = 'Pillow decode (in grain threads)'
+STAGES = ('all', 'loaders')
 # (width, height) and how often each occurs: most ImageNet photos are 500 on the long side.
 SIZES = (((500, 375), 0.6), ((375, 500), 0.15), ((500, 333), 0.15), ((500, 500), 0.1))
 
@@ -108,14 +120,18 @@ def prepare(data_dir, num_classes, per_class):
   """Generates and prepares the data set in `data_dir` unless it is already there."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
+  from se_flax.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
   from tests.data import tiny_imagenet  # pylint: disable=g-import-not-at-top
-  if tfds.builder('imagenet2012', data_dir=data_dir).is_prepared():
+  builder = tfds.builder('imagenet2012', data_dir=data_dir)
+  if builder.is_prepared():
+    prepare_lib.write_array_record(builder.data_dir)  # for the grain loader, once
     return
   manual = os.path.join(data_dir, 'manual')
   t0 = time.perf_counter()
   make_photo_imagenet(manual, num_classes, per_class)
   t1 = time.perf_counter()
-  tiny_imagenet.prepare_tiny_imagenet(data_dir, manual)
+  builder = tiny_imagenet.prepare_tiny_imagenet(data_dir, manual)
+  prepare_lib.write_array_record(builder.data_dir)
   print(
       f'generated {num_classes * per_class} JPEGs in {t1 - t0:.0f} s, prepared with tfds in '
       f'{time.perf_counter() - t1:.0f} s', flush=True)
@@ -164,6 +180,7 @@ def worker(args):
   """Runs in a process pinned to `args.worker_cores` cores; prints one JSON line of rates."""
   os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.worker_cores])
   # pylint: disable=g-import-not-at-top
+  import grain
   import tensorflow as tf
   import tensorflow_datasets as tfds
 
@@ -220,6 +237,39 @@ def worker(args):
     seed = tf.stack([tf.cast(i, tf.int32), 1])
     return randaugment.rand_augment(augmented(i, j), seed, **RANDAUGMENT)
 
+  def pillow_bare():
+    # grain's threads as the grain loader uses them; the strided max as in `bare`.
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    decode = lambda j: np.asarray(Image.open(io.BytesIO(j)).convert('RGB'))[::16, ::16].max()
+    ds = grain.MapDataset.source(jpegs).repeat().map(decode).batch(args.batch)
+    cores = len(os.sched_getaffinity(0))
+    return iter(
+        ds.to_iter_dataset(grain.ReadOptions(num_threads=cores, prefetch_buffer_size=max(2,
+                                                                                         cores))))
+
+  cfg = default.get_base_config().dataset
+  cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir
+  if args.stages == 'loaders':
+    iterators = {
+        BASE:
+            bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
+        PIL_BASE:
+            pillow_bare(),
+        PIPELINE:
+            pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0, process_index=0,
+                                   process_count=1),
+        GRAIN:
+            _grain_batches(cfg, args.batch),
+    }
+    rates, samples = _rates_in_rounds(iterators, args.batch, args.warmup, args.batches, args.rounds)
+    print(
+        MARKER + json.dumps({
+            'cores': args.worker_cores,
+            'rates': rates,
+            'samples': samples,
+            'facts': facts
+        }), flush=True)
+    return
   iterators = {
       BASE:
           bare(lambda i, j: tf.io.decode_jpeg(j, channels=3)),
@@ -239,8 +289,7 @@ def worker(args):
       f'augment.imagenet_train + {RA_NAME}':
           bare(rand_augmented),
   }
-  cfg = default.get_base_config().dataset
-  cfg.name, cfg.data_dir = 'imagenet2012', args.data_dir
+  iterators[PIL_BASE] = pillow_bare()
   iterators[PIPELINE] = pipeline.train_batches(cfg, global_batch_size=args.batch, seed=0,
                                                process_index=0, process_count=1)
   # The pipeline's own cost: everything but the decode and augmentation, which the map
@@ -257,6 +306,8 @@ def worker(args):
   iterators[f'{PIPELINE} + {RA_NAME}'] = pipeline.train_batches(cfg, global_batch_size=args.batch,
                                                                 seed=0, process_index=0,
                                                                 process_count=1)
+  cfg.randaugment.num_ops = 0
+  iterators[GRAIN] = _grain_batches(cfg, args.batch)
   rates, samples = _rates_in_rounds(iterators, args.batch, args.warmup, args.batches, args.rounds)
   print(
       MARKER + json.dumps({
@@ -265,6 +316,14 @@ def worker(args):
           'samples': samples,
           'facts': facts
       }), flush=True)
+
+
+def _grain_batches(cfg, batch):
+  from se_flax.data import grain_source  # pylint: disable=g-import-not-at-top
+  grain_cfg = cfg.copy_and_resolve_references()
+  grain_cfg.loader = 'grain'
+  return grain_source.train_batches(grain_cfg, global_batch_size=batch, seed=0, process_index=0,
+                                    process_count=1)
 
 
 # ---------------------------------------------------------------- main
@@ -280,6 +339,19 @@ def _randaugment_cost(results):
       plain, with_ra = res['rates'][plain] / res['cores'], res['rates'][with_ra] / res['cores']
       lines.append(f'- {res["cores"]} core(s), {name}: {plain:,.0f} without, {with_ra:,.0f} with '
                    f'({plain / with_ra:.2f}x the time per image)')
+  return '\n'.join(lines)
+
+
+def _loaders(results):
+  """One line per core count: each loader per core, and against its own bare decoder."""
+  lines = ['The two loaders, images/s per core:']
+  for res in results:
+    rate = lambda name: res['rates'][name] / res['cores']
+    lines.append(f'- {res["cores"]} core(s): tf.data {rate(PIPELINE):,.0f} '
+                 f'({rate(PIPELINE) / rate(BASE):.2f}x bare decode_jpeg), grain '
+                 f'{rate(GRAIN):,.0f} ({rate(GRAIN) / rate(BASE):.2f}x bare decode_jpeg, '
+                 f'{rate(GRAIN) / rate(PIL_BASE):.2f}x bare Pillow decode); grain / tf.data '
+                 f'{rate(GRAIN) / rate(PIPELINE):.2f}')
   return '\n'.join(lines)
 
 
@@ -319,6 +391,8 @@ def _args(argv=None):
                  help='where to prepare (and later reuse) the data; default: a temporary dir')
   p.add_argument('--feed_rates', default='1000,3000',
                  help='training rates (img/s) to size the number of cores for')
+  p.add_argument('--stages', default='all', choices=STAGES,
+                 help="'loaders': bare decodes and the two loaders only")
   p.add_argument('--out', default=None)
   p.add_argument('--note', default='', help='a line for the header (what else loads the machine)')
   p.add_argument('--worker_cores', type=int, default=0, help=argparse.SUPPRESS)
@@ -340,7 +414,7 @@ def main(argv=None):
           sys.executable,
           os.path.abspath(__file__), f'--worker_cores={cores}', f'--data_dir={data_dir}',
           f'--batch={args.batch}', f'--warmup={args.warmup}', f'--batches={args.batches}',
-          f'--rounds={args.rounds}'
+          f'--rounds={args.rounds}', f'--stages={args.stages}'
       ]
       print('running', ' '.join(cmd), flush=True)
       out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
@@ -366,9 +440,10 @@ def main(argv=None):
       'core count in its own process, pinned by sched_setaffinity'
   ]
   extra += [args.note] if args.note else []
-  text = report.header('ImageNet input pipeline', 'CPU only (the pipeline runs on the host)',
-                       ['tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'numpy', 'pillow'],
-                       extra)
+  text = report.header('ImageNet input pipeline', 'CPU only (the pipeline runs on the host)', [
+      'tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'grain', 'array-record', 'numpy',
+      'pillow'
+  ], extra)
   text += '\n' + report.table([
       'cores', 'what', 'images/s', 'images/s per core', 'vs bare decode_jpeg', 'range over rounds'
   ], rows) + '\n'
@@ -378,8 +453,10 @@ def main(argv=None):
   ]
   text += (f'\nAt {best:,.0f} images/s per core (pipeline, {max(per_core)} cores), feeding ' +
            '; '.join(needs) + '.\n')
-  text += '\n' + _time_per_image(results) + '\n'
-  text += '\n' + _randaugment_cost(results) + '\n'
+  if args.stages == 'all':
+    text += '\n' + _time_per_image(results) + '\n'
+    text += '\n' + _randaugment_cost(results) + '\n'
+  text += '\n' + _loaders(results) + '\n'
   text += f'\ntotal wall time {time.perf_counter() - start:.0f} s\n'
   report.emit(text, args.out)
 
