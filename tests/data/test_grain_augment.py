@@ -41,6 +41,9 @@ def test_the_constants_are_the_tf_data_pipelines():
   assert grain_augment.CROP_ASPECT_RANGE == augment.CROP_ASPECT_RANGE
   assert grain_augment.CROP_MAX_ATTEMPTS == augment.CROP_MAX_ATTEMPTS
   assert grain_augment.JPEG_RATIOS == augment.JPEG_RATIOS
+  assert grain_augment.ERASE_AREA_RANGE == augment.ERASE_AREA_RANGE
+  assert grain_augment.ERASE_ASPECT_RANGE == augment.ERASE_ASPECT_RANGE
+  assert grain_augment.ERASE_MAX_ATTEMPTS == augment.ERASE_MAX_ATTEMPTS
 
 
 # (window, output side): decoded at 1/4, 1/2, 1/8 and full scale by the ratio rule.
