@@ -30,6 +30,9 @@ _MODE = flags.DEFINE_enum('mode', 'train', list(cli.MODES),
 _STEP = flags.DEFINE_integer('step', None, 'eval/analyze: checkpoint step (default: the latest).')
 _TOPOLOGY = flags.DEFINE_string('topology', None,
                                 'compile: the TPU slice, e.g. v5p-8, v4-32, v5e-256, v6e-64.')
+_SEARCH_BATCH = flags.DEFINE_boolean(
+    'search_batch', True, 'compile: also find the largest train batch per chip that fits in HBM '
+    '(2 to 4 more compiles of the train step).')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', None, 'host:port of process 0, for hosts that cannot find each other.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
@@ -54,7 +57,7 @@ def main(argv):
   return cli.run(mode=_MODE.value, config=_CONFIG.value, workdir=_WORKDIR.value, step=_STEP.value,
                  coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                  process_id=_PROCESS_ID.value, defaults=default.get_base_config(),
-                 topology=_TOPOLOGY.value)
+                 topology=_TOPOLOGY.value, search_batch=_SEARCH_BATCH.value)
 
 
 if __name__ == '__main__':

@@ -45,10 +45,13 @@ def _on_terminate(signum, frame):  # pylint: disable=unused-argument
   raise _Terminated()
 
 
-def _check_command(mode, config, workdir):
+def _check_command(mode, config, workdir, topology=None):
   """What --mode needs of the other flags; before anything heavy is imported."""
   if mode not in MODES:
     raise errors.ConfigError(f'--mode={mode} is unknown; choose one of {list(MODES)}')
+  if topology is not None and mode != 'compile':
+    raise errors.ConfigError(f'--topology={topology} is for --mode=compile (the TPU slice to '
+                             f'compile for); --mode={mode} does not read it: leave it out')
   if config is None and mode not in STORED_CONFIG_MODES:
     raise errors.ConfigError(f'--config is required for --mode={mode}, '
                              'e.g. --config=configs/digits.py')
@@ -79,11 +82,11 @@ def _check_step_and_processes(mode, step, coordinator_address, num_processes, pr
         'a single process')
 
 
-def _dispatch(mode, config, workdir, step, topology=None, stored=None):
+def _dispatch(mode, config, workdir, step, topology=None, stored=None, search_batch=True):
   # pylint: disable=g-import-not-at-top  (TensorFlow comes with these: only after the check)
   if mode == 'compile':
     from se_flax.train import aot
-    return aot.run(config, workdir, topology)
+    return aot.run(config, workdir, topology, search_batch)
   if mode == 'analyze':
     from se_flax.analysis import excitation
     return excitation.run(config, workdir, step, stored)
@@ -121,6 +124,22 @@ def _check_field_names(config, defaults):
                              f'file): se_flax would not read it; {hint}')
 
 
+def _os_error(e: OSError, workdir):
+  """(message, exit code) of a file error outside se_flax's own checks."""
+  if isinstance(e, FileNotFoundError):
+    return e, errors.EXIT_CONFIG_ERROR
+  where = e.filename
+  inside = where is not None and workdir and os.path.abspath(
+      os.fspath(where)).startswith(os.path.abspath(workdir) + os.sep)
+  if where is None or inside or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+    return e, errors.EXIT_WRITE_ERROR
+  # Outside the workdir: a data_dir where data is prepared, or an output the config names.
+  return (f'cannot write {os.fspath(where)!r} ({e.strerror}): se_flax writes there because the '
+          'config points there (data to prepare in config.dataset.data_dir, or an output '
+          'file); make it writable or point the config at a writable place',
+          errors.EXIT_CONFIG_ERROR)
+
+
 def _stored_configs(workdir, defaults):
   """eval and analyze without --config: a function step -> (the config stored with checkpoint
   `step`, or with the newest step whose config reads when `step` is None; that step).
@@ -142,7 +161,7 @@ def _stored_configs(workdir, defaults):
 
 
 def run(mode, config, workdir, step=None, coordinator_address=None, num_processes=None,
-        process_id=None, defaults=None, topology=None):
+        process_id=None, defaults=None, topology=None, search_batch=True):
   """Runs `mode`; returns the exit code (se_flax/errors.py).
 
   `defaults`: the base config (configs/default.py), for a config read back from
@@ -150,7 +169,7 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
   """
   # pylint: disable=g-import-not-at-top  (jax and flax come with these: after the flag rules)
   try:
-    _check_command(mode, config, workdir)
+    _check_command(mode, config, workdir, topology)
     if config is not None and defaults is not None:
       _check_field_names(config, defaults)
     if mode in STORED_CONFIG_MODES:  # training saves on SIGTERM (train/preemption.py)
@@ -170,7 +189,7 @@ def run(mode, config, workdir, step=None, coordinator_address=None, num_processe
     parallel.maybe_initialize_distributed(coordinator_address, num_processes, process_id)
     # Before TensorFlow is imported and any data read: a typo costs seconds.
     check.check_config(config)
-    return _dispatch(mode, config, workdir, step, topology, stored)
+    return _dispatch(mode, config, workdir, step, topology, stored, search_batch)
   except errors.SEFlaxError as e:
     return fail(e, e.exit_code)
   except KeyboardInterrupt:

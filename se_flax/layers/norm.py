@@ -17,6 +17,12 @@ tracked the data (the first steps) the variance is accurate to about
 within one device reduces locally, and one spanning whole devices (the only
 other kind config checks allow) needs no gather, only two all-reduces.
 
+With `spatial_mean=True` the layer also returns each example's mean of its
+output over the spatial axes: the squeeze of an SE block that follows it
+(paper Eq. 2). In training it comes from the statistics' own pass over the
+input, reduced over the spatial axes first and the batch second, where a
+squeeze of the output would read the whole output once more.
+
 Variables match `flax.linen.BatchNorm` (`scale`, `bias`; `mean`,
 `var` in `batch_stats`) so checkpoints and converters see one layout.
 """
@@ -38,7 +44,9 @@ class BatchNorm(nn.Module):
   scale_init: Any = nn.initializers.ones
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, *, spatial_mean: bool = False):
+    """The normalised `x`; with `spatial_mean`, (it, its per-example spatial mean (N, 1, 1, C)
+    in float32)."""
     features = x.shape[-1]
     scale = self.param('scale', self.scale_init, (features,), jnp.float32)
     bias = self.param('bias', nn.initializers.zeros, (features,), jnp.float32)
@@ -49,7 +57,7 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       mean, var = ra_mean.value, ra_var.value
       y = (x32 - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
-      return y.astype(self.dtype)
+      return _with_mean(y, None, self.dtype, spatial_mean)
 
     batch = x.shape[0]
     groups = 1
@@ -61,8 +69,10 @@ class BatchNorm(nn.Module):
       groups = batch // self.group_size
     xg = x32.reshape((groups, batch // groups) + x.shape[1:])
     axes = tuple(range(1, xg.ndim - 1))
+    example_means = None
     if groups == 1:
-      mean, var = _one_pass_moments(xg, axes, jax.lax.stop_gradient(ra_mean.value))
+      mean, var, example_means = _one_pass_moments(xg, axes, jax.lax.stop_gradient(ra_mean.value),
+                                                   per_example=spatial_mean)
     else:
       # Groups within a device reduce locally, where a second pass costs no exchange.
       mean = jnp.mean(xg, axis=axes, keepdims=True)
@@ -80,17 +90,39 @@ class BatchNorm(nn.Module):
       ra_mean.value = m * ra_mean.value + (1 - m) * batch_mean
       ra_var.value = m * ra_var.value + (1 - m) * batch_var
 
-    y = (xg - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
-    return y.reshape(x.shape).astype(self.dtype)
+    normalise = lambda v: (v - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+    y = normalise(xg)
+    # An affine map per channel: the mean of the output is the map of the input's mean.
+    z = None if example_means is None else normalise(example_means)
+    return _with_mean(y.reshape(x.shape), z, self.dtype, spatial_mean)
 
 
-def _one_pass_moments(x, axes, shift):
-  """Mean and variance over `axes` from one reduction of [x - shift, (x - shift)^2].
+def _with_mean(y, z, dtype, spatial_mean):
+  """y in `dtype`; with `spatial_mean`, (it, the float32 spatial means z, or y's own if None)."""
+  if not spatial_mean:
+    return y.astype(dtype)
+  if z is None:
+    z = jnp.mean(y, axis=(1, 2), keepdims=True)
+  return y.astype(dtype), z.reshape((y.shape[0], 1, 1, y.shape[-1]))
+
+
+def _one_pass_moments(x, axes, shift, per_example=False):
+  """Mean and variance over `axes` from one reduction of [x - shift, (x - shift)^2], and with
+  `per_example` the means over the axes but the first (the batch), else None.
 
   Under `jit` over a sharded batch this is one all-reduce; shifting by the
   running mean keeps E[d^2] - E[d]^2 from cancelling once it tracks the data.
+  With `per_example` the spatial axes are reduced first, then the batch: the
+  same single pass over x gives both.
   """
   d = x - shift
-  moments = jnp.mean(jnp.concatenate([d, jnp.square(d)], axis=-1), axis=axes, keepdims=True)
+  both = jnp.concatenate([d, jnp.square(d)], axis=-1)
+  example_means = None
+  if per_example:
+    spatial = jnp.mean(both, axis=axes[1:], keepdims=True)
+    moments = jnp.mean(spatial, axis=axes[0], keepdims=True)
+    example_means = shift + jnp.split(spatial, 2, axis=-1)[0]
+  else:
+    moments = jnp.mean(both, axis=axes, keepdims=True)
   d_mean, d_square = jnp.split(moments, 2, axis=-1)
-  return shift + d_mean, jnp.maximum(d_square - jnp.square(d_mean), 0.0)
+  return shift + d_mean, jnp.maximum(d_square - jnp.square(d_mean), 0.0), example_means

@@ -153,10 +153,12 @@ def check_identity_start(spec: SESpec) -> None:
                       f'start; choose one of {sorted(excite_lib.IDENTITY_GATES)}')
 
 
-def excitation_gates(module, x):
+def excitation_gates(module, x, squeezed=None):
   """s = gate(excite(squeeze(x))), shape (N, h, w, C), for the SE block `module` of either API.
 
-  `module` has `spec`, `dtype` and `identity_start`, and holds the operators' parameters.
+  `module` has `spec`, `dtype` and `identity_start`, and holds the operators'
+  parameters. `squeezed`: squeeze(x) where the layer before has it already
+  (the average squeeze, from BatchNorm's statistics: layers/norm.py).
   """
   spec = module.spec
   channels = x.shape[-1]
@@ -164,7 +166,10 @@ def excitation_gates(module, x):
   # The scopes name the block's operations in the compiled program's op names, by which the
   # compiler's cost estimates are split (train/aot.py); they change no computation.
   with jax.named_scope('squeeze'):
-    z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, module)
+    if squeezed is not None and spec.squeeze != 'avg':
+      raise ValueError(f'a precomputed squeeze is the average; this block squeezes by '
+                       f'{spec.squeeze!r}')
+    z = squeeze_lib.SQUEEZES[spec.squeeze].fn(x, spec, module) if squeezed is None else squeezed
   with jax.named_scope('excitation'):
     logits = excite_lib.EXCITATIONS[spec.excite](z.astype(module.dtype), channels, reduced, spec,
                                                  module)
@@ -193,10 +198,11 @@ class SEBlock(nn.Module):
   identity_start: bool = False
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, squeezed=None):
+    """`x` rescaled; `squeezed`: its average squeeze where the layer before computed it."""
     if self.identity_start:
       check_identity_start(self.spec)
-    s = excitation_gates(self, x)
+    s = excitation_gates(self, x, squeezed)
     # Stored only when the caller makes 'intermediates' mutable (the excitation analysis does).
     self.sow('intermediates', 'gate', s)
     return scale(x, s)

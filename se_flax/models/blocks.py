@@ -35,8 +35,9 @@ class BasicBlock(ResidualUnit):
       h = conv_padded(self.conv, self.planes, 3, self.strides, name='conv1')(h)
       h = self.se_block(self.act(self.norm(name='bn1')(h)), se_3x3)
       h = conv_padded(self.conv, self.planes, 3, name='conv2')(h)
-      h = self.norm(name='bn2', scale_init=_last_scale(self.zero_init))(h)
-      return self.act(h) if self.act_before_se else h
+      if self.act_before_se:
+        return self.act(self.norm(name='bn2', scale_init=_last_scale(self.zero_init))(h))
+      return self.last_norm(h, name='bn2', scale_init=_last_scale(self.zero_init))
 
     def shortcut(h):
       return projection(self, h, self.planes, self.strides, self.shortcut_type)
@@ -72,7 +73,7 @@ class Bottleneck(ResidualUnit):
       h = conv_padded(self.conv, self.width, 3, s3, self.groups, name='conv2')(h)
       h = self.se_block(self.act(self.norm(name='bn2')(h)), se_3x3)
       h = conv_padded(self.conv, self.planes * 4, 1, name='conv3')(h)
-      return self.norm(name='bn3', scale_init=_last_scale(self.zero_init))(h)
+      return self.last_norm(h, name='bn3', scale_init=_last_scale(self.zero_init))
 
     def shortcut(h):
       return projection(self, h, self.planes * 4, self.strides, 'B', self.downsample_kernel)

@@ -54,6 +54,19 @@ class Unit(nn.Module, kw_only=True):
     """The spec where the unit's SE block takes `position` ('last' or '3x3'), else None."""
     return self.se if self.se is not None and self.se.position == position else None
 
+  def last_norm(self, h, **kwargs):
+    """The branch's closing BatchNorm (`self.norm(**kwargs)`) on `h`.
+
+    Where the standard SE block follows it and squeezes by the average, the
+    result is (output, its per-example spatial mean), which `residual_sum`
+    hands to the block: the mean comes from the normalisation's own pass over
+    `h` (layers/norm.py), and the block reads the output once less.
+    """
+    se = self.se_at('last')
+    if se is not None and se.integration == 'standard' and se.squeeze == 'avg':
+      return self.norm(**kwargs)(h, spatial_mean=True)
+    return self.norm(**kwargs)(h)
+
   def se_block(self, x, spec: Optional[SESpec]):
     """`x` rescaled by the unit's SE block made from `spec`; `x` itself where `spec` is None."""
     return x if spec is None else SEBlock(spec, dtype=self.dtype, name='se')(x)
@@ -83,7 +96,8 @@ def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optiona
   """Combines `branch(x)` and `shortcut(x)` with the SE block placed by `se.integration`.
 
   `branch(x, se_3x3)` receives the spec to use after its 3x3 conv (or None),
-  and applies the standard block itself; `act` is the activation after the add
+  and applies the standard block itself; it returns its output, or (output,
+  its average squeeze) from `Unit.last_norm`; `act` is the activation after the add
   (None for pre-activation units). `concat` concatenates [shortcut, branch]
   instead of adding them. With `drop_path_rate` > 0 a training pass drops the
   residual term per example (stochastic depth); at 0 no module is made, so the
@@ -95,8 +109,11 @@ def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optiona
   se_3x3 = se if se is not None and se.position == '3x3' else None
 
   y = branch(make_se()(x) if mode == 'pre' else x, se_3x3)
+  squeezed = None
+  if isinstance(y, tuple):  # (output, its average squeeze): Unit.last_norm
+    y, squeezed = y
   if mode == 'standard' and se.position == 'last':
-    y = make_se()(y)
+    y = make_se()(y, squeezed)
   if drop_path_rate:
     y = DropPath(drop_path_rate, name='drop_path')(y, deterministic=not train)
   sc = shortcut(x)

@@ -173,6 +173,12 @@ def _batch(shapes: dict, mesh: Mesh) -> dict:
   }
 
 
+def _train_batch(run: setup_lib.Run) -> dict:
+  h, w, c = run.info.image_shape
+  n = run.config.batch_size
+  return _batch({'image': ((n, h, w, c), jnp.uint8), 'label': ((n,), jnp.int32)}, run.mesh)
+
+
 def lower_steps(run: setup_lib.Run) -> tuple[Any, Any]:
   """The train and eval steps lowered for `run.mesh` on abstract state and batches.
 
@@ -182,12 +188,7 @@ def lower_steps(run: setup_lib.Run) -> tuple[Any, Any]:
   config = run.config
   state = run.abstract_state()
   train = step_lib.make_train_step(run.model, config, run.mesh, run.schedule, run.info.num_classes)
-  h, w, c = run.info.image_shape
-  train_batch = _batch(
-      {
-          'image': ((config.batch_size, h, w, c), jnp.uint8),
-          'label': ((config.batch_size,), jnp.int32)
-      }, run.mesh)
+  train_batch = _train_batch(run)
   spec = datasets.get(config.dataset.name)
   eval_shape = spec.input_shape(datasets.eval_image_size(config.dataset))
   n = config.eval_batch_size
@@ -380,6 +381,8 @@ class CompileReport:
   params: int
   train: StepReport
   eval: Optional[StepReport]
+  # search_largest_batch's result: {'images_per_chip', 'hbm_bytes_per_chip', 'compiles'}
+  largest_batch: Optional[dict] = None
 
   @property
   def devices_per_chip(self) -> int:
@@ -412,6 +415,8 @@ class CompileReport:
         'time_model_valid': gen.time_model_valid,
         'fits': self.fits
     }
+    if self.largest_batch is not None:
+      out['largest_train_batch'] = self.largest_batch
     for step in (self.train, self.eval):
       if step is None:
         continue
@@ -453,8 +458,84 @@ def compile_lowered(lowered, what: str, tpu_slice: Slice):
                       'use a smaller batch or a larger slice') from e
 
 
+def _train_hbm(config: ml_collections.ConfigDict, mesh: Mesh, per_device: int,
+               tpu_slice: Slice) -> Optional[int]:
+  """HBM per device of the train step at `per_device` images per device; None if refused."""
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.batch_size = per_device * mesh.size
+  run = build_run(config, mesh)
+  train = step_lib.make_train_step(run.model, config, mesh, run.schedule, run.info.num_classes)
+  try:
+    compiled = compile_lowered(train.lower(run.abstract_state(), _train_batch(run)), 'the step',
+                               tpu_slice)
+  except ConfigError:
+    return None  # RESOURCE_EXHAUSTED: more than the compiler can place
+  memory = compiled.memory_analysis()
+  return int(memory.argument_size_in_bytes + memory.temp_size_in_bytes +
+             memory.output_size_in_bytes - memory.alias_size_in_bytes)
+
+
+def _next_guess(measured: dict, capacity: int, low: int, high: Optional[int], bisect: bool) -> int:
+  """The batch to compile next: on the line through the two points nearest the capacity, or
+  halfway between the bounds (`bisect`: padding makes small batches' HBM far from affine, where
+  the line alone could creep along the bracket)."""
+  if high is not None and bisect:
+    return (low + high) // 2
+  (b1, m1), (b2, m2) = (sorted(measured.items(), key=lambda p: abs(p[1] - capacity)) * 2)[:2]
+  slope = (m1 - m2) / (b1 - b2) if b1 != b2 else 0
+  guess = int(b1 + (capacity - m1) / slope) if slope > 0 else 2 * max(measured)
+  return max(low + 1, guess if high is None else min(guess, high - 1))
+
+
+def search_largest_batch(config: ml_collections.ConfigDict, mesh: Mesh, tpu_slice: Slice,
+                         first: StepReport, capacity: int, log=None, max_compiles: int = 6) -> dict:
+  """The largest train batch per device that the compiler fits in `capacity` bytes.
+
+  A step's HBM is nearly affine in its batch (the state is fixed; activations
+  and the batch grow with it), so each guess is where the line through the two
+  compiled points nearest the capacity crosses it, kept between the largest
+  batch that fits and the smallest that does not; every third guess with both
+  bounds known halves the bracket instead. Every guess is compiled: the
+  answer is a batch the compiler fitted. The search ends when the two bounds
+  are adjacent (the answer is exact) or after `max_compiles` compiles.
+  """
+  measured = {first.batch_per_device: first.hbm_bytes}  # batch -> HBM bytes per device
+  refused = set()  # batches the compiler could not place at all
+  guess = 2 * first.batch_per_device if first.hbm_bytes <= capacity else max(
+      1, first.batch_per_device // 2)
+  compiles = 0
+  while compiles < max_compiles and guess >= 1 and guess not in measured and guess not in refused:
+    if log:
+      log(f'Searching the largest train batch: compiling at {guess} images per device...')
+    hbm = _train_hbm(config, mesh, guess, tpu_slice)
+    compiles += 1
+    if hbm is None:
+      refused.add(guess)
+    else:
+      measured[guess] = hbm
+    fitting = [b for b, m in measured.items() if m <= capacity]
+    over = [b for b, m in measured.items() if m > capacity] + sorted(refused)
+    low, high = max(fitting, default=0), min(over, default=None)
+    if high is not None and high - low <= 1:
+      break
+    guess = _next_guess(measured, capacity, low, high, bisect=compiles % 3 == 0)
+  fitting = [b for b, m in measured.items() if m <= capacity]
+  best = max(fitting, default=None)
+  over = [b for b, m in measured.items() if m > capacity] + sorted(refused)
+  return {
+      'images_per_device': best,
+      'hbm_bytes_per_device': measured.get(best),
+      # The smallest batch compiled that does not fit: best + 1 when the search is exact.
+      'smallest_over': min(over, default=None),
+      'compiles': compiles,
+      'compiled': {
+          str(b): measured.get(b) for b in sorted(set(measured) | refused)
+      }
+  }
+
+
 def compile_for_slice(config: ml_collections.ConfigDict, slice_name: str, with_eval: bool = True,
-                      log=None) -> CompileReport:
+                      log=None, search_batch: bool = False) -> CompileReport:
   """Builds the config's train (and eval) step and compiles it for `slice_name`.
 
   Raises:
@@ -487,9 +568,23 @@ def compile_for_slice(config: ml_collections.ConfigDict, slice_name: str, with_e
         f'device', tpu_slice)
     reports.append(_report(name, compiled, batch // len(devices), time.time() - start, time_valid))
   params = summary_lib.count_params(run.abstract_state().params)
-  return CompileReport(model=config.model.name, dtype=str(config.model.dtype), slice=tpu_slice,
-                       devices=len(devices), image_shape=tuple(run.info.image_shape), params=params,
-                       train=reports[0], eval=reports[1])
+  report = CompileReport(model=config.model.name, dtype=str(config.model.dtype), slice=tpu_slice,
+                         devices=len(devices), image_shape=tuple(run.info.image_shape),
+                         params=params, train=reports[0], eval=reports[1])
+  if search_batch:
+    found = search_largest_batch(config, mesh, tpu_slice, reports[0], report.device_hbm_bytes,
+                                 log=log)
+    chip = lambda n: None if n is None else n * report.devices_per_chip
+    report.largest_batch = {
+        'images_per_chip': chip(found['images_per_device']),
+        'hbm_bytes_per_chip': chip(found['hbm_bytes_per_device']),
+        'smallest_over_per_chip': chip(found['smallest_over']),
+        'compiles': found['compiles'],
+        'hbm_bytes_per_chip_compiled': {
+            str(chip(int(b))): chip(m) for b, m in found['compiled'].items()
+        },
+    }
+  return report
 
 
 def cycle_shares(split: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -559,6 +654,18 @@ def format_report(report: CompileReport) -> str:
           f'{kind} x{v["count"]} {v["bytes"] / 1e6:.3f} MB' for kind, v in sorted(coll.items())))
     else:
       lines.append('  collectives per device: none')
+  largest = s.get('largest_train_batch')
+  if largest:
+    if largest['images_per_chip']:
+      over = largest['smallest_over_per_chip']
+      exact = over is not None and over - largest['images_per_chip'] <= report.devices_per_chip
+      bound = ('' if over is None else f'; {over:,} does not fit'
+               if exact else f'; not searched up to {over:,}, which does not fit')
+      lines.append(f'largest train batch that fits: {largest["images_per_chip"]:,} images per chip '
+                   f'({_gb(largest["hbm_bytes_per_chip"])} of {_gb(gen.hbm_bytes)}{bound}; '
+                   f'{largest["compiles"]} more compiles of the train step)')
+    else:
+      lines.append('largest train batch that fits: none, not even 1 image per device')
   lines.append('The step time is the compiler\'s model of the devices alone (no input pipeline, '
                'no host), not a measurement.')
   return '\n'.join(lines)
@@ -567,7 +674,8 @@ def format_report(report: CompileReport) -> str:
 REPORT_FILE = 'compile_{slice}.json'
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, slice_name: Optional[str]) -> int:
+def run(config: ml_collections.ConfigDict, workdir: str, slice_name: Optional[str],
+        search_batch: bool = True) -> int:
   """`--mode=compile`: compiles the config's steps for `slice_name`, prints and saves the report.
 
   The report goes to WORKDIR/compile_<slice>.json, whether or not the steps fit.
@@ -586,7 +694,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, slice_name: Optional[st
     raise ConfigError(f'--mode=compile needs --topology, e.g. --topology=v5p-8; known: '
                       f'{", ".join(known_slices())}')
   topology(slice_name)  # an unknown name fails before libtpu starts
-  report = compile_for_slice(config, slice_name, log=lambda m: print(m, flush=True))
+  report = compile_for_slice(config, slice_name, log=lambda m: print(m, flush=True),
+                             search_batch=search_batch)
   print(format_report(report), flush=True)
   if workdir:
     path = paths.resolve(workdir) / REPORT_FILE.format(slice=slice_name)

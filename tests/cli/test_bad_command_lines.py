@@ -105,6 +105,8 @@ CASES = [
      [DIGITS, '--coordinator_address=localhost:1', '--num_processes=2',
       '--process_id=2'], CONFIG_ERROR, ['--process_id=2 is out of range', '0 to 1']),
     ('no processes', [DIGITS, '--num_processes=0'], CONFIG_ERROR, ['--num_processes=0']),
+    ('topology outside compile', [DIGITS, '--topology=v5p-8'], CONFIG_ERROR,
+     ['--topology=v5p-8 is for --mode=compile', 'leave it out']),
     ('lock file of garbage bytes', [DIGITS], CONFIG_ERROR,
      ['another training run is using this workdir', 'delete the lock file']),
     ('field typo inside a config file', ['--config={workdir}/my_config.py'], CONFIG_ERROR,

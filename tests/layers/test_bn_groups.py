@@ -34,7 +34,8 @@ def _bn_calls(model, x):
     module = context.module
     if isinstance(module, BatchNorm) and context.method_name == '__call__':
       params = module.variables['params']
-      calls.append((args[0], out, params['scale'], params['bias'], module.epsilon))
+      normalised = out[0] if isinstance(out, tuple) else out  # (output, its spatial means)
+      calls.append((args[0], normalised, params['scale'], params['bias'], module.epsilon))
     return out
 
   with nn.intercept_methods(record):
