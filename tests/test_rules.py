@@ -45,6 +45,7 @@ LISTS = {
     'lr_scaling': (optim.LR_SCALINGS, 'log', {}),
     # ImageNet: the only data set whose training crop samples a window.
     'dataset.crop_sampler': (datasets.CROP_SAMPLERS, 'torchvision', {}),
+    'dataset.loader': (tuple(datasets.LOADERS), 'pytorch', {}),
     'nan_policy': (step.NAN_POLICIES, 'ignore', {}),
     'loss': (step.LOSSES, 'hinge', {}),
     'ema.select_best': (step.EMA_SELECT_BEST, 'last', {
