@@ -98,12 +98,17 @@ class BatchNorm(nn.Module):
 
 
 def _with_mean(y, z, dtype, spatial_mean):
-  """y in `dtype`; with `spatial_mean`, (it, the float32 spatial means z, or y's own if None)."""
+  """y in `dtype`; with `spatial_mean`, (it, the float32 spatial means z).
+
+  Where no statistics pass gives z (running averages in evaluation, grouped
+  statistics), it is the output's own mean, taken as the SE block's squeeze takes it.
+  """
+  out = y.astype(dtype)
   if not spatial_mean:
-    return y.astype(dtype)
+    return out
   if z is None:
-    z = jnp.mean(y, axis=(1, 2), keepdims=True)
-  return y.astype(dtype), z.reshape((y.shape[0], 1, 1, y.shape[-1]))
+    z = jnp.mean(out, axis=(1, 2), keepdims=True, dtype=jnp.float32)
+  return out, z.reshape((y.shape[0], 1, 1, y.shape[-1]))
 
 
 def _one_pass_moments(x, axes, shift, per_example=False):
