@@ -37,7 +37,9 @@ def test_gate_fn_equals_sigmoid_of_the_blocks_own_excitation():
   # Recompute block layer1_0's gate from its input, read through capture_intermediates.
   _, inter = model.apply(variables, x, train=False, capture_intermediates=True,
                          mutable=['intermediates'])
-  se_in = np.asarray(inter['intermediates']['layer1_0']['bn2']['__call__'][0])
+  out = inter['intermediates']['layer1_0']['bn2']['__call__'][0]
+  # A BatchNorm before an SE block returns (output, its spatial means) (layers/norm.py).
+  se_in = np.asarray(out[0] if isinstance(out, tuple) else out)
   p = variables['params']['layer1_0']['se']
   z = se_in.mean(axis=(1, 2))
   h = np.maximum(z @ np.asarray(p['fc1']['kernel']) + np.asarray(p['fc1']['bias']), 0)

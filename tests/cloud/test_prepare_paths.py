@@ -46,8 +46,10 @@ def test_a_gs_data_dir_reaches_tfds_unchanged(store, monkeypatch, capsys, tmp_pa
   asked = []
   monkeypatch.setattr(prepare.tfds, 'builder',
                       lambda name, data_dir: asked.append(data_dir) or _Builder(name, data_dir))
+  # The ArrayRecord copy is made in the prepared version's folder, named by the same URL.
+  monkeypatch.setattr(prepare, 'write_array_record', lambda d: asked.append(d) and False)
   assert prepare.main(['--dataset=digits', '--data_dir=gs://my-bucket/tfds']) == 0
-  assert asked == ['gs://my-bucket/tfds']
+  assert asked == ['gs://my-bucket/tfds', 'gs://my-bucket/tfds/digits/1.0.0']
   assert 'gs://my-bucket/tfds' in store.made
   assert not list(tmp_path.iterdir()), 'a local folder was made for a URL'
   assert 'already prepared in gs://my-bucket/tfds/digits' in capsys.readouterr().out

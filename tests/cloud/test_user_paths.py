@@ -30,7 +30,7 @@ def test_cli_passes_a_gs_workdir_unchanged(abspath_calls, monkeypatch):
   monkeypatch.setattr(check, 'check_config', lambda config: None)
   monkeypatch.setattr(parallel, 'maybe_initialize_distributed', lambda *args: None)
 
-  def dispatch(mode, config, workdir, step, topology=None):
+  def dispatch(mode, config, workdir, step, *unused):
     seen['workdir'] = workdir
     return 0
 
