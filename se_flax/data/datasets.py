@@ -202,3 +202,17 @@ def _check_recipe(cfg):
               hint='(a probability)')
   check_range('dataset.aug_repeats', aug_repeats(cfg), integer=True, low=1, high=100,
               hint='(1: off; 3 in "ResNet strikes back" A1 and A2)')
+
+
+def split_size(builder, split, field_name):
+  """Examples in `split` of a tfds `builder`, checking that it exists and is not empty."""
+  available = ', '.join(sorted(builder.info.splits.keys()))
+  try:
+    size = builder.info.splits[split].num_examples
+  except (KeyError, ValueError, AssertionError) as e:
+    raise ConfigError(f'config.dataset.{field_name}={split!r} is not a split of {builder.name} '
+                      f'({e}); its splits are: {available}') from None
+  if size == 0:
+    raise ConfigError(f'config.dataset.{field_name}={split!r} of {builder.name} has no examples; '
+                      f'its splits are: {available}')
+  return size

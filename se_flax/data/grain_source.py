@@ -64,11 +64,6 @@ DatasetInfo = datasets.DatasetInfo
 steps_per_epoch = datasets.steps_per_epoch
 
 
-def _cores():
-  # The CPU set a scheduler gives the process, as the tf.data pipeline counts it.
-  return len(os.sched_getaffinity(0)) or 1
-
-
 def _words(seed, *data):
   """Non-negative words for numpy's SeedSequence; the run seed may be any int."""
   return [seed % 2 ** 64, *data]
@@ -131,24 +126,10 @@ def _open(cfg):
                     f'(only {", ".join(sorted(formats))}), which config.dataset.loader=grain '
                     f'reads: run {prepare}, which adds them')
   info = DatasetInfo(name=cfg.name, num_classes=builder.info.features['label'].num_classes,
-                     num_train=_split_size(builder, cfg.train_split, 'train_split'),
-                     num_eval=_split_size(builder, cfg.eval_split, 'eval_split'),
+                     num_train=datasets.split_size(builder, cfg.train_split, 'train_split'),
+                     num_eval=datasets.split_size(builder, cfg.eval_split, 'eval_split'),
                      image_shape=spec.input_shape(cfg.image_size))
   return info, builder, spec
-
-
-def _split_size(builder, split, field_name):
-  """Examples in `split`; the messages of the tf.data pipeline's check (sources.split_size)."""
-  available = ', '.join(sorted(builder.info.splits.keys()))
-  try:
-    size = builder.info.splits[split].num_examples
-  except (KeyError, ValueError, AssertionError) as e:
-    raise ConfigError(f'config.dataset.{field_name}={split!r} is not a split of {builder.name} '
-                      f'({e}); its splits are: {available}') from None
-  if size == 0:
-    raise ConfigError(f'config.dataset.{field_name}={split!r} of {builder.name} has no examples; '
-                      f'its splits are: {available}')
-  return size
 
 
 def get_info(dataset_cfg) -> DatasetInfo:
@@ -233,7 +214,8 @@ def _reader(builder, spec, split):
 
 
 def _read_options(cfg):
-  return grain.ReadOptions(num_threads=_cores(), prefetch_buffer_size=max(cfg.prefetch, _cores()))
+  return grain.ReadOptions(num_threads=shard.cores(),
+                           prefetch_buffer_size=max(cfg.prefetch, shard.cores()))
 
 
 def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,

@@ -68,8 +68,8 @@ def _open(cfg):
   spec = datasets.check_config(cfg)
   builder = sources.get_builder(cfg)
   info = DatasetInfo(name=cfg.name, num_classes=builder.info.features['label'].num_classes,
-                     num_train=sources.split_size(builder, cfg.train_split, 'train_split'),
-                     num_eval=sources.split_size(builder, cfg.eval_split, 'eval_split'),
+                     num_train=datasets.split_size(builder, cfg.train_split, 'train_split'),
+                     num_eval=datasets.split_size(builder, cfg.eval_split, 'eval_split'),
                      image_shape=spec.input_shape(cfg.image_size))
   return info, builder, spec
 
@@ -151,7 +151,7 @@ def _permutation(n, key):
 def _options():
   options = tf.data.Options()
   options.deterministic = True
-  options.threading.private_threadpool_size = sources.cores()
+  options.threading.private_threadpool_size = shard.cores()
   # Parallelism comes from mapping many examples at once, not from splitting one op.
   options.threading.max_intra_op_parallelism = 1
   # Each map runs one call per core instead (as fast on one core). The autotuner's thread
@@ -308,10 +308,10 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
     # ignore_errors is an example dropped as undecodable (_TrainIterator counts them).
     ds = ds.enumerate(start).map(traced(lambda pos, x: {
         **preprocess(x), 'pos': pos
-    }), num_parallel_calls=sources.cores(), deterministic=True)
+    }), num_parallel_calls=shard.cores(), deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
   else:
-    ds = ds.map(traced(preprocess), num_parallel_calls=sources.cores(), deterministic=True)
+    ds = ds.map(traced(preprocess), num_parallel_calls=shard.cores(), deterministic=True)
   ds = ds.batch(batch, drop_remainder=True).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
   return _TrainIterator(ds.with_options(_options()), start)
 
@@ -368,7 +368,7 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
         'mask': tf.constant(1.0, tf.float32)
     }
 
-  ds = ds.map(traced(preprocess), num_parallel_calls=sources.cores(), deterministic=True)
+  ds = ds.map(traced(preprocess), num_parallel_calls=shard.cores(), deterministic=True)
   if spec.jpeg:
     ds = ds.ignore_errors(log_warning=True)
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)

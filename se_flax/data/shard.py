@@ -5,6 +5,8 @@ pipeline (pipeline.py), the generator (synthetic.py) and the upfront config
 check (se_flax/check.py) all ask here, so the rule and its message exist once.
 """
 
+import os
+
 from se_flax.errors import ConfigError
 
 
@@ -36,3 +38,8 @@ def local_batch(global_batch_size: int, process_count: int, name: str = 'global_
                       f'{process_count} processes; each process reads an equal share of every '
                       f'batch: use a multiple of {process_count}')
   return global_batch_size // process_count
+
+
+def cores() -> int:
+  """The CPUs this process may run on (a scheduler's CPU set, not the machine's)."""
+  return len(os.sched_getaffinity(0)) or 1

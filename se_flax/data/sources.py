@@ -19,13 +19,9 @@ from se_flax import data as data_lib
 from se_flax import paths
 from se_flax.data import datasets
 from se_flax.data import digits  # noqa: F401  # pylint: disable=unused-import  (registers the builder)
+from se_flax.data import shard
 from se_flax.errors import ConfigError
 from se_flax.errors import DataError
-
-
-def cores() -> int:
-  """The CPUs this process may run on (a scheduler's CPU set, not the machine's)."""
-  return len(os.sched_getaffinity(0)) or 1
 
 
 def field(name):
@@ -115,20 +111,6 @@ _PREPARE = {
 }
 
 
-def split_size(builder, split, field_name):
-  """Examples in `split`, checking that it exists and is not empty."""
-  available = ', '.join(sorted(builder.info.splits.keys()))
-  try:
-    size = builder.info.splits[split].num_examples
-  except (KeyError, ValueError, AssertionError) as e:
-    raise ConfigError(f'{field(field_name)}={split!r} is not a split of {builder.name} ({e}); '
-                      f'its splits are: {available}') from None
-  if size == 0:
-    raise ConfigError(f'{field(field_name)}={split!r} of {builder.name} has no examples; '
-                      f'its splits are: {available}')
-  return size
-
-
 def _instructions(builder, split):
   """(filename, skip, take, first index) per file the split reads, in canonical order."""
   rows = [fi for fi in builder.info.splits[split].file_instructions if fi.take > 0]
@@ -203,7 +185,7 @@ def read(builder, split, *, decode_image, file_order=None, cycle_length=16):
     return {'index': index, 'image': example['image'], 'label': example['label']}
 
   ds = records(builder, split, file_order=file_order, cycle_length=cycle_length)
-  return ds.map(parse, num_parallel_calls=cores(), deterministic=True)
+  return ds.map(parse, num_parallel_calls=shard.cores(), deterministic=True)
 
 
 def parse_stored(builder, serialized):

@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 
 from se_flax.data import datasets
 from se_flax.data import pipeline
-from se_flax.data import sources
+from se_flax.data import shard
 from tests.data.dataset_configs import dataset_config
 
 GLOBAL_BATCH = 128  # 1437 train examples: epochs end inside batches 11 and 22.
@@ -102,7 +102,7 @@ def test_one_call_per_core_and_no_autotuner():
   options = pipeline._options()  # pylint: disable=protected-access
   assert options.autotune.enabled is False
   assert options.threading.private_threadpool_size == len(os.sched_getaffinity(0))
-  assert sources.cores() == len(os.sched_getaffinity(0))
+  assert shard.cores() == len(os.sched_getaffinity(0))
 
 
 def test_other_seed_gives_other_batches(reference):
