@@ -26,6 +26,7 @@ from se_flax.errors import check_choice
 from se_flax.errors import ConfigError
 from se_flax.layers import excite as excite_lib
 from se_flax.layers import squeeze as squeeze_lib
+from se_flax.layers.norm import Normalised
 
 ROUNDINGS = ('floor', 'multiple8')
 INTEGRATIONS = ('standard', 'pre', 'post', 'identity')  # Table 14, Fig. 5
@@ -198,14 +199,22 @@ class SEBlock(nn.Module):
   identity_start: bool = False
 
   @nn.compact
-  def __call__(self, x, squeezed=None):
-    """`x` rescaled; `squeezed`: its average squeeze where the layer before computed it."""
+  def __call__(self, x):
+    """`x` rescaled. `x` may be a BatchNorm's `Normalised` output (layers/norm.py): the block
+    then takes its average squeeze and its product with the gates from there."""
     if self.identity_start:
       check_identity_start(self.spec)
-    s = excitation_gates(self, x, squeezed)
+    normalised = x if isinstance(x, Normalised) else None
+    if normalised is not None:
+      s = excitation_gates(self, normalised.value, normalised.spatial_mean)
+    else:
+      s = excitation_gates(self, x)
     # Stored only when the caller makes 'intermediates' mutable (the excitation analysis does).
     self.sow('intermediates', 'gate', s)
-    return scale(x, s)
+    if normalised is None:
+      return scale(x, s)
+    with jax.named_scope('scale'):
+      return normalised.scaled(s)
 
 
 class SEBlockNNX(nnx.Module):

@@ -72,8 +72,9 @@ class Bottleneck(ResidualUnit):
       h = self.act(self.norm(name='bn1')(h))
       h = conv_padded(self.conv, self.width, 3, s3, self.groups, name='conv2')(h)
       h = self.se_block(self.act(self.norm(name='bn2')(h)), se_3x3)
-      h = conv_padded(self.conv, self.planes * 4, 1, name='conv3')(h)
-      return self.last_norm(h, name='bn3', scale_init=_last_scale(self.zero_init))
+      conv3 = conv_padded(self.conv, self.planes * 4, 1, name='conv3')
+      return self.last_norm(conv3(h), (conv3, h), name='bn3',
+                            scale_init=_last_scale(self.zero_init))
 
     def shortcut(h):
       return projection(self, h, self.planes * 4, self.strides, 'B', self.downsample_kernel)

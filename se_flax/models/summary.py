@@ -3,7 +3,9 @@
 MACs are counted exactly from the traced program (no compilation): every
 convolution and matrix product contributes output elements x contraction
 size, which is what the published GFLOPs of the paper (Table 2) and timm's
-counts measure. Pooling, normalisation and activations are not counted.
+counts measure. Pooling, normalisation and activations are not counted, nor
+is an SE block's squeeze, a mean, where evaluation computes it through a 1x1
+convolution (`unit.SQUEEZE_THROUGH_CONV`).
 """
 
 import dataclasses
@@ -13,10 +15,14 @@ from jax.extend import core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
+from se_flax.models import unit
+
 
 def _macs_of_jaxpr(jaxpr) -> int:
   total = 0
   for eqn in jaxpr.eqns:
+    if unit.SQUEEZE_THROUGH_CONV in str(eqn.source_info.name_stack):
+      continue
     prim = eqn.primitive.name
     if prim == 'conv_general_dilated':
       out = eqn.outvars[0].aval

@@ -25,6 +25,7 @@ torchvision and timm do, so imported weights map one to one.
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from se_flax.layers.drop_path import DropPath
@@ -32,6 +33,9 @@ from se_flax.layers.se import SEBlock
 from se_flax.layers.se import SESpec
 
 ModuleDef = Any
+# The name scope of an SE block's squeeze computed through a 1x1 convolution (`last_norm`): a
+# mean, which the paper's cost counts as no multiply-accumulates (models/summary.py).
+SQUEEZE_THROUGH_CONV = 'squeeze_through_conv'
 
 
 class Unit(nn.Module, kw_only=True):
@@ -54,17 +58,30 @@ class Unit(nn.Module, kw_only=True):
     """The spec where the unit's SE block takes `position` ('last' or '3x3'), else None."""
     return self.se if self.se is not None and self.se.position == position else None
 
-  def last_norm(self, h, **kwargs):
+  def last_norm(self, h, conv_1x1=None, **kwargs):
     """The branch's closing BatchNorm (`self.norm(**kwargs)`) on `h`.
 
     Where the standard SE block follows it and squeezes by the average, the
-    result is (output, its per-example spatial mean), which `residual_sum`
-    hands to the block: the mean comes from the normalisation's own pass over
-    `h` (layers/norm.py), and the block reads the output once less.
+    result is a `Normalised` (layers/norm.py), which `residual_sum` hands to
+    the block: its mean comes from the normalisation's own pass over `h` in
+    training, and its product with the gates has one backward pass for both.
+    `conv_1x1`: where `h` is the output of a 1x1 convolution, (that
+    convolution, its input); evaluation then squeezes the input and convolves
+    the means, a linear map commuting with the mean, and the gates no longer
+    wait for the whole output (the compiler applies them, the residual sum and
+    the activation in the convolution's own pass).
     """
     se = self.se_at('last')
     if se is not None and se.integration == 'standard' and se.squeeze == 'avg':
-      return self.norm(**kwargs)(h, spatial_mean=True)
+      input_mean = None
+      if conv_1x1 is not None:
+        conv, x = conv_1x1
+
+        def input_mean():
+          with jax.named_scope(SQUEEZE_THROUGH_CONV):
+            return conv(jnp.mean(x, axis=(1, 2), keepdims=True, dtype=jnp.float32))
+
+      return self.norm(**kwargs)(h, spatial_mean=True, input_mean=input_mean)
     return self.norm(**kwargs)(h)
 
   def se_block(self, x, spec: Optional[SESpec]):
@@ -96,8 +113,8 @@ def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optiona
   """Combines `branch(x)` and `shortcut(x)` with the SE block placed by `se.integration`.
 
   `branch(x, se_3x3)` receives the spec to use after its 3x3 conv (or None),
-  and applies the standard block itself; it returns its output, or (output,
-  its average squeeze) from `Unit.last_norm`; `act` is the activation after the add
+  and applies the standard block itself; it returns its output, or
+  `Unit.last_norm`'s `Normalised` for the block; `act` is the activation after the add
   (None for pre-activation units). `concat` concatenates [shortcut, branch]
   instead of adding them. With `drop_path_rate` > 0 a training pass drops the
   residual term per example (stochastic depth); at 0 no module is made, so the
@@ -109,11 +126,8 @@ def residual_sum(module, x, branch, shortcut, se: Optional[SESpec], act: Optiona
   se_3x3 = se if se is not None and se.position == '3x3' else None
 
   y = branch(make_se()(x) if mode == 'pre' else x, se_3x3)
-  squeezed = None
-  if isinstance(y, tuple):  # (output, its average squeeze): Unit.last_norm
-    y, squeezed = y
   if mode == 'standard' and se.position == 'last':
-    y = make_se()(y, squeezed)
+    y = make_se()(y)  # y may be Unit.last_norm's Normalised
   if drop_path_rate:
     y = DropPath(drop_path_rate, name='drop_path')(y, deterministic=not train)
   sc = shortcut(x)

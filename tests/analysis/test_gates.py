@@ -38,8 +38,8 @@ def test_gate_fn_equals_sigmoid_of_the_blocks_own_excitation():
   _, inter = model.apply(variables, x, train=False, capture_intermediates=True,
                          mutable=['intermediates'])
   out = inter['intermediates']['layer1_0']['bn2']['__call__'][0]
-  # A BatchNorm before an SE block returns (output, its spatial means) (layers/norm.py).
-  se_in = np.asarray(out[0] if isinstance(out, tuple) else out)
+  # A BatchNorm before an SE block returns a Normalised (layers/norm.py).
+  se_in = np.asarray(getattr(out, 'value', out))
   p = variables['params']['layer1_0']['se']
   z = se_in.mean(axis=(1, 2))
   h = np.maximum(z @ np.asarray(p['fc1']['kernel']) + np.asarray(p['fc1']['bias']), 0)

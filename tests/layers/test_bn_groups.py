@@ -34,7 +34,7 @@ def _bn_calls(model, x):
     module = context.module
     if isinstance(module, BatchNorm) and context.method_name == '__call__':
       params = module.variables['params']
-      normalised = out[0] if isinstance(out, tuple) else out  # (output, its spatial means)
+      normalised = getattr(out, 'value', out)  # a Normalised before an SE block
       calls.append((args[0], normalised, params['scale'], params['bias'], module.epsilon))
     return out
 
