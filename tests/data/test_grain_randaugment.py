@@ -82,8 +82,10 @@ def test_each_op_equals_tf_datas_on_photographs(photos, name):
         differ = _differing(got, expected)
         if name == 'Rotate':
           # TensorFlow maps the points in float32, Pillow in double: a point within rounding
-          # of a pixel edge takes its neighbour (randaugment.affine). Measured: at most 0.1%.
-          assert differ.mean() <= 0.005, (level, negate, differ.sum())
+          # of a pixel edge takes its neighbour (randaugment.affine), the bound of
+          # test_randaugment's comparison with Pillow. Measured: at most 0.49%, the 43-pixel
+          # box turned by 30 degrees, whose centre row falls on pixel edges.
+          assert differ.mean() <= 0.01, (level, negate, differ.sum())
         else:
           assert not differ.any(), (level, negate, differ.sum())
 
