@@ -5,12 +5,11 @@
 CONFIG_JSON is `config.dataset` as a JSON object (the test builds it from
 configs/default.py; passing it spares each worker importing the model code).
 Writes to OUT a JSON object: 'indices', the example indices of this process's
-rows, one list per step; 'labels', the labels of those rows; 'images', a
-digest of each row's pixels; 'tensorflow', whether reading (the data set's
-facts, an evaluation batch, the training batches) imported TensorFlow.
+rows, one list per step; 'labels', the labels of those rows; 'tensorflow',
+whether reading (the data set's facts, an evaluation batch, the training
+batches) imported TensorFlow.
 """
 
-import hashlib
 import json
 import sys
 
@@ -33,12 +32,11 @@ def main(argv):
                         process_count=count))
   batches = feed.train_batches(cfg, global_batch_size=GLOBAL_BATCH, seed=SEED,
                                start_step=int(start), process_index=index, process_count=count)
-  seen = {'indices': [], 'labels': [], 'images': []}
+  seen = {'indices': [], 'labels': []}
   for _ in range(int(steps)):
     batch = next(batches)
     seen['indices'].append(batches.indices.tolist())
     seen['labels'].append(batch['label'].tolist())
-    seen['images'].append([hashlib.sha256(image.tobytes()).hexdigest() for image in batch['image']])
   seen['tensorflow'] = 'tensorflow' in sys.modules
   with open(out, 'w', encoding='utf-8') as f:
     json.dump(seen, f)
