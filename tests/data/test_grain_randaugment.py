@@ -8,6 +8,8 @@ TensorFlow's draws, by chi-square, binomial and Kolmogorov-Smirnov tests.
 """
 
 import os
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
@@ -49,6 +51,23 @@ def photos():
       'box': pack[::3, ::3],
       'gray': np.asarray(Image.fromarray(hopper[200:264, 150:214]).convert('L'))[..., None],
   }
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_the_grain_ops_run_without_tensorflow():
+  code = ('import sys\nimport numpy as np\n'
+          'from se_flax.data import grain_randaugment as gra\n'
+          'image = (np.arange(300) % 256).astype(np.uint8).reshape(10, 10, 3)\n'
+          'for name in gra.policy.LEVELS:\n'
+          '  gra.apply_op(name, image, 9.0, True)\n'
+          'gra.rand_augment(image, np.random.default_rng(0), 4, 9.0, 0.5)\n'
+          "print('tensorflow' in sys.modules)\n")
+  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env={
+      **os.environ, 'PYTHONPATH': ROOT
+  }, capture_output=True, text=True, check=True)
+  assert done.stdout.split() == ['False']
 
 
 def test_both_loaders_run_the_policys_ops():
