@@ -15,12 +15,20 @@ number of processes:
 * epoch e is grain's global `shuffle` of the whole train split, which grain
   reseeds from (shuffle seed, e) under `repeat`; the shuffle seed is drawn
   from the run seed;
+* under repeated augmentation (config.dataset.aug_repeats = r > 1) epoch e
+  keeps the first ceil(n / r) examples of its shuffle and holds each r times
+  in a row, cut to the epoch's n positions (`_element`), as the tf.data
+  pipeline's epochs do, but over the whole split rather than a process's slice;
 * the epochs are concatenated, and global batch k is positions
   [k * B, (k + 1) * B) of that stream; process p of P takes rows
   [p * B / P, (p + 1) * B / P) of each global batch (the tf.data pipeline's
   row order: the concatenation of the processes' slices in process order);
-* the augmentation of the example at a position draws from a NumPy generator
-  keyed by (seed, epoch, example index) (se_flax/data/grain_augment.py).
+* the augmentation of the example at a position draws from NumPy generators
+  keyed by (seed, epoch, example index), copy c > 0 of a repeated example by
+  (seed, epoch, example index, c): the crop and flip
+  (se_flax/data/grain_augment.py), RandAugment
+  (se_flax/data/grain_randaugment.py) and random erasing from one stream
+  each, so that each draws the same with the others on or off.
 
 So the state of a run is one global index, k * B: `start_step=k` starts there
 on any number of processes, and a run stopped on P processes resumes on P'
@@ -28,10 +36,12 @@ with exactly the examples an unbroken run would have seen. No example is
 dropped to make the split divide among the processes.
 
 Undecodable JPEGs (ImageNet). The example at a position whose JPEG cannot be
-decoded is replaced by the next decodable one of the same epoch's order
-(positions wrap around the epoch), augmented with that example's own key;
-`skipped` counts the replacements this process made. Unlike the tf.data
-pipeline, nothing shifts: a resumed stream stays exact after a bad record.
+decoded is replaced by the next decodable one of the same epoch's stream
+(positions wrap around the epoch), augmented with that position's own key;
+`skipped` counts the undecodable examples this process passed over, at each
+position on its own (under repeated augmentation each copy of one counts, as
+in the tf.data pipeline). Unlike the tf.data pipeline, nothing shifts: a
+resumed stream stays exact after a bad record.
 In evaluation an undecodable example is a masked row of zeros.
 """
 
@@ -48,13 +58,14 @@ from se_flax import paths
 from se_flax.data import datasets
 from se_flax.data import digits  # noqa: F401  # pylint: disable=unused-import  (registers the builder)
 from se_flax.data import grain_augment
+from se_flax.data import grain_randaugment
 from se_flax.data import shard
 from se_flax.errors import ConfigError
 from se_flax.errors import DataError
 
 # Distinct streams of the per-run generators, mixed with the run seed; the recipe's pieces draw
 # from their own, so that the crop and flip draw the same with them as without them.
-_SHUFFLE, _AUGMENT, _RECIPE = 1, 3, 5
+_SHUFFLE, _AUGMENT, _RECIPE, _RANDAUGMENT = 1, 3, 5, 7
 # What the ArrayRecord copy is called in tfds's file formats.
 FILE_FORMAT = 'array_record'
 # The small data sets' train augmentations: (pad, mirror).
@@ -78,19 +89,7 @@ def _data_root(cfg):
 
 
 def _check_supported(cfg, spec):
-  """Raises ConfigError for a config the grain loader does not implement (yet)."""
-  ra = cfg.get('randaugment') or {}
-  unsupported = [
-      name for name, on in (
-          ('randaugment.num_ops', ra.get('num_ops', 0)),
-          ('aug_repeats', datasets.aug_repeats(cfg) != 1),
-      ) if on
-  ]
-  if unsupported:
-    raise ConfigError(f'config.dataset.loader=grain does not apply '
-                      f'{", ".join("config.dataset." + u for u in unsupported)}; turn '
-                      f'{"it" if len(unsupported) == 1 else "them"} off or use '
-                      "config.dataset.loader='tf.data'")
+  """Raises ConfigError for a config the grain loader does not implement."""
   sizes = {cfg.image_size, datasets.eval_image_size(cfg)}
   if not spec.jpeg and sizes != {spec.image_size}:
     raise ConfigError(f'config.dataset.loader=grain reads {spec.name} at its stored size '
@@ -164,30 +163,56 @@ def _in_memory(builder, spec, split):
   return _IN_MEMORY[key]
 
 
-def _train_example(cfg, spec, seed, n, order, read, position, example):
-  """The augmented example at global stream `position` (example index `example`)."""
+def _element(order, n, copies, position):
+  """(example index, copy) at global stream `position`.
+
+  Epoch e keeps the first ceil(n / copies) examples of its shuffle
+  (order[e * n:]) and holds each `copies` times in a row, cut to n positions:
+  with n = 10 and 3 copies, four examples, the last one once.
+  """
+  epoch, offset = divmod(position, n)
+  return int(order[epoch * n + offset // copies]), offset % copies
+
+
+def _train_example(cfg, spec, seed, n, copies, order, read, position, element):
+  """The augmented example at global stream `position`."""
+  del element  # order[position]; with repeated augmentation another position's example
   epoch = position // n
+  undecodable = set()
   for shift in range(n):
-    if shift:
-      # The next decodable example of the same epoch's order stands in for an undecodable one.
-      example = order[epoch * n + (position + shift) % n]
-    image, label = read(example)
-    rng = _generator(seed, _AUGMENT, epoch, example)
-    try:
-      pixels = _augment_train(cfg, spec, image, rng)
-    except grain_augment.UndecodableImage:
+    # The next decodable element of the same epoch's stream stands in for an undecodable one.
+    example, copy = _element(order, n, copies, epoch * n + (position + shift) % n)
+    if example in undecodable:
       continue
-    erasing = cfg.get('random_erasing', 0.0)
-    if erasing:
-      pixels = grain_augment.random_erasing(pixels, _generator(seed, _RECIPE, epoch, example),
-                                            erasing, spec.mean, spec.std)
+    image, label = read(example)
+    key = (epoch, example, copy) if copy else (epoch, example)
+    try:
+      pixels = _augment_train(cfg, spec, image, _generator(seed, _AUGMENT, *key))
+    except grain_augment.UndecodableImage:
+      undecodable.add(example)
+      continue
     return {
-        'image': pixels,
+        'image': _recipe(cfg, spec, seed, key, pixels),
         'label': np.int32(label),
         'index': np.int64(example),
-        'skipped': np.int32(shift)
+        'skipped': np.int32(len(undecodable))
     }
   raise DataError(f'no image of {cfg.name} {cfg.train_split!r} could be decoded')
+
+
+def _recipe(cfg, spec, seed, key, pixels):
+  """RandAugment, then random erasing, of the uint8 crop (timm's order), each when enabled."""
+  ra = cfg.get('randaugment') or {}
+  if ra.get('num_ops', 0):
+    pixels = grain_randaugment.rand_augment(pixels, _generator(seed, _RANDAUGMENT, *key),
+                                            ra['num_ops'], float(ra.get('magnitude', 0.0)),
+                                            float(ra.get('magnitude_std', 0.0)),
+                                            bool(ra.get('increasing', False)))
+  erasing = cfg.get('random_erasing', 0.0)
+  if erasing:
+    pixels = grain_augment.random_erasing(pixels, _generator(seed, _RECIPE, *key), erasing,
+                                          spec.mean, spec.std)
+  return pixels
 
 
 def _augment_train(cfg, spec, image, rng):
@@ -236,7 +261,7 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
   n = info.num_train
   shuffle_seed = int(np.random.SeedSequence(_words(seed, _SHUFFLE)).generate_state(1)[0])
   order = grain.MapDataset.range(n).shuffle(seed=shuffle_seed).repeat()
-  make = functools.partial(_train_example, cfg, spec, seed, n, order,
+  make = functools.partial(_train_example, cfg, spec, seed, n, datasets.aug_repeats(cfg), order,
                            _reader(builder, spec, cfg.train_split))
   batches = order.map_with_index(make).batch(local, drop_remainder=True)
   # Global batch k is local batches k * count .. k * count + count - 1, in process order.

@@ -1,19 +1,20 @@
-"""RandAugment (Cubuk et al. 2020) on uint8 (H, W, C) images, with timm's ops and magnitudes.
+"""RandAugment (Cubuk et al. 2020) on uint8 (H, W, C) images, in TensorFlow, for tf.data.
 
-The op set, the magnitude-to-argument maps and the `increasing` variants are
-those of timm's `rand_augment_transform` ("rand-m7-mstd0.5-inc1" in "ResNet
-strikes back"): `num_ops` ops drawn uniformly with replacement, each applied
-with probability 1/2, at magnitude M on a 0..10 scale plus Gaussian noise of
-std `magnitude_std` clipped to [0, 10], with a random sign for the signed
-ops. Every op reproduces its PIL counterpart (ImageOps, ImageEnhance,
+The op set, the magnitude-to-argument maps, the `increasing` variants and
+the constants are timm's, defined once in se_flax/data/randaugment_policy.py
+(the grain loader's se_flax/data/grain_randaugment.py takes them from there
+too): `num_ops` ops drawn uniformly with replacement, each applied with
+probability 1/2, at magnitude M on a 0..10 scale plus Gaussian noise of std
+`magnitude_std` clipped to [0, 10], with a random sign for the signed ops.
+Every op reproduces its PIL counterpart (ImageOps, ImageEnhance,
 Image.transform), the ops timm calls, pixel for pixel; tests/data compare
 them. Two choices differ from timm's defaults:
 
 * geometric ops resample with NEAREST (timm draws bilinear or bicubic): the
   pixels stay pixels of the crop, and it is the fastest TensorFlow kernel;
-* pixels that come from outside the image take `FILL` (128 in every channel),
-  timm's fill when no data set mean is given (its ImageNet factory passes the
-  rounded mean, (124, 116, 104)).
+* pixels that come from outside the image take `policy.FILL` (128 in every
+  channel), timm's fill when no data set mean is given (its ImageNet factory
+  passes the rounded mean, (124, 116, 104)).
 
 Randomness is stateless (a (2,) seed in, the same image out on any machine),
 so a resumed run sees the same images (docs/design.md, "Determinism").
@@ -25,10 +26,8 @@ import math
 import tensorflow as tf
 
 from se_flax.data import augment
+from se_flax.data import randaugment_policy as policy
 
-LEVEL_MAX = 10.0  # timm's _LEVEL_DENOM: the magnitude scale is 0..10
-FILL = 128
-APPLY_PROB = 0.5
 # PIL's ITU-R 601-2 luma in 16-bit fixed point (its "RGB" -> "L" conversion).
 _LUMA = (19595, 38470, 7471)
 _SMOOTH = ((1., 1., 1.), (1., 5., 1.), (1., 1., 1.))  # ImageFilter.SMOOTH, divided by 13
@@ -139,7 +138,7 @@ def sharpness(image, factor):
   return _blend(_smooth(image), image, factor)
 
 
-def affine(image, matrix, fill=FILL):
+def affine(image, matrix, fill=policy.FILL):
   """PIL's Image.transform(size, AFFINE, matrix, NEAREST, fillcolor=fill).
 
   `matrix` (a, b, c, d, e, f) maps an output point (x, y) to the input point
@@ -158,7 +157,7 @@ def affine(image, matrix, fill=FILL):
   return tf.ensure_shape(out[0], image.shape)
 
 
-def rotate(image, degrees, fill=FILL):
+def rotate(image, degrees, fill=policy.FILL):
   """Image.rotate(degrees, NEAREST, fillcolor=fill): counter-clockwise about the centre."""
   height, width = tf.cast(tf.shape(image)[0], tf.float64), tf.cast(tf.shape(image)[1], tf.float64)
   angle = -tf.cast(degrees, tf.float64) * (math.pi / 180.0)
@@ -169,115 +168,84 @@ def rotate(image, degrees, fill=FILL):
   return affine(image, (cos, sin, c, -sin, cos, f), fill)
 
 
-def shear_x(image, factor, fill=FILL):
+def shear_x(image, factor, fill=policy.FILL):
   """Shears along x: the output (x, y) samples the input at (x + factor * y, y)."""
   return affine(image, (1.0, factor, 0.0, 0.0, 1.0, 0.0), fill)
 
 
-def shear_y(image, factor, fill=FILL):
+def shear_y(image, factor, fill=policy.FILL):
   """Shears along y: the output (x, y) samples the input at (x, y + factor * x)."""
   return affine(image, (1.0, 0.0, 0.0, factor, 1.0, 0.0), fill)
 
 
-def translate_x_rel(image, fraction, fill=FILL):
+def translate_x_rel(image, fraction, fill=policy.FILL):
   """Shifts by `fraction` of the width (the output samples the input `pixels` to its right)."""
   pixels = fraction * tf.cast(tf.shape(image)[1], tf.float32)
   return affine(image, (1.0, 0.0, pixels, 0.0, 1.0, 0.0), fill)
 
 
-def translate_y_rel(image, fraction, fill=FILL):
+def translate_y_rel(image, fraction, fill=policy.FILL):
   """Shifts by `fraction` of the height."""
   pixels = fraction * tf.cast(tf.shape(image)[0], tf.float32)
   return affine(image, (1.0, 0.0, 0.0, 0.0, 1.0, pixels), fill)
 
 
-# ---------------------------------------------------------------- magnitude -> argument (timm)
+# ---------------------------------------------------------------- the ops by name
 
-
-def _signed(value, negate):
-  return tf.where(negate, -value, value)
-
-
-def _enhance(level, negate):
-  del negate
-  return level / LEVEL_MAX * 1.8 + 0.1  # 0.1 .. 1.9
-
-
-def _enhance_increasing(level, negate):
-  return tf.maximum(0.1, 1.0 + _signed(level / LEVEL_MAX * 0.9, negate))  # 1 -> 0.1 or 1.9
-
-
-def _int(value):
-  return tf.cast(tf.floor(value), tf.int32)
-
-
-# name -> (op(image, arg, fill), level(level, negate) -> arg or None)
+# name -> op(image, arg, fill); the argument comes from policy.LEVELS.
 _OPS = {
-    'AutoContrast': (lambda im, _, __: auto_contrast(im), None),
-    'Equalize': (lambda im, _, __: equalize(im), None),
-    'Invert': (lambda im, _, __: invert(im), None),
-    'Rotate': (rotate, lambda l, n: _signed(l / LEVEL_MAX * 30.0, n)),
-    'Posterize': (lambda im, a, _: posterize(im, a), lambda l, n: _int(l / LEVEL_MAX * 4)),
-    'PosterizeIncreasing':
-        (lambda im, a, _: posterize(im, a), lambda l, n: 4 - _int(l / LEVEL_MAX * 4)),
-    'Solarize': (lambda im, a, _: solarize(im, a), lambda l, n: _int(l / LEVEL_MAX * 256)),
-    'SolarizeIncreasing':
-        (lambda im, a, _: solarize(im, a), lambda l, n: 256 - _int(l / LEVEL_MAX * 256)),
-    'SolarizeAdd': (lambda im, a, _: solarize_add(im, a), lambda l, n: _int(l / LEVEL_MAX * 110)),
-    'Color': (lambda im, a, _: color(im, a), _enhance),
-    'ColorIncreasing': (lambda im, a, _: color(im, a), _enhance_increasing),
-    'Contrast': (lambda im, a, _: contrast(im, a), _enhance),
-    'ContrastIncreasing': (lambda im, a, _: contrast(im, a), _enhance_increasing),
-    'Brightness': (lambda im, a, _: brightness(im, a), _enhance),
-    'BrightnessIncreasing': (lambda im, a, _: brightness(im, a), _enhance_increasing),
-    'Sharpness': (lambda im, a, _: sharpness(im, a), _enhance),
-    'SharpnessIncreasing': (lambda im, a, _: sharpness(im, a), _enhance_increasing),
-    'ShearX': (shear_x, lambda l, n: _signed(l / LEVEL_MAX * 0.3, n)),
-    'ShearY': (shear_y, lambda l, n: _signed(l / LEVEL_MAX * 0.3, n)),
-    'TranslateXRel': (translate_x_rel, lambda l, n: _signed(l / LEVEL_MAX * 0.45, n)),
-    'TranslateYRel': (translate_y_rel, lambda l, n: _signed(l / LEVEL_MAX * 0.45, n)),
+    'AutoContrast': lambda im, _, __: auto_contrast(im),
+    'Equalize': lambda im, _, __: equalize(im),
+    'Invert': lambda im, _, __: invert(im),
+    'Rotate': rotate,
+    'Posterize': lambda im, a, _: posterize(im, a),
+    'PosterizeIncreasing': lambda im, a, _: posterize(im, a),
+    'Solarize': lambda im, a, _: solarize(im, a),
+    'SolarizeIncreasing': lambda im, a, _: solarize(im, a),
+    'SolarizeAdd': lambda im, a, _: solarize_add(im, a),
+    'Color': lambda im, a, _: color(im, a),
+    'ColorIncreasing': lambda im, a, _: color(im, a),
+    'Contrast': lambda im, a, _: contrast(im, a),
+    'ContrastIncreasing': lambda im, a, _: contrast(im, a),
+    'Brightness': lambda im, a, _: brightness(im, a),
+    'BrightnessIncreasing': lambda im, a, _: brightness(im, a),
+    'Sharpness': lambda im, a, _: sharpness(im, a),
+    'SharpnessIncreasing': lambda im, a, _: sharpness(im, a),
+    'ShearX': shear_x,
+    'ShearY': shear_y,
+    'TranslateXRel': translate_x_rel,
+    'TranslateYRel': translate_y_rel,
 }
-# timm's _RAND_TRANSFORMS and _RAND_INCREASING_TRANSFORMS, in its order.
-TRANSFORMS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize',
-              'SolarizeAdd', 'Color', 'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY',
-              'TranslateXRel', 'TranslateYRel')
-INCREASING_TRANSFORMS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'PosterizeIncreasing',
-                         'SolarizeIncreasing', 'SolarizeAdd', 'ColorIncreasing',
-                         'ContrastIncreasing', 'BrightnessIncreasing', 'SharpnessIncreasing',
-                         'ShearX', 'ShearY', 'TranslateXRel', 'TranslateYRel')
 
 
 def level_to_arg(name, level, negate=False):
   """The argument timm passes op `name` at magnitude `level` (0..10); None for the fixed ops."""
-  to_arg = _OPS[name][1]
-  if to_arg is None:
-    return None
-  return to_arg(tf.cast(level, tf.float32), tf.convert_to_tensor(negate))
+  return policy.level_to_arg(tf, name, tf.cast(level, tf.float32), tf.convert_to_tensor(negate))
 
 
-def apply_op(name, image, level, negate=False, fill=FILL):
+def apply_op(name, image, level, negate=False, fill=policy.FILL):
   """Op `name` of uint8 `image` at magnitude `level`, the sign flipped when `negate`."""
-  op, _ = _OPS[name]
-  return op(image, level_to_arg(name, level, negate), fill)
+  return _OPS[name](image, level_to_arg(name, level, negate), fill)
 
 
 # ---------------------------------------------------------------- the policy
 
 
-def sample_op(seed, magnitude, magnitude_std, num_transforms=len(TRANSFORMS)):
+def sample_op(seed, magnitude, magnitude_std, num_transforms=len(policy.TRANSFORMS)):
   """(op index, applied, level, negate) of one RandAugment layer, a function of `seed`."""
   index_seed, apply_seed, level_seed, sign_seed = augment.split_seed(seed, 4)
   index = tf.random.stateless_uniform([], index_seed, 0, num_transforms, tf.int32)
-  applied = tf.random.stateless_uniform([], apply_seed) < APPLY_PROB
+  applied = tf.random.stateless_uniform([], apply_seed) < policy.APPLY_PROB
   level = tf.constant(magnitude, tf.float32)
   if magnitude_std > 0:
     level += magnitude_std * tf.random.stateless_normal([], level_seed)
-  level = tf.clip_by_value(level, 0.0, LEVEL_MAX)
-  negate = tf.random.stateless_uniform([], sign_seed) < 0.5
+  level = tf.clip_by_value(level, 0.0, policy.LEVEL_MAX)
+  negate = tf.random.stateless_uniform([], sign_seed) < policy.NEGATE_PROB
   return index, applied, level, negate
 
 
-def rand_augment(image, seed, num_ops, magnitude, magnitude_std=0.0, increasing=False, fill=FILL):
+def rand_augment(image, seed, num_ops, magnitude, magnitude_std=0.0, increasing=False,
+                 fill=policy.FILL):
   """RandAugment of one uint8 (H, W, C) image: `num_ops` layers, each drawn from `seed`.
 
   Args:
@@ -292,7 +260,7 @@ def rand_augment(image, seed, num_ops, magnitude, magnitude_std=0.0, increasing=
   Returns:
     uint8, the shape of `image`.
   """
-  names = INCREASING_TRANSFORMS if increasing else TRANSFORMS
+  names = policy.transforms(increasing)
   for layer_seed in augment.split_seed(seed, num_ops) if num_ops else ():
     image = _layer(image, layer_seed, names, magnitude, magnitude_std, fill)
   return image

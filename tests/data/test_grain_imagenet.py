@@ -118,3 +118,25 @@ def test_reading_imports_no_tensorflow(imagenet, tmp_path):
        }, check=True, capture_output=True)
   seen = json.loads(out.read_text())
   assert len(seen['indices']) == 2 and not seen['tensorflow']
+
+
+def test_randaugment_and_repeats_build_batches_and_count_each_undecodable_copy(imagenet):
+  _, data_dir = imagenet
+  labels = _labels(data_dir, 'train')
+  n = len(labels)  # 12 decodable examples and 1 truncated
+  cfg = _cfg(data_dir, loader='grain', aug_repeats=2)
+  cfg.randaugment.update(num_ops=2, magnitude=9.0, magnitude_std=0.5)
+  # One global batch is one epoch: 7 examples twice, cut to 13 positions.
+  batches = feed.train_batches(cfg, global_batch_size=n, seed=0, process_index=0, process_count=1)
+  kept, counted, met = -(-n // 2), 0, 0
+  for _ in range(6):
+    batch = next(batches)
+    assert batch['image'].shape == (n, SIZE, SIZE, 3) and batch['image'].dtype == np.uint8
+    assert batch['label'].tolist() == [labels[i] for i in batches.indices]
+    skipped, counted = batches.skipped - counted, batches.skipped
+    # The truncated example, when the epoch keeps it, fails in each of its copies (two, or
+    # one in the cut last place), and the next decodable element stands in for each.
+    assert skipped in (0, 1, 2)
+    assert len(set(batches.indices.tolist())) == kept - (skipped > 0)
+    met += skipped > 0
+  assert met  # (6/13)^6 = 1% that no epoch keeps it; the seed fixes which

@@ -15,6 +15,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from se_flax.data import feed
+from se_flax.data import grain_augment
+from se_flax.data import grain_randaugment
 from se_flax.data import grain_source
 from se_flax.data import prepare
 from se_flax.errors import ConfigError
@@ -163,8 +165,6 @@ def test_unprepared_data_asks_for_prepare(tmp_path):
 
 
 @pytest.mark.parametrize('field, value, named', [
-    ('randaugment.num_ops', 2, 'config.dataset.randaugment.num_ops'),
-    ('aug_repeats', 3, 'config.dataset.aug_repeats'),
     ('image_size', 16, 'stored size 8'),
 ])
 def test_what_the_grain_loader_does_not_apply_is_refused(data_dir, field, value, named):
@@ -196,3 +196,139 @@ def test_random_erasing_changes_one_box_and_leaves_the_crops_and_order(data_dir)
       # One box, smaller than the image on both sides (timm's rule); the rest is untouched.
       assert rows.max() - rows.min() + 1 < a.shape[0] and cols.max() - cols.min() + 1 < a.shape[1]
   assert changed > len(plain['image']) // 2
+
+
+# RandAugment as "ResNet strikes back" A1 draws it.
+RAND_AUGMENT = {'num_ops': 2, 'magnitude': 7.0, 'magnitude_std': 0.5, 'increasing': True}
+
+
+def _recipe_cfg(data_dir, copies=1, **randaugment):
+  cfg = _cfg(data_dir, aug_repeats=copies)
+  cfg.randaugment.update(randaugment)
+  return cfg
+
+
+def _epochs(cfg, epochs, seed=0):
+  """(example indices, images, labels) of the first `epochs` epochs of 1437, 3 batches each."""
+  batches = feed.train_batches(cfg, global_batch_size=479, seed=seed, process_index=0,
+                               process_count=1)
+  parts = []
+  for _ in range(3 * epochs):
+    batch = next(batches)
+    parts.append((batches.indices, batch['image'], batch['label']))
+  return [np.concatenate(p) for p in zip(*parts)]
+
+
+def test_repeated_augmentation_holds_a_third_of_an_epoch_three_times_in_a_row(data_dir):
+  n = len(_source(data_dir, 'train'))
+  assert n == 3 * 479
+  index, images, labels = _epochs(_recipe_cfg(data_dir, copies=3), 2)
+  kept = []
+  for epoch in range(2):
+    runs = index[epoch * n:(epoch + 1) * n].reshape(-1, 3)
+    assert (runs == runs[:, :1]).all(), 'the copies of an example are not consecutive'
+    # Each kept example exactly three times: the epoch's multiset.
+    values, counts = np.unique(runs, return_counts=True)
+    assert len(values) == n // 3 and (counts == 3).all()
+    kept.append(set(values.tolist()))
+  assert kept[0] <= set(range(n)) and kept[1] <= set(range(n))
+  # Each epoch keeps a random third of its own: two share about a third of their examples.
+  assert 100 < len(kept[0] & kept[1]) < 220
+  source = _source(data_dir, 'train')
+  assert labels.tolist() == [source[int(i)]['label'] for i in index]
+  copies = images.reshape(-1, 3, *images.shape[1:])
+  # 1-pixel pad-crops: three copies draw one of 9 offsets alike about once in 81.
+  differ = sum(len({c.tobytes() for c in run}) > 1 for run in copies)
+  assert differ > 0.9 * len(copies)
+
+
+def test_an_epoch_cuts_the_last_run_of_copies_to_its_length(data_dir):
+  # ceil(1437 / 2) = 719 examples twice are 1438 positions: the last example once.
+  n = 1437
+  index, _, _ = _epochs(_recipe_cfg(data_dir, copies=2), 2)
+  for epoch in range(2):
+    values, counts = np.unique(index[epoch * n:(epoch + 1) * n], return_counts=True)
+    assert len(values) == 719 and sorted(counts.tolist()) == [1] + [2] * 718
+    assert index[epoch * n + n - 1] != index[epoch * n + n - 2]
+
+
+def _global_batches(cfg, count, start, steps):
+  """(indices, images) of global batches start.. start + steps, read as `count` processes.
+
+  The processes' iterators run side by side in this process; tests/data/grain_worker.py
+  shows on the default config that real processes read the same.
+  """
+  readers = [
+      feed.train_batches(cfg, global_batch_size=grain_worker.GLOBAL_BATCH, seed=grain_worker.SEED,
+                         start_step=start, process_index=index, process_count=count)
+      for index in range(count)
+  ]
+  indices, images = [], []
+  for _ in range(steps):
+    rows = [(next(r)['image'], r.indices) for r in readers]
+    images.append(np.concatenate([image for image, _ in rows]))
+    indices.append(np.concatenate([index for _, index in rows]))
+  return np.stack(indices), np.stack(images)
+
+
+def test_repeats_and_randaugment_do_not_depend_on_the_process_count(data_dir):
+  # 5 copies: runs of copies straddle the two processes' rows (24 each) and the global batches
+  # (48), 288 examples fill 1440 positions, so the epoch (1437) cuts the last run; a run
+  # resumed on 4 processes starts inside a run of copies (13 * 48 = 5 * 124 + 4).
+  cfg = _recipe_cfg(data_dir, copies=5, **RAND_AUGMENT)
+  steps, start = 32, 13
+  indices, images = _global_batches(cfg, 1, 0, steps)
+  for count, first in ((2, 0), (4, start)):
+    other_indices, other_images = _global_batches(cfg, count, first, steps - first)
+    np.testing.assert_array_equal(other_indices, indices[first:])
+    np.testing.assert_array_equal(other_images, images[first:])
+  stream = indices.ravel()
+  assert (stream[:1435].reshape(-1, 5) == stream[:1435:5, None]).all()
+  assert len(set(stream[:1437].tolist())) == 288 and stream[1436] != stream[1434]
+  # The copies of an example are augmented each its own way.
+  assert len({image.tobytes() for image in images.reshape(-1, 8, 8, 1)[:1435]}) > 0.9 * 1435
+
+
+def test_randaugment_changes_the_images_and_leaves_the_crops_and_order(data_dir):
+
+  def first_batch(**randaugment):
+    batches = feed.train_batches(_recipe_cfg(data_dir, **randaugment), global_batch_size=64, seed=5,
+                                 process_index=0, process_count=1)
+    return next(batches), batches.indices
+
+  (plain, order), (augmented, augmented_order) = first_batch(), first_batch(**RAND_AUGMENT)
+  np.testing.assert_array_equal(order, augmented_order)
+  np.testing.assert_array_equal(plain['label'], augmented['label'])
+  assert augmented['image'].dtype == np.uint8 and augmented['image'].shape == (64, 8, 8, 1)
+  changed = [not np.array_equal(a, b) for a, b in zip(plain['image'], augmented['image'])]
+  # Neither op applied: 1/4; an applied op that leaves an image as it was is rarer.
+  assert 0.5 < np.mean(changed) < 0.95
+  again, _ = first_batch(**RAND_AUGMENT)
+  np.testing.assert_array_equal(again['image'], augmented['image'])
+
+
+@pytest.mark.parametrize('copies', [1, 3])
+def test_each_row_is_its_keyed_crop_then_its_keyed_randaugment(data_dir, copies):
+  # The row at stream position p: example i, epoch e, copy c, its pad-crop drawn from
+  # (seed, e, i) and its RandAugment from a stream of its own; copy c > 0 from (seed, e, i, c).
+  seed, batch = 11, 40
+  cfg = _recipe_cfg(data_dir, copies=copies, **RAND_AUGMENT)
+  batches = feed.train_batches(cfg, global_batch_size=batch, seed=seed, process_index=0,
+                               process_count=1, start_step=35)  # epoch 0 ends at 1437 = 35.9 * 40
+  source = _source(data_dir, 'train')
+  rows, distinct = 0, set()
+  for step in range(35, 37):
+    images = next(batches)['image']
+    for row, (index, image) in enumerate(zip(batches.indices, images)):
+      position = step * batch + row
+      epoch, copy = divmod(position, 1437)[0], divmod(position, 1437)[1] % copies
+      key = (epoch, int(index), copy) if copy else (epoch, int(index))
+      crop = grain_augment.pad_crop(source[int(index)]['image'],
+                                    grain_source._generator(seed, grain_source._AUGMENT, *key), 1,
+                                    False)
+      expected = grain_randaugment.rand_augment(
+          crop, grain_source._generator(seed, grain_source._RANDAUGMENT, *key), 2, 7.0, 0.5, True)
+      np.testing.assert_array_equal(image, expected)
+      rows += 1
+      distinct.add(image.tobytes())
+  assert rows == 2 * batch and len(distinct) > 0.9 * rows

@@ -11,6 +11,7 @@ from se_flax.data import augment
 from se_flax.data import datasets
 from se_flax.data import pipeline
 from se_flax.data import randaugment as ra
+from se_flax.data import randaugment_policy as policy
 from se_flax.errors import ConfigError
 from tests.data.dataset_configs import dataset_config
 
@@ -193,7 +194,7 @@ def test_rand_augment_composes_the_drawn_ops():
   for layer_seed in augment.split_seed(seed, 2):
     index, applied, level, negate = ra.sample_op(layer_seed, 7.0, 0.5)
     if applied:
-      name = ra.INCREASING_TRANSFORMS[int(index)]
+      name = policy.INCREASING_TRANSFORMS[int(index)]
       expected = ra.apply_op(name, expected, level, negate)
   np.testing.assert_array_equal(ra.rand_augment(image, seed, 2, 7.0, 0.5, increasing=True),
                                 expected)
