@@ -1,8 +1,10 @@
 """How a global batch splits over the processes of a run: one rule for every data source.
 
 Each process reads `local_batch` examples of every global batch; the tf.data
-pipeline (pipeline.py), the generator (synthetic.py) and the upfront config
-check (se_flax/check.py) all ask here, so the rule and its message exist once.
+pipeline (pipeline.py), the grain loader (grain_source.py), the generator
+(synthetic.py) and the upfront config check (se_flax/check.py) all ask here,
+so the rule and its message exist once; the loaders also ask where a resumed
+run's stream continues (`start_position`).
 """
 
 import os
@@ -38,6 +40,25 @@ def local_batch(global_batch_size: int, process_count: int, name: str = 'global_
                       f'{process_count} processes; each process reads an equal share of every '
                       f'batch: use a multiple of {process_count}')
   return global_batch_size // process_count
+
+
+def start_position(start_step: int, global_batch_size: int, start_example=None) -> int:
+  """Where a run's training stream continues, in examples of the whole run (all processes).
+
+  `start_example` when given (the loop stores it with each checkpoint: the
+  examples taken so far, at whatever batch sizes the run had), else
+  `start_step` batches of `global_batch_size`.
+
+  Raises:
+    ValueError: a negative step or position.
+  """
+  if start_step < 0:
+    raise ValueError(f'start_step={start_step} must be >= 0')
+  if start_example is None:
+    return start_step * global_batch_size
+  if start_example < 0:
+    raise ValueError(f'start_example={start_example} must be >= 0')
+  return start_example
 
 
 def cores() -> int:

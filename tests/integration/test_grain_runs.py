@@ -18,6 +18,7 @@ import pytest
 from se_flax.data import grain_source
 from se_flax.data import prepare
 from se_flax.train import checkpoint as ckpt_lib
+from se_flax.train import loop
 from tests.data import tiny_imagenet
 from tests.integration import harness
 
@@ -118,6 +119,53 @@ def test_k_steps_then_n_equals_n_steps(grain_reference, grain_digits, jax_cache,
                              harness.checkpoint_arrays(grain_reference))
   assert harness.metric_lines(workdir, after=k) == harness.metric_lines(grain_reference, after=k)
   assert first[:k] + second[:harness.STEPS - k] == _indices(grain_reference)[:harness.STEPS]
+
+
+def _examples_taken(workdir):
+  """{step: the training examples taken, as stored with that checkpoint}."""
+  with ckpt_lib.TrainCheckpointer(workdir, read_only=True) as checkpointer:
+    return {
+        step: checkpointer.restore_loop_state(step)[loop.EXAMPLES_KEY]
+        for step in checkpointer.all_steps()
+    }
+
+
+def test_resume_at_another_batch_size_continues_at_the_examples_taken(grain_reference, grain_digits,
+                                                                      jax_cache, tmp_path):
+  # Moved to a global batch of 64 after 20 steps of 32, with a learning rate that learns in a
+  # few steps (the reference's drops tenfold every 9 steps).
+  workdir = harness.copy_run(grain_reference, tmp_path / 'run')
+  taken, more, batch = harness.STEPS * 32, 10, 64
+  code, out, err, fed = _run(workdir, grain_digits, f'--config.batch_size={batch}',
+                             f'--config.num_train_steps={harness.STEPS + more}',
+                             '--config.learning_rate=0.4', '--config.schedule.step_epochs=10',
+                             cache_dir=jax_cache, fast_compile=True)
+  assert code == 0, harness.describe(code, out, err)
+  assert 'config.batch_size: 32 in the checkpoint, 64 now' in out
+  assert f'Resuming from checkpoint step {harness.STEPS} ' in out
+  # The data continue where 20 x 32 examples left them, not at 20 x 64.
+  assert sum(fed[:more], []) == _stream(workdir, taken + more * batch)[taken:]
+  stored = _examples_taken(workdir)
+  assert stored == {
+      s: taken + (s - harness.STEPS) * batch if s > harness.STEPS else s * 32 for s in stored
+  }
+  assert max(stored) == harness.STEPS + more
+  final = [r for r in harness.metric_lines(workdir) if r['split'] == 'eval'][-1]
+  assert final['step'] == harness.STEPS + more and final['count'] == DIGITS_EVAL
+  # It learns: above the 10% of guessing by more than 3 standard deviations of guessing's
+  # accuracy over 360 images (1.6%).
+  assert final['top1_error'] < 0.85
+
+
+def test_a_checkpoint_without_the_count_continues_at_its_own_batch_size(grain_reference, tmp_path):
+  workdir = harness.copy_run(grain_reference, tmp_path / 'run')
+  config, step = ckpt_lib.stored_config(workdir)
+  config.batch_size = 64
+  with ckpt_lib.TrainCheckpointer(workdir, read_only=True) as checkpointer:
+    loop_state = checkpointer.restore_loop_state(step)
+    assert loop._examples_taken(checkpointer, loop_state, step, config) == step * 32
+    del loop_state[loop.EXAMPLES_KEY]  # as saved before the count was stored
+    assert loop._examples_taken(checkpointer, loop_state, step, config) == step * 32
 
 
 # ---------------------------------------------------------------- tiny ImageNet
