@@ -290,18 +290,16 @@ def _eval_example(cfg, spec, size, read, num_real, j):
 
 def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | None = None,
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over the eval split, as pipeline.eval_batches: the same slices, padding and masks.
+  """One pass over the eval split, as pipeline.eval_batches: the same slices, padding and masks
+  (shard.eval_layout), except that an undecodable example is a masked row in its place.
 
   The config and the files are checked at the call; reading starts at the first batch.
   """
   cfg = dataset_cfg
   _, builder, spec = _open(cfg)
-  index, count = shard.process(process_index, process_count)
-  local = shard.local_batch(global_batch_size, count)
-  splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
-  sizes = [builder.info.splits[s].num_examples for s in splits]
-  num_batches = max(-(-size // local) for size in sizes)
+  layout = shard.eval_layout(builder, cfg.eval_split, global_batch_size, process_index,
+                             process_count)
   make = functools.partial(_eval_example, cfg, spec, datasets.eval_image_size(cfg),
-                           _reader(builder, spec, splits[index]), sizes[index])
-  rows = grain.MapDataset.range(num_batches * local).map(make).batch(local)
+                           _reader(builder, spec, layout.split), layout.num_real)
+  rows = grain.MapDataset.range(layout.num_rows).map(make).batch(layout.local_batch)
   return iter(rows.to_iter_dataset(_read_options(cfg)))

@@ -346,24 +346,20 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
   """One pass over the eval split: this process's slice, padded, in fixed order.
 
   Yields {'image' float32 normalised, 'label', 'mask'}; 'mask' is 1.0 for real examples and 0.0
-  for the zero padding of the last batches. Processes split the examples
-  evenly (the first ones get one more when the division is uneven) and all
-  yield the same number of batches, ceil(largest slice / B_local), so that a
-  multi-process evaluation step never waits on a process that has finished.
-  Every example is seen exactly once across processes.
+  for the zero padding of the last batches. Which examples each process gets
+  and how many batches every process yields: shard.eval_layout. Every example
+  is seen exactly once across processes; an undecodable one is dropped, and
+  the padding after this process's examples grows by one row.
   """
   cfg = dataset_cfg
   _, builder, spec = _open(cfg)
-  index, count = shard.process(process_index, process_count)
-  batch = shard.local_batch(global_batch_size, count)
-  splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
-  sizes = [builder.info.splits[s].num_examples for s in splits]
-  num_batches = max(-(-size // batch) for size in sizes)
+  layout = shard.eval_layout(builder, cfg.eval_split, global_batch_size, process_index,
+                             process_count)
   if cfg.cache:
-    images, labels = sources.load_in_memory(builder, splits[index])
+    images, labels = sources.load_in_memory(builder, layout.split)
     ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
   else:
-    ds = sources.read(builder, splits[index], decode_image=False)
+    ds = sources.read(builder, layout.split, decode_image=False)
 
   def preprocess(x):
     return {
@@ -377,7 +373,8 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
     ds = ds.ignore_errors(log_warning=True)
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-  ds = ds.take(num_batches * batch).batch(batch).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
+  ds = ds.take(layout.num_rows).batch(layout.local_batch)
+  ds = ds.prefetch(cfg.prefetch or tf.data.AUTOTUNE)
   return _eval_iterator(ds.with_options(_options()))
 
 
