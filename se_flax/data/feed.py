@@ -28,9 +28,19 @@ def get_info(dataset_cfg) -> DatasetInfo:
   return _source(dataset_cfg).get_info(dataset_cfg)
 
 
-def train_batches(dataset_cfg, **kwargs):
-  """This process's training batches (uint8 images); see pipeline.train_batches."""
-  return _source(dataset_cfg).train_batches(dataset_cfg, **kwargs)
+def train_batches(dataset_cfg, *, start_example=None, **kwargs):
+  """This process's training batches (uint8 images); see pipeline.train_batches.
+
+  `start_example`: where the run's stream continues, counted in examples the
+  run has taken (a run resumed with another batch size took its earlier steps
+  at the old one); None: `start_step` global batches. The synthetic batches
+  are drawn per step, not cut from a stream of examples, and start at
+  `start_step` alone.
+  """
+  source = _source(dataset_cfg)
+  if start_example is not None and not datasets.get(dataset_cfg.name).synthetic:
+    kwargs['start_example'] = start_example
+  return source.train_batches(dataset_cfg, **kwargs)
 
 
 def eval_batches(dataset_cfg, **kwargs):

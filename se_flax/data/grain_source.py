@@ -30,10 +30,13 @@ number of processes:
   (se_flax/data/grain_randaugment.py) and random erasing from one stream
   each, so that each draws the same with the others on or off.
 
-So the state of a run is one global index, k * B: `start_step=k` starts there
-on any number of processes, and a run stopped on P processes resumes on P'
-with exactly the examples an unbroken run would have seen. No example is
-dropped to make the split divide among the processes.
+So the state of a run is one global index, the examples it has taken (k * B
+after k steps of batch B): `start_step=k`, or `start_example` (which the
+loop stores with each checkpoint), starts there on any number of processes
+and at any batch size, and a run stopped on P processes resumes on P', or
+with another batch size, with exactly the examples an unbroken stream would
+have given. No example is dropped to make the split divide among the
+processes.
 
 Undecodable JPEGs (ImageNet). The example at a position whose JPEG cannot be
 decoded is replaced by the next decodable one of the same epoch's stream
@@ -244,28 +247,30 @@ def _read_options(cfg):
 
 
 def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int | None = None,
+                  start_example: int | None = None, process_index: int | None = None,
                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """This process's rows of every global training batch, forever, from batch `start_step` on.
 
   Yields {'image': uint8 (B_local, H, W, C), 'label': int32 (B_local,)} with
   B_local = global_batch_size // process_count; the global batches do not
-  depend on the process count (module docstring).
+  depend on the process count (module docstring). `start_example`, when
+  given, replaces `start_step`: the global stream position to start at, the
+  examples the run has taken so far at whatever batch sizes it had.
   """
   cfg = dataset_cfg
   info, builder, spec = _open(cfg)
   index, count = shard.process(process_index, process_count)
   local = shard.local_batch(global_batch_size, count)
-  if start_step < 0:
-    raise ValueError(f'start_step={start_step} must be >= 0')
+  start = shard.start_position(start_step, global_batch_size, start_example)
   n = info.num_train
   shuffle_seed = int(np.random.SeedSequence(_words(seed, _SHUFFLE)).generate_state(1)[0])
   order = grain.MapDataset.range(n).shuffle(seed=shuffle_seed).repeat()
   make = functools.partial(_train_example, cfg, spec, seed, n, datasets.aug_repeats(cfg), order,
                            _reader(builder, spec, cfg.train_split))
-  batches = order.map_with_index(make).batch(local, drop_remainder=True)
+  # Sliced after map_with_index, which keys each example by its position in the whole stream.
+  batches = order.map_with_index(make)[start:].batch(local, drop_remainder=True)
   # Global batch k is local batches k * count .. k * count + count - 1, in process order.
-  mine = batches[index::count][start_step:]
+  mine = batches[index::count]
   return _TrainIterator(mine.to_iter_dataset(_read_options(cfg)))
 
 
@@ -310,18 +315,16 @@ def _eval_example(cfg, spec, size, read, num_real, j):
 
 def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | None = None,
                  process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """One pass over the eval split, as pipeline.eval_batches: the same slices, padding and masks.
+  """One pass over the eval split, as pipeline.eval_batches: the same slices, padding and masks
+  (shard.eval_layout), except that an undecodable example is a masked row in its place.
 
   The config and the files are checked at the call; reading starts at the first batch.
   """
   cfg = dataset_cfg
   _, builder, spec = _open(cfg)
-  index, count = shard.process(process_index, process_count)
-  local = shard.local_batch(global_batch_size, count)
-  splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
-  sizes = [builder.info.splits[s].num_examples for s in splits]
-  num_batches = max(-(-size // local) for size in sizes)
+  layout = shard.eval_layout(builder, cfg.eval_split, global_batch_size, process_index,
+                             process_count)
   make = functools.partial(_eval_example, cfg, spec, datasets.eval_image_size(cfg),
-                           _reader(builder, spec, splits[index]), sizes[index])
-  rows = grain.MapDataset.range(num_batches * local).map(make).batch(local)
+                           _reader(builder, spec, layout.split), layout.num_real)
+  rows = grain.MapDataset.range(layout.num_rows).map(make).batch(layout.local_batch)
   return iter(rows.to_iter_dataset(_read_options(cfg)))

@@ -24,7 +24,10 @@ index/count) alone:
 Resume. Batch k starts at position k * B_local of that stream, so
 `start_step=k` starts at epoch (k * B_local) // n, where n is the size of the
 process's slice, and skips the first (k * B_local) % n examples of that epoch
-before anything is decoded or augmented.
+before anything is decoded or augmented. `start_example=s` (the examples the
+run has taken, which the loop stores with each checkpoint) starts at position
+s // process_count instead: the same place while the batch size stays, and
+the right one after a resume with another batch size.
 
 Undecodable JPEGs (ImageNet). A JPEG that fails to decode is dropped after
 the decode-and-augment map by `Dataset.ignore_errors`; the same record fails at
@@ -265,7 +268,7 @@ def _epochs(builder, cfg, split, n, offset, seed, first_epoch):
 
 
 def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int | None = None,
+                  start_example: int | None = None, process_index: int | None = None,
                   process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
   """This process's slice of every training batch, forever, from batch `start_step` on.
 
@@ -273,21 +276,22 @@ def train_batches(dataset_cfg, *, global_batch_size: int, seed: int, start_step:
   (B_local,)}; the train step normalises the pixels on the device
   (se_flax.train.step.model_input) with B_local = global_batch_size // process_count. Each process
   reads an equal, disjoint slice of the train split (the remainder of an uneven
-  division is dropped). See the module docstring for determinism and resume.
+  division is dropped). `start_example`, when given, replaces `start_step`:
+  the examples the whole run has taken so far, of which this process took
+  1 / process_count. See the module docstring for determinism and resume.
   """
   cfg = dataset_cfg
   _, builder, spec = _open(cfg)
   index, count = shard.process(process_index, process_count)
   batch = shard.local_batch(global_batch_size, count)
-  if start_step < 0:
-    raise ValueError(f'start_step={start_step} must be >= 0')
+  # Each process took an equal share of the run's examples from its own slice.
+  start = shard.start_position(start_step, global_batch_size, start_example) // count
   split = tfds.split_for_jax_process(cfg.train_split, process_index=index, process_count=count,
                                      drop_remainder=True)
   n = builder.info.splits[split].num_examples
   if n == 0:
     raise ConfigError(f'config.dataset.train_split={cfg.train_split!r} has fewer examples than '
                       f'processes ({count})')
-  start = start_step * batch
   first_epoch, skip = divmod(start, n)
   ds = _epochs(builder, cfg, split, n, index * n, seed, first_epoch).skip(skip)
   if cfg.cache:
@@ -342,24 +346,20 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
   """One pass over the eval split: this process's slice, padded, in fixed order.
 
   Yields {'image' float32 normalised, 'label', 'mask'}; 'mask' is 1.0 for real examples and 0.0
-  for the zero padding of the last batches. Processes split the examples
-  evenly (the first ones get one more when the division is uneven) and all
-  yield the same number of batches, ceil(largest slice / B_local), so that a
-  multi-process evaluation step never waits on a process that has finished.
-  Every example is seen exactly once across processes.
+  for the zero padding of the last batches. Which examples each process gets
+  and how many batches every process yields: shard.eval_layout. Every example
+  is seen exactly once across processes; an undecodable one is dropped, and
+  the padding after this process's examples grows by one row.
   """
   cfg = dataset_cfg
   _, builder, spec = _open(cfg)
-  index, count = shard.process(process_index, process_count)
-  batch = shard.local_batch(global_batch_size, count)
-  splits = tfds.even_splits(cfg.eval_split, n=count, drop_remainder=False)
-  sizes = [builder.info.splits[s].num_examples for s in splits]
-  num_batches = max(-(-size // batch) for size in sizes)
+  layout = shard.eval_layout(builder, cfg.eval_split, global_batch_size, process_index,
+                             process_count)
   if cfg.cache:
-    images, labels = sources.load_in_memory(builder, splits[index])
+    images, labels = sources.load_in_memory(builder, layout.split)
     ds = tf.data.Dataset.from_tensor_slices({'image': images, 'label': labels})
   else:
-    ds = sources.read(builder, splits[index], decode_image=False)
+    ds = sources.read(builder, layout.split, decode_image=False)
 
   def preprocess(x):
     return {
@@ -373,7 +373,8 @@ def eval_batches(dataset_cfg, *, global_batch_size: int, process_index: int | No
     ds = ds.ignore_errors(log_warning=True)
   padding = tf.nest.map_structure(lambda s: tf.zeros(s.shape, s.dtype), ds.element_spec)
   ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat())
-  ds = ds.take(num_batches * batch).batch(batch).prefetch(cfg.prefetch or tf.data.AUTOTUNE)
+  ds = ds.take(layout.num_rows).batch(layout.local_batch)
+  ds = ds.prefetch(cfg.prefetch or tf.data.AUTOTUNE)
   return _eval_iterator(ds.with_options(_options()))
 
 

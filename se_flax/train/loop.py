@@ -7,7 +7,9 @@ periodic actions: the train line, evaluation, the checkpoint, preemption.
 Exact resume (docs/design.md#exact-resume). A run stopped at step k and
 started again produces the same parameters and the same metrics.jsonl lines
 as a run never stopped: the data stream restarts at batch k, and each
-checkpoint carries the loop's own state (metrics.TrainWindow.loop_state).
+checkpoint carries the loop's own state (metrics.TrainWindow.loop_state, and
+the training examples taken so far, where the data continue when the batch
+size changes on resume).
 
 Failures raise se_flax.errors (se_flax/cli.py turns them into exit codes):
 NonFiniteError for a NaN/Inf loss under nan_policy='stop', or a non-finite
@@ -72,12 +74,14 @@ def train_and_evaluate(config, workdir) -> int:
     state = restore_or_init(run, checkpointer)
     start_step = int(state.step)
     loop_state = checkpointer.restore_loop_state(start_step) if start_step else {}
+    examples = _Examples(start_step, _examples_taken(checkpointer, loop_state, start_step, config),
+                         config.batch_size)
     params_count = _announce(run, state)
 
     # Batch n+1 is copied to the devices while step n runs.
     batches = parallel.prefetch_to_device(
         feed.train_batches(config.dataset, global_batch_size=config.batch_size, seed=config.seed,
-                           start_step=start_step), run.mesh)
+                           start_step=start_step, start_example=examples.at(start_step)), run.mesh)
     writer = cleanup.enter_context(metrics_lib.MetricWriter(workdir, resume_step=start_step
                                                             or None))
     train_step = step_lib.make_train_step(run.model, config, run.mesh, run.schedule,
@@ -111,7 +115,7 @@ def train_and_evaluate(config, workdir) -> int:
         best = None
         if due.save_best:  # ranked by the weights config.ema.select_best names
           best = {'top1_error': evals[_selected(run, state)]['top1_error']}
-        _save(checkpointer, step, state, config, best, window)
+        _save(checkpointer, step, state, config, best, window, examples.at(step))
       if due.preempt:
         checkpointer.wait_until_finished()
         return _stopped(f'saved checkpoint step {step}')
@@ -174,12 +178,50 @@ class _Profile:
       jax.profiler.stop_trace()
 
 
-def _save(checkpointer, step, state, config, metrics, window):
+def _save(checkpointer, step, state, config, metrics, window, examples):
   if not state_lib.is_finite(state):
     raise errors.NonFiniteError(
         f'the state at step {step} holds non-finite values (an update that overflowed); it was '
         'not checkpointed. Lower config.learning_rate.')
-  checkpointer.save(step, state, config=config, metrics=metrics, loop_state=window.loop_state())
+  checkpointer.save(step, state, config=config, metrics=metrics, loop_state={
+      **window.loop_state(), EXAMPLES_KEY: examples
+  })
+
+
+# The loop state's count of the training examples taken up to its step: where the data continue.
+EXAMPLES_KEY = 'train_examples'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Examples:
+  """Training examples taken up to each step of this run segment: its batch size may differ from
+  the earlier segments', so the count is carried on, not recomputed from the step."""
+  start_step: int
+  at_start: int
+  batch_size: int
+
+  def at(self, step: int) -> int:
+    return self.at_start + (step - self.start_step) * self.batch_size
+
+
+def _examples_taken(checkpointer, loop_state, step, config) -> int:
+  """The training examples the run took up to checkpoint `step`, as stored with it.
+
+  A checkpoint saved before the count was stored holds `step` batches of the
+  batch size in its own config (the current one if that is unreadable).
+  """
+  if not step:
+    return 0
+  if EXAMPLES_KEY in loop_state:
+    return int(loop_state[EXAMPLES_KEY])
+  try:
+    batch_size = int(checkpointer.restore_config(step)['batch_size'])
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    logging.warning(
+        'Checkpoint step %d has no readable batch size (%s); the data continue at '
+        'step times the current one.', step, e)
+    batch_size = config.batch_size
+  return step * batch_size
 
 
 def _announce(run, state):

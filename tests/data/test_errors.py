@@ -48,6 +48,9 @@ def test_bad_field_values(digits_cfg):
   with pytest.raises(ValueError, match='start_step=-1'):
     pipeline.train_batches(digits_cfg(), global_batch_size=8, seed=0, start_step=-1,
                            process_index=0, process_count=1)
+  with pytest.raises(ValueError, match='start_example=-8'):
+    pipeline.train_batches(digits_cfg(), global_batch_size=8, seed=0, start_example=-8,
+                           process_index=0, process_count=1)
 
 
 def test_unprepared_cifar_says_how_to_prepare(tmp_path):

@@ -69,6 +69,9 @@ def test_train_batches_are_uint8_labelled_pool_images_and_deterministic():
   resumed = _take(run(start_step=3), 2)
   for a, b in zip(batches[3:], resumed):
     np.testing.assert_array_equal(a['image'], b['image'])
+  # Batches are drawn per step, so the examples a run took (the loop passes them) change nothing.
+  for a, b in zip(batches[3:], _take(run(start_step=3, start_example=100), 2)):
+    np.testing.assert_array_equal(a['image'], b['image'])
   other_seed = next(
       feed.train_batches(_cfg(), global_batch_size=12, seed=4, process_index=0, process_count=1))
   assert not np.array_equal(other_seed['image'], batches[0]['image'])

@@ -106,6 +106,34 @@ def test_global_batches_do_not_depend_on_the_process_count_and_resume_on_another
   assert sum(runs[(1, 0, STEPS)]['labels'], []) == labels
 
 
+def _global_rows(data_dir, batch, steps, count, **kwargs):
+  """The example indices of `steps` global batches, read as each of `count` processes here."""
+  streams = [
+      feed.train_batches(_cfg(data_dir), global_batch_size=batch, seed=grain_worker.SEED,
+                         process_index=index, process_count=count, **kwargs)
+      for index in range(count)
+  ]
+  rows = []
+  for _ in range(steps):
+    for stream in streams:
+      next(stream)
+      rows += stream.indices.tolist()
+  return rows
+
+
+def test_resume_at_other_batch_sizes_continues_the_stream_at_the_examples_taken(data_dir):
+  # (global batch, processes, steps): 13 x 48 on 2 processes, then 9 x 32 on one, then 12 x 64
+  # on 4 ends at 1,680, past the end of the first epoch (1437).
+  segments = [(48, 2, 13), (32, 1, 9), (64, 4, 12)]
+  unbroken = _global_rows(data_dir, 48, STEPS, 1)
+  step, taken, rows = 0, 0, []
+  for batch, count, steps in segments:
+    # The run's step times this segment's batch is not where the stream stands: start_example is.
+    rows += _global_rows(data_dir, batch, steps, count, start_step=step, start_example=taken)
+    step, taken = step + steps, taken + batch * steps
+  assert taken == len(unbroken) and rows == unbroken
+
+
 def test_rows_are_pad_crops_of_their_examples_and_the_seed_changes_the_order(data_dir):
   source = _source(data_dir, 'train')
   batches = feed.train_batches(_cfg(data_dir), global_batch_size=16, seed=3, process_index=0,

@@ -127,6 +127,30 @@ def test_resume_equals_skipping_batches(reference, start_step):
   _assert_same(_take(resumed, 3), batches[start_step:start_step + 3])
 
 
+def _rows(batches):
+  return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+
+# Resumed after 5 batches of 128 (640 examples) at another global batch: 640 + 4 x 96 crosses the
+# end of the first epoch (1437).
+@pytest.mark.parametrize('count', [1, 2])
+def test_resume_at_another_batch_size_continues_at_the_examples_taken(reference, count):
+  cfg, batches = reference
+  taken, batch, steps = 5 * GLOBAL_BATCH, 96, 4
+  for index in range(count):
+    # This process's rows of the unbroken run, in the order of its own stream.
+    own = batches if count == 1 else _take(
+        pipeline.train_batches(cfg, global_batch_size=GLOBAL_BATCH, seed=0, process_index=index,
+                               process_count=count), NUM_BATCHES)
+    expected = _rows(own)
+    resumed = pipeline.train_batches(cfg, global_batch_size=batch, seed=0, start_step=5,
+                                     start_example=taken, process_index=index, process_count=count)
+    got = _rows(_take(resumed, steps))
+    start = taken // count
+    for key in got:
+      np.testing.assert_array_equal(got[key], expected[key][start:start + steps * batch // count])
+
+
 @pytest.mark.parametrize('cache,buffer', [(True, 1), (False, 100), (False, 5000)])
 def test_an_epoch_is_every_train_example_once_augmented(digits_cfg, digits_dir, cache, buffer):
   cfg = digits_cfg(cache=cache, shuffle_buffer=buffer)

@@ -31,11 +31,12 @@ def _concatenated(streams):
     yield {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
-def train_batches(dataset_cfg, *, global_batch_size, seed, start_step=0, **unused):
+def train_batches(dataset_cfg, *, global_batch_size, seed, start_step=0, start_example=None,
+                  **unused):
   return _concatenated([
       _train_batches(dataset_cfg, global_batch_size=global_batch_size, seed=seed,
-                     start_step=start_step, process_index=p, process_count=PROCESSES)
-      for p in range(PROCESSES)
+                     start_step=start_step, start_example=start_example, process_index=p,
+                     process_count=PROCESSES) for p in range(PROCESSES)
   ])
 
 
