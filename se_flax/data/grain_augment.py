@@ -15,8 +15,12 @@ crop, a resize or an evaluation image equals tf.data's:
   over the positions that leave the window inside the image, excluding the
   last one, as the kernel's `Uniform(n)` does); under 'timm', timm's
   RandomResizedCrop as augment.timm_crop_window describes it;
-* the window is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling
-  (Pillow's `draft`), by the ratio rule of augment.jpeg_ratio;
+* the window is decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT scaling,
+  by the ratio rule of augment.jpeg_ratio, with libjpeg-turbo's accurate
+  integer IDCT and smooth chroma upsampling, as the tf.data pipeline's
+  decode: through simplejpeg, which decodes straight into a NumPy array
+  (Pillow, the fallback for what simplejpeg does not read, fills its own
+  image buffer and copies it out twice);
 * bilinear resizes use half-pixel centres (tf.image.resize, antialias=False),
   and the evaluation's antialiased resize the triangle kernel of TensorFlow's
   ScaleAndTranslate (scale_and_translate_op.cc), both in float32.
@@ -24,9 +28,11 @@ crop, a resize or an evaluation image equals tf.data's:
 
 import io
 import math
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+import simplejpeg
 
 # The tf.data pipeline's constants, defined there once: augment.py imports TensorFlow, so they
 # are restated here and tests/data/test_grain_augment.py checks that both agree.
@@ -156,21 +162,55 @@ def open_jpeg(image_bytes):
   return image
 
 
-def decode_window(image, window, ratio):
-  """uint8 (h', w', 3): `window` (y, x, h, w) of a JPEG decoded at 1/ratio of its size.
+class Jpeg(NamedTuple):
+  """Stored image bytes and the size their header gives, not yet decoded."""
+  data: bytes
+  height: int
+  width: int
+
+
+def read_header(image_bytes):
+  """The Jpeg of `image_bytes`; raises UndecodableImage when they are no image."""
+  try:
+    height, width, _, _ = simplejpeg.decode_jpeg_header(image_bytes)
+  except ValueError:
+    # Not a JPEG header libjpeg-turbo reads: Pillow opens what else it can.
+    width, height = open_jpeg(image_bytes).size
+  return Jpeg(image_bytes, height, width)
+
+
+def _pillow_decode(image_bytes, ratio):
+  image = open_jpeg(image_bytes)
+  if ratio > 1:
+    # draft picks the largest scale that keeps the image at least this size: 1/ratio exactly,
+    # and libjpeg then rounds the sides up, as TensorFlow's decoder does.
+    image.draft('RGB', (image.size[0] // ratio, image.size[1] // ratio))
+  try:
+    return np.asarray(image.convert('RGB'))
+  except (OSError, SyntaxError) as e:
+    raise UndecodableImage(str(e)) from None
+
+
+def decode_window(jpeg, window, ratio):
+  """uint8 (h', w', 3): `window` (y, x, h, w) of a Jpeg decoded at 1/ratio of its size.
 
   As augment.decode_window: libjpeg scales the whole image in its IDCT and the
   window is scaled to that grid, its corners rounded down.
   """
-  width, height = image.size
-  if ratio > 1:
-    # draft picks the largest scale that keeps the image at least this size: 1/ratio exactly,
-    # and libjpeg then rounds the sides up, as TensorFlow's decoder does.
-    image.draft('RGB', (width // ratio, height // ratio))
   try:
-    pixels = np.asarray(image.convert('RGB'))
-  except (OSError, SyntaxError) as e:
-    raise UndecodableImage(str(e)) from None
+    # The smallest of libjpeg-turbo's scales (M/8) that keeps the sides at least 1/ratio of the
+    # image's, rounded up, and reduces them by at least `ratio`: 1/ratio exactly.
+    size = (-(-jpeg.height // ratio), -(-jpeg.width // ratio))
+    pixels = simplejpeg.decode_jpeg(jpeg.data, 'RGB', min_height=size[0], min_width=size[1],
+                                    min_factor=ratio)
+    if pixels.shape[:2] != size:
+      # Images of a few pixels, where another M/8 gives the same sides (never at ratio > 1, which
+      # needs a window of twice the output or more).
+      raise ValueError(f'decoded at {pixels.shape[:2]}, not {size}')
+  except ValueError:
+    # A truncated or corrupt JPEG (simplejpeg stops at libjpeg's first warning), or an image
+    # libjpeg-turbo does not read: Pillow decodes it as before, or it is undecodable.
+    pixels = _pillow_decode(jpeg.data, ratio)
   y, x, h, w = (v // ratio for v in window)
   return pixels[y:y + h, x:x + w]
 
@@ -257,27 +297,27 @@ def center_crop(image, size):
   return image[top:top + size, left:left + size]
 
 
-def crop_window(image, rng, image_size, eval_resize, area_range, sampler):
-  """The training crop's window (y, x, h, w) of a Pillow image, drawn by `sampler`."""
-  width, height = image.size
+def crop_window(jpeg, rng, image_size, eval_resize, area_range, sampler):
+  """The training crop's window (y, x, h, w) of a Jpeg, drawn by `sampler`."""
+  height, width = jpeg.height, jpeg.width
   if sampler == 'timm':
     return timm_crop_window(height, width, rng, area_range=tuple(area_range))
   return tf_crop_window(height, width, rng, fallback_fraction=image_size / eval_resize,
                         area_range=tuple(area_range))
 
 
-def crop_to_pixels(image, window, image_size):
+def crop_to_pixels(jpeg, window, image_size):
   """augment.fast_inception_crop and imagenet_train's rounding, for a given window: uint8."""
-  crop = decode_window(image, window, jpeg_ratio(window, image_size))
+  crop = decode_window(jpeg, window, jpeg_ratio(window, image_size))
   return (resize_bilinear(crop, image_size) + np.float32(0.5)).astype(np.uint8)
 
 
 def imagenet_train(image_bytes, rng, image_size, eval_resize, area_range=CROP_AREA_RANGE,
                    sampler='tf'):
   """augment.imagenet_train: random-size crop decoded at reduced scale, resized, flipped; uint8."""
-  image = open_jpeg(image_bytes)
-  window = crop_window(image, rng, image_size, eval_resize, area_range, sampler)
-  pixels = crop_to_pixels(image, window, image_size)
+  jpeg = read_header(image_bytes)
+  window = crop_window(jpeg, rng, image_size, eval_resize, area_range, sampler)
+  pixels = crop_to_pixels(jpeg, window, image_size)
   if rng.random() < 0.5:
     pixels = pixels[:, ::-1]
   return np.ascontiguousarray(pixels)

@@ -56,7 +56,7 @@ def test_a_windows_decode_equals_tensorflows(jpeg, window, size):
   ratio = grain_augment.jpeg_ratio(window, size)
   assert ratio == int(augment.jpeg_ratio(tf.constant(window), size))
   expected = augment.decode_window(tf.constant(jpeg), tf.constant(window), ratio).numpy()
-  got = grain_augment.decode_window(grain_augment.open_jpeg(jpeg), window, ratio)
+  got = grain_augment.decode_window(grain_augment.read_header(jpeg), window, ratio)
   assert got.shape == expected.shape
   if ratio > 1:
     np.testing.assert_array_equal(got, expected)
@@ -66,13 +66,28 @@ def test_a_windows_decode_equals_tensorflows(jpeg, window, size):
     np.testing.assert_array_equal(got[:, :-1], expected[:, :-1])
 
 
+def test_what_simplejpeg_rejects_pillow_decodes_or_it_is_undecodable(jpeg):
+  pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB'))
+  png = io.BytesIO()
+  Image.fromarray(pixels).save(png, 'PNG')
+  window = (10, 20, 300, 400)
+  got = grain_augment.decode_window(grain_augment.read_header(png.getvalue()), window, 2)
+  expected = np.asarray(Image.open(png).convert('RGB'))[5:155, 10:210]
+  np.testing.assert_array_equal(got, expected)
+  truncated = grain_augment.read_header(jpeg[:len(jpeg) // 2])
+  with pytest.raises(grain_augment.UndecodableImage):
+    grain_augment.decode_window(truncated, window, 1)
+  with pytest.raises(grain_augment.UndecodableImage):
+    grain_augment.read_header(b'no image')
+
+
 @pytest.mark.parametrize('window, size', [w for w in WINDOWS if w[0][2] >= 2 * w[1]])
 def test_the_training_crop_of_a_window_equals_tf_datas_pixel_for_pixel(jpeg, window, size):
   crop = augment.decode_window(tf.constant(jpeg), tf.constant(window),
                                augment.jpeg_ratio(tf.constant(window), size))
   expected = tf.cast(
       augment.resize(tf.cast(crop, tf.float32), size, antialias=False) + 0.5, tf.uint8).numpy()
-  got = grain_augment.crop_to_pixels(grain_augment.open_jpeg(jpeg), window, size)
+  got = grain_augment.crop_to_pixels(grain_augment.read_header(jpeg), window, size)
   np.testing.assert_array_equal(got, expected)
 
 
