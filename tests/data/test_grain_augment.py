@@ -81,14 +81,15 @@ def test_what_simplejpeg_rejects_pillow_decodes_or_it_is_undecodable(jpeg):
     grain_augment.read_header(b'no image')
 
 
+@pytest.mark.parametrize('mirror', [False, True])
 @pytest.mark.parametrize('window, size', [w for w in WINDOWS if w[0][2] >= 2 * w[1]])
-def test_the_training_crop_of_a_window_equals_tf_datas_pixel_for_pixel(jpeg, window, size):
+def test_the_training_crop_of_a_window_equals_tf_datas_pixel_for_pixel(jpeg, window, size, mirror):
   crop = augment.decode_window(tf.constant(jpeg), tf.constant(window),
                                augment.jpeg_ratio(tf.constant(window), size))
   expected = tf.cast(
       augment.resize(tf.cast(crop, tf.float32), size, antialias=False) + 0.5, tf.uint8).numpy()
-  got = grain_augment.crop_to_pixels(grain_augment.read_header(jpeg), window, size)
-  np.testing.assert_array_equal(got, expected)
+  got = grain_augment.crop_to_pixels(grain_augment.read_header(jpeg), window, size, mirror)
+  np.testing.assert_array_equal(got, expected[:, ::-1] if mirror else expected)
 
 
 @pytest.mark.parametrize('size, resize', [(224, 256), (64, 80), (300, 400)])
