@@ -175,16 +175,66 @@ class Jpeg(NamedTuple):
   data: bytes
   height: int
   width: int
+  # Sequential JPEGs: where the frame header's two bytes of height are (0: not one) and the
+  # rows of one MCU, so that a decode can stop below the crop window (decode_window).
+  height_at: int = 0
+  mcu_rows: int = 8
+
+
+# Start-of-frame markers of sequential Huffman JPEGs (baseline, extended): one scan of all
+# components, or one per component, each read top to bottom once.
+_SEQUENTIAL = (0xC0, 0xC1)
+# Start of scan, end of image.
+_SOS, _EOI = 0xDA, b'\xff\xd9'
+
+
+def _frame(data):
+  """(frame marker, offset of its height, max vertical sampling, offset of the first scan's data).
+
+  None where the bytes do not walk as JPEG marker segments up to a scan.
+  """
+  frame, at, sampling = 0, 0, 1
+  i = 2  # after the start-of-image marker
+  while i + 4 <= len(data) and data[i] == 0xFF:
+    marker = data[i + 1]
+    if marker == 0xFF:  # a fill byte
+      i += 1
+      continue
+    length = int.from_bytes(data[i + 2:i + 4], 'big')
+    if marker == _SOS:
+      return (frame, at, sampling, i + 2 + length) if frame else None
+    if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+      # Precision (1 byte), height (2), width (2), components (1), then per component its
+      # id, sampling factors (horizontal, vertical: 4 bits each) and table.
+      frame, at = marker, i + 5
+      count = data[i + 9]
+      sampling = max((data[i + 11 + 3 * k] & 15 for k in range(count)), default=1)
+    i += 2 + length
+  return None
 
 
 def read_header(image_bytes):
-  """The Jpeg of `image_bytes`; raises UndecodableImage when they are no image."""
+  """The Jpeg of `image_bytes`; raises UndecodableImage when they are no image or are truncated.
+
+  A JPEG is truncated when no end-of-image marker follows its first scan's
+  data, where a marker's bytes cannot occur (libjpeg, and so Pillow and
+  TensorFlow, stops at the end of the data there).
+  """
   try:
     height, width, _, _ = simplejpeg.decode_jpeg_header(image_bytes)
   except ValueError:
     # Not a JPEG header libjpeg-turbo reads: Pillow opens what else it can.
     width, height = open_jpeg(image_bytes).size
-  return Jpeg(image_bytes, height, width)
+    return Jpeg(image_bytes, height, width)
+  frame = _frame(image_bytes)
+  if frame is None:
+    return Jpeg(image_bytes, height, width)
+  marker, at, sampling, scan = frame
+  if not image_bytes.endswith(_EOI) and image_bytes.find(_EOI, scan) < 0:
+    raise UndecodableImage('the JPEG ends before its end-of-image marker')
+  if marker not in _SEQUENTIAL or sampling > 4:
+    return Jpeg(image_bytes, height, width)
+  return Jpeg(image_bytes, height, width, at, 8 * sampling)
 
 
 def _pillow_decode(image_bytes, ratio):
@@ -203,21 +253,34 @@ def decode_window(jpeg, window, ratio):
   """uint8 (h', w', 3): `window` (y, x, h, w) of a Jpeg decoded at 1/ratio of its size.
 
   As augment.decode_window: libjpeg scales the whole image in its IDCT and the
-  window is scaled to that grid, its corners rounded down.
+  window is scaled to that grid, its corners rounded down. A sequential JPEG
+  is decoded down to the window's last MCU row and one more only, as if its
+  header gave that height: the rows below cost nothing (libjpeg skips their
+  data to the end-of-image marker, with a warning that is not an error here),
+  and the window's pixels are those of the whole image's decode, the extra
+  MCU row giving the chroma upsampling the same neighbours. TensorFlow's
+  decode_and_crop_jpeg stops there too.
   """
+  data, height = jpeg.data, jpeg.height
+  rows = (-(-(window[0] + window[2]) // jpeg.mcu_rows) + 1) * jpeg.mcu_rows
+  if jpeg.height_at and rows < height:
+    data = b''.join((data[:jpeg.height_at], rows.to_bytes(2, 'big'), data[jpeg.height_at + 2:]))
+    height = rows
   try:
     # The smallest of libjpeg-turbo's scales (M/8) that keeps the sides at least 1/ratio of the
-    # image's, rounded up, and reduces them by at least `ratio`: 1/ratio exactly.
-    size = (-(-jpeg.height // ratio), -(-jpeg.width // ratio))
-    pixels = simplejpeg.decode_jpeg(jpeg.data, 'RGB', min_height=size[0], min_width=size[1],
-                                    min_factor=ratio)
+    # image's, rounded up, and reduces them by at least `ratio`: 1/ratio exactly. Not strict:
+    # libjpeg's warnings (corrupt data it decodes around) are no errors here, as in Pillow; a
+    # truncated JPEG is already undecodable (read_header).
+    size = (-(-height // ratio), -(-jpeg.width // ratio))
+    pixels = simplejpeg.decode_jpeg(data, 'RGB', min_height=size[0], min_width=size[1],
+                                    min_factor=ratio, strict=False)
     if pixels.shape[:2] != size:
       # Images of a few pixels, where another M/8 gives the same sides (never at ratio > 1, which
       # needs a window of twice the output or more).
       raise ValueError(f'decoded at {pixels.shape[:2]}, not {size}')
   except ValueError:
-    # A truncated or corrupt JPEG (simplejpeg stops at libjpeg's first warning), or an image
-    # libjpeg-turbo does not read: Pillow decodes it as before, or it is undecodable.
+    # An image libjpeg-turbo does not read (or an error it stops at): Pillow decodes it, or it
+    # is undecodable.
     pixels = _pillow_decode(jpeg.data, ratio)
   y, x, h, w = (v // ratio for v in window)
   return pixels[y:y + h, x:x + w]

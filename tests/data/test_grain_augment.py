@@ -66,6 +66,33 @@ def test_a_windows_decode_equals_tensorflows(jpeg, window, size):
     np.testing.assert_array_equal(got[:, :-1], expected[:, :-1])
 
 
+@pytest.mark.parametrize('options', [
+    dict(subsampling=0),
+    dict(subsampling=1),
+    dict(subsampling=2),
+    dict(subsampling=2, restart_marker_blocks=3),
+    dict(progressive=True),
+    dict(mode='L')
+])
+def test_a_window_decoded_to_its_last_rows_equals_the_whole_images_decode(jpeg, options):
+  options = dict(options)
+  image = Image.open(io.BytesIO(jpeg)).convert(options.pop('mode', 'RGB'))
+  encoded = io.BytesIO()
+  image.save(encoded, 'JPEG', quality=90, **options)
+  header = grain_augment.read_header(encoded.getvalue())
+  # Sequential JPEGs stop below the window; a progressive one is decoded whole.
+  assert bool(header.height_at) != bool(options.get('progressive'))
+  for y, h in [(0, 40), (100, 150), (200, 175), (17, 300)]:
+    for ratio in (1, 2, 4):
+      # Pillow decodes the whole image (the same libjpeg-turbo, the same scale).
+      whole = Image.open(io.BytesIO(encoded.getvalue()))
+      whole.draft('RGB', (WIDTH // ratio, HEIGHT // ratio))
+      top, left = y // ratio, 30 // ratio
+      expected = np.asarray(whole.convert('RGB'))[top:top + h // ratio, left:left + 400 // ratio]
+      got = grain_augment.decode_window(header, (y, 30, h, 400), ratio)
+      np.testing.assert_array_equal(got, expected)
+
+
 def test_what_simplejpeg_rejects_pillow_decodes_or_it_is_undecodable(jpeg):
   pixels = np.asarray(Image.open(io.BytesIO(jpeg)).convert('RGB'))
   png = io.BytesIO()
@@ -74,9 +101,8 @@ def test_what_simplejpeg_rejects_pillow_decodes_or_it_is_undecodable(jpeg):
   got = grain_augment.decode_window(grain_augment.read_header(png.getvalue()), window, 2)
   expected = np.asarray(Image.open(png).convert('RGB'))[5:155, 10:210]
   np.testing.assert_array_equal(got, expected)
-  truncated = grain_augment.read_header(jpeg[:len(jpeg) // 2])
   with pytest.raises(grain_augment.UndecodableImage):
-    grain_augment.decode_window(truncated, window, 1)
+    grain_augment.decode_window(grain_augment.read_header(jpeg[:len(jpeg) // 2]), window, 1)
   with pytest.raises(grain_augment.UndecodableImage):
     grain_augment.read_header(b'no image')
 
