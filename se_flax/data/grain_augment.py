@@ -294,10 +294,10 @@ def resize_bilinear(image, size, mirror=False):
   grid and border clamping, with 11-bit fixed-point weights and some
   intermediate bits truncated where TensorFlow interpolates in float32 and
   the pipeline adds 0.5 and truncates: about one value in eight is one level
-  lower (a mean of -0.13 levels on photographs' crops). The
-  float32 conversions and the rounding TensorFlow's values need cost more
-  than the interpolation itself (0.6 against 0.25 ms per 224x224 crop on a
-  busy core). `mirror` reverses the output's columns.
+  lower (a mean of -0.13 levels on photographs' crops). The float32
+  conversions and the rounding TensorFlow's values need cost more than the
+  interpolation itself (0.6 against 0.25 ms per 224x224 crop on a busy core).
+  `mirror` reverses the output's columns.
   """
   out = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
   return cv2.flip(out, 1) if mirror else out
