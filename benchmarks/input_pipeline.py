@@ -28,9 +28,10 @@ cores (the affinity is set before TensorFlow starts its threads) and times:
   timm's rand-m7-mstd0.5 (2 ops at magnitude 7, noise std 0.5) on the uint8 crop
   (`se_flax.data.randaugment`);
 * the grain loader (config.dataset.loader='grain'): `train_batches` over the
-  ArrayRecord copy (read, shuffle, Pillow's reduced-scale decode of the crop,
-  NumPy resize to 224, flip, batch uint8), and Pillow's bare decode of the same
-  bytes in memory, mapped by grain with the same threads.
+  ArrayRecord copy (read, shuffle, libjpeg-turbo's reduced-scale decode down
+  to the crop's last rows through simplejpeg, OpenCV resize to 224, flip,
+  batch uint8), and Pillow's bare decode of the same bytes in memory, mapped
+  by grain with the same threads.
 
 `--stages=loaders` measures only bare decode_jpeg, Pillow's bare decode and
 the two loaders (a few minutes of CPU instead of tens).
@@ -442,7 +443,7 @@ def main(argv=None):
   extra += [args.note] if args.note else []
   text = report.header('ImageNet input pipeline', 'CPU only (the pipeline runs on the host)', [
       'tensorflow-cpu', 'tensorflow', 'tensorflow-datasets', 'grain', 'array-record', 'numpy',
-      'pillow'
+      'pillow', 'simplejpeg', 'opencv-python-headless'
   ], extra)
   text += '\n' + report.table([
       'cores', 'what', 'images/s', 'images/s per core', 'vs bare decode_jpeg', 'range over rounds'
