@@ -11,7 +11,6 @@ import pytest
 import tensorflow_datasets as tfds
 
 from se_flax.data import feed
-from se_flax.data import prepare
 from tests.data import tiny_imagenet
 from tests.data.dataset_configs import dataset_config
 
@@ -27,11 +26,7 @@ def imagenet(tmp_path_factory):
   """(TinyImagenet, data_dir): 12 decodable train JPEGs and 1 truncated; 6 validation, 1
   truncated; TFRecord files and their ArrayRecord copy, by `prepare`."""
   root = tmp_path_factory.mktemp('grain_imagenet')
-  tiny = tiny_imagenet.make_tiny_imagenet(root / 'manual', num_corrupt=1, num_corrupt_val=1)
-  assert prepare.main(
-      ['--dataset=imagenet2012', f'--data_dir={root / "data"}',
-       f'--manual_dir={root / "manual"}']) == 0
-  return tiny, str(root / 'data')
+  return tiny_imagenet.make_and_prepare(root, num_corrupt=1, num_corrupt_val=1)
 
 
 def _cfg(data_dir, **overrides):

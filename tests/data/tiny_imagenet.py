@@ -134,3 +134,15 @@ def prepare_tiny_imagenet(data_dir, manual_dir):
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=os.fspath(manual_dir)))
   return builder
+
+
+def make_and_prepare(root, **kwargs):
+  """(TinyImagenet, data_dir): make_tiny_imagenet(root / 'manual', **kwargs), prepared by
+  se_flax's `prepare` into root / 'data' (tfds's TFRecord files and their ArrayRecord copy)."""
+  from se_flax.data import prepare  # pylint: disable=g-import-not-at-top
+
+  tiny = make_tiny_imagenet(root / 'manual', **kwargs)
+  assert prepare.main(
+      ['--dataset=imagenet2012', f'--data_dir={root / "data"}',
+       f'--manual_dir={root / "manual"}']) == 0
+  return tiny, str(root / 'data')

@@ -176,11 +176,7 @@ def grain_imagenet(tmp_path_factory):
   """(TinyImagenet, data_dir): one truncated JPEG in each split, prepared with the ArrayRecord
   copy by `prepare`."""
   root = tmp_path_factory.mktemp('grain_imagenet_run')
-  tiny = tiny_imagenet.make_tiny_imagenet(root / 'manual', num_corrupt=1, num_corrupt_val=1)
-  assert prepare.main(
-      ['--dataset=imagenet2012', f'--data_dir={root / "data"}',
-       f'--manual_dir={root / "manual"}']) == 0
-  return tiny, str(root / 'data')
+  return tiny_imagenet.make_and_prepare(root, num_corrupt=1, num_corrupt_val=1)
 
 
 # The tiny-ImageNet trainings of tests/integration and tests/reliability compile this program.
